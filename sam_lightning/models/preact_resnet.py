@@ -1,0 +1,88 @@
+"""Pre-activation ResNets for 32x32 images (He et al., 2016, "Identity Mappings in Deep Residual
+Networks"), with the CIFAR stem (one 3x3 conv, no max-pool), a width factor and a choice of
+normalization layer.
+
+    model = build_model("preact_resnet18", num_classes=10, width=64, norm="batch")
+
+`width` is the channel count of the stem and first stage; the four stages have width x (1, 2, 4, 8)
+channels (64 is the paper's ResNet). `norm="group"` uses GroupNorm with `gn_groups` groups in every
+layer; each layer's channel count (width, 2 width, 4 width, 8 width) must be divisible by it.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ARCHITECTURES = {"preact_resnet18": (2, 2, 2, 2), "preact_resnet34": (3, 4, 6, 3)}
+
+
+def norm_layer(kind: str, gn_groups: int = 32):
+    if kind == "batch":
+        return nn.BatchNorm2d
+    if kind == "group":
+        return partial(_group_norm, gn_groups)
+    raise ValueError(f"model.norm must be 'batch' or 'group', got {kind!r}")
+
+
+def _group_norm(groups: int, channels: int) -> nn.GroupNorm:
+    if channels % groups:
+        raise ValueError(f"model.gn_groups={groups} does not divide {channels} channels; pick a divisor of model.width")
+    return nn.GroupNorm(groups, channels)
+
+
+class PreActBlock(nn.Module):
+    """norm -> relu -> conv3x3 -> norm -> relu -> conv3x3, plus identity (or 1x1 conv) shortcut."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int, norm) -> None:
+        super().__init__()
+        self.bn1 = norm(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = norm(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.shortcut = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(x))
+        # The projection shortcut sees the pre-activated input, as in the paper's reference code.
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNet(nn.Module):
+    def __init__(self, blocks: tuple[int, ...], num_classes: int, width: int = 64, norm: str = "batch", gn_groups: int = 32, in_channels: int = 3) -> None:
+        super().__init__()
+        if width < 1:
+            raise ValueError(f"model.width must be positive, got {width}")
+        make_norm = norm_layer(norm, gn_groups)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+        stages, in_planes = [], width
+        for i, n_blocks in enumerate(blocks):
+            planes = width * 2**i
+            strides = [1 if i == 0 else 2] + [1] * (n_blocks - 1)
+            layers = []
+            for stride in strides:
+                layers.append(PreActBlock(in_planes, planes, stride, make_norm))
+                in_planes = planes
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.bn = make_norm(in_planes)
+        self.linear = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.stages(self.conv1(x))
+        out = F.relu(self.bn(out))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def build_model(arch: str, num_classes: int, width: int = 64, norm: str = "batch", gn_groups: int = 32, in_channels: int = 3) -> PreActResNet:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"model.arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
+    return PreActResNet(ARCHITECTURES[arch], num_classes, width, norm, gn_groups, in_channels)

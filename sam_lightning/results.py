@@ -1,0 +1,121 @@
+"""`results.json`: one file per run that says what came out of it, written atomically.
+
+Written at the end of every run, finished or failed, and after every epoch, so that a killed job
+still leaves the last complete state (never a half-written file: write to a temporary file in the
+same folder, then rename over the old one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+RESULTS_FILE = "results.json"
+TRAIN_KEYS = ("train/loss", "train/error", "train/objective", "train/lr")
+EPOCH_KEYS = TRAIN_KEYS + ("test/loss", "test/error")
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _float(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+class ResultsWriter(pl.Callback):
+    """Collects per-epoch metrics and keeps `results.json` up to date.
+
+    The history travels in checkpoints (state_dict), so a resumed run keeps its earlier epochs.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, config: dict, extra: dict | None = None) -> None:
+        self.path = Path(run_dir) / RESULTS_FILE
+        self.config = config
+        self.extra = dict(extra or {})
+        self.history: list[dict] = []
+        self.started = time.time()
+        self.wall_time_before = 0.0  # from earlier, resumed segments of the same run
+
+    # -- state carried in checkpoints --
+    def state_dict(self) -> dict:
+        return {"history": self.history, "wall_time": self.wall_time()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state.get("history", []))
+        self.wall_time_before = float(state.get("wall_time", 0.0))
+
+    def wall_time(self) -> float:
+        return self.wall_time_before + time.time() - self.started
+
+    # -- hooks --
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._tested_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The epoch's evaluation has run by now (if it was due); callback_metrics hold both, and
+        # test metrics of an earlier epoch are not repeated for an epoch without evaluation.
+        metrics = trainer.callback_metrics
+        keys = EPOCH_KEYS if getattr(self, "_tested_epoch", None) == trainer.current_epoch else TRAIN_KEYS
+        row = {k: _float(metrics[k]) for k in keys if k in metrics}
+        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **row})
+        if trainer.is_global_zero:
+            self.write("running")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.write("finished" if not trainer.interrupted else "interrupted", epochs_done=trainer.current_epoch)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if trainer.is_global_zero:
+            self.write("failed", reason=f"{type(exception).__name__}: {exception}")
+
+    def summary(self) -> dict:
+        tested = [h for h in self.history if h.get("test/error") is not None]
+        best = min(tested, key=lambda h: h["test/error"]) if tested else None
+        last = self.history[-1] if self.history else {}
+        trained = [h for h in self.history if h.get("train/error") is not None]
+        return {
+            "final_test_error": tested[-1]["test/error"] if tested else None,
+            "final_test_loss": tested[-1].get("test/loss") if tested else None,
+            "best_test_error": best["test/error"] if best else None,
+            "best_epoch": best["epoch"] if best else None,
+            "final_train_error": trained[-1]["train/error"] if trained else None,
+            "final_train_loss": trained[-1].get("train/loss") if trained else None,
+            "final_train_objective": trained[-1].get("train/objective") if trained else None,
+            "epochs_done": len(trained),
+            "global_step": last.get("step", 0),
+        }
+
+    def write(self, status: str, reason: str | None = None, epochs_done: int | None = None) -> dict:
+        payload = {"status": status, "reason": reason, **self.summary(), "wall_time_s": round(self.wall_time(), 3), **self.extra, "config": self.config, "history": self.history}
+        atomic_write_json(self.path, payload)
+        return payload
+
+
+def write_failure(run_dir: str | os.PathLike, config: dict, reason: str) -> None:
+    """For failures before training starts (bad config, missing data): same file, same keys."""
+    ResultsWriter(run_dir, config).write("failed", reason=reason)

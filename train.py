@@ -1,0 +1,133 @@
+"""Train a CIFAR ResNet with ERM or m-SAM. Hydra composes the config from conf/.
+
+    python train.py                                   # SAM, CIFAR-10, ResNet-18, 200 epochs
+    python train.py method=sam_m128 data=cifar100     # 128-SAM, CIFAR-100, ResNet-34
+    python train.py experiment=smoke                  # a CPU check in under a minute
+    python train.py -m method.rho=0.05,0.1,0.2 seed=0,1,2   # a grid, one job per combination
+    python train.py ckpt_path=outputs/.../checkpoints/last.ckpt   # resume
+
+Each run directory holds results.json, train.log, checkpoints/ and the logger's files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from sam_lightning.config import ConfigError, MethodSpec, OptimSpec
+from sam_lightning.data import DataUnavailableError, ImageDataModule
+from sam_lightning.module import SAMClassifier
+from sam_lightning.results import ResultsWriter, write_failure
+from sam_lightning.wandb_mode import resolve_mode
+
+log = logging.getLogger("train")
+
+
+def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
+    lc = cfg.logger
+    if lc.name == "csv":
+        return pl.loggers.CSVLogger(save_dir=str(run_dir), name="", version="csv")
+    if lc.name != "wandb":
+        raise ConfigError(f"logger.name must be wandb or csv, got {lc.name!r}")
+    mode, why = resolve_mode(lc.mode)
+    if why:
+        print(f"W&B: offline mode ({why}); upload later with: wandb sync {run_dir / 'wandb'}/offline-run-*", flush=True)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return pl.loggers.WandbLogger(
+        project=lc.project, entity=lc.entity, group=lc.group or f"{cfg.data.name}-{cfg.model.arch}",
+        job_type=lc.job_type, tags=list(lc.tags), name=cfg.run_name, save_dir=str(run_dir), mode=mode,
+        log_model=lc.log_model, config=config, anonymous="never", reinit="finish_previous",
+    )
+
+
+def use_channels_last(cfg: DictConfig) -> bool:
+    if cfg.channels_last == "auto":
+        return cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available())
+    return bool(cfg.channels_last)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Runs one training job and returns what results.json holds. Raises on failure."""
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    method = MethodSpec.from_mapping(cfg.method)
+    OptimSpec.from_mapping(cfg.optim)
+    method.check_batch_size(cfg.data.batch_size)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = ImageDataModule(cfg.data, batch_size=cfg.data.batch_size, eval_batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        datamodule.prepare_data()
+    datamodule.setup("fit")
+    arrays = datamodule.arrays
+    sizes = {"train": len(arrays.train_y), "test": len(arrays.test_y), "num_classes": arrays.num_classes}
+    log.info("data %s: %d train / %d test examples, %d classes", cfg.data.name, sizes["train"], sizes["test"], sizes["num_classes"])
+
+    model = SAMClassifier(
+        model=OmegaConf.to_container(cfg.model), method=OmegaConf.to_container(cfg.method), optim=OmegaConf.to_container(cfg.optim),
+        num_classes=arrays.num_classes, max_epochs=cfg.trainer.max_epochs, channels_last=use_channels_last(cfg),
+    )
+    results = ResultsWriter(run_dir, config, extra={"data_sizes": sizes, "parameters": sum(p.numel() for p in model.parameters())})
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", monitor="test/error", mode="min",
+        save_last=True, auto_insert_metric_name=False,
+    )
+    logger = make_logger(cfg, run_dir, config)
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer), logger=logger, callbacks=[results, checkpoints], default_root_dir=str(run_dir))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    finally:
+        if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
+            summary = results.summary()
+            logger.experiment.summary.update({k: v for k, v in summary.items() if v is not None})
+            logger.experiment.finish()
+    payload = results.write("finished" if not trainer.interrupted else "interrupted")
+    if trainer.is_global_zero:
+        print(f"run directory: {run_dir}\nresults:       {results.path}", flush=True)
+        if isinstance(logger, pl.loggers.WandbLogger):
+            print(f"W&B run:       {logger.experiment.dir if hasattr(logger.experiment, 'dir') else run_dir / 'wandb'}", flush=True)
+    return payload
+
+
+def is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point. Returns the final test error (for Hydra sweepers that optimize)."""
+    try:
+        return train(cfg)["final_test_error"]
+    except (ConfigError, DataUnavailableError) as err:
+        reason = f"{type(err).__name__}: {err}"
+        short = str(err)
+    except Exception as err:  # noqa: BLE001 - recorded in results.json, then reported
+        reason = f"{type(err).__name__}: {err}"
+        short = None
+        traceback.print_exc()
+    write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)
+    if is_multirun():
+        log.error("job failed: %s", reason)  # the sweep goes on; sweep.py lists failed jobs
+        return None
+    print(f"error: {short or reason}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
