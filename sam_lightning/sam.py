@@ -64,6 +64,49 @@ def sam_perturbation(grads: Sequence[Tensor], rho: float, normalize: bool = True
     return torch._foreach_mul(list(grads), scale)
 
 
+def project_to_ball(e: Sequence[Tensor], rho: float) -> list[Tensor]:
+    """The Euclidean projection of e (all tensors as one vector) onto {||e|| <= rho}."""
+    norm = global_norm(e)
+    return torch._foreach_mul(list(e), torch.clamp(rho / (norm + 1e-12), max=1.0))
+
+
+def projected_ascent(
+    params: Sequence[Tensor],
+    grad_fn: Callable[[], Sequence[Tensor]],
+    rho: float,
+    *,
+    steps: int = 1,
+    step_size: float | None = None,
+    normalize: bool = True,
+    first_grads: Sequence[Tensor] | None = None,
+) -> list[Tensor]:
+    """Approximately solve max_{||e|| <= rho} L(w + e) from e = 0; returns e, with params left at w + e.
+
+    Each step: g = grad L(w + e) from `grad_fn()` (which reads the params as they are), then
+    e <- P(e + step_size * g / ||g||), P the projection onto the rho-ball (App. D's sharpness
+    solver, and multi-step SAM). With steps=1 and step_size=rho this is exactly SAM's e.
+    With normalize=False the step is step_size * g and there is no projection (constant-rho SAM).
+    `first_grads`, if given, is the gradient at w (saves one pass when the caller has it).
+    """
+    if steps < 1:
+        raise ValueError(f"ascent steps must be >= 1, got {steps}")
+    params = list(params)
+    step_size = rho if step_size is None else step_size
+    e = [torch.zeros_like(p) for p in params]
+    for k in range(steps):
+        grads = list(first_grads) if (k == 0 and first_grads is not None) else list(grad_fn())
+        e = torch._foreach_add(e, sam_perturbation(grads, step_size, normalize))
+        if normalize:
+            e = project_to_ball(e, rho)
+        with torch.no_grad():
+            if k == 0:
+                torch._foreach_add_(params, e)
+            else:
+                torch._foreach_add_(params, torch._foreach_sub(e, previous))
+        previous = e
+    return e
+
+
 @contextlib.contextmanager
 def frozen_bn_running_stats(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     """Leave BatchNorm running statistics exactly as they were; batch statistics are still used."""
@@ -145,9 +188,7 @@ def sam_gradients(
             objective = _objective(loss, regularizer)
             grads = torch.autograd.grad(objective, params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        e = sam_perturbation(grads, rho, normalize)
-        with torch.no_grad():
-            torch._foreach_add_(params, e)
+        e = projected_ascent(params, None, rho, normalize=normalize, first_grads=grads)
         with no_sync() if i < n - 1 else contextlib.nullcontext():
             loss_at_e = criterion(model(x), y)
             backward(_objective(loss_at_e, regularizer) / n)
