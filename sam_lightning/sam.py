@@ -53,9 +53,8 @@ def chunk_slices(batch_size: int, m: int | None) -> list[slice]:
 
 
 def global_norm(tensors: Sequence[Tensor]) -> Tensor:
-    """The l2 norm of all tensors taken together as one vector (in float32)."""
-    norms = torch._foreach_norm([t.float() for t in tensors])
-    return torch.linalg.vector_norm(torch.stack(norms))
+    """The l2 norm of all tensors taken together as one vector."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
 
 
 def sam_perturbation(grads: Sequence[Tensor], rho: float, normalize: bool = True, eps: float = 1e-12) -> list[Tensor]:

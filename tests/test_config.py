@@ -1,0 +1,51 @@
+"""Every preset composes with every data and model choice, and the paper's pairings hold."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONF, compose_config
+from sam_lightning.config import MethodSpec, OptimSpec
+
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("data", DATA)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_composes_with_every_data_and_model(method, data):
+    for model in MODELS:
+        cfg = compose_config([f"method={method}", f"data={data}", f"model={model}", "data.root=/tmp"])
+        spec = MethodSpec.from_mapping(cfg.method)
+        spec.check_batch_size(cfg.data.batch_size)
+        OptimSpec.from_mapping(cfg.optim)
+        assert cfg.model.arch == model
+        OmegaConf.to_container(cfg.method, resolve=True)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_and_trainer_composes(experiment):
+    for trainer in TRAINERS:
+        cfg = compose_config([f"experiment={experiment}", f"trainer={trainer}", "data.root=/tmp"])
+        MethodSpec.from_mapping(cfg.method).check_batch_size(cfg.data.batch_size)
+
+
+def test_paper_pairing_and_presets():
+    cfg = compose_config(["method=sam_m128", "data=cifar100", "trainer.devices=1"])
+    assert (cfg.method.m, cfg.data.num_classes, cfg.model.arch) == (128, 100, "preact_resnet34")
+    assert compose_config(["data=cifar10"]).model.arch == "preact_resnet18"
+    assert compose_config(["data=cifar100", "model=preact_resnet18"]).model.arch == "preact_resnet18"
+    default = compose_config([])
+    assert (default.method.name, default.method.rho, default.method.normalize) == ("sam", 0.1, True)
+    assert (default.optim.lr, default.optim.momentum, default.optim.l2) == (0.1, 0.9, 5e-4)
+    assert (default.data.batch_size, default.trainer.max_epochs, default.model.width) == (128, 200, 64)
+    assert default.optim.schedule == "piecewise" and default.optim.l2_mode == "loss"
+    assert compose_config(["method=sam_const"]).method.normalize is False
+    assert compose_config(["method=erm"]).method.name == "erm"
+    gpu = compose_config(["trainer=gpu"]).trainer
+    assert gpu.precision == "bf16-mixed"
+    assert compose_config(["trainer=ddp"]).trainer.strategy == "ddp"

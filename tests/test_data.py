@@ -1,0 +1,74 @@
+"""Data: deterministic synthetic sets, batched augmentation, clear errors for missing data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from sam_lightning.data import DataUnavailableError, load_source, random_crop_flip
+from sam_lightning.data.sources import make_synthetic
+
+
+def test_synthetic_is_deterministic_in_the_seed_and_balanced():
+    a, b, c = make_synthetic(200, 50, 10, seed=3), make_synthetic(200, 50, 10, seed=3), make_synthetic(200, 50, 10, seed=4)
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
+    assert not torch.equal(a.train_x, c.train_x)
+    assert a.train_x.dtype == torch.uint8 and a.train_x.shape == (200, 3, 32, 32)
+    assert torch.bincount(a.train_y, minlength=10).tolist() == [20] * 10
+
+
+def test_synthetic_classes_are_separable_by_a_linear_probe():
+    a = make_synthetic(1000, 500, 10, seed=0)
+    # Nearest class mean on the raw pixels: the classes carry signal far above chance.
+    x, xt = a.train_x.flatten(1).float(), a.test_x.flatten(1).float()
+    means = torch.stack([x[a.train_y == k].mean(0) for k in range(10)])
+    accuracy = (torch.cdist(xt, means).argmin(1) == a.test_y).float().mean()
+    assert accuracy > 0.5
+
+
+def test_random_crop_is_a_zero_padded_shift_and_flip_a_mirror():
+    torch.manual_seed(0)
+    x = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    out = random_crop_flip(x, padding=4, flip=True)
+    padded = F.pad(x, (4, 4, 4, 4))
+    shifts = set()
+    for i in range(64):
+        matches = [
+            (dy, dx, flip)
+            for dy in range(9)
+            for dx in range(9)
+            for flip in (False, True)
+            if torch.equal(out[i], (padded[i, :, dy : dy + 32, dx : dx + 32].flip(-1) if flip else padded[i, :, dy : dy + 32, dx : dx + 32]))
+        ]
+        assert matches, f"image {i} is not a shifted (mirrored) crop"
+        shifts.add(matches[0])
+    assert len(shifts) > 20  # offsets are drawn per image, not once per batch
+
+
+def test_missing_cifar_without_download_names_path_and_fix(tmp_path):
+    cfg = OmegaConf.create({"name": "cifar10", "root": str(tmp_path / "nowhere"), "download": False})
+    with pytest.raises(DataUnavailableError) as err:
+        load_source(cfg)
+    message = str(err.value)
+    assert str(tmp_path / "nowhere") in message and "data.download=true" in message and "\n" not in message
+
+
+def test_imagefolder_reads_a_tree_and_refuses_a_wrong_one(tmp_path):
+    from torchvision.io import write_png
+
+    for split in ("train", "test"):
+        for k, cls in enumerate(("cat", "dog")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                write_png(torch.full((3, 32, 32), 40 * k + i, dtype=torch.uint8), str(tmp_path / split / cls / f"{i}.png"))
+    cfg = OmegaConf.create({"name": "imagefolder", "root": str(tmp_path), "cache_dir": str(tmp_path / "cache")})
+    arrays = load_source(cfg)
+    assert arrays.num_classes == 2 and arrays.train_x.shape == (6, 3, 32, 32)
+    assert arrays.train_y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert int(arrays.train_x[4, 0, 0, 0]) == 41
+    again = load_source(cfg)  # from the cache this time
+    assert torch.equal(again.train_x, arrays.train_x)
+    with pytest.raises(DataUnavailableError, match="train/ and test/"):
+        load_source(OmegaConf.create({"name": "imagefolder", "root": str(tmp_path / "train"), "cache_dir": None}))

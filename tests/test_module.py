@@ -1,0 +1,126 @@
+"""The Lightning system makes the same step as the hand-written reference, once per batch."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from sam_lightning.config import ConfigError, MethodSpec, OptimSpec
+from sam_lightning.module import SAMClassifier
+from test_sam_step import LR, reference_update
+
+TINY_MODEL = {"arch": "preact_resnet18", "width": 2, "norm": "batch", "gn_groups": 2}
+
+
+def system(method: dict, l2: float = 5e-4, l2_mode: str = "loss", schedule: str = "constant", max_epochs: int = 1) -> SAMClassifier:
+    torch.manual_seed(0)
+    optim = {"lr": LR, "momentum": 0.9, "l2": l2, "l2_mode": l2_mode, "schedule": schedule}
+    return SAMClassifier(TINY_MODEL, method, optim, num_classes=3, max_epochs=max_epochs).double()
+
+
+def batches(n_batches: int = 1, batch_size: int = 8):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(n_batches * batch_size, 3, 32, 32, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (n_batches * batch_size,), generator=g)
+    return x, y, DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
+
+
+def fit(module: SAMClassifier, loader, **trainer_kwargs) -> pl.Trainer:
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, **trainer_kwargs,
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return trainer
+
+
+@pytest.mark.parametrize("m", [None, 4])
+@pytest.mark.parametrize("l2_mode", ["loss", "weight_decay"])
+def test_lightning_step_matches_reference(m, l2_mode):
+    l2 = 5e-3
+    module = system({"name": "sam", "rho": 0.2, "m": m}, l2=l2, l2_mode=l2_mode)
+    start = copy.deepcopy(module.backbone)
+    x, y, loader = batches()
+    fit(module, loader)
+    if l2_mode == "loss":
+        expected = reference_update(start, x, y, rho=0.2, m=m, normalize=True, l2=l2)
+    else:  # SGD's weight decay adds l2 * w0 to the (unregularized) SAM gradient
+        plain = reference_update(start, x, y, rho=0.2, m=m, normalize=True, l2=0.0)
+        w0 = dict(start.named_parameters())
+        expected = {k: v - LR * l2 * w0[k] for k, v in plain.items()}
+    for k, v in module.backbone.named_parameters():
+        torch.testing.assert_close(v, expected[k], atol=1e-6, rtol=0)
+
+
+def test_rho_zero_sam_equals_erm_in_the_system():
+    x, y, loader = batches(n_batches=2)
+    sam, erm = system({"name": "sam", "rho": 0.0}), system({"name": "erm"})
+    fit(sam, loader)
+    fit(erm, loader)
+    for a, b in zip(sam.backbone.parameters(), erm.backbone.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method", [{"name": "erm"}, {"name": "sam", "m": 2}])
+def test_one_optimizer_step_per_batch(method):
+    _, _, loader = batches(n_batches=3)
+    module = system(method)
+    calls = []
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    module.configure_optimizers = _count_steps(module.configure_optimizers, calls)
+    trainer.fit(module, train_dataloaders=loader)
+    assert trainer.global_step == 3
+    assert len(calls) == 3
+
+
+def _count_steps(configure, calls):
+    def wrapped():
+        (opt,), scheds = configure()
+        step = opt.step
+
+        def counting_step(*args, **kwargs):
+            calls.append(1)
+            return step(*args, **kwargs)
+
+        opt.step = counting_step
+        return [opt], scheds
+
+    return wrapped
+
+
+def test_piecewise_schedule_decays_at_half_and_three_quarters():
+    module = system({"name": "erm"}, schedule="piecewise", max_epochs=8)
+    (opt,), (sched,) = module.configure_optimizers()
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+
+
+@pytest.mark.parametrize(
+    "cls,values,match",
+    [
+        (MethodSpec, {"name": "adam"}, "unknown method.name"),
+        (MethodSpec, {"rho": -1}, "method.rho"),
+        (MethodSpec, {"m": 0}, "method.m"),
+        (MethodSpec, {"rhoo": 0.1}, "unknown key"),
+        (OptimSpec, {"schedule": "linear"}, "optim.schedule"),
+        (OptimSpec, {"l2_mode": "both"}, "optim.l2_mode"),
+    ],
+)
+def test_bad_settings_fail_with_one_clear_line(cls, values, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        cls.from_mapping(values)
+    assert "\n" not in str(err.value)
+
+
+def test_m_must_divide_the_batch_size():
+    with pytest.raises(ConfigError, match="must divide"):
+        MethodSpec(name="sam", m=48).check_batch_size(128)
+    MethodSpec(name="sam", m=32).check_batch_size(128)

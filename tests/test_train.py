@@ -1,0 +1,119 @@
+"""train.py end to end: through Hydra's compose API in-process, and through the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY
+from train import train
+from wandb_log import run_contents
+
+RESULT_KEYS = {
+    "status", "reason", "final_test_error", "best_test_error", "best_epoch", "final_train_error",
+    "final_train_loss", "epochs_done", "wall_time_s", "config", "history", "data_sizes",
+}
+
+
+def run_cli(*overrides: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_compose_api_run_writes_results_and_checkpoints(tiny_cfg):
+    cfg = tiny_cfg("trainer.max_epochs=2")
+    out = train(cfg)
+    run_dir = cfg.paths.output_dir
+    on_disk = json.load(open(f"{run_dir}/results.json"))
+    assert RESULT_KEYS <= set(on_disk)
+    assert on_disk["status"] == "finished" and on_disk["epochs_done"] == 2 and len(on_disk["history"]) == 2
+    assert on_disk["final_test_error"] == out["final_test_error"] == on_disk["history"][-1]["test/error"]
+    assert on_disk["best_test_error"] == min(h["test/error"] for h in on_disk["history"])
+    assert on_disk["config"]["method"]["m"] == 32 and on_disk["config"]["seed"] == 0
+    assert on_disk["data_sizes"] == {"train": 256, "test": 128, "num_classes": 10}
+    assert on_disk["global_step"] == 2 * (256 // 128)
+    assert os.path.exists(f"{run_dir}/checkpoints/last.ckpt")
+    assert any(f.startswith("best-epoch") for f in os.listdir(f"{run_dir}/checkpoints"))
+
+
+def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, tiny_cfg):
+    a = train(tiny_cfg(f"paths.output_dir={tmp_path / 'a'}"))
+    b = train(tiny_cfg(f"paths.output_dir={tmp_path / 'b'}"))
+    c = train(tiny_cfg(f"paths.output_dir={tmp_path / 'c'}", "seed=1"))
+    assert a["history"] == b["history"]
+    assert a["history"] != c["history"]
+
+
+def test_resume_from_last_checkpoint_continues_the_run(tmp_path, tiny_cfg):
+    first = train(tiny_cfg(f"paths.output_dir={tmp_path / 'r'}", "trainer.max_epochs=1"))
+    resumed = train(tiny_cfg(f"paths.output_dir={tmp_path / 'r'}", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'r/checkpoints/last.ckpt'}"))
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
+    assert resumed["history"][0] == first["history"][0]
+    assert resumed["global_step"] == 2 * first["global_step"]
+
+
+def test_wandb_offline_run_holds_config_and_final_metrics(tiny_cfg, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE")  # mode=auto must find no API key and go offline by itself
+    cfg = tiny_cfg("logger=wandb", "logger.mode=auto")
+    out = train(cfg)
+    notices = [line for line in capsys.readouterr().out.splitlines() if line.startswith("W&B: offline mode")]
+    assert len(notices) == 1 and "wandb sync" in notices[0]
+    wandb_dir = os.path.join(cfg.paths.output_dir, "wandb")
+    runs = [d for d in os.listdir(wandb_dir) if d.startswith("offline-run-")]
+    assert len(runs) == 1
+    (run_file,) = (ROOT / wandb_dir / runs[0]).glob("*.wandb")
+    config, summary, run = run_contents(run_file)
+    assert config["method"]["name"] == "sam" and config["seed"] == 0 and config["data"]["name"] == "synthetic"
+    assert summary["final_test_error"] == pytest.approx(out["final_test_error"])
+    assert summary["test/error"] == pytest.approx(out["final_test_error"])
+    assert run["project"] == "sam-lightning"
+
+
+def test_cli_smoke_preset_learns(tmp_path):
+    # About 25 s on 2 idle cores; the time limit here only catches a preset grown far too big.
+    proc = run_cli("experiment=smoke", f"hydra.run.dir={tmp_path}", "trainer.enable_progress_bar=false", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.load(open(tmp_path / "results.json"))
+    assert results["status"] == "finished" and results["epochs_done"] == 4
+    assert results["final_test_error"] < 0.5  # chance is 0.9
+    assert "results:" in proc.stdout and str(tmp_path) in proc.stdout
+
+
+def test_cli_missing_data_fails_fast_with_one_clear_line(tmp_path):
+    start = time.time()
+    proc = run_cli("data=cifar10", "data.root=/nonexistent", "data.download=false", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert time.time() - start < 30
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "/nonexistent" in errors[0] and "data.download=true" in errors[0]
+    results = json.load(open(tmp_path / "results.json"))
+    assert results["status"] == "failed" and "DataUnavailableError" in results["reason"]
+
+
+def test_cli_bad_config_fails_before_training(tmp_path):
+    proc = run_cli(*TINY, "method.m=48", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "method.m=48 must divide" in proc.stderr
+    assert json.load(open(tmp_path / "results.json"))["status"] == "failed"
+
+
+def test_training_failure_is_recorded_not_lost(tiny_cfg, monkeypatch):
+    from sam_lightning.module import SAMClassifier
+
+    def explode(self, batch, batch_idx):
+        raise FloatingPointError("loss is nan")
+
+    monkeypatch.setattr(SAMClassifier, "training_step", explode)
+    cfg = tiny_cfg()
+    with pytest.raises(FloatingPointError):
+        train(cfg)
+    results = json.load(open(f"{cfg.paths.output_dir}/results.json"))
+    assert results["status"] == "failed" and "loss is nan" in results["reason"]
+    assert torch.__version__  # the run left a complete JSON file, not a partial one
