@@ -23,10 +23,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from sam_lightning.config import ConfigError, MethodSpec, OptimSpec
+from sam_lightning.analysis.checkpoints import CheckpointError, load_checkpoint
+from sam_lightning.config import ConfigError, MethodSpec, OptimSpec, check_data_settings
 from sam_lightning.data import DataUnavailableError, ImageDataModule
 from sam_lightning.module import SAMClassifier
-from sam_lightning.results import ResultsWriter, write_failure
+from sam_lightning.naming import wandb_names
+from sam_lightning.results import ResultsWriter, atomic_write_json, write_failure
 from sam_lightning.wandb_mode import resolve_mode
 
 log = logging.getLogger("train")
@@ -42,10 +44,11 @@ def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
     if why:
         print(f"W&B: offline mode ({why}); upload later with: wandb sync {run_dir / 'wandb'}/offline-run-*", flush=True)
     os.environ.setdefault("WANDB_SILENT", "true")
+    names = wandb_names(cfg)  # one group per sweep, job_type = method, name = the job's overrides
     return pl.loggers.WandbLogger(
-        project=lc.project, entity=lc.entity, group=lc.group or f"{cfg.data.name}-{cfg.model.arch}",
-        job_type=lc.job_type, tags=list(lc.tags), name=cfg.run_name, save_dir=str(run_dir), mode=mode,
-        log_model=lc.log_model, config=config, anonymous="never", reinit="finish_previous",
+        project=lc.project, entity=lc.entity, group=names["group"], job_type=names["job_type"],
+        tags=list(lc.tags), name=names["name"], save_dir=str(run_dir), mode=mode,
+        log_model=lc.log_model, config={**config, "hydra": names["hydra"]}, anonymous="never", reinit="finish_previous",
     )
 
 
@@ -63,6 +66,7 @@ def train(cfg: DictConfig) -> dict:
     method = MethodSpec.from_mapping(cfg.method)
     OptimSpec.from_mapping(cfg.optim)
     method.check_batch_size(cfg.data.batch_size)
+    check_data_settings(cfg.data.get("label_noise", 0.0), cfg.data.get("train_fraction", 1.0))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = ImageDataModule(cfg.data, batch_size=cfg.data.batch_size, eval_batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
@@ -72,11 +76,17 @@ def train(cfg: DictConfig) -> dict:
     arrays = datamodule.arrays
     sizes = {"train": len(arrays.train_y), "test": len(arrays.test_y), "num_classes": arrays.num_classes}
     log.info("data %s: %d train / %d test examples, %d classes", cfg.data.name, sizes["train"], sizes["test"], sizes["num_classes"])
+    if len(datamodule.noisy_indices):
+        sizes["noisy_train"] = len(datamodule.noisy_indices)
+        save_noisy_labels(run_dir / "noisy_labels.json", datamodule)
 
     model = SAMClassifier(
         model=OmegaConf.to_container(cfg.model), method=OmegaConf.to_container(cfg.method), optim=OmegaConf.to_container(cfg.optim),
         num_classes=arrays.num_classes, max_epochs=cfg.trainer.max_epochs, channels_last=use_channels_last(cfg),
+        track_label_noise=len(datamodule.noisy_indices) > 0,
     )
+    if cfg.get("init_from"):
+        load_backbone_weights(model, cfg.init_from)
     results = ResultsWriter(run_dir, config, extra={"data_sizes": sizes, "parameters": sum(p.numel() for p in model.parameters())})
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", monitor="test/error", mode="min",
@@ -84,19 +94,42 @@ def train(cfg: DictConfig) -> dict:
     )
     logger = make_logger(cfg, run_dir, config)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer), logger=logger, callbacks=[results, checkpoints], default_root_dir=str(run_dir))
+    wandb_dir = None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     finally:
         if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
-            summary = results.summary()
-            logger.experiment.summary.update({k: v for k, v in summary.items() if v is not None})
-            logger.experiment.finish()
+            run = logger.experiment
+            run.summary.update({k: v for k, v in results.summary().items() if v is not None})
+            wandb_dir = Path(run.dir).parent
+            run.finish()
     payload = results.write("finished" if not trainer.interrupted else "interrupted")
     if trainer.is_global_zero:
         print(f"run directory: {run_dir}\nresults:       {results.path}", flush=True)
-        if isinstance(logger, pl.loggers.WandbLogger):
-            print(f"W&B run:       {logger.experiment.dir if hasattr(logger.experiment, 'dir') else run_dir / 'wandb'}", flush=True)
+        if wandb_dir is not None:
+            print(f"W&B run:       {wandb_dir}", flush=True)
     return payload
+
+
+def save_noisy_labels(path: Path, datamodule: ImageDataModule) -> None:
+    """Which training examples carry a flipped label, and which label (positions in the training
+    set after data.train_fraction)."""
+    idx = datamodule.noisy_indices
+    atomic_write_json(path, {"indices": idx.tolist(), "noisy_labels": datamodule.arrays.train_y[idx].tolist(), "true_labels": datamodule.true_train_y[idx].tolist()})
+
+
+def load_backbone_weights(model: SAMClassifier, path: str) -> None:
+    """init_from: start from a checkpoint's weights only (no optimizer, epoch or schedule state)."""
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        raise ConfigError(f"init_from: {err}") from err
+    expected = {**{k: model.hparams.model.get(k) for k in ("arch", "width", "norm")}, "num_classes": model.hparams.num_classes}
+    found = {k: ckpt.architecture.get(k) for k in expected}
+    if found != expected:
+        raise ConfigError(f"init_from={path} holds {found}, the configured model is {expected}")
+    model.backbone.load_state_dict(ckpt.state_dict)
+    log.info("initialized the weights from %s (epoch %s)", path, ckpt.epoch)
 
 
 def is_multirun() -> bool:

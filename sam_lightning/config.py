@@ -22,19 +22,37 @@ def _from_mapping(cls, section: str, values: Mapping):
     return cls(**dict(values))
 
 
-METHODS = ("erm", "sam")
+METHODS = ("erm", "sam", "nsam", "random", "asam", "erm_to_sam", "sam_to_erm")
 SCHEDULES = ("piecewise", "cosine", "constant")
 L2_MODES = ("loss", "weight_decay")
 
 
+def _choice(key: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    """How gradients are formed on each batch.
+    """How gradients are formed on each batch (one optimizer step per batch for every method).
 
-    name: erm | sam. rho: perturbation radius (ignored by erm). m: chunk size of m-SAM; None
-    means the whole batch (m = batch size). normalize: e = rho g/||g|| (True) or rho g (False).
-    bn_ascent_updates_stats: whether the ascent pass updates BatchNorm running statistics (both
-    passes always normalize with their chunk's batch statistics).
+    name:
+      erm         one forward/backward at w.
+      sam         m-SAM: per chunk of m examples, e = rho g/||g|| (or rho g), gradient at w + e.
+      nsam        n-SAM (paper Eq. 21): the ascent gradient comes from another batch, the previous
+                  one (ascent_batch=previous, the paper's code; the very first step of a run, or of
+                  a resumed run, uses the batch itself) or a uniformly drawn one (ascent_batch=random).
+      random      e random, independent of the loss: uniform on the rho-sphere (noise=sphere) or
+                  Gaussian with std sigma per coordinate (noise=gaussian).
+      asam        adaptive SAM (Kwon et al., 2021): e = rho T^2 g/||T g||, T = |w| + eta on
+                  weight tensors (conv, linear, norm weights), T = 1 on biases.
+      erm_to_sam  ERM, then this spec's SAM from epoch round(switch_at * max_epochs) on.
+      sam_to_erm  SAM, then ERM from that epoch on.
+    rho: perturbation radius (rho_schedule=lr scales it with the learning rate, rho_t = rho lr_t/lr_0).
+    m: chunk size; None = the whole (per-device) batch. normalize: False gives constant-rho SAM.
+    ascent_steps, ascent_step_mult: k projected ascent steps of size rho * ascent_step_mult.
+    bn_ascent_updates_stats: whether ascent passes update BatchNorm running statistics (every pass
+    normalizes with its own chunk's batch statistics either way).
     """
 
     name: str = "sam"
@@ -42,6 +60,14 @@ class MethodSpec:
     m: int | None = None
     normalize: bool = True
     bn_ascent_updates_stats: bool = True
+    ascent_steps: int = 1
+    ascent_step_mult: float = 1.0
+    rho_schedule: str = "constant"
+    ascent_batch: str = "previous"
+    noise: str = "sphere"
+    sigma: float = 0.0
+    eta: float = 0.01
+    switch_at: float = 0.9
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:
@@ -50,6 +76,19 @@ class MethodSpec:
             raise ConfigError(f"method.rho must be >= 0, got {self.rho}")
         if self.m is not None and self.m < 1:
             raise ConfigError(f"method.m must be a positive integer or null, got {self.m}")
+        if self.ascent_steps < 1:
+            raise ConfigError(f"method.ascent_steps must be >= 1, got {self.ascent_steps}")
+        if self.ascent_step_mult <= 0:
+            raise ConfigError(f"method.ascent_step_mult must be > 0, got {self.ascent_step_mult}")
+        _choice("method.rho_schedule", self.rho_schedule, ("constant", "lr"))
+        _choice("method.ascent_batch", self.ascent_batch, ("previous", "random"))
+        _choice("method.noise", self.noise, ("sphere", "gaussian"))
+        if self.sigma < 0 or self.eta < 0:
+            raise ConfigError(f"method.sigma and method.eta must be >= 0, got {self.sigma} and {self.eta}")
+        if not 0 <= self.switch_at <= 1:
+            raise ConfigError(f"method.switch_at must be in [0, 1], got {self.switch_at}")
+        if self.name == "asam" and self.ascent_steps != 1:
+            raise ConfigError("method.ascent_steps > 1 is not defined for asam; use name=sam")
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> MethodSpec:
@@ -58,6 +97,18 @@ class MethodSpec:
     def check_batch_size(self, batch_size: int) -> None:
         if self.name != "erm" and self.m is not None and batch_size % self.m:
             raise ConfigError(f"method.m={self.m} must divide the per-device batch size data.batch_size={batch_size}")
+
+    def switch_epoch(self, max_epochs: int) -> int | None:
+        """The first epoch of the second phase for erm_to_sam / sam_to_erm, else None."""
+        return round(self.switch_at * max_epochs) if self.name in ("erm_to_sam", "sam_to_erm") else None
+
+    def active(self, epoch: int, switch_epoch: int | None) -> str:
+        """The method in force at `epoch`: erm, or the perturbing method (sam, nsam, ...)."""
+        if self.name == "erm_to_sam":
+            return "sam" if epoch >= switch_epoch else "erm"
+        if self.name == "sam_to_erm":
+            return "erm" if epoch >= switch_epoch else "sam"
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -92,3 +143,11 @@ class OptimSpec:
     @classmethod
     def from_mapping(cls, values: Mapping) -> OptimSpec:
         return _from_mapping(cls, "optim", values)
+
+
+def check_data_settings(label_noise: float, train_fraction: float) -> None:
+    """The data options checked before any data is read."""
+    if not 0 <= label_noise < 1:
+        raise ConfigError(f"data.label_noise must be in [0, 1), got {label_noise}")
+    if not 0 < train_fraction <= 1:
+        raise ConfigError(f"data.train_fraction must be in (0, 1], got {train_fraction}")

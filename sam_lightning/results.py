@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 RESULTS_FILE = "results.json"
-TRAIN_KEYS = ("train/loss", "train/error", "train/objective", "train/lr")
+TRAIN_KEYS = ("train/loss", "train/error", "train/objective", "train/lr", "train/rho", "train/perturbed", "train/clean_error", "train/noisy_fit")
 EPOCH_KEYS = TRAIN_KEYS + ("test/loss", "test/error")
 
 
@@ -106,6 +106,8 @@ class ResultsWriter(pl.Callback):
             "final_train_error": trained[-1]["train/error"] if trained else None,
             "final_train_loss": trained[-1].get("train/loss") if trained else None,
             "final_train_objective": trained[-1].get("train/objective") if trained else None,
+            "final_clean_train_error": trained[-1].get("train/clean_error") if trained else None,
+            "final_noisy_fit": trained[-1].get("train/noisy_fit") if trained else None,
             "epochs_done": len(trained),
             "global_step": last.get("step", 0),
         }

@@ -152,6 +152,73 @@ def erm_gradients(
     return StepOutput(logits.detach(), loss.detach(), objective.detach(), global_norm(grads), zero)
 
 
+# -- perturbations: how e_c is formed from the chunk's gradient(s) ---------------------------------
+GradFn = Callable[[], Sequence[Tensor]]  # the gradient of the ascent objective at the params as they are now
+
+
+@dataclass(frozen=True)
+class GradientAscent:
+    """SAM's e: `steps` projected, l2-normalized ascent steps of size rho * step_mult (1 step of size
+    rho: e = rho g / ||g||, Foret et al.); normalize=False: e = rho g (constant rho)."""
+
+    rho: float
+    normalize: bool = True
+    steps: int = 1
+    step_mult: float = 1.0
+    uses_gradient = True
+
+    def __call__(self, params: list[Tensor], grad_fn: GradFn) -> list[Tensor]:
+        return projected_ascent(params, grad_fn, self.rho, steps=self.steps, step_size=self.rho * self.step_mult, normalize=self.normalize)
+
+
+@dataclass(frozen=True)
+class AdaptiveAscent:
+    """ASAM (Kwon et al., 2021): e = rho T^2 g / ||T g||, T = |w| + eta elementwise.
+
+    `scaled[i]` says whether parameter i gets T (Kwon et al.'s code: tensors named `weight`, i.e.
+    conv, linear and norm-layer weights) or T = 1 (biases)."""
+
+    rho: float
+    eta: float
+    scaled: tuple[bool, ...]
+    uses_gradient = True
+
+    def __call__(self, params: list[Tensor], grad_fn: GradFn) -> list[Tensor]:
+        grads = list(grad_fn())
+        t = [p.detach().abs() + self.eta if s else torch.ones_like(p) for p, s in zip(params, self.scaled)]
+        tg = torch._foreach_mul(grads, t)
+        e = torch._foreach_mul(torch._foreach_mul(tg, t), self.rho / (global_norm(tg) + 1e-12))
+        with torch.no_grad():
+            torch._foreach_add_(params, e)
+        return e
+
+
+@dataclass(frozen=True)
+class RandomPerturbation:
+    """A random e, independent of the loss: uniform on the sphere of radius rho (`sphere`), or
+    Gaussian with standard deviation sigma per coordinate (`gaussian`). Drawn from the torch RNG."""
+
+    rho: float
+    kind: str = "sphere"
+    sigma: float = 0.0
+    uses_gradient = False
+
+    def __call__(self, params: list[Tensor], grad_fn: GradFn) -> list[Tensor]:
+        noise = [torch.randn_like(p) for p in params]
+        if self.kind == "sphere":
+            e = torch._foreach_mul(noise, self.rho / global_norm(noise))
+        elif self.kind == "gaussian":
+            e = torch._foreach_mul(noise, self.sigma)
+        else:
+            raise ValueError(f"random perturbation kind must be sphere or gaussian, got {self.kind!r}")
+        with torch.no_grad():
+            torch._foreach_add_(params, e)
+        return e
+
+
+Perturbation = GradientAscent | AdaptiveAscent | RandomPerturbation
+
+
 def sam_gradients(
     model: nn.Module,
     params: Sequence[Tensor],
@@ -159,45 +226,70 @@ def sam_gradients(
     inputs: Tensor,
     targets: Tensor,
     *,
-    rho: float,
+    rho: float = 0.0,
     m: int | None = None,
     normalize: bool = True,
+    perturbation: Perturbation | None = None,
+    ascent_inputs: Tensor | None = None,
+    ascent_targets: Tensor | None = None,
     regularizer: Callable[[], Tensor] | None = None,
     ascent_updates_bn_stats: bool = True,
     backward: Callable[[Tensor], None] = Tensor.backward,
     no_sync: ContextFactory = contextlib.nullcontext,
 ) -> StepOutput:
-    """m-SAM: per-chunk ascent, per-chunk descent at w + e_c, mean descent gradient in `p.grad`.
+    """m-SAM and its relatives: per chunk c, e_c from `perturbation`, the descent gradient at
+    w + e_c on chunk c, w restored; the mean descent gradient over chunks lands in `p.grad`.
 
-    `backward` runs the descent backward passes (Lightning passes `manual_backward`). The ascent
-    gradient is taken with `torch.autograd.grad`, so it never touches `p.grad` nor a DDP reducer:
-    each device perturbs with its own gradient. `no_sync` wraps every descent pass but the last,
-    so a data-parallel wrapper all-reduces once per batch.
+    perturbation: default GradientAscent(rho, normalize) (SAM); also multi-step ascent, ASAM or a
+    random perturbation. ascent_inputs/targets: take the ascent gradient on another batch of the
+    same size, chunk c of it for chunk c (n-SAM, paper Eq. 21); default the batch itself.
+    `backward` runs the descent backward passes (Lightning passes `manual_backward`). Ascent
+    gradients are taken with `torch.autograd.grad`, so they never touch `p.grad` nor a DDP
+    reducer: each device perturbs with its own gradient. `no_sync` wraps every descent pass but
+    the last, so a data-parallel wrapper all-reduces once per batch.
+
+    The logits and loss reported are those of the first pass on the batch itself: at w for SAM,
+    at w + e_c when the ascent used another batch or no gradient (n-SAM, random).
     """
     params = list(params)
+    perturb = perturbation or GradientAscent(rho, normalize)
+    other_batch = ascent_inputs is not None
+    if other_batch and ascent_inputs.shape[0] != inputs.shape[0]:
+        raise ValueError(f"the ascent batch has {ascent_inputs.shape[0]} examples, the descent batch {inputs.shape[0]}")
     slices = chunk_slices(inputs.shape[0], m)
     n = len(slices)
     backup = [p.detach().clone() for p in params]
     logits, losses, objectives, perturbed, g_norms, e_norms = [], [], [], [], [], []
     for i, sl in enumerate(slices):
         x, y = inputs[sl], targets[sl]
-        with frozen_bn_running_stats(model, enabled=not ascent_updates_bn_stats):
-            out = model(x)
-            loss = criterion(out, y)
-            objective = _objective(loss, regularizer)
-            grads = torch.autograd.grad(objective, params, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        e = projected_ascent(params, None, rho, normalize=normalize, first_grads=grads)
+        xa, ya = (ascent_inputs[sl], ascent_targets[sl]) if other_batch else (x, y)
+        first: dict[str, Tensor] = {}
+
+        def grad_fn() -> list[Tensor]:
+            with frozen_bn_running_stats(model, enabled=not ascent_updates_bn_stats):
+                out = model(xa)
+                loss = criterion(out, ya)
+                objective = _objective(loss, regularizer)
+                grads = torch.autograd.grad(objective, params, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+            if not first:  # the pass at w
+                first.update(logits=out.detach(), loss=loss.detach(), objective=objective.detach(), grad_norm=global_norm(grads))
+            return grads
+
+        e = perturb(params, grad_fn)
         with no_sync() if i < n - 1 else contextlib.nullcontext():
-            loss_at_e = criterion(model(x), y)
-            backward(_objective(loss_at_e, regularizer) / n)
+            out_at_e = model(x)
+            loss_at_e = criterion(out_at_e, y)
+            objective_at_e = _objective(loss_at_e, regularizer)
+            backward(objective_at_e / n)
         with torch.no_grad():
             torch._foreach_copy_(params, backup)
-        logits.append(out.detach())
-        losses.append(loss.detach())
-        objectives.append(objective.detach())
+        own = first and not other_batch  # the first pass saw this very chunk at w
+        logits.append(first["logits"] if own else out_at_e.detach())
+        losses.append(first["loss"] if own else loss_at_e.detach())
+        objectives.append(first["objective"] if own else objective_at_e.detach())
         perturbed.append(loss_at_e.detach())
-        g_norms.append(global_norm(grads))
+        g_norms.append(first.get("grad_norm", loss_at_e.new_zeros(())))
         e_norms.append(global_norm(e))
     mean = lambda xs: torch.stack(xs).mean()  # noqa: E731
     return StepOutput(torch.cat(logits), mean(losses), mean(objectives), mean(g_norms), mean(e_norms), mean(perturbed))

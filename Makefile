@@ -1,0 +1,31 @@
+# One command each: `make demo` and `make test` create .venv (once) and use it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch/torchvision first, pinned to the wheels this project is tested with; override for others,
+# e.g. make install TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu126"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[test,launchers]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) train.py experiment=demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/step_time.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,162 @@
+"""Checkpoints written by `train.py`, opened for analysis: weights only, architecture checked.
+
+    ckpt = load_checkpoint("outputs/.../checkpoints/last.ckpt")   # CheckpointError on bad input
+    model = ckpt.build_backbone("cpu")                            # weights loaded, eval mode
+    data_cfg = data_config_for(ckpt)                              # the data the run trained on
+
+A checkpoint is the Lightning file of `SAMClassifier`: `hyper_parameters` says how to build the
+backbone (`model` = arch, width, norm, gn_groups; `num_classes`), `state_dict` holds its weights
+under `backbone.`. Nothing else in the file is used, and nothing in it is executed: it is read
+with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from sam_lightning.models import build_model
+
+PREFIX = "backbone."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used as asked; the message is one line that names the file."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: dict  # build_model kwargs: arch, width, norm, gn_groups
+    num_classes: int
+    method: dict
+    state_dict: dict[str, Tensor]  # the backbone's, without the "backbone." prefix
+    epoch: int | None = None
+    global_step: int | None = None
+
+    @property
+    def architecture(self) -> dict:
+        """What decides the shapes of the weights (gn_groups only matters with GroupNorm)."""
+        arch = {k: self.model.get(k) for k in ("arch", "width", "norm")} | {"num_classes": self.num_classes}
+        if self.model.get("norm") == "group":
+            arch["gn_groups"] = self.model.get("gn_groups")
+        return arch
+
+    @property
+    def run_dir(self) -> Path | None:
+        """train.py writes `<run dir>/checkpoints/*.ckpt`; None for a file kept anywhere else."""
+        return self.path.parent.parent if self.path.parent.name == "checkpoints" else None
+
+    def default_label(self) -> str:
+        m = self.method
+        what = m.get("name", "?")
+        if what != "erm":
+            what += f" rho={m.get('rho')} m={m.get('m') or 'B'}"
+        where = f"{self.run_dir.name}/{self.path.stem}" if self.run_dir else self.path.stem
+        return f"{what} ({where})"
+
+    def describe(self) -> dict:
+        return {
+            "path": str(self.path), "architecture": self.architecture, "method": self.method,
+            "epoch": self.epoch, "global_step": self.global_step,
+        }
+
+    def build_backbone(self, device: torch.device | str = "cpu") -> nn.Module:
+        model = build_model(num_classes=self.num_classes, **self.model)
+        model.load_state_dict(self.state_dict, strict=True)
+        return model.to(device).eval()
+
+
+def _arch_text(arch: Mapping) -> str:
+    return " ".join(f"{k}={v}" for k, v in arch.items())
+
+
+def _mismatch(model: nn.Module, state: Mapping[str, Tensor]) -> str | None:
+    """One line saying how `state` differs from `model`'s state dict, or None if it fits."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    parts = []
+    for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            parts.append(f"{name}: {', '.join(items[:3])}{more}")
+    return "; ".join(parts) or None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a train.py checkpoint with `weights_only=True` and check its weights fit its hyper-parameters."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling raises many types; all mean "not usable"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({first_line})") from err
+    hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict) or not isinstance(raw.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not a checkpoint written by train.py (needs hyper_parameters.model, num_classes and state_dict)")
+    state = {k[len(PREFIX):]: v for k, v in raw["state_dict"].items() if k.startswith(PREFIX)}
+    if not state:
+        raise CheckpointError(f"{path}: its state_dict holds no '{PREFIX}*' weights")
+    ckpt = Checkpoint(
+        path=path, model=dict(hparams["model"]), num_classes=int(hparams.get("num_classes", 0)),
+        method=dict(hparams.get("method") or {}), state_dict=state,
+        epoch=raw.get("epoch"), global_step=raw.get("global_step"),
+    )
+    try:
+        model = build_model(num_classes=ckpt.num_classes, **ckpt.model)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot build its model {_arch_text(ckpt.architecture)} ({err})") from err
+    problem = _mismatch(model, state)
+    if problem:
+        raise CheckpointError(f"{path}: weights do not match its architecture {_arch_text(ckpt.architecture)}: {problem}")
+    return ckpt
+
+
+def require_same_architecture(a: Checkpoint, b: Checkpoint) -> None:
+    """Weights of two checkpoints can only be mixed if every tensor has the same meaning and shape."""
+    if a.architecture != b.architecture:
+        raise CheckpointError(
+            f"{b.path} has another architecture than {a.path}: {_arch_text(b.architecture)} vs {_arch_text(a.architecture)}"
+        )
+
+
+def run_config(ckpt: Checkpoint) -> dict | None:
+    """The resolved config of the run that wrote `ckpt` (results.json, else .hydra/config.yaml)."""
+    run_dir = ckpt.run_dir
+    if run_dir is None:
+        return None
+    results = run_dir / "results.json"
+    if results.is_file():
+        try:
+            config = json.loads(results.read_text()).get("config")
+        except (OSError, json.JSONDecodeError):
+            config = None
+        if isinstance(config, dict):
+            return config
+    hydra_config = run_dir / ".hydra" / "config.yaml"
+    if hydra_config.is_file():
+        return OmegaConf.to_container(OmegaConf.load(hydra_config), resolve=True)
+    return None
+
+
+def data_config_for(ckpt: Checkpoint, override: Mapping | None = None) -> DictConfig:
+    """The run's data config with the keys of `override` (e.g. a new data.root) on top."""
+    run_data = (run_config(ckpt) or {}).get("data") or {}
+    merged = OmegaConf.merge(OmegaConf.create(dict(run_data)), OmegaConf.create(dict(override or {})))
+    if merged.get("name") is None:
+        raise CheckpointError(
+            f"{ckpt.path}: no run config found next to it (results.json two folders up); choose the data with data=cifar10 (or another conf/data option)"
+        )
+    if merged.get("num_classes") not in (None, ckpt.num_classes):
+        raise CheckpointError(f"{ckpt.path}: the model has {ckpt.num_classes} classes but data {merged.name} has {merged.num_classes}")
+    return merged

@@ -1,0 +1,118 @@
+"""What both analyses share: list settings, the device, the data, loss/error, BatchNorm statistics.
+
+Images stay uint8 until a batch is used (as in training), then are normalized with the data set's
+mean and std; there is no augmentation in any analysis.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import Tensor, nn
+from torch.optim.swa_utils import update_bn
+
+from sam_lightning.data.augment import normalize
+from sam_lightning.data.sources import ImageArrays, load_source
+
+
+class AnalysisConfigError(ValueError):
+    """A setting of an analysis command is invalid; the message names the key."""
+
+
+def as_list(value, key: str, kind: type) -> list:
+    """A scalar or a list from the command line, as a non-empty list of `kind`."""
+    values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    if not values:
+        raise AnalysisConfigError(f"{key} is empty")
+    try:
+        return [kind(v) for v in values]
+    except (TypeError, ValueError) as err:
+        raise AnalysisConfigError(f"{key}={values}: every entry must be a {kind.__name__}") from err
+
+
+def resolve_device(name: str) -> torch.device:
+    """device=auto takes the GPU when there is one; cuda is refused on a machine without it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise AnalysisConfigError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AnalysisConfigError(f"device={name} but no CUDA device is available: use device=cpu or device=auto")
+    return device
+
+
+class DataCache:
+    """Loads each distinct data config once (several checkpoints of one data set share it)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, ImageArrays] = {}
+
+    def get(self, cfg: DictConfig, num_classes: int | None = None) -> ImageArrays:
+        key = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+        if key not in self._arrays:
+            self._arrays[key] = load_source(cfg)
+        arrays = self._arrays[key]
+        if num_classes is not None and arrays.num_classes != num_classes:
+            raise AnalysisConfigError(f"data {cfg.name} has {arrays.num_classes} classes but the model predicts {num_classes}")
+        return arrays
+
+
+@dataclass
+class Points:
+    """A fixed set of labelled images, uint8 on the analysis device, with the normalization to apply."""
+
+    x: Tensor
+    y: Tensor
+    mean: Tensor
+    std: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batches(self, size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Consecutive normalized batches of `size` (the last one may be smaller)."""
+        for i in range(0, len(self.y), size):
+            yield normalize(self.x[i : i + size], self.mean, self.std), self.y[i : i + size]
+
+
+def select_points(arrays: ImageArrays, split: str, n: int | None, seed: int, device: torch.device, key: str, at_most: bool = False) -> Points:
+    """`n` images of `split` drawn without replacement by `seed` (None: all, in order); with
+    `at_most`, a smaller data set is taken whole instead of refused."""
+    x, y = (arrays.train_x, arrays.train_y) if split == "train" else (arrays.test_x, arrays.test_y)
+    if n is not None and at_most:
+        n = min(n, len(y))
+    if n is not None:
+        if not 1 <= n <= len(y):
+            raise AnalysisConfigError(f"{key}={n} must be between 1 and the {len(y)} {split} images")
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+        x, y = x[idx], y[idx]
+    return Points(x.to(device), y.to(device), arrays.mean.to(device), arrays.std.to(device))
+
+
+@torch.no_grad()
+def loss_and_error(model: nn.Module, points: Points, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and error of `model` (in whatever train/eval mode it is) over `points`."""
+    loss_sum, wrong = 0.0, 0
+    for x, y in points.batches(batch_size):
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        wrong += (logits.argmax(dim=1) != y).sum().item()
+    return loss_sum / len(points), wrong / len(points)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def recompute_bn_stats(model: nn.Module, points: Points, batch_size: int) -> None:
+    """Replace BatchNorm running statistics by their average over `points` (as SWA does); eval mode after."""
+    with torch.no_grad():  # update_bn itself would record a graph of every batch
+        update_bn((x for x, _ in points.batches(batch_size)), model)
+    model.eval()

@@ -1,0 +1,262 @@
+"""m-sharpness of trained checkpoints (paper Eq. 1 and App. D; Figs. 2, 3 and 19).
+
+    python -m sam_lightning.analysis.sharpness ckpt=RUN/checkpoints/last.ckpt rho='[0.05,0.1,0.2]' m='[128]'
+    python -m sam_lightning.analysis.sharpness ckpt='[RUN_A/checkpoints/last.ckpt,RUN_B/checkpoints/last.ckpt]' bn='[train,eval]'
+
+For N training points (n=1024, drawn by `seed`, no augmentation) split into ceil(N/m) batches S of m
+(the last one smaller when m does not divide N):
+
+    s_m(w) = mean over S of  max_{||d||_2 <= rho}  L_S(w + d) - L_S(w),   L_S the mean cross-entropy,
+
+each max solved from d = 0 by `sam.projected_ascent`: `steps` l2-normalized gradient steps of
+step_size_mult * rho, each projected onto the rho-ball; the value is read at the last iterate. With
+one_step=true the max is also solved with a single step of size rho (SAM's own perturbation) and
+suboptimality_factor = s_m(steps) / s_m(1 step) (Fig. 3). bn=train normalizes with each batch's
+statistics, as SAM's ascent does, and restores the running statistics afterwards; bn=eval uses the
+checkpoint's running statistics (Fig. 19 contrasts the two). Writes sharpness.json and sharpness.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from sam_lightning.analysis.checkpoints import CheckpointError, data_config_for, load_checkpoint
+from sam_lightning.analysis.evaluation import AnalysisConfigError, DataCache, as_list, resolve_device, select_points
+from sam_lightning.analysis.plots import plot_sharpness
+from sam_lightning.data.sources import DataUnavailableError
+from sam_lightning.results import atomic_write_json
+from sam_lightning.sam import frozen_bn_running_stats, global_norm, projected_ascent
+
+log = logging.getLogger(__name__)
+
+Criterion = Callable[[Tensor, Tensor], Tensor]
+BN_MODES = ("train", "eval")
+
+
+@dataclass
+class Ascent:
+    """One batch's inner maximization: losses at w and at w + d, d the last iterate."""
+
+    loss: float
+    perturbed_loss: float
+    error: float | None
+    perturbed_error: float | None
+    max_delta_norm: float  # largest ||w_k - w|| over every iterate, the last one included
+    delta: list[Tensor]
+
+    @property
+    def sharpness(self) -> float:
+        return self.perturbed_loss - self.loss
+
+
+def _error(logits: Tensor, y: Tensor) -> float | None:
+    # Only class scores have an error rate; single-output models (e.g. margin losses) have none.
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        return None
+    return (logits.argmax(dim=1) != y).float().mean().item()
+
+
+def ascend(model: nn.Module, criterion: Criterion, x: Tensor, y: Tensor, rho: float, *, steps: int, step_size: float) -> Ascent:
+    """max_{||d|| <= rho} criterion(model_{w+d}(x), y) by `projected_ascent`; the weights are restored
+    bit for bit afterwards (copied back, not subtracted)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    origin = [p.detach().clone() for p in params]
+    at_w: dict[str, object] = {}
+    largest = torch.zeros((), device=origin[0].device)
+
+    def displacement() -> Tensor:
+        return global_norm(torch._foreach_sub([p.detach() for p in params], origin))
+
+    def gradient() -> list[Tensor]:
+        nonlocal largest
+        logits = model(x)
+        loss = criterion(logits, y)
+        if not at_w:  # the first call is at d = 0
+            at_w.update(loss=loss.detach(), error=_error(logits.detach(), y))
+        largest = torch.maximum(largest, displacement())
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+    try:
+        delta = projected_ascent(params, gradient, rho, steps=steps, step_size=step_size)
+        with torch.no_grad():
+            logits = model(x)
+            perturbed = criterion(logits, y)
+            largest = torch.maximum(largest, displacement())
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(params, origin)
+    return Ascent(
+        loss=at_w["loss"].item(), perturbed_loss=perturbed.item(), error=at_w["error"], perturbed_error=_error(logits, y),
+        max_delta_norm=largest.item(), delta=[d.detach() for d in delta],
+    )
+
+
+@contextlib.contextmanager
+def batchnorm_mode(model: nn.Module, mode: str) -> Iterator[None]:
+    """bn=train: batch statistics, running statistics left exactly as they were; bn=eval: running ones."""
+    if mode not in BN_MODES:
+        raise AnalysisConfigError(f"bn={mode!r}: use train or eval")
+    was_training = model.training
+    model.train(mode == "train")
+    try:
+        with frozen_bn_running_stats(model, enabled=mode == "train"):
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(values) / len(values)
+
+
+def m_sharpness(
+    model: nn.Module,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    rho: float,
+    *,
+    steps: int = 100,
+    step_size_mult: float = 0.1,
+    one_step: bool = True,
+    criterion: Criterion = F.cross_entropy,
+    on_batch: Callable[[], object] | None = None,
+) -> dict:
+    """The mean over `batches` of each batch's sharpness (the batches are the sets S of size m),
+    with the model in whatever train/eval mode the caller chose (see `batchnorm_mode`)."""
+    runs, singles = [], []
+    for x, y in batches:
+        runs.append(ascend(model, criterion, x, y, rho, steps=steps, step_size=step_size_mult * rho))
+        if one_step:
+            singles.append(ascend(model, criterion, x, y, rho, steps=1, step_size=rho))
+        if on_batch is not None:
+            on_batch()
+    out = {
+        "sharpness": _mean([r.sharpness for r in runs]),
+        "loss": _mean([r.loss for r in runs]),
+        "perturbed_loss": _mean([r.perturbed_loss for r in runs]),
+        "error": _mean([r.error for r in runs]),
+        "perturbed_error": _mean([r.perturbed_error for r in runs]),
+        "max_delta_norm": max(r.max_delta_norm for r in runs),
+        "n_batches": len(runs),
+        "per_batch": [r.sharpness for r in runs],
+    }
+    if one_step:
+        single = _mean([r.sharpness for r in singles])
+        out |= {
+            "one_step_sharpness": single,
+            "one_step_per_batch": [r.sharpness for r in singles],
+            "suboptimality_factor": out["sharpness"] / single if single > 0 else None,
+        }
+    return out
+
+
+# -- the command ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    ckpts: list[str]
+    labels: list[str] | None
+    rhos: list[float]
+    ms: list[int]
+    bns: list[str]
+    n: int
+    steps: int
+    step_size_mult: float
+    one_step: bool
+    seed: int
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Settings:
+        try:
+            n, steps, step_size_mult, seed = int(cfg.n), int(cfg.steps), float(cfg.step_size_mult), int(cfg.seed)
+        except (TypeError, ValueError) as err:
+            raise AnalysisConfigError(f"n={cfg.n}, steps={cfg.steps}, step_size_mult={cfg.step_size_mult}, seed={cfg.seed}: need numbers") from err
+        s = cls(
+            ckpts=as_list(cfg.ckpt, "ckpt", str), labels=None if cfg.labels is None else as_list(cfg.labels, "labels", str),
+            rhos=as_list(cfg.rho, "rho", float), ms=as_list(cfg.m, "m", int), bns=as_list(cfg.bn, "bn", str),
+            n=n, steps=steps, step_size_mult=step_size_mult, one_step=bool(cfg.one_step), seed=seed,
+        )
+        if any(r <= 0 for r in s.rhos):
+            raise AnalysisConfigError(f"rho={s.rhos}: every radius must be > 0")
+        if any(m < 1 for m in s.ms):
+            raise AnalysisConfigError(f"m={s.ms}: every batch size must be >= 1")
+        if any(bn not in BN_MODES for bn in s.bns):
+            raise AnalysisConfigError(f"bn={s.bns}: each entry must be train or eval")
+        if s.steps < 1 or s.step_size_mult <= 0:
+            raise AnalysisConfigError(f"steps={s.steps}, step_size_mult={s.step_size_mult}: need steps >= 1 and step_size_mult > 0")
+        if s.labels is not None and len(s.labels) != len(s.ckpts):
+            raise AnalysisConfigError(f"labels has {len(s.labels)} entries for {len(s.ckpts)} checkpoints")
+        return s
+
+
+def unique(labels: list[str]) -> list[str]:
+    return [f"{x} #{i + 1}" if labels.count(x) > 1 else x for i, x in enumerate(labels)]
+
+
+def run(cfg: DictConfig) -> dict:
+    """Everything the command does; returns what sharpness.json holds."""
+    s = Settings.from_config(cfg)
+    device = resolve_device(cfg.device)
+    torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)  # a max of loss differences wants full fp32 convs
+    ckpts = [load_checkpoint(p) for p in s.ckpts]  # every file is checked before any work starts
+    labels = unique(s.labels or [c.default_label() for c in ckpts])
+    override = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
+    data_cfgs = [data_config_for(c, override) for c in ckpts]
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    n_batches = sum(math.ceil(s.n / m) for m in s.ms)
+    total = len(ckpts) * len(s.bns) * len(s.rhos) * n_batches
+    cache, records = DataCache(), []
+    with tqdm(total=total, desc="sharpness", unit="batch", disable=not cfg.progress, dynamic_ncols=True) as bar:
+        for k, (ckpt, label, data_cfg) in enumerate(zip(ckpts, labels, data_cfgs), start=1):
+            points = select_points(cache.get(data_cfg, ckpt.num_classes), "train", s.n, s.seed, device, key="n")
+            model = ckpt.build_backbone(device)
+            for bn in s.bns:
+                for m in s.ms:
+                    batches = list(points.batches(m))
+                    for rho in s.rhos:
+                        bar.set_postfix_str(f"checkpoint {k}/{len(ckpts)} bn={bn} m={m} rho={rho}")
+                        with batchnorm_mode(model, bn):
+                            result = m_sharpness(model, batches, rho, steps=s.steps, step_size_mult=s.step_size_mult, one_step=s.one_step, on_batch=bar.update)
+                        records.append({"checkpoint": label, "bn": bn, "m": m, "rho": rho, "steps": s.steps, "step_size": round(s.step_size_mult * rho, 12), **result})
+                        log.info("%s bn=%s m=%d rho=%g: sharpness %.5f%s", label, bn, m, rho, result["sharpness"],
+                                 f", 1-step {result['one_step_sharpness']:.5f}" if s.one_step else "")
+    payload = {
+        "settings": {"n": s.n, "seed": s.seed, "steps": s.steps, "step_size_mult": s.step_size_mult, "one_step": s.one_step, "device": str(device)},
+        "checkpoints": [{"label": lb, "data": d.name, **c.describe()} for c, lb, d in zip(ckpts, labels, data_cfgs)],
+        "results": records,
+    }
+    atomic_write_json(out_dir / "sharpness.json", payload)
+    plot_sharpness(records, out_dir / "sharpness.png")
+    print(f"sharpness.json and sharpness.png in {out_dir}", flush=True)
+    return payload
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="analysis/sharpness")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except MissingMandatoryValue as err:
+        print(f"error: {err.full_key} is required, e.g. ckpt=PATH", file=sys.stderr)
+        sys.exit(2)
+    except (AnalysisConfigError, CheckpointError, DataUnavailableError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
