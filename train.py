@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import hydra
@@ -32,6 +33,8 @@ from sam_lightning.results import ResultsWriter, atomic_write_json, write_failur
 from sam_lightning.wandb_mode import resolve_mode
 
 log = logging.getLogger("train")
+# Lightning's own deprecation chatter, not actionable from here.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def make_logger(cfg: DictConfig, run_dir: Path, config: dict):

@@ -155,7 +155,8 @@ class SAMClassifier(pl.LightningModule):
         self.log("train/loss", self.train_loss, prog_bar=True, **epoch)
         self.log("train/error", self.train_error, prog_bar=True, **epoch)
         self.log("train/objective", self.train_objective, **epoch)
-        self.log_dict({"train/lr": lr, "train/rho": self.current_rho(lr), "train/perturbed": float(self.active_method != "erm")}, **epoch)
+        # Equal on every device; sync_dist only averages them once, at the epoch's end.
+        self.log_dict({"train/lr": lr, "train/rho": self.current_rho(lr), "train/perturbed": float(self.active_method != "erm")}, sync_dist=True, **epoch)
         if self.hparams.track_label_noise and len(batch) > 2:
             self._log_label_noise(out.logits, y, batch[2])
         self.log_dict({"step/grad_norm": out.grad_norm, "step/perturbation_norm": out.perturbation_norm, "step/lr": lr}, on_step=True, on_epoch=False)

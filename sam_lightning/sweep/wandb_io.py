@@ -1,0 +1,88 @@
+"""The W&B side of sweep.py: read a sweep's runs from the W&B API, log the summary back.
+
+    python sweep.py --wandb ENTITY/PROJECT --group rho_grid/2026-11-28/10-00-00
+
+Needs to be online (an API key and a reachable server); otherwise it stops at once with one line,
+since the API would otherwise retry for minutes. Runs are read from their config (hydra.overrides,
+written by train.py) and summary (final_test_error, ...); the per-epoch test error from history.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sam_lightning.sweep.collect import Problem, Run, SweepInputError
+from sam_lightning.wandb_mode import resolve_mode
+
+REPORT_JOB_TYPE = "sweep-summary"
+API_TIMEOUT_S = 30
+
+
+def require_online() -> None:
+    mode, why = resolve_mode("auto")
+    if mode != "online":
+        raise SweepInputError(f"W&B is not available ({why or 'mode ' + mode}); aggregate the local multirun folder instead")
+
+
+def _pseudo_overrides(config: dict) -> tuple[str, ...]:
+    method, data, model = config.get("method", {}), config.get("data", {}), config.get("model", {})
+    return (f"method.name={method.get('name')}", f"method.m={method.get('m')}", f"method.rho={method.get('rho')}",
+            f"method.normalize={method.get('normalize')}", f"data.name={data.get('name')}", f"model.arch={model.get('arch')}")
+
+
+def run_from_api(api_run) -> Run | Problem | None:
+    """One W&B run (wandb.apis.public.Run or anything with its attributes) as a Run or Problem."""
+    if getattr(api_run, "job_type", None) == REPORT_JOB_TYPE:
+        return None
+    name = api_run.name
+    config = dict(api_run.config)
+    summary = dict(api_run.summary)
+    if api_run.state != "finished":
+        return Problem(name, api_run.state, f"W&B run state {api_run.state}")
+    max_epochs = config.get("trainer", {}).get("max_epochs")
+    done = summary.get("epochs_done")
+    if max_epochs is not None and done is not None and done < max_epochs:
+        return Problem(name, "unfinished", f"{done} of {max_epochs} epochs done")
+    if summary.get("final_test_error") is None:
+        return Problem(name, "no-test-error", "no final_test_error in the run summary")
+    overrides = tuple(config.get("hydra", {}).get("overrides") or _pseudo_overrides(config))
+    history = [
+        {"epoch": int(h["epoch"]), "test/error": float(h["test/error"])}
+        for h in api_run.scan_history(keys=["epoch", "test/error"]) if h.get("test/error") is not None
+    ]
+    return Run(name=name, overrides=overrides, config=config, test_error=float(summary["final_test_error"]),
+               train_error=summary.get("final_train_error"), best_test_error=summary.get("best_test_error"), history=history)
+
+
+def collect_wandb(path: str, group: str) -> tuple[list[Run], list[Problem]]:
+    if path.count("/") != 1:
+        raise SweepInputError(f"--wandb takes ENTITY/PROJECT, got {path!r}")
+    require_online()
+    import wandb
+
+    api = wandb.Api(timeout=API_TIMEOUT_S)
+    runs, problems = [], []
+    for api_run in api.runs(path, filters={"group": group}):
+        item = run_from_api(api_run)
+        if isinstance(item, Run):
+            runs.append(item)
+        elif item is not None:
+            problems.append(item)
+    if not runs and not problems:
+        raise SweepInputError(f"W&B {path}: no runs in group {group!r}")
+    return runs, problems
+
+
+def log_report(path: str, group: str, header: list[str], table: list[list], images: list[Path]) -> str:
+    """Logs the summary table and plots as one run of job_type sweep-summary in the sweep's group."""
+    import wandb
+
+    entity, project = path.split("/")
+    run = wandb.init(entity=entity, project=project, group=group, job_type=REPORT_JOB_TYPE,
+                     name=f"summary {group}", reinit="finish_previous")
+    try:
+        run.log({"summary": wandb.Table(columns=header, data=table),
+                 **{Path(i).stem: wandb.Image(str(i)) for i in images}})
+        return run.url or ""
+    finally:
+        run.finish()

@@ -1,0 +1,265 @@
+"""Sweeps end to end: a real tiny multirun through the command line, then sweep.py on its folder.
+
+    .venv/bin/python -m pytest tests/test_sweep.py -q      # about a minute on 2 CPU cores
+
+The multirun is 2 methods x 2 rho x 2 seeds of a width-4 ResNet on 256 synthetic images, plus one
+job that fails (m=32 does not divide a batch of 48), run into the same folder by submitit's local
+executor.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sam_lightning.naming import method_label, sweep_name
+from sam_lightning.sweep.cli import main as sweep_main
+from sam_lightning.sweep.keys import group_overrides
+from sam_lightning.sweep.stats import bootstrap_ci
+from sam_lightning.sweep.wandb_io import run_from_api
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "experiment=smoke", "trainer.max_epochs=1", "data.n_train=256", "data.n_test=128",
+    "+trainer.limit_train_batches=2", "model.width=4", "model.gn_groups=4", "logger=csv",
+    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+]
+
+
+def _train(args: list[str]) -> None:
+    # One thread per process: on busy shared cores, torch's thread pool spins and a tiny job takes
+    # ten times longer.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "train.py", "-m", *TINY, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("multirun") / "sweep"
+    # One process runs the 8 jobs in turn: importing torch and Lightning costs more than a job.
+    _train(["method=erm,sam_m32", "method.rho=0.05,0.1", "seed=0,1", f"hydra.sweep.dir={out}"])
+    # The failing job goes through submitit's local executor: its own process, as on a cluster.
+    _train(["method=sam_m32", "data.batch_size=48", "seed=0", f"hydra.sweep.dir={out}",
+            "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"])
+    return out
+
+
+def _results(sweep: Path) -> dict[str, dict]:
+    out = {}
+    for path in sweep.glob("*/results.json"):
+        try:
+            out[path.parent.name] = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_multirun_folders_are_named_by_overrides(sweep_dir):
+    names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(names) == 9  # 8 in the grid; the failing job restarts the numbering in the same folder
+    assert any(n.startswith("7_") and "method=sam_m32" in n and "method.rho=0.1" in n and "seed=1" in n for n in names)
+    assert not any("logger=" in n for n in names)
+    assert any((sweep_dir / ".submitit").glob("*/*_log.out"))  # submitit ran the failing job
+
+
+def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
+    out = tmp_path / "summary"
+    proc = subprocess.run([sys.executable, "sweep.py", str(sweep_dir), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r["method"], r["rho"]): r for r in _csv(out / "summary.csv")}
+    # ERM ignores rho: its 4 runs (2 rho x 2 seeds) are one group of 2 seeds, not two rho points.
+    assert set(rows) == {("erm", ""), ("sam_m32", "0.05"), ("sam_m32", "0.1")}
+    assert [(rows[k]["n_seeds"], rows[k]["n_runs"]) for k in sorted(rows)] == [("2", "4"), ("2", "2"), ("2", "2")]
+
+    # The means are the runs' own numbers, averaged per seed and then over seeds.
+    by_group: dict = defaultdict(lambda: defaultdict(list))
+    for payload in _results(sweep_dir).values():
+        if payload["status"] != "finished":
+            continue
+        c = payload["config"]
+        key = ("erm", "") if c["method"]["name"] == "erm" else ("sam_m32", f"{c['method']['rho']:g}")
+        by_group[key][c["seed"]].append(payload["final_test_error"])
+    for key, row in rows.items():
+        per_seed = [np.mean(v) for _, v in sorted(by_group[key].items())]
+        assert float(row["test_error_mean"]) == pytest.approx(np.mean(per_seed), abs=1e-12)
+        low, high = float(row["test_error_ci_low"]), float(row["test_error_ci_high"])
+        assert low <= float(row["test_error_mean"]) <= high
+        assert (low, high) == pytest.approx((min(per_seed), max(per_seed)))  # 2 seeds: the range
+    sam = [rows[("sam_m32", "0.05")], rows[("sam_m32", "0.1")]]
+    assert [r["best_rho"] for r in sam].count("1") == 1 and rows[("erm", "")]["best_rho"] == "0"
+    assert min(sam, key=lambda r: float(r["test_error_mean"]))["best_rho"] == "1"
+
+    # The failing job is named with its reason, excluded from every group.
+    assert "excluded (1 job(s) failed or unfinished)" in proc.stdout
+    assert "data.batch_size=48" in proc.stdout and "must divide" in proc.stdout
+    failed = [r for r in _csv(out / "runs.csv") if r["status"] != "finished"]
+    assert len(failed) == 1 and failed[0]["status"] == "failed"
+    assert all("batch_size=48" not in r["group"] for r in _csv(out / "summary.csv"))
+    for png in ("test_error_vs_rho.png", "test_error_curves.png"):
+        assert (out / png).stat().st_size > 5000
+    assert "| method | m | rho |" in (out / "summary.md").read_text()
+
+
+def test_unfinished_and_unreadable_jobs_are_listed_and_one_seed_has_no_interval(sweep_dir, tmp_path, capsys):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "csv", "summary"))
+    jobs = {p.name: p for p in copy.iterdir() if p.is_dir()}
+    killed = next(p for n, p in jobs.items() if "method=sam_m32" in n and "method.rho=0.1" in n and "seed=1" in n)
+    payload = json.loads((killed / "results.json").read_text())
+    (killed / "results.json").write_text(json.dumps({**payload, "status": "running", "reason": None}))
+    broken = next(p for n, p in jobs.items() if "method=erm" in n and "seed=0" in n)
+    (broken / "results.json").write_text('{"status": "fini')
+
+    assert sweep_main([str(copy), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "excluded (3 job(s) failed or unfinished)" in text
+    assert f"{killed.name}: running" in text and f"{broken.name}: unreadable" in text
+    rows = {(r["method"], r["rho"]): r for r in _csv(tmp_path / "out" / "summary.csv")}
+    single = rows[("sam_m32", "0.1")]
+    assert single["n_seeds"] == "1" and single["test_error_ci_low"] == single["test_error_ci_high"] == ""
+    assert float(single["test_error_mean"]) == pytest.approx(_results(copy)[
+        next(n for n in jobs if "method.rho=0.1" in n and "sam_m32" in n and "seed=0" in n)]["final_test_error"])
+    assert rows[("erm", "")]["n_runs"] == "3"
+    line = next(ln for ln in text.splitlines() if ln.startswith("sam_m32") and " 0.1 " in ln)
+    assert "[" not in line  # no interval from one seed
+
+
+def _exact_bootstrap_quantiles(values, q=(0.025, 0.975)):
+    """Every one of the n^n resamples, equally likely: the exact bootstrap distribution of the mean."""
+    n = len(values)
+    counts = Counter(round(float(np.mean([values[i] for i in idx])), 12) for idx in itertools.product(range(n), repeat=n))
+    atoms, cum, out = sorted(counts), 0, []
+    for level in q:
+        cum = 0
+        for a in atoms:
+            lo, cum = cum, cum + counts[a] / n**n
+            if lo < level <= cum:
+                out.append((a, min(level - lo, cum - level)))
+                break
+    return out
+
+
+def test_bootstrap_ci_known_cases():
+    values = [0.0, 1.0, 2.0, 10.0]
+    (low, margin_low), (high, margin_high) = _exact_bootstrap_quantiles(values)
+    assert min(margin_low, margin_high) > 3 * np.sqrt(0.025 * 0.975 / 10_000)  # far from an atom's edge
+    assert bootstrap_ci(values) == pytest.approx((low, high))  # (0.5, 7.75)
+    assert bootstrap_ci([0.2, 0.1]) == pytest.approx((0.1, 0.2))  # 2 seeds: the range
+    assert bootstrap_ci([0.3]) is None and bootstrap_ci([]) is None
+    assert bootstrap_ci([0.25, 0.25, 0.25]) == (0.25, 0.25)
+    sample = np.random.default_rng(1).normal(5.0, 2.0, size=400)
+    half = 1.96 * sample.std(ddof=1) / np.sqrt(len(sample))
+    ci = bootstrap_ci(sample)
+    assert ci[0] < sample.mean() < ci[1]
+    assert (ci[1] - ci[0]) / 2 == pytest.approx(half, rel=0.1)
+
+
+def test_group_keys():
+    a = group_overrides(["method=sam_m32", "method.rho=0.10", "seed=3", "logger=wandb", "trainer.devices=1", "+sweep=rho_grid"], "sam")
+    assert a == group_overrides(["+sweep=rho_grid", "seed=0", "method.rho=0.1", "method=sam_m32"], "sam")
+    assert a == ("method=sam_m32", "method.rho=0.1")
+    assert group_overrides(["method=erm", "method.rho=0.4", "method.m=4", "method.ascent_steps=2", "seed=1"], "erm") == ("method=erm",)
+    assert group_overrides(["+trainer.limit_train_batches=2"], "sam") == ("trainer.limit_train_batches=2",)
+
+
+def test_names():
+    assert sweep_name("multirun/rho_grid/2026-11-28/10-00-00") == "rho_grid/2026-11-28/10-00-00"
+    assert sweep_name("/scratch/me/multirun/2026-11-28/10-00-00") == "2026-11-28/10-00-00"
+    assert sweep_name("/tmp/elsewhere") == "elsewhere"
+    assert [method_label(m) for m in ({"name": "erm", "m": 4}, {"name": "sam", "m": None}, {"name": "sam", "m": 128},
+                                       {"name": "sam", "m": None, "normalize": False})] == ["erm", "sam", "sam_m128", "sam_const"]
+
+
+def test_wandb_runs_become_runs_and_problems():
+    def fake(name, state="finished", done=2, err=0.3, job_type="sam"):
+        config = {"method": {"name": "sam", "rho": 0.1, "m": None}, "seed": int(name[-1]), "trainer": {"max_epochs": 2},
+                  "data": {"name": "synthetic", "batch_size": 128}, "model": {"arch": "preact_resnet18"},
+                  "hydra": {"overrides": ["method=sam", "method.rho=0.1", f"seed={name[-1]}"]}}
+        summary = {"final_test_error": err, "final_train_error": 0.1, "epochs_done": done}
+        history = [{"epoch": 0, "test/error": 0.5}, {"epoch": 1, "test/error": err}]
+        return SimpleNamespace(name=name, state=state, config=config, summary=summary, job_type=job_type,
+                               scan_history=lambda keys: history)
+
+    run = run_from_api(fake("s0"))
+    assert run.key == ("method=sam", "method.rho=0.1") and run.seed == 0 and run.test_error == 0.3 and len(run.history) == 2
+    assert run_from_api(fake("s1", state="crashed")).status == "crashed"
+    assert run_from_api(fake("s2", done=1)).reason == "1 of 2 epochs done"
+    assert run_from_api(fake("s3", job_type="sweep-summary")) is None
+
+
+def test_wandb_source_fails_fast_offline(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    start = time.monotonic()
+    assert sweep_main(["--wandb", "me/sam-lightning", "--group", "rho_grid/x"]) == 2
+    assert time.monotonic() - start < 5
+    assert "W&B is not available" in capsys.readouterr().err
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    assert sweep_main([str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: no such folder"
+    (tmp_path / "empty").mkdir()
+    assert sweep_main([str(tmp_path / "empty")]) == 2
+
+
+def test_sweep_presets_compose():
+    from hydra import compose, initialize_config_dir
+    from hydra.types import RunMode
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["+sweep=rho_grid"], return_hydra_config=True)
+        assert cfg.hydra.sweeper.params["method.rho"] == "0.025,0.05,0.1,0.2,0.3,0.4"
+        assert cfg.hydra.sweeper.params.seed == "0,1,2" and cfg.hydra.mode == RunMode.MULTIRUN
+        slurm = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        assert slurm.hydra.launcher.partition == "gpu" and slurm.hydra.launcher.gpus_per_node == 1
+        assert "SlurmLauncher" in slurm.hydra.launcher._target_
+        local = compose("train", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
+        assert local.hydra.launcher.n_jobs == 2
+
+
+def test_wandb_names_follow_the_sweep():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from sam_lightning.naming import wandb_names
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["method=erm", "method.rho=0.2", "seed=1", "logger=wandb"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = "multirun/rho_grid/2026-11-28/10-00-00"
+        cfg.hydra.job.num = 3
+        cfg.hydra.overrides.task = ["method=erm", "method.rho=0.2", "seed=1", "logger=wandb"]
+        cfg.hydra.job.override_dirname = "method.rho=0.2,method=erm,seed=1"
+    HydraConfig.instance().set_config(cfg)
+    try:
+        names = wandb_names(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert (names["group"], names["job_type"], names["name"]) == ("rho_grid/2026-11-28/10-00-00", "erm", "method.rho=0.2,method=erm,seed=1")
+    assert names["hydra"]["group_key"] == "method=erm" and names["hydra"]["job_num"] == 3
