@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) train.py experiment=demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(PY) bench/step_time.py

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import traceback
 import warnings
 from pathlib import Path
 
@@ -24,7 +22,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from sam_lightning.analysis.checkpoints import CheckpointError, load_checkpoint
+from sam_lightning.checkpoints import CheckpointError, load_checkpoint
+from sam_lightning.cli import run_hydra_job
 from sam_lightning.config import ConfigError, MethodSpec, OptimSpec, check_data_settings
 from sam_lightning.data import DataUnavailableError, ImageDataModule
 from sam_lightning.module import SAMClassifier
@@ -135,35 +134,12 @@ def load_backbone_weights(model: SAMClassifier, path: str) -> None:
     log.info("initialized the weights from %s (epoch %s)", path, ckpt.epoch)
 
 
-def is_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point. Returns the final test error (for Hydra sweepers that optimize)."""
-    try:
-        return train(cfg)["final_test_error"]
-    except (ConfigError, DataUnavailableError) as err:
-        reason = f"{type(err).__name__}: {err}"
-        short = str(err)
-    except Exception as err:  # noqa: BLE001 - recorded in results.json, then reported
-        reason = f"{type(err).__name__}: {err}"
-        short = None
-        traceback.print_exc()
-    write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)
-    if is_multirun():
-        log.error("job failed: %s", reason)  # the sweep goes on; sweep.py lists failed jobs
-        return None
-    print(f"error: {short or reason}", file=sys.stderr)
-    sys.exit(1)
-
+    record = lambda reason: write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)  # noqa: E731
+    out = run_hydra_job(train, cfg, (ConfigError, DataUnavailableError), record)
+    return out["final_test_error"] if out else None
 
 if __name__ == "__main__":
     main()

@@ -83,7 +83,7 @@ def time_plain_loop(model, dm: ImageDataModule, device, steps: int) -> float:
     run = step_fn("sam")
     error, loss_mean = ErrorRate(10, average="micro").to(device), MeanMetric().to(device)
     stamps = []
-    for x, y in dm.train_dataloader():
+    for x, y, _ in dm.train_dataloader():
         x, y = dm.transform((x.to(device, non_blocking=True), y.to(device, non_blocking=True)), train=True)
         opt.zero_grad(set_to_none=True)
         out = run(model, params, x, y)
@@ -128,7 +128,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     dm = make_data(args.batch_size, args.steps + 4)
-    x, y = next(iter(dm.train_dataloader()))
+    x, y, _ = next(iter(dm.train_dataloader()))
     batch = dm.transform((x.to(device), y.to(device)), train=True)
     model = build_model("preact_resnet18", 10, width=args.width).to(device)
 

@@ -21,7 +21,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from sam_lightning.config import MethodSpec, OptimSpec
 from sam_lightning.data.label_noise import noise_fit
 from sam_lightning.models import build_model
-from sam_lightning.sam import AdaptiveAscent, GradientAscent, RandomPerturbation, erm_gradients, sam_gradients
+from sam_lightning.sam import (
+    AdaptiveAscent,
+    GradientAscent,
+    RandomPerturbation,
+    erm_gradients,
+    sam_gradients,
+)
 
 
 def l2_penalty(params, l2: float) -> Tensor:

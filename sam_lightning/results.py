@@ -7,34 +7,17 @@ same folder, then rename over the old one).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 
-RESULTS_FILE = "results.json"
+from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
+
 TRAIN_KEYS = ("train/loss", "train/error", "train/objective", "train/lr", "train/rho", "train/perturbed", "train/clean_error", "train/noisy_fit")
 EPOCH_KEYS = TRAIN_KEYS + ("test/loss", "test/error")
-
-
-def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _float(value) -> float | None:

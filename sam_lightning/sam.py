@@ -77,7 +77,6 @@ def projected_ascent(
     steps: int = 1,
     step_size: float | None = None,
     normalize: bool = True,
-    first_grads: Sequence[Tensor] | None = None,
 ) -> list[Tensor]:
     """Approximately solve max_{||e|| <= rho} L(w + e) from e = 0; returns e, with params left at w + e.
 
@@ -85,24 +84,20 @@ def projected_ascent(
     e <- P(e + step_size * g / ||g||), P the projection onto the rho-ball (App. D's sharpness
     solver, and multi-step SAM). With steps=1 and step_size=rho this is exactly SAM's e.
     With normalize=False the step is step_size * g and there is no projection (constant-rho SAM).
-    `first_grads`, if given, is the gradient at w (saves one pass when the caller has it).
     """
     if steps < 1:
         raise ValueError(f"ascent steps must be >= 1, got {steps}")
     params = list(params)
     step_size = rho if step_size is None else step_size
     e = [torch.zeros_like(p) for p in params]
-    for k in range(steps):
-        grads = list(first_grads) if (k == 0 and first_grads is not None) else list(grad_fn())
-        e = torch._foreach_add(e, sam_perturbation(grads, step_size, normalize))
+    for _ in range(steps):
+        grads = list(grad_fn())
+        new_e = torch._foreach_add(e, sam_perturbation(grads, step_size, normalize))
         if normalize:
-            e = project_to_ball(e, rho)
-        with torch.no_grad():
-            if k == 0:
-                torch._foreach_add_(params, e)
-            else:
-                torch._foreach_add_(params, torch._foreach_sub(e, previous))
-        previous = e
+            new_e = project_to_ball(new_e, rho)
+        with torch.no_grad():  # from w + e to w + new_e (exactly w + new_e on the first step)
+            torch._foreach_add_(params, torch._foreach_sub(new_e, e))
+        e = new_e
     return e
 
 
@@ -284,7 +279,7 @@ def sam_gradients(
             backward(objective_at_e / n)
         with torch.no_grad():
             torch._foreach_copy_(params, backup)
-        own = first and not other_batch  # the first pass saw this very chunk at w
+        own = bool(first) and not other_batch  # the first pass saw this very chunk at w
         logits.append(first["logits"] if own else out_at_e.detach())
         losses.append(first["loss"] if own else loss_at_e.detach())
         objectives.append(first["objective"] if own else objective_at_e.detach())

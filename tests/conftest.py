@@ -7,8 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+
+# The suite runs as 2 pytest-xdist workers on 2 cores (make test): one thread each, and the same for
+# the training subprocesses that tests start. Oversubscribed threads make tiny jobs 10x slower.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -15,14 +15,18 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT, TINY, compose_config
 from torch import nn
 
-from conftest import ROOT, TINY, compose_config
-from sam_lightning.analysis.checkpoints import CheckpointError, load_checkpoint, require_same_architecture
 from sam_lightning.analysis.evaluation import Points, recompute_bn_stats, select_points
 from sam_lightning.analysis.interpolation import interpolate_state, interpolation_curve
 from sam_lightning.analysis.interpolation import run as interpolation_run
 from sam_lightning.analysis.sharpness import ascend, batchnorm_mode, m_sharpness
+from sam_lightning.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    require_same_architecture,
+)
 from sam_lightning.data.augment import normalize
 from sam_lightning.data.sources import make_synthetic
 from sam_lightning.models import build_model

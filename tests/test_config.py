@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CONF, compose_config
 from omegaconf import OmegaConf
 
-from conftest import CONF, compose_config
 from sam_lightning.config import MethodSpec, OptimSpec
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))

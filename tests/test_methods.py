@@ -9,11 +9,17 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from test_sam_step import fixed_batch, mlp
 
 from sam_lightning.config import ConfigError, MethodSpec, check_data_settings
 from sam_lightning.data.label_noise import flip_labels, noise_fit, subset_indices
-from sam_lightning.sam import AdaptiveAscent, GradientAscent, RandomPerturbation, global_norm, sam_gradients
-from test_sam_step import fixed_batch, mlp
+from sam_lightning.sam import (
+    AdaptiveAscent,
+    GradientAscent,
+    RandomPerturbation,
+    global_norm,
+    sam_gradients,
+)
 from train import load_backbone_weights, train
 
 

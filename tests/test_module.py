@@ -7,11 +7,11 @@ import copy
 import pytest
 import pytorch_lightning as pl
 import torch
+from test_sam_step import LR, reference_update
 from torch.utils.data import DataLoader, TensorDataset
 
 from sam_lightning.config import ConfigError, MethodSpec, OptimSpec
 from sam_lightning.module import SAMClassifier
-from test_sam_step import LR, reference_update
 
 TINY_MODEL = {"arch": "preact_resnet18", "width": 2, "norm": "batch", "gn_groups": 2}
 

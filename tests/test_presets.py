@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import CONF, compose_config
+
 from train import train
 
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if p.stem.startswith("fig"))

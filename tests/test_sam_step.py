@@ -15,7 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from sam_lightning.sam import chunk_slices, erm_gradients, frozen_bn_running_stats, sam_gradients
+from sam_lightning.sam import (
+    chunk_slices,
+    erm_gradients,
+    frozen_bn_running_stats,
+    sam_gradients,
+)
 
 LR = 0.1
 

@@ -10,10 +10,10 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY
-from train import train
 from wandb_log import run_contents
+
+from train import train
 
 RESULT_KEYS = {
     "status", "reason", "final_test_error", "best_test_error", "best_epoch", "final_train_error",

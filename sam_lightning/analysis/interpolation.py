@@ -15,24 +15,36 @@ interpolation.png.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from sam_lightning.analysis.checkpoints import CheckpointError, data_config_for, load_checkpoint, require_same_architecture
 from sam_lightning.analysis.evaluation import (
-    AnalysisConfigError, DataCache, Points, as_list, has_batchnorm, loss_and_error, recompute_bn_stats, resolve_device, select_points,
+    AnalysisConfigError,
+    DataCache,
+    Points,
+    as_list,
+    has_batchnorm,
+    loss_and_error,
+    recompute_bn_stats,
+    resolve_device,
+    select_points,
 )
 from sam_lightning.analysis.plots import plot_interpolation
+from sam_lightning.checkpoints import (
+    CheckpointError,
+    data_config_for,
+    load_checkpoint,
+    require_same_architecture,
+)
+from sam_lightning.cli import run_or_fail
 from sam_lightning.data.sources import DataUnavailableError
-from sam_lightning.results import atomic_write_json
+from sam_lightning.jsonio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +171,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="analysis/interpolation")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except MissingMandatoryValue as err:
-        print(f"error: {err.full_key} is required, e.g. ckpt_a=PATH ckpt_b=PATH", file=sys.stderr)
-        sys.exit(2)
-    except (AnalysisConfigError, CheckpointError, DataUnavailableError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-
+    run_or_fail(run, cfg, (AnalysisConfigError, CheckpointError, DataUnavailableError), required="ckpt_a=PATH ckpt_b=PATH")
 
 if __name__ == "__main__":
     main()

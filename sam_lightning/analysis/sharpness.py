@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +29,21 @@ import hydra
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from sam_lightning.analysis.checkpoints import CheckpointError, data_config_for, load_checkpoint
-from sam_lightning.analysis.evaluation import AnalysisConfigError, DataCache, as_list, resolve_device, select_points
+from sam_lightning.analysis.evaluation import (
+    AnalysisConfigError,
+    DataCache,
+    as_list,
+    resolve_device,
+    select_points,
+)
 from sam_lightning.analysis.plots import plot_sharpness
+from sam_lightning.checkpoints import CheckpointError, data_config_for, load_checkpoint
+from sam_lightning.cli import run_or_fail
 from sam_lightning.data.sources import DataUnavailableError
-from sam_lightning.results import atomic_write_json
+from sam_lightning.jsonio import atomic_write_json
 from sam_lightning.sam import frozen_bn_running_stats, global_norm, projected_ascent
 
 log = logging.getLogger(__name__)
@@ -248,15 +253,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="analysis/sharpness")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except MissingMandatoryValue as err:
-        print(f"error: {err.full_key} is required, e.g. ckpt=PATH", file=sys.stderr)
-        sys.exit(2)
-    except (AnalysisConfigError, CheckpointError, DataUnavailableError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-
+    run_or_fail(run, cfg, (AnalysisConfigError, CheckpointError, DataUnavailableError), required="ckpt=PATH")
 
 if __name__ == "__main__":
     main()

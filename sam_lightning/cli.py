@@ -1,0 +1,56 @@
+"""What the Hydra entry points (train.py, theory.py, the analysis commands) share."""
+
+from __future__ import annotations
+
+import sys
+
+
+def is_multirun() -> bool:
+    """True inside a Hydra multirun job (`-m`), where a failure must not stop the other jobs."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # no Hydra context: called as a library
+        return False
+
+
+def fail(message: str, code: int = 1) -> None:
+    """One line on stderr, no traceback, a non-zero exit."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run_or_fail(run, cfg, errors: tuple[type[BaseException], ...], required: str):
+    """`run(cfg)`, turning a missing mandatory value or one of `errors` into one line and exit 2.
+    `required` shows how to give the mandatory values, e.g. "ckpt=PATH"."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        return run(cfg)
+    except MissingMandatoryValue as err:
+        fail(f"{err.full_key} is required, e.g. {required}", code=2)
+    except errors as err:
+        fail(str(err), code=2)
+
+
+def run_hydra_job(job, cfg, known: tuple[type[BaseException], ...], record_failure):
+    """`job(cfg)` for a Hydra entry point. A known error (bad config, missing data) is reported in
+    one line, any other with its traceback; either way `record_failure(reason)` keeps it (in
+    results.json). In a multirun the other jobs go on (returns None); otherwise exit 1."""
+    import logging
+    import traceback
+
+    try:
+        return job(cfg)
+    except known as err:
+        reason, short = f"{type(err).__name__}: {err}", str(err)
+    except Exception as err:  # noqa: BLE001 - recorded, then reported
+        reason, short = f"{type(err).__name__}: {err}", None
+        traceback.print_exc()
+    record_failure(reason)
+    if is_multirun():
+        logging.getLogger("sam_lightning").error("job failed: %s", reason)  # sweep.py lists it
+        return None
+    fail(short or reason)

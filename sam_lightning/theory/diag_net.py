@@ -1,0 +1,232 @@
+"""Diagonal linear networks on sparse regression (paper Sec. 4.2, App. B): model, data, training.
+
+    model  beta = w_+^2 - w_-^2, prediction <beta, x>, initialized at w_+ = w_- = alpha
+    loss   L(w) = 1/(4n) sum_i (<beta, x_i> - y_i)^2                          (paper Eq. 5)
+    data   x_i ~ N(0, I_d), beta* with kappa nonzero entries, ||beta*||_2 = 1, y = X beta*
+    test   E_x[(<beta, x> - <beta*, x>)^2] / 4 = ||beta - beta*||^2 / 4   (exact for x ~ N(0, I_d))
+
+Each step forms its gradient with the shared step code and takes a plain SGD step:
+
+    gd    erm_gradients(model, params, quarter_squared_error, X, y)
+    sam   sam_gradients(..., rho=rho, m=m, normalize=False)   m=1: 1-SAM, m=None: n-SAM (Eq. 8)
+
+Python use (what `python theory.py experiment=diag_net method=sam_m1` runs):
+
+    from sam_lightning.theory.diag_net import run_diag_net
+    from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod
+from sam_lightning.theory.vectorized import diag_msam_gradients
+    out = run_diag_net(DiagProblem(), DiagTraining(), TheoryMethod("sam", rho=5 / 30, m=1), seed=0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from sam_lightning.config import ConfigError
+from sam_lightning.sam import erm_gradients, sam_gradients
+from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod
+from sam_lightning.theory.vectorized import diag_msam_gradients
+
+DTYPE = torch.float64  # losses fall to 1e-10 and below; float32 would round the tail away
+
+
+class DiagonalLinearNet(nn.Module):
+    """<w_+^2 - w_-^2, x>: a two-layer diagonal linear network in the paper's parametrization."""
+
+    def __init__(self, d: int, alpha: float, dtype: torch.dtype = DTYPE) -> None:
+        super().__init__()
+        self.w_plus = nn.Parameter(torch.full((d,), float(alpha), dtype=dtype))
+        self.w_minus = nn.Parameter(torch.full((d,), float(alpha), dtype=dtype))
+
+    def beta(self) -> Tensor:
+        return self.w_plus * self.w_plus - self.w_minus * self.w_minus
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.beta()
+
+
+def quarter_squared_error(pred: Tensor, target: Tensor) -> Tensor:
+    """mean_i (pred_i - y_i)^2 / 4: Eq. 5 on the examples given, so a chunk's loss is its own L_c."""
+    return (pred - target).pow(2).mean() / 4
+
+
+def population_loss(beta: Tensor, beta_star: Tensor) -> float:
+    """The exact test loss for x ~ N(0, I_d): E[<beta - beta*, x>^2] / 4 = ||beta - beta*||^2 / 4."""
+    return float((beta - beta_star).pow(2).sum() / 4)
+
+
+@dataclass
+class SparseRegression:
+    X: Tensor  # (n, d)
+    y: Tensor  # (n,)
+    beta_star: Tensor  # (d,)
+
+
+def make_sparse_regression(problem: DiagProblem, seed: int, dtype: torch.dtype = DTYPE) -> SparseRegression:
+    """One draw of the problem; `seed` fixes X, the support of beta* and its values."""
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(problem.n, problem.d, generator=gen, dtype=dtype)
+    beta_star = torch.zeros(problem.d, dtype=dtype)
+    support = torch.randperm(problem.d, generator=gen)[: problem.kappa]
+    values = torch.randn(problem.kappa, generator=gen, dtype=dtype)
+    beta_star[support] = values / values.norm()
+    return SparseRegression(X, X @ beta_star, beta_star)
+
+
+def method_gradients(model: DiagonalLinearNet, method: TheoryMethod, X: Tensor, y: Tensor, engine: str = "shared") -> Tensor:
+    """Put this step's gradient into `p.grad`; returns the batch loss at the current w."""
+    params = [model.w_plus, model.w_minus]
+    if engine == "vectorized":
+        rho = method.rho if method.name == "sam" else 0.0
+        m = method.m if method.name == "sam" else None
+        return diag_msam_gradients(model, X, y, rho=rho, m=m, normalize=method.normalize)
+    if method.name == "gd":
+        return erm_gradients(model, params, quarter_squared_error, X, y).loss
+    return sam_gradients(model, params, quarter_squared_error, X, y, rho=method.rho, m=method.m, normalize=method.normalize).loss
+
+
+@dataclass
+class Trajectory:
+    """What a run measured: a row every `log_every` iterations and at the end."""
+
+    history: list[dict] = field(default_factory=list)
+    iterations: int = 0
+    diverged: bool = False
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def measure(model: DiagonalLinearNet, data: SparseRegression, iteration: int) -> dict:
+    with torch.no_grad():
+        beta = model.beta()
+        train = float(quarter_squared_error(data.X @ beta, data.y))
+        return {
+            "iteration": iteration,
+            "train_loss": _finite(train),
+            "test_loss": _finite(population_loss(beta, data.beta_star)),
+            "beta_l1": _finite(float(beta.abs().sum())),
+        }
+
+
+def train(
+    model: DiagonalLinearNet,
+    data: SparseRegression,
+    method: TheoryMethod,
+    training: DiagTraining,
+    iterations: int,
+    generator: torch.Generator,
+    trajectory: Trajectory | None = None,
+) -> Trajectory:
+    """`iterations` SGD steps with `method`'s gradient, appended to `trajectory` (a fresh one if None).
+
+    Mini-batches (training.batch_size < n) are drawn without replacement from `generator`, so two
+    runs with equal generators see the same batches.
+    """
+    traj = trajectory or Trajectory()
+    n = data.X.shape[0]
+    batch = n if training.batch_size is None else training.batch_size
+    if batch > n:
+        raise ConfigError(f"train.batch_size={batch} exceeds the number of training examples n={n}")
+    method.check_batch_size(batch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=training.lr)
+    if not traj.history:
+        traj.history.append(measure(model, data, traj.iterations))
+    for _ in range(iterations):
+        if batch == n:
+            X, y = data.X, data.y
+        else:
+            idx = torch.randperm(n, generator=generator)[:batch]
+            X, y = data.X[idx], data.y[idx]
+        optimizer.zero_grad(set_to_none=True)
+        method_gradients(model, method, X, y, training.engine)
+        optimizer.step()
+        traj.iterations += 1
+        if traj.iterations % training.log_every == 0:
+            row = measure(model, data, traj.iterations)
+            traj.history.append(row)
+            if row["train_loss"] is None:
+                traj.diverged = True
+                return traj
+    if traj.history[-1]["iteration"] != traj.iterations:
+        traj.history.append(measure(model, data, traj.iterations))
+    traj.diverged = traj.history[-1]["train_loss"] is None
+    return traj
+
+
+def summary(traj: Trajectory) -> dict:
+    last = traj.history[-1]
+    return {
+        "final_train_loss": last["train_loss"],
+        "final_test_loss": last["test_loss"],
+        "final_beta_l1": last["beta_l1"],
+        "iterations": traj.iterations,
+        "diverged": traj.diverged,
+    }
+
+
+def loss_along_line(w_a: Sequence[Tensor], w_b: Sequence[Tensor], data: SparseRegression, points: int = 21) -> list[dict]:
+    """Train and test loss at (1 - t) w_a + t w_b for t evenly spaced in [0, 1]; w = (w_+, w_-)."""
+    rows = []
+    for t in torch.linspace(0, 1, points, dtype=DTYPE).tolist():
+        w_plus, w_minus = ((1 - t) * a + t * b for a, b in zip(w_a, w_b))
+        beta = w_plus * w_plus - w_minus * w_minus
+        rows.append({
+            "t": t,
+            "train_loss": _finite(float(quarter_squared_error(data.X @ beta, data.y))),
+            "test_loss": _finite(population_loss(beta, data.beta_star)),
+        })
+    return rows
+
+
+def _weights(model: DiagonalLinearNet) -> list[Tensor]:
+    return [model.w_plus.detach().clone(), model.w_minus.detach().clone()]
+
+
+def run_diag_net(
+    problem: DiagProblem,
+    training: DiagTraining,
+    method: TheoryMethod,
+    seed: int,
+    switch_at: int | None = None,
+    switch_to: TheoryMethod | None = None,
+    line_points: int = 21,
+) -> dict:
+    """One run; with `switch_at`, `method` runs for the first `switch_at` iterations, `switch_to` after.
+
+    A switched run also trains the reference (`method` for all iterations, from the same point at
+    `switch_at` with the same batches) and reports the loss along the line between the two
+    solutions (paper Fig. 15c). Returns the summary, the history and, if switched, `reference` and `line`.
+    """
+    if (switch_at is None) != (switch_to is None):
+        raise ConfigError("switch.at and switch.to must be given together (or both null)")
+    if switch_at is not None and not 0 <= switch_at <= training.iterations:
+        raise ConfigError(f"switch.at must be in [0, train.iterations={training.iterations}], got {switch_at}")
+    data = make_sparse_regression(problem, seed)
+    model = DiagonalLinearNet(problem.d, training.alpha)
+    gen = torch.Generator().manual_seed(seed + 1_000_003)  # batches: independent of the data draw
+    if switch_at is None:
+        traj = train(model, data, method, training, training.iterations, gen)
+        return {**summary(traj), "beta_star_l1": float(data.beta_star.abs().sum()), "history": traj.history}
+
+    traj = train(model, data, method, training, switch_at, gen)
+    branch = DiagonalLinearNet(problem.d, training.alpha)
+    branch.load_state_dict(model.state_dict())
+    branch_traj = Trajectory([dict(r) for r in traj.history], traj.iterations, traj.diverged)
+    branch_gen = torch.Generator().set_state(gen.get_state())
+    rest = training.iterations - switch_at
+    train(model, data, method, training, rest, gen, traj)
+    train(branch, data, switch_to, training, rest, branch_gen, branch_traj)
+    return {
+        **summary(branch_traj),
+        "beta_star_l1": float(data.beta_star.abs().sum()),
+        "history": branch_traj.history,
+        "reference": {**summary(traj), "history": traj.history},
+        "line": loss_along_line(_weights(model), _weights(branch), data, line_points),
+    }

@@ -1,0 +1,106 @@
+"""One theory job from a composed Hydra config: validate, run, print, write `results.json`.
+
+`theory.py` calls `run_job(cfg)`; tests call it on configs made with Hydra's compose API.
+`results.json` follows the deep-net runs' conventions (`sam_lightning.results`): written atomically,
+with `status`, `reason`, `final_train_loss`, `final_test_loss`, `wall_time_s`, `config`, `history`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sam_lightning.config import ConfigError
+from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
+from sam_lightning.theory.diag_net import run_diag_net
+from sam_lightning.theory.spec import (
+    PROBLEMS,
+    DiagProblem,
+    DiagTraining,
+    TheoryMethod,
+    from_mapping,
+)
+
+
+def _container(node) -> dict | None:
+    return None if node is None else OmegaConf.to_container(node, resolve=True)
+
+
+def run_metrics(cfg: DictConfig, run_dir: Path) -> dict:
+    """The job's measurements (no file written here); raises ConfigError on bad settings."""
+    if cfg.problem not in PROBLEMS:
+        raise ConfigError(f"unknown problem {cfg.problem!r}; choose one of {', '.join(PROBLEMS)}")
+    method = TheoryMethod.from_mapping(_container(cfg.method))
+    if cfg.problem == "relu_1d":
+        from sam_lightning.theory.relu_1d import ReluSettings, run_relu_1d
+
+        if cfg.relu is None:
+            raise ConfigError("problem=relu_1d needs the relu settings: use experiment=relu_1d")
+        settings = from_mapping(ReluSettings, "relu", _container(cfg.relu))
+        return run_relu_1d(method, settings, seed=int(cfg.seed), out_dir=run_dir)
+    problem = from_mapping(DiagProblem, "data", _container(cfg.data))
+    training = from_mapping(DiagTraining, "train", _container(cfg.train))
+    switch = _container(cfg.switch) or {}
+    switch_to = switch.get("to")
+    return run_diag_net(
+        problem, training, method, seed=int(cfg.seed), switch_at=switch.get("at"),
+        switch_to=None if switch_to is None else TheoryMethod.from_mapping(switch_to, "switch.to"),
+        line_points=int(switch.get("line_points", 21)),
+    )
+
+
+def describe(payload: dict) -> str:
+    """The lines printed at the end of a job."""
+    if payload["problem"] == "relu_1d":
+        lines = [f"{name}: slope total variation {s['slope_tv_mean']:.3g} +- {s['slope_tv_std']:.2g} over {s['inits']} inits, "
+                 f"train loss <= {s['train_loss_max']:.2e}" for name, s in payload["methods"].items()]
+        return "\n".join(lines + [f"figure: {payload['figure']}"])
+    def fmt(x):
+        return "nan" if x is None else f"{x:.4g}"
+    text = (f"{payload['method']}: train loss {fmt(payload['final_train_loss'])}  test loss {fmt(payload['final_test_loss'])}  "
+            f"||beta||_1 {fmt(payload['final_beta_l1'])} (||beta*||_1 {payload['beta_star_l1']:.4g})  iterations {payload['iterations']}")
+    if payload.get("diverged"):
+        text += "  DIVERGED"
+    if "reference" in payload:
+        ref = payload["reference"]
+        top = max((r["train_loss"] for r in payload["line"] if r["train_loss"] is not None), default=float("nan"))
+        text += (f"\nreference (no switch): train loss {fmt(ref['final_train_loss'])}  test loss {fmt(ref['final_test_loss'])}  "
+                 f"||beta||_1 {fmt(ref['final_beta_l1'])}\nhighest train loss on the line between the two solutions: {top:.3g}")
+    return text
+
+
+def run_job(cfg: DictConfig) -> dict:
+    """Runs the job, writes `results.json` in cfg.paths.output_dir, prints a summary; returns the payload."""
+    # Tensors of a few hundred numbers: extra threads only add synchronization, and the CPU is shared.
+    torch.set_num_threads(1)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    started = time.time()
+    metrics = run_metrics(cfg, run_dir)
+    label = TheoryMethod.from_mapping(config["method"]).display_name()
+    if config["problem"] == "diag_net" and config["switch"]["at"] is not None:
+        label += " -> " + TheoryMethod.from_mapping(config["switch"]["to"]).display_name()
+    diverged = bool(metrics.get("diverged"))
+    payload = {
+        "status": "finished",
+        "reason": "the training loss became non-finite" if diverged else None,
+        "problem": cfg.problem,
+        "method": label,
+        **{k: v for k, v in metrics.items() if k != "history"},
+        "wall_time_s": round(time.time() - started, 3),
+        "config": config,
+        "history": metrics.get("history", []),
+    }
+    atomic_write_json(run_dir / RESULTS_FILE, payload)
+    print(describe(payload), flush=True)
+    print(f"results:       {run_dir / RESULTS_FILE}", flush=True)
+    return payload
+
+
+def write_failure(run_dir: str | Path, cfg: DictConfig, reason: str) -> None:
+    """The same file for a job that failed before it produced numbers."""
+    atomic_write_json(Path(run_dir) / RESULTS_FILE, {"status": "failed", "reason": reason, "config": OmegaConf.to_container(cfg, resolve=False)})

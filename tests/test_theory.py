@@ -1,0 +1,293 @@
+"""The theory experiments: closed forms of App. A/B, engine equality, the Fig. 6 ordering, the entry point.
+
+    .venv/bin/python -m pytest tests/test_theory.py -q        # ~1 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from sam_lightning.config import ConfigError
+from sam_lightning.sam import erm_gradients, sam_gradients
+from sam_lightning.theory import relu_1d
+from sam_lightning.theory.diag_net import (
+    DiagonalLinearNet,
+    SparseRegression,
+    make_sparse_regression,
+    population_loss,
+    quarter_squared_error,
+    run_diag_net,
+    train,
+)
+from sam_lightning.theory.runner import run_job
+from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf" / "theory"
+D = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- closed forms (paper Eq. 5, Eq. 8, App. B) ----------------------------------------------------
+
+def tiny_problem(seed: int = 0, d: int = 5, n: int = 4) -> tuple[DiagonalLinearNet, SparseRegression]:
+    """Random w (not the symmetric init, so w_+ and w_- differ) and a random regression problem."""
+    data = make_sparse_regression(DiagProblem(d=d, n=n, kappa=2), seed)
+    net = DiagonalLinearNet(d, 0.5)
+    gen = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        net.w_plus.copy_(0.5 + torch.rand(d, generator=gen, dtype=D))
+        net.w_minus.copy_(0.5 + torch.rand(d, generator=gen, dtype=D))
+    return net, data
+
+
+def weights(net: DiagonalLinearNet) -> torch.Tensor:
+    return torch.cat([net.w_plus.detach(), net.w_minus.detach()])
+
+
+def example_gradient(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """grad of l_i(w) = (<w_+^2 - w_-^2, x_i> - y_i)^2 / 4 is r_i x~_i * w, x~_i = (x_i, -x_i) (App. B)."""
+    x_tilde = torch.cat([x, -x])
+    r = (x_tilde * w * w).sum() - y
+    return r * x_tilde * w
+
+
+def test_gradient_is_the_closed_form():
+    net, data = tiny_problem()
+    w = weights(net)
+    erm_gradients(net, [net.w_plus, net.w_minus], quarter_squared_error, data.X, data.y)
+    X_tilde = torch.cat([data.X, -data.X], dim=1)
+    residual = X_tilde @ (w * w) - data.y
+    expected = (X_tilde.T @ residual) * w / data.X.shape[0]  # (1/n) X~^T r * w
+    torch.testing.assert_close(torch.cat([net.w_plus.grad, net.w_minus.grad]), expected, rtol=1e-12, atol=1e-14)
+    per_example = torch.stack([example_gradient(w, x, y) for x, y in zip(data.X, data.y)]).mean(0)
+    torch.testing.assert_close(per_example, expected, rtol=1e-12, atol=1e-14)
+
+
+class RecordingNet(DiagonalLinearNet):
+    """Keeps the weights of every forward pass: the ascent points of sam_gradients are the odd ones."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.seen.append(weights(self).clone())
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("m", [1, None], ids=["1-SAM", "n-SAM"])
+def test_perturbations_and_gradient_follow_eq8(m):
+    net, data = tiny_problem(seed=1)
+    rec = RecordingNet(net.w_plus.shape[0], 0.5)
+    rec.load_state_dict(net.state_dict())
+    rho, n = 0.3, data.X.shape[0]
+    w = weights(rec)
+    sam_gradients(rec, [rec.w_plus, rec.w_minus], quarter_squared_error, data.X, data.y, rho=rho, m=m, normalize=False)
+    grads = [example_gradient(w, x, y) for x, y in zip(data.X, data.y)]
+    if m == 1:  # w^i_{t+1/2} = w + rho grad l_i(w)
+        points = [w + rho * g for g in grads]
+    else:  # w_{t+1/2} = w + (rho / n) sum_j grad l_j(w), the same for every i
+        points = [w + rho * torch.stack(grads).mean(0)]
+    torch.testing.assert_close(torch.stack(rec.seen[1::2]), torch.stack(points), rtol=1e-12, atol=1e-14)
+    # the update direction: (1/n) sum_i grad l_i(w^i_{t+1/2})
+    at = points if m == 1 else points * n
+    expected = torch.stack([example_gradient(p, x, y) for p, x, y in zip(at, data.X, data.y)]).mean(0)
+    torch.testing.assert_close(torch.cat([rec.w_plus.grad, rec.w_minus.grad]), expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(weights(rec), w, rtol=0, atol=0)  # the step restores w exactly
+
+
+def test_population_loss_is_the_gaussian_expectation():
+    data = make_sparse_regression(DiagProblem(d=8, n=4, kappa=2), seed=3)
+    beta = data.beta_star + 0.3 * torch.randn(8, generator=torch.Generator().manual_seed(0), dtype=D)
+    x = torch.randn(200_000, 8, generator=torch.Generator().manual_seed(1), dtype=D)
+    monte_carlo = float(quarter_squared_error(x @ beta, x @ data.beta_star))
+    assert population_loss(beta, data.beta_star) == pytest.approx(monte_carlo, rel=0.02)
+    assert int((data.beta_star != 0).sum()) == 2 and float(data.beta_star.norm()) == pytest.approx(1.0)
+
+
+# -- the vectorized engine gives the iterates of the shared step code ------------------------------
+
+@pytest.mark.parametrize(
+    "method,batch_size,tol",
+    [
+        (TheoryMethod("gd"), None, 1e-12),
+        (TheoryMethod("sam", rho=0.2, m=None), None, 1e-12),
+        (TheoryMethod("sam", rho=0.2, m=1), None, 1e-12),
+        (TheoryMethod("sam", rho=0.2, m=2), None, 1e-12),
+        (TheoryMethod("sam", rho=0.2, m=1), 4, 1e-12),
+        (TheoryMethod("sam", rho=0.05, m=2, normalize=True), None, 1e-5),  # shared: norms in float32
+    ],
+    ids=["gd", "n-sam", "1-sam", "2-sam", "1-sam-minibatch", "normalized"],
+)
+def test_vectorized_engine_matches_shared_step(method, batch_size, tol):
+    data = make_sparse_regression(DiagProblem(d=6, n=8, kappa=2), seed=2)
+    finals = []
+    for engine in ("shared", "vectorized"):
+        net = DiagonalLinearNet(6, 0.3)
+        training = DiagTraining(alpha=0.3, lr=0.1, iterations=25, batch_size=batch_size, log_every=5, engine=engine)
+        traj = train(net, data, method, training, 25, torch.Generator().manual_seed(0))
+        finals.append((weights(net), traj.history))
+    torch.testing.assert_close(finals[0][0], finals[1][0], rtol=tol, atol=tol)
+    assert not torch.equal(finals[0][0], torch.full((12,), 0.3, dtype=D))  # it did move
+    for a, b in zip(finals[0][1], finals[1][1]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=max(tol, 1e-10))
+
+
+# -- the Fig. 6 ordering, small and fast ----------------------------------------------------------
+
+def test_fig6_ordering_on_a_short_run():
+    """1-SAM generalizes clearly better than GD; full-batch n-SAM stays close to GD (Theorem 1).
+
+    Fig. 6's problem (d=30, n=20, kappa=3, alpha=0.1, rho=5/d) for the same gradient-flow time as
+    3000 steps of 1/d, taken as 1500 steps of 2/d; on the vectorized engine, which the test above
+    ties to the shared step code.
+    """
+    training = DiagTraining(alpha=0.1, lr=2 / 30, iterations=1500, log_every=1500, engine="vectorized")
+    ratio_1sam, ratio_nsam = [], []
+    for seed in (0, 2, 3):
+        out = {key: run_diag_net(DiagProblem(), training, method, seed=seed)
+               for key, method in (("gd", TheoryMethod("gd")), ("n", TheoryMethod("sam", rho=5 / 30)), ("1", TheoryMethod("sam", rho=5 / 30, m=1)))}
+        assert max(o["final_train_loss"] for o in out.values()) < 5e-4, (seed, out)
+        ratio_1sam.append(out["1"]["final_test_loss"] / out["gd"]["final_test_loss"])
+        ratio_nsam.append(out["n"]["final_test_loss"] / out["gd"]["final_test_loss"])
+    assert max(ratio_1sam) < 0.7 and sum(ratio_1sam) / 3 < 0.5, ratio_1sam  # measured 0.46, 0.21, 0.26
+    assert all(0.95 < r < 1.3 for r in ratio_nsam), ratio_nsam  # measured 1.08, 1.05, 1.03
+
+
+# -- GD -> 1-SAM switching and the line between solutions ------------------------------------------
+
+def test_switch_branches_from_the_reference_and_measures_the_line():
+    problem, method = DiagProblem(d=8, n=6, kappa=2), TheoryMethod("gd")
+    training = DiagTraining(alpha=0.2, lr=1 / 8, iterations=40, log_every=10, engine="shared")
+    out = run_diag_net(problem, training, method, seed=0, switch_at=20, switch_to=TheoryMethod("sam", rho=1.0, m=1), line_points=5)
+    ref = out["reference"]
+    assert out["history"][:3] == ref["history"][:3]  # iterations 0, 10, 20: same path before the switch
+    assert out["history"][-1] != ref["history"][-1]
+    assert out["line"][0]["train_loss"] == pytest.approx(ref["final_train_loss"], rel=1e-9)
+    assert out["line"][-1]["test_loss"] == pytest.approx(out["final_test_loss"], rel=1e-9)
+    plain = run_diag_net(problem, training, method, seed=0)
+    assert plain["final_test_loss"] == pytest.approx(ref["final_test_loss"], rel=1e-12)
+
+
+# -- the Hydra entry point --------------------------------------------------------------------------
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="theory", overrides=list(overrides))
+
+
+def test_entry_point_via_compose_api(tmp_path):
+    cfg = composed("experiment=diag_net", "method=sam_m1", "train.iterations=30", "train.log_every=10", f"paths.output_dir={tmp_path}")
+    assert cfg.method.rho == pytest.approx(5 / 30) and cfg.train.lr == pytest.approx(1 / 30) and cfg.method.m == 1
+    payload = run_job(cfg)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "finished" and saved["method"] == "1-SAM" and saved["iterations"] == 30
+    assert saved["final_train_loss"] == pytest.approx(payload["final_train_loss"]) and saved["final_test_loss"] > 0
+    assert [r["iteration"] for r in saved["history"]] == [0, 10, 20, 30]
+    assert saved["config"]["method"]["rho"] == pytest.approx(5 / 30)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [(["method=sam_m1", "method.rho=-1"], "method.rho must be >= 0"),
+     (["method.name=adam"], "unknown method.name 'adam'"),
+     (["method=sam_m1", "train.batch_size=30"], "train.batch_size=30 exceeds the number of training examples n=20"),
+     (["method=nsam_full", "method.m=3"], "method.m=3 must divide the batch size 20")],
+)
+def test_bad_settings_fail_with_one_line(tmp_path, overrides, message):
+    cfg = composed("experiment=diag_net", "train.iterations=2", f"paths.output_dir={tmp_path}", *overrides)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        run_job(cfg)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "theory.py", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_command_line_multirun_writes_one_results_file_per_job(tmp_path):
+    proc = run_cli("-m", "experiment=diag_net", "method=nsam_full", "method.rho=0.1,0.2", "train.iterations=20", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = sorted(tmp_path.glob("*/results.json"))
+    assert len(files) == 2, [p.parent.name for p in tmp_path.iterdir()]
+    rhos = sorted(json.loads(f.read_text())["config"]["method"]["rho"] for f in files)
+    assert rhos == [0.1, 0.2]
+    assert proc.stdout.count("test loss") == 2
+
+
+def test_command_line_bad_rho_is_a_one_line_error(tmp_path):
+    proc = run_cli("experiment=diag_net", "method=sam_m1", "method.rho=-0.5", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == "error: method.rho must be >= 0, got -0.5"
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
+
+
+# -- the 1-D ReLU network ---------------------------------------------------------------------------
+
+def test_slope_total_variation_is_exact():
+    net = relu_1d.make_network(relu_1d.ReluSettings(width=30), seed=0)
+    lo, hi = min(relu_1d.X_TRAIN), max(relu_1d.X_TRAIN)
+    grid = torch.linspace(lo, hi, 400_001, dtype=D).unsqueeze(1)
+    with torch.no_grad():
+        f = net(grid)[:, 0]
+    slopes = torch.diff(f) / torch.diff(grid[:, 0])
+    changes = torch.diff(slopes).abs()
+    numeric = float(changes[changes > 1e-7].sum())  # drop the rounding noise of the finite differences
+    assert relu_1d.slope_total_variation(net) == pytest.approx(numeric, rel=1e-6)
+    assert relu_1d.slope_total_variation(net) > 0
+
+
+def test_relu_experiment_writes_png_and_numbers(tmp_path):
+    settings = relu_1d.ReluSettings(width=20, inits=2, iterations=30, lr=1e-3)
+    out = relu_1d.run_relu_1d(TheoryMethod("sam", rho=0.3, normalize=True), settings, seed=0, out_dir=tmp_path)
+    assert Path(out["figure"]).stat().st_size > 5000
+    assert set(out["methods"]) == {"ERM", "SAM"} and out["methods"]["SAM"]["inits"] == 2
+    assert all(r["iterations"] == 30 for r in out["methods"]["ERM"]["runs"])
+    with pytest.raises(ConfigError, match="relu_1d compares GD with a SAM method"):
+        relu_1d.run_relu_1d(TheoryMethod("gd"), settings, seed=0, out_dir=tmp_path)
+
+
+# -- tables -----------------------------------------------------------------------------------------
+
+def fake_result(seed: int, test: float | None, train: float = 1e-8) -> dict:
+    return {"seed": seed, "final_test_loss": test, "final_train_loss": train, "final_beta_l1": 1.5, "beta_star_l1": 1.2, "iterations": 10}
+
+
+def test_fig6_table_ratios_are_per_seed():
+    from sam_lightning.theory.fig6 import markdown_table
+
+    table = markdown_table({"GD": [fake_result(0, 0.01), fake_result(1, 0.02)], "1-SAM": [fake_result(0, 0.005), fake_result(1, 0.002)]})
+    row = next(line for line in table.splitlines() if line.startswith("| 1-SAM"))
+    assert "0.0035 ± 0.0021" in row and "0.30 (0.10–0.50)" in row  # ratios 0.5 and 0.1, mean 0.3
+
+
+def test_grid_table_groups_by_method_and_rho(tmp_path):
+    from sam_lightning.theory.grid_table import collect, markdown
+
+    def job(name: str, label: str, rho: float, test: float | None, status: str = "finished") -> None:
+        (tmp_path / name).mkdir()
+        payload = {"status": status, "method": label, "config": {"method": {"rho": rho}}, **fake_result(0, test)}
+        (tmp_path / name / "results.json").write_text(json.dumps(payload))
+
+    job("0", "1-SAM", 0.1, 0.002)
+    job("1", "1-SAM", 0.1, 0.004)
+    job("2", "1-SAM", 0.3, None)
+    job("3", "n-SAM", 0.1, None, status="failed")
+    groups, failed = collect(tmp_path)
+    assert failed == 1 and sorted(groups) == [("1-SAM", 0.1), ("1-SAM", 0.3)]
+    text = markdown(groups, failed)
+    assert "| 1-SAM | 0.1 | 0.003 ± 0.0014 |" in text and "diverged (1/1)" in text and "1 job(s) failed" in text
