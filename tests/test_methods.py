@@ -211,3 +211,14 @@ def test_init_from_loads_weights_only_and_refuses_another_architecture(tmp_path,
         load_backbone_weights(wider, str(ckpt))
     tuned = train(tiny_cfg(f"paths.output_dir={tmp_path / 'b'}", f"+init_from={ckpt}"))
     assert tuned["status"] == "finished" and source["status"] == "finished"
+
+
+def test_nsam_system_takes_the_previous_batch_and_the_first_step_its_own():
+    from sam_lightning.module import SAMClassifier
+
+    module = SAMClassifier({"arch": "preact_resnet18", "width": 2, "norm": "batch", "gn_groups": 2}, {"name": "nsam"}, {}, num_classes=3, max_epochs=1)
+    batches = [(torch.full((4, 1), float(i)), torch.full((4,), i)) for i in range(3)]
+    assert module._ascent_batch(*batches[0]) == (None, None)  # first step: SAM on its own batch
+    for previous, current in zip(batches, batches[1:]):
+        xa, ya = module._ascent_batch(*current)
+        assert torch.equal(xa, previous[0]) and torch.equal(ya, previous[1])

@@ -173,5 +173,6 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     run_or_fail(run, cfg, (AnalysisConfigError, CheckpointError, DataUnavailableError), required="ckpt_a=PATH ckpt_b=PATH")
 
+
 if __name__ == "__main__":
     main()

@@ -255,5 +255,6 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     run_or_fail(run, cfg, (AnalysisConfigError, CheckpointError, DataUnavailableError), required="ckpt=PATH")
 
+
 if __name__ == "__main__":
     main()
