@@ -33,7 +33,7 @@ from sam_lightning.sweep.wandb_io import run_from_api
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "experiment=smoke", "trainer.max_epochs=1", "data.n_train=256", "data.n_test=128",
-    "+trainer.limit_train_batches=2", "model.width=4", "model.gn_groups=4", "logger=csv",
+    "trainer.limit_train_batches=2", "model.width=4", "model.gn_groups=4", "logger=csv",
     "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
 ]
 
