@@ -14,7 +14,8 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and the accepted values."""
 
 
-def _from_mapping(cls, section: str, values: Mapping):
+def from_mapping(cls, section: str, values: Mapping):
+    """`cls(**values)`, with a one-line error naming any unknown key."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -92,7 +93,7 @@ class MethodSpec:
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> MethodSpec:
-        return _from_mapping(cls, "method", values)
+        return from_mapping(cls, "method", values)
 
     def check_batch_size(self, batch_size: int) -> None:
         if self.name != "erm" and self.m is not None and batch_size % self.m:
@@ -142,7 +143,7 @@ class OptimSpec:
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> OptimSpec:
-        return _from_mapping(cls, "optim", values)
+        return from_mapping(cls, "optim", values)
 
 
 def check_data_settings(label_noise: float, train_fraction: float) -> None:

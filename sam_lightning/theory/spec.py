@@ -8,26 +8,17 @@ numbers (`method.rho=0.2`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from sam_lightning.config import ConfigError
+from sam_lightning.config import ConfigError, from_mapping
 
 OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b), replace=True)
 
 METHOD_NAMES = ("gd", "sam")
 ENGINES = ("shared", "vectorized")
 PROBLEMS = ("diag_net", "relu_1d")
-
-
-def from_mapping(cls, section: str, values: Mapping):
-    """`cls(**values)`, with a one-line error naming any unknown key."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {section}.{', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return cls(**dict(values))
 
 
 @dataclass(frozen=True)
