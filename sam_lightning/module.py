@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from dataclasses import asdict
 
 import pytorch_lightning as pl
 import torch
@@ -165,7 +164,10 @@ class SAMClassifier(pl.LightningModule):
         self.log_dict({"train/lr": lr, "train/rho": self.current_rho(lr), "train/perturbed": float(self.active_method != "erm")}, sync_dist=True, **epoch)
         if self.hparams.track_label_noise and len(batch) > 2:
             self._log_label_noise(out.logits, y, batch[2])
-        self.log_dict({"step/grad_norm": out.grad_norm, "step/perturbation_norm": out.perturbation_norm, "step/lr": lr}, on_step=True, on_epoch=False)
+        steps = {"step/grad_norm": out.grad_norm, "step/perturbation_norm": out.perturbation_norm, "step/lr": lr}
+        if out.perturbed_loss is not None:
+            steps["step/perturbed_loss"] = out.perturbed_loss
+        self.log_dict(steps, on_step=True, on_epoch=False)
         return out.loss
 
     def _log_label_noise(self, logits: Tensor, y: Tensor, y_true: Tensor) -> None:
@@ -192,6 +194,3 @@ class SAMClassifier(pl.LightningModule):
         self.test_error.update(logits, y)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("test/error", self.test_error, on_step=False, on_epoch=True, prog_bar=True)
-
-    def describe(self) -> dict:
-        return {"method": asdict(self.method), "optim": asdict(self.optim), "parameters": sum(p.numel() for p in self.backbone.parameters())}
