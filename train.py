@@ -134,7 +134,7 @@ def load_backbone_weights(model: SAMClassifier, path: str) -> None:
     log.info("initialized the weights from %s (epoch %s)", path, ckpt.epoch)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf/train", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point. Returns the final test error (for Hydra sweepers that optimize)."""
     record = lambda reason: write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)  # noqa: E731

@@ -155,7 +155,7 @@ def data_config_for(ckpt: Checkpoint, override: Mapping | None = None) -> DictCo
     merged = OmegaConf.merge(OmegaConf.create(dict(run_data)), OmegaConf.create(dict(override or {})))
     if merged.get("name") is None:
         raise CheckpointError(
-            f"{ckpt.path}: no run config found next to it (results.json two folders up); choose the data with data=cifar10 (or another conf/data option)"
+            f"{ckpt.path}: no run config found next to it (results.json two folders up); choose the data with data=cifar10 (or another conf/train/data option)"
         )
     if merged.get("num_classes") not in (None, ckpt.num_classes):
         raise CheckpointError(f"{ckpt.path}: the model has {ckpt.num_classes} classes but data {merged.name} has {merged.num_classes}")

@@ -17,7 +17,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "conf" / "train"
 sys.path.insert(0, str(ROOT))  # train.py and sweep.py live at the top level
 
 # Tiny but real: the smoke preset shrunk further. Every end-to-end test starts from these.
@@ -33,9 +33,10 @@ TINY = [
 ]
 
 
-def compose_config(overrides: list[str], config_name: str = "train"):
+def compose_config(overrides: list[str], config_name: str = "train", tree: str = "train"):
+    """Compose `config_name` from one application's tree: conf/train, conf/analysis or conf/theory."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / tree), version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides)
 
 

@@ -263,7 +263,7 @@ def test_both_commands_write_json_and_png_from_two_smoke_checkpoints(smoke_check
     interpolation_run(compose_config(
         [f"ckpt_a={erm_ckpt}", f"ckpt_b={sam_ckpt}", "t=[-0.25,0,0.5,1,1.25]", "train_points=32", "test_points=32", "bn_points=32",
          "progress=false", "device=cpu", f"out_dir={tmp_path / 'interpolation'}"],
-        config_name="analysis/interpolation",
+        config_name="interpolation", tree="analysis",
     ))
     curve = json.loads((tmp_path / "interpolation" / "interpolation.json").read_text())
     assert [p["t"] for p in curve["curve"]] == [-0.25, 0.0, 0.5, 1.0, 1.25]
@@ -286,7 +286,7 @@ def test_both_commands_write_json_and_png_from_two_smoke_checkpoints(smoke_check
 
 def test_interpolation_command_refuses_another_architecture_before_any_work(smoke_checkpoints, tmp_path):
     other = save_checkpoint(tmp_path / "other.ckpt", tiny_net(width=2), width=2)
-    cfg = compose_config([f"ckpt_a={smoke_checkpoints[0]}", f"ckpt_b={other}", f"out_dir={tmp_path / 'out'}"], config_name="analysis/interpolation")
+    cfg = compose_config([f"ckpt_a={smoke_checkpoints[0]}", f"ckpt_b={other}", f"out_dir={tmp_path / 'out'}"], config_name="interpolation", tree="analysis")
     with pytest.raises(CheckpointError, match="another architecture") as err:
         interpolation_run(cfg)
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()

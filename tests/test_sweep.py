@@ -229,7 +229,7 @@ def test_sweep_presets_compose():
     from hydra import compose, initialize_config_dir
     from hydra.types import RunMode
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "train"), version_base="1.3"):
         cfg = compose("train", overrides=["+sweep=rho_grid"], return_hydra_config=True)
         assert cfg.hydra.sweeper.params["method.rho"] == "0.025,0.05,0.1,0.2,0.3,0.4"
         assert cfg.hydra.sweeper.params.seed == "0,1,2" and cfg.hydra.mode == RunMode.MULTIRUN
@@ -248,7 +248,7 @@ def test_wandb_names_follow_the_sweep():
 
     from sam_lightning.naming import wandb_names
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "train"), version_base="1.3"):
         cfg = compose("train", overrides=["method=erm", "method.rho=0.2", "seed=1", "logger=wandb"], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN

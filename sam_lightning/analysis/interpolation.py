@@ -169,7 +169,7 @@ def run(cfg: DictConfig) -> dict:
     return payload
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="analysis/interpolation")
+@hydra.main(version_base="1.3", config_path="../../conf/analysis", config_name="interpolation")
 def main(cfg: DictConfig) -> None:
     run_or_fail(run, cfg, (AnalysisConfigError, CheckpointError, DataUnavailableError), required="ckpt_a=PATH ckpt_b=PATH")
 

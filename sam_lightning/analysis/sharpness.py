@@ -251,7 +251,7 @@ def run(cfg: DictConfig) -> dict:
     return payload
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="analysis/sharpness")
+@hydra.main(version_base="1.3", config_path="../../conf/analysis", config_name="sharpness")
 def main(cfg: DictConfig) -> None:
     run_or_fail(run, cfg, (AnalysisConfigError, CheckpointError, DataUnavailableError), required="ckpt=PATH")
 
