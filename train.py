@@ -23,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from sam_lightning.checkpoints import CheckpointError, load_checkpoint
-from sam_lightning.cli import run_hydra_job
-from sam_lightning.config import ConfigError, MethodSpec, OptimSpec, check_data_settings
+from sam_lightning.callbacks.switch import MethodSwitch
+from sam_lightning.cli import instantiate_method, run_hydra_job
+from sam_lightning.config import ConfigError, ModelSpec, OptimSpec, check_data_settings
 from sam_lightning.data import DataUnavailableError, ImageDataModule
 from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
@@ -64,9 +65,11 @@ def train(cfg: DictConfig) -> dict:
     """Runs one training job and returns what results.json holds. Raises on failure."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    method = instantiate_method(cfg.method)
+    # The variant's name is recorded beside its settings (results.json, W&B, sweep tables).
+    OmegaConf.update(cfg, "method.name", method.name, force_add=True)
     config = OmegaConf.to_container(cfg, resolve=True)
-    method = MethodSpec.from_mapping(cfg.method)
-    OptimSpec.from_mapping(cfg.optim)
+    model_spec, optim = ModelSpec.from_mapping(cfg.model), OptimSpec.from_mapping(cfg.optim)
     method.check_batch_size(cfg.data.batch_size)
     check_data_settings(cfg.data.get("label_noise", 0.0), cfg.data.get("train_fraction", 1.0))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -83,8 +86,7 @@ def train(cfg: DictConfig) -> dict:
         save_noisy_labels(run_dir / "noisy_labels.json", datamodule)
 
     model = SAMClassifier(
-        model=OmegaConf.to_container(cfg.model), method=OmegaConf.to_container(cfg.method), optim=OmegaConf.to_container(cfg.optim),
-        num_classes=arrays.num_classes, max_epochs=cfg.trainer.max_epochs, channels_last=use_channels_last(cfg),
+        model=model_spec, method=method, optim=optim, num_classes=arrays.num_classes, max_epochs=cfg.trainer.max_epochs, channels_last=use_channels_last(cfg),
         track_label_noise=len(datamodule.noisy_indices) > 0,
     )
     if cfg.get("init_from"):
@@ -95,7 +97,7 @@ def train(cfg: DictConfig) -> dict:
         save_last=True, auto_insert_metric_name=False,
     )
     logger = make_logger(cfg, run_dir, config)
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer), logger=logger, callbacks=[results, checkpoints], default_root_dir=str(run_dir))
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer), logger=logger, callbacks=[results, checkpoints, MethodSwitch()], default_root_dir=str(run_dir))
     wandb_dir = None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 
@@ -54,3 +55,33 @@ def run_hydra_job(job, cfg, known: tuple[type[BaseException], ...], record_failu
         logging.getLogger("sam_lightning").error("job failed: %s", reason)  # sweep.py lists it
         return None
     fail(short or reason)
+
+
+def instantiate_method(node):
+    """The SAM variant a `method` config names by its `_target_` (conf/train/method/), with bad keys
+    and values reported in one line (ConfigError)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
+
+    from sam_lightning.config import ConfigError
+
+    values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    target = values.get("_target_")
+    if not target:
+        raise ConfigError("method._target_ is missing: a method config names its variant class, e.g. _target_: sam_lightning.variants.SAM")
+    try:
+        cls = get_class(target)
+    except Exception as err:  # noqa: BLE001 - any import failure is a bad _target_
+        raise ConfigError(f"method._target_={target!r}: no such class can be imported") from err
+    known = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else None
+    unknown = sorted(set(values) - {"_target_"} - (known or set())) if known is not None else []
+    if unknown:
+        raise ConfigError(f"unknown key(s) method.{', method.'.join(unknown)} for {target}; known: {', '.join(sorted(known))}")
+    try:
+        return instantiate(values, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"method: {cause or err}".splitlines()[0]) from err

@@ -1,7 +1,8 @@
 """Typed, validated settings for the training system (plain dataclasses, no Hydra).
 
-A Hydra config (or any mapping) becomes one of these with `MethodSpec.from_mapping(cfg.method)`;
-bad values fail here, before any data is loaded, with one line that names the key.
+A Hydra config (or any mapping) becomes one of these with `OptimSpec.from_mapping(cfg.optim)`;
+bad values fail here, before any data is loaded, with one line that names the key. The method is
+a SAM variant (`sam_lightning.variants`), built from conf/train/method/ by its `_target_`.
 """
 
 from __future__ import annotations
@@ -23,93 +24,41 @@ def from_mapping(cls, section: str, values: Mapping):
     return cls(**dict(values))
 
 
-METHODS = ("erm", "sam", "nsam", "random", "asam", "erm_to_sam", "sam_to_erm")
 SCHEDULES = ("piecewise", "cosine", "constant")
 L2_MODES = ("loss", "weight_decay")
-
-
-def _choice(key: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+NORMS = ("batch", "group")
 
 
 @dataclass(frozen=True)
-class MethodSpec:
-    """How gradients are formed on each batch (one optimizer step per batch for every method).
+class ModelSpec:
+    """The backbone: `build_model(num_classes=..., **asdict(spec))`.
 
-    name:
-      erm         one forward/backward at w.
-      sam         m-SAM: per chunk of m examples, e = rho g/||g|| (or rho g), gradient at w + e.
-      nsam        n-SAM (paper Eq. 21): the ascent gradient comes from another batch, the previous
-                  one (ascent_batch=previous, the paper's code; the very first step of a run, or of
-                  a resumed run, uses the batch itself) or a uniformly drawn one (ascent_batch=random).
-      random      e random, independent of the loss: uniform on the rho-sphere (noise=sphere) or
-                  Gaussian with std sigma per coordinate (noise=gaussian).
-      asam        adaptive SAM (Kwon et al., 2021): e = rho T^2 g/||T g||, T = |w| + eta on
-                  weight tensors (conv, linear, norm weights), T = 1 on biases.
-      erm_to_sam  ERM, then this spec's SAM from epoch round(switch_at * max_epochs) on.
-      sam_to_erm  SAM, then ERM from that epoch on.
-    rho: perturbation radius (rho_schedule=lr scales it with the learning rate, rho_t = rho lr_t/lr_0).
-    m: chunk size; None = the whole (per-device) batch. normalize: False gives constant-rho SAM.
-    ascent_steps, ascent_step_mult: k projected ascent steps of size rho * ascent_step_mult.
-    bn_ascent_updates_stats: whether ascent passes update BatchNorm running statistics (every pass
-    normalizes with its own chunk's batch statistics either way).
+    norm: batch | group (set by the `norm` config group); gn_groups: GroupNorm groups, None = width // 2
+    (the paper's code), and must divide the width.
     """
 
-    name: str = "sam"
-    rho: float = 0.1
-    m: int | None = None
-    normalize: bool = True
-    bn_ascent_updates_stats: bool = True
-    ascent_steps: int = 1
-    ascent_step_mult: float = 1.0
-    rho_schedule: str = "constant"
-    ascent_batch: str = "previous"
-    noise: str = "sphere"
-    sigma: float = 0.0
-    eta: float = 0.01
-    switch_at: float = 0.9
+    arch: str = "preact_resnet18"
+    width: int = 64
+    norm: str = "batch"
+    gn_groups: int | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in METHODS:
-            raise ConfigError(f"unknown method.name {self.name!r}; choose one of {', '.join(METHODS)}")
-        if self.rho < 0:
-            raise ConfigError(f"method.rho must be >= 0, got {self.rho}")
-        if self.m is not None and self.m < 1:
-            raise ConfigError(f"method.m must be a positive integer or null, got {self.m}")
-        if self.ascent_steps < 1:
-            raise ConfigError(f"method.ascent_steps must be >= 1, got {self.ascent_steps}")
-        if self.ascent_step_mult <= 0:
-            raise ConfigError(f"method.ascent_step_mult must be > 0, got {self.ascent_step_mult}")
-        _choice("method.rho_schedule", self.rho_schedule, ("constant", "lr"))
-        _choice("method.ascent_batch", self.ascent_batch, ("previous", "random"))
-        _choice("method.noise", self.noise, ("sphere", "gaussian"))
-        if self.sigma < 0 or self.eta < 0:
-            raise ConfigError(f"method.sigma and method.eta must be >= 0, got {self.sigma} and {self.eta}")
-        if not 0 <= self.switch_at <= 1:
-            raise ConfigError(f"method.switch_at must be in [0, 1], got {self.switch_at}")
-        if self.name == "asam" and self.ascent_steps != 1:
-            raise ConfigError("method.ascent_steps > 1 is not defined for asam; use name=sam")
+        from sam_lightning.models import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(f"model.arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {self.arch!r}")
+        if not isinstance(self.width, int) or self.width < 1:
+            raise ConfigError(f"model.width must be a positive integer, got {self.width!r}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"model.norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.gn_groups is None:
+            object.__setattr__(self, "gn_groups", max(1, self.width // 2))
+        if not isinstance(self.gn_groups, int) or self.gn_groups < 1 or (self.norm == "group" and self.width % self.gn_groups):
+            raise ConfigError(f"model.gn_groups={self.gn_groups!r} must be a positive divisor of model.width={self.width}")
 
     @classmethod
-    def from_mapping(cls, values: Mapping) -> MethodSpec:
-        return from_mapping(cls, "method", values)
-
-    def check_batch_size(self, batch_size: int) -> None:
-        if self.name != "erm" and self.m is not None and batch_size % self.m:
-            raise ConfigError(f"method.m={self.m} must divide the per-device batch size data.batch_size={batch_size}")
-
-    def switch_epoch(self, max_epochs: int) -> int | None:
-        """The first epoch of the second phase for erm_to_sam / sam_to_erm, else None."""
-        return round(self.switch_at * max_epochs) if self.name in ("erm_to_sam", "sam_to_erm") else None
-
-    def active(self, epoch: int, switch_epoch: int | None) -> str:
-        """The method in force at `epoch`: erm, or the perturbing method (sam, nsam, ...)."""
-        if self.name == "erm_to_sam":
-            return "sam" if epoch >= switch_epoch else "erm"
-        if self.name == "sam_to_erm":
-            return "erm" if epoch >= switch_epoch else "sam"
-        return self.name
+    def from_mapping(cls, values: Mapping) -> ModelSpec:
+        return from_mapping(cls, "model", values)
 
 
 @dataclass(frozen=True)
@@ -119,6 +68,8 @@ class OptimSpec:
     l2_mode=loss adds 0.5 * l2 * ||w||^2 to the loss (the paper's code: it enters the SAM ascent
     gradient too); l2_mode=weight_decay passes l2 to SGD's weight_decay instead (decoupled from
     the perturbation). schedule: piecewise (x0.1 at 50% and 75% of the epochs), cosine, constant.
+    grad_clip: clip the final descent gradient (the one the optimizer steps with, after the SAM
+    step) to this l2 norm; None: no clipping.
     """
 
     name: str = "sgd"
@@ -128,8 +79,13 @@ class OptimSpec:
     l2: float = 5e-4
     l2_mode: str = "loss"
     schedule: str = "piecewise"
+    grad_clip: float | None = None
 
     def __post_init__(self) -> None:
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
+            raise ConfigError(f"optim.grad_clip must be a number > 0 or null, got {self.grad_clip!r}")
+        if not isinstance(self.lr, (int, float)):
+            raise ConfigError(f"optim.lr must be a number, got {self.lr!r}")
         if self.name != "sgd":
             raise ConfigError(f"optim.name must be 'sgd', got {self.name!r}")
         if self.lr <= 0:

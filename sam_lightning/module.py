@@ -7,8 +7,8 @@ optimizer step, so `trainer.global_step` counts batches for every method.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping
+import logging
+from dataclasses import asdict
 
 import pytorch_lightning as pl
 import torch
@@ -17,21 +17,24 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from sam_lightning.config import MethodSpec, OptimSpec
+from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.data.label_noise import noise_fit
 from sam_lightning.models import build_model
-from sam_lightning.sam import (
-    AdaptiveAscent,
-    GradientAscent,
-    RandomPerturbation,
-    erm_gradients,
-    sam_gradients,
-)
+from sam_lightning.sam import choose_engine, chunk_slices, erm_gradients, sam_gradients
+from sam_lightning.variants import ERM, NSAM, SwitchedSAM, Variant
+
+log = logging.getLogger("sam_lightning")
 
 
 def l2_penalty(params, l2: float) -> Tensor:
     """0.5 * l2 * ||w||^2 over all trainable parameters (BatchNorm affine and biases included)."""
     return 0.5 * l2 * sum(p.pow(2).sum() for p in params)
+
+
+def method_hparams(method: Variant | ERM) -> dict:
+    """Plain data for checkpoints: the variant's class, name and settings."""
+    cls = type(method)
+    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **method.describe()}
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, max_epochs: int):
@@ -52,18 +55,20 @@ class ErrorRate(MulticlassAccuracy):
 
 
 class SAMClassifier(pl.LightningModule):
-    """Image classifier trained with ERM or m-SAM.
+    """Image classifier trained with ERM or a SAM variant.
 
-    model: kwargs of `build_model` (arch, width, norm, gn_groups); method / optim: mappings
-    accepted by `MethodSpec` / `OptimSpec`; max_epochs sets the LR schedule's length.
+    model, method, optim: the typed settings (`ModelSpec`, a `sam_lightning.variants` object,
+    `OptimSpec`); checkpoints keep them as plain data. max_epochs sets the LR schedule's length.
     """
 
-    def __init__(self, model: Mapping, method: Mapping, optim: Mapping, num_classes: int, max_epochs: int, channels_last: bool = False, track_label_noise: bool = False) -> None:
+    def __init__(self, model: ModelSpec, method: Variant | ERM, optim: OptimSpec, num_classes: int, max_epochs: int, channels_last: bool = False, track_label_noise: bool = False) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.method = MethodSpec.from_mapping(method)
-        self.optim = OptimSpec.from_mapping(optim)
-        self.backbone = build_model(num_classes=num_classes, **model)
+        self.save_hyperparameters({
+            "model": asdict(model), "method": method_hparams(method), "optim": asdict(optim), "num_classes": num_classes,
+            "max_epochs": max_epochs, "channels_last": channels_last, "track_label_noise": track_label_noise,
+        })
+        self.method, self.optim = method, optim
+        self.backbone = build_model(num_classes=num_classes, **asdict(model))
         self.channels_last = channels_last
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
@@ -73,11 +78,10 @@ class SAMClassifier(pl.LightningModule):
         self.train_loss, self.train_objective, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         if track_label_noise:  # running, at w, on the augmented training batches
             self.train_clean_error, self.train_noisy_fit = ErrorRate(num_classes, average="micro"), MeanMetric()
-        # Fixed once from the planned epochs and kept in checkpoints, so a resumed run (even one
-        # given another max_epochs) switches at the same epoch.
-        self.switch_epoch = self.method.switch_epoch(max_epochs)
+        # False: this epoch trains with ERM (set by the MethodSwitch callback for erm_to_sam / sam_to_erm).
+        self.perturbing = not isinstance(method, ERM)
         self._previous_batch: tuple[Tensor, Tensor] | None = None  # n-SAM's ascent batch
-        self._weight_tensors = tuple(name.endswith("weight") for name, _ in self.backbone.named_parameters())
+        self._engine_reported = False
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
@@ -88,33 +92,15 @@ class SAMClassifier(pl.LightningModule):
         opt = torch.optim.SGD(self.backbone.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=decay)
         return [opt], [lr_schedule(opt, o.schedule, self.hparams.max_epochs)]
 
+    def on_train_start(self) -> None:
+        from sam_lightning.callbacks.switch import MethodSwitch
+
+        if isinstance(self.method, SwitchedSAM) and not any(isinstance(c, MethodSwitch) for c in self.trainer.callbacks):
+            raise ConfigError(f"method {self.method.name} needs the MethodSwitch callback (callbacks.switch); it is missing from the callbacks")
+
     # -- the step ------------------------------------------------------------------------------
-    def _no_sync(self):
-        block = getattr(self.trainer.strategy, "block_backward_sync", None) if self._trainer is not None else None
-        return block() if block is not None else contextlib.nullcontext()
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["switch_epoch"] = self.switch_epoch
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.switch_epoch = checkpoint.get("switch_epoch", self.switch_epoch)
-
-    @property
-    def active_method(self) -> str:
-        """erm, sam, nsam, random or asam: what this epoch trains with."""
-        return self.method.active(self.current_epoch, self.switch_epoch)
-
     def current_rho(self, lr: float) -> float:
-        scale = lr / self.optim.lr if self.method.rho_schedule == "lr" else 1.0
-        return self.method.rho * scale
-
-    def _perturbation(self, active: str, rho: float):
-        m = self.method
-        if active == "random":
-            return RandomPerturbation(rho, m.noise, m.sigma)
-        if active == "asam":
-            return AdaptiveAscent(rho, m.eta, self._weight_tensors)
-        return GradientAscent(rho, m.normalize, m.ascent_steps, m.ascent_step_mult)
+        return self.method.current_rho(lr, self.optim.lr) if self.perturbing else 0.0
 
     def _ascent_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """n-SAM's other batch: the previous one, or a random one drawn from the training set."""
@@ -126,20 +112,25 @@ class SAMClassifier(pl.LightningModule):
         previous, self._previous_batch = self._previous_batch, (x.detach(), y.detach())
         return previous if previous is not None and len(previous[1]) == len(y) else (None, None)
 
+    def _report_engine(self, batch_size: int) -> None:
+        if not self._engine_reported and self.trainer.is_global_zero:
+            n = len(chunk_slices(batch_size, self.method.m))
+            log.info("m-SAM engine: %s (%d chunk(s) of %d examples per batch, method.engine=%s)",
+                     choose_engine(self.method, self.backbone, n), n, batch_size // n, self.method.engine)
+        self._engine_reported = True
+
     def _gradients(self, x: Tensor, y: Tensor, lr: float):
         params = [p for p in self.backbone.parameters() if p.requires_grad]
         regularizer = None
         if self.optim.l2_mode == "loss" and self.optim.l2 > 0:
-            regularizer = lambda: l2_penalty(params, self.optim.l2)  # noqa: E731
-        common = dict(regularizer=regularizer, backward=self.manual_backward)
-        active = self.active_method
-        if active == "erm":
-            return erm_gradients(self.backbone, params, F.cross_entropy, x, y, **common)
-        xa, ya = self._ascent_batch(x, y) if active == "nsam" else (None, None)
+            regularizer = lambda weights: l2_penalty(weights, self.optim.l2)  # noqa: E731
+        if not self.perturbing:
+            return erm_gradients(self.backbone, params, F.cross_entropy, x, y, regularizer=regularizer, backward=self.manual_backward)
+        self._report_engine(len(y))
+        xa, ya = self._ascent_batch(x, y) if isinstance(self.method, NSAM) else (None, None)
         return sam_gradients(
-            self.backbone, params, F.cross_entropy, x, y, m=self.method.m,
-            perturbation=self._perturbation(active, self.current_rho(lr)), ascent_inputs=xa, ascent_targets=ya,
-            ascent_updates_bn_stats=self.method.bn_ascent_updates_stats, no_sync=self._no_sync, **common,
+            self.backbone, params, F.cross_entropy, x, y, self.method, rho=self.current_rho(lr),
+            ascent_inputs=xa, ascent_targets=ya, regularizer=regularizer, backward=self.manual_backward,
         )
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -150,6 +141,8 @@ class SAMClassifier(pl.LightningModule):
         lr = opt.param_groups[0]["lr"]
         opt.zero_grad(set_to_none=True)
         out = self._gradients(x, y, lr)
+        if self.optim.grad_clip is not None:  # the final descent gradient, after the SAM step
+            self.clip_gradients(opt, gradient_clip_val=self.optim.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
         n = y.shape[0]
         self.train_error.update(out.logits, y)
@@ -161,10 +154,10 @@ class SAMClassifier(pl.LightningModule):
         self.log("train/error", self.train_error, prog_bar=True, **epoch)
         self.log("train/objective", self.train_objective, **epoch)
         # Equal on every device; sync_dist only averages them once, at the epoch's end.
-        self.log_dict({"train/lr": lr, "train/rho": self.current_rho(lr), "train/perturbed": float(self.active_method != "erm")}, sync_dist=True, **epoch)
+        self.log_dict({"train/lr": lr, "train/rho": self.current_rho(lr), "train/perturbed": float(self.perturbing)}, sync_dist=True, **epoch)
         if self.hparams.track_label_noise and len(batch) > 2:
             self._log_label_noise(out.logits, y, batch[2])
-        steps = {"step/grad_norm": out.grad_norm, "step/perturbation_norm": out.perturbation_norm, "step/lr": lr}
+        steps = {"step/loss": out.loss, "step/grad_norm": out.grad_norm, "step/perturbation_norm": out.perturbation_norm, "step/lr": lr}
         if out.perturbed_loss is not None:
             steps["step/perturbed_loss"] = out.perturbed_loss
         self.log_dict(steps, on_step=True, on_epoch=False)

@@ -1,34 +1,49 @@
-"""The m-SAM step in plain PyTorch: chunking, perturbation, exact restore.
+"""The m-SAM step in plain PyTorch: chunking, the two engines, BatchNorm statistics.
 
 Nothing here knows about Lightning or Hydra. A hand-written loop uses it like this:
 
     params = [p for p in model.parameters() if p.requires_grad]
-    out = sam_gradients(model, params, F.cross_entropy, x, y, rho=0.1, m=32)
+    out = sam_gradients(model, params, F.cross_entropy, x, y, SAM(rho=0.1, m=32))
     optimizer.step(); optimizer.zero_grad(set_to_none=True)
 
-For a batch B split into chunks c of m examples (paper Eq. 3-4, App. D):
+For a batch B split into chunks c of m examples (paper Eq. 3-4, App. D), with a variant's hooks
+(`sam_lightning.variants`; SAM's shown):
 
     g_c = grad L_c(w)                                   ascent gradient at w
-    e_c = rho * g_c / ||g_c||   (normalize=True, Foret et al.)  or  rho * g_c (constant rho)
-    d_c = grad L_c(w + e_c)                             descent gradient
+    e_c = variant.perturbation(...)                     SAM: rho * g_c / ||g_c||
+    h_c = grad L_c(w + e_c)                             gradient at the perturbed weights
+    d_c = variant.descent(g_c, h_c)                     SAM: h_c
     p.grad = mean_c d_c                                 one optimizer step per batch
 
 L_c includes the regularizer (0.5 * lambda * ||w||^2 in the paper's code) when one is given, so it
-enters both gradients, evaluated at w and at w + e_c respectively. The weights are restored by
-copying a backup, never by subtracting e_c, so w is bit-for-bit unchanged after the step.
+enters both gradients. Every gradient is taken functionally (`torch.func`) at explicit weights, so
+the model's parameters are never modified: w is bit-for-bit unchanged after the step.
+
+Two engines run the same per-chunk function: `loop` calls it chunk after chunk, `vmap` runs it for
+all chunks at once with `torch.vmap` (groups of `chunks_per_pass` chunks). Each chunk normalizes
+with its own batch statistics in both. BatchNorm running statistics: the loop updates them pass
+after pass (ascent passes, then the descent pass, chunk after chunk); the vectorized engine gives
+every chunk its own copy, then folds the copies into the same sequence of exponential-moving-average
+updates (equal to the loop up to rounding).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from sam_lightning.variants import SAM, Variant
+from sam_lightning.variants.base import tree_add, tree_norm
 
 Loss = Callable[[Tensor, Tensor], Tensor]
-ContextFactory = Callable[[], contextlib.AbstractContextManager]
+Regularizer = Callable[[Iterable[Tensor]], Tensor]  # the weights -> a scalar added to the loss
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,44 +78,27 @@ def sam_perturbation(grads: Sequence[Tensor], rho: float, normalize: bool = True
     return torch._foreach_mul(list(grads), scale)
 
 
-def project_to_ball(e: Sequence[Tensor], rho: float) -> list[Tensor]:
-    """The Euclidean projection of e (all tensors as one vector) onto {||e|| <= rho}."""
-    norm = global_norm(e)
-    return torch._foreach_mul(list(e), torch.clamp(rho / (norm + 1e-12), max=1.0))
-
-
-def projected_ascent(
+def erm_gradients(
+    model: nn.Module,
     params: Sequence[Tensor],
-    grad_fn: Callable[[], Sequence[Tensor]],
-    rho: float,
+    criterion: Loss,
+    inputs: Tensor,
+    targets: Tensor,
     *,
-    steps: int = 1,
-    step_size: float | None = None,
-    normalize: bool = True,
-) -> list[Tensor]:
-    """Approximately solve max_{||e|| <= rho} L(w + e) from e = 0; returns e, with params left at w + e.
-
-    Each step: g = grad L(w + e) from `grad_fn()` (which reads the params as they are), then
-    e <- P(e + step_size * g / ||g||), P the projection onto the rho-ball (App. D's sharpness
-    solver, and multi-step SAM). With steps=1 and step_size=rho this is exactly SAM's e.
-    With normalize=False the step is step_size * g and there is no projection (constant-rho SAM).
-    """
-    if steps < 1:
-        raise ValueError(f"ascent steps must be >= 1, got {steps}")
-    params = list(params)
-    step_size = rho if step_size is None else step_size
-    e = [torch.zeros_like(p) for p in params]
-    for _ in range(steps):
-        grads = list(grad_fn())
-        new_e = torch._foreach_add(e, sam_perturbation(grads, step_size, normalize))
-        if normalize:
-            new_e = project_to_ball(new_e, rho)
-        with torch.no_grad():  # from w + e to w + new_e (exactly w + new_e on the first step)
-            torch._foreach_add_(params, torch._foreach_sub(new_e, e))
-        e = new_e
-    return e
+    regularizer: Regularizer | None = None,
+    backward: Callable[[Tensor], None] = Tensor.backward,
+) -> StepOutput:
+    """One forward/backward at w; the gradient of the objective lands in `p.grad`."""
+    logits = model(inputs)
+    loss = criterion(logits, targets)
+    objective = loss if regularizer is None else loss + regularizer(params)
+    backward(objective)
+    grads = [p.grad for p in params if p.grad is not None]
+    zero = loss.new_zeros(())
+    return StepOutput(logits.detach(), loss.detach(), objective.detach(), global_norm(grads), zero)
 
 
+# -- BatchNorm running statistics -----------------------------------------------------------------
 @contextlib.contextmanager
 def frozen_bn_running_stats(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     """Leave BatchNorm running statistics exactly as they were; batch statistics are still used."""
@@ -123,95 +121,67 @@ def frozen_bn_running_stats(model: nn.Module, enabled: bool = True) -> Iterator[
                 buf.copy_(old)
 
 
-def _objective(loss: Tensor, regularizer: Callable[[], Tensor] | None) -> Tensor:
-    return loss if regularizer is None else loss + regularizer()
+def _batchnorm_momenta(model: nn.Module) -> dict[str, float]:
+    """{buffer prefix: momentum} of every BatchNorm layer that tracks running statistics."""
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats:
+            out[f"{name}." if name else ""] = mod.momentum
+    return out
 
 
-def erm_gradients(
-    model: nn.Module,
-    params: Sequence[Tensor],
-    criterion: Loss,
-    inputs: Tensor,
-    targets: Tensor,
-    *,
-    regularizer: Callable[[], Tensor] | None = None,
-    backward: Callable[[Tensor], None] = Tensor.backward,
-) -> StepOutput:
-    """One forward/backward at w; the gradient of the objective lands in `p.grad`."""
-    logits = model(inputs)
-    loss = criterion(logits, targets)
-    objective = _objective(loss, regularizer)
-    backward(objective)
-    grads = [p.grad for p in params if p.grad is not None]
-    zero = loss.new_zeros(())
-    return StepOutput(logits.detach(), loss.detach(), objective.detach(), global_norm(grads), zero)
+def vmap_unsupported(model: nn.Module) -> str | None:
+    """Why the vectorized engine cannot run this model (None: it can)."""
+    momenta = _batchnorm_momenta(model)
+    if any(m is None for m in momenta.values()):
+        return "BatchNorm with momentum=None (cumulative averages)"
+    for name, _ in model.named_buffers():
+        if not any(name.startswith(prefix) for prefix in momenta):
+            return f"buffer {name!r} is not a BatchNorm statistic"
+    return None
 
 
-# -- perturbations: how e_c is formed from the chunk's gradient(s) ---------------------------------
-GradFn = Callable[[], Sequence[Tensor]]  # the gradient of the ascent objective at the params as they are now
+@torch.no_grad()
+def fold_chunk_statistics(model: nn.Module, buffers: dict[str, Tensor], copies: dict[str, Tensor]) -> None:
+    """Fold per-chunk copies of the running statistics into the model's buffers as if the chunks had
+    updated them one after the other.
+
+    Every copy started from r0 and took j EMA updates r <- (1 - mu) r + mu s, so copy c is
+    a^j r0 + u_c with a = 1 - mu; applied in sequence the n chunks give a^(jn) r0 + sum_c a^(j(n-1-c)) u_c.
+    """
+    for prefix, mu in _batchnorm_momenta(model).items():
+        count = buffers[f"{prefix}num_batches_tracked"]
+        n = copies[f"{prefix}num_batches_tracked"].shape[0]
+        j = int(copies[f"{prefix}num_batches_tracked"][0] - count)
+        if j == 0:
+            continue
+        decay = (1.0 - mu) ** j
+        weights = decay ** torch.arange(n - 1, -1, -1, dtype=torch.float64)
+        for stat in ("running_mean", "running_var"):
+            r0, stacked = buffers[prefix + stat], copies[prefix + stat]
+            u = stacked - decay * r0
+            w = weights.to(device=u.device, dtype=u.dtype).view(-1, *([1] * r0.dim()))
+            r0.copy_(decay**n * r0 + (w * u).sum(0))
+        count.add_(j * n)
 
 
-@dataclass(frozen=True)
-class GradientAscent:
-    """SAM's e: `steps` projected, l2-normalized ascent steps of size rho * step_mult (1 step of size
-    rho: e = rho g / ||g||, Foret et al.); normalize=False: e = rho g (constant rho)."""
-
-    rho: float
-    normalize: bool = True
-    steps: int = 1
-    step_mult: float = 1.0
-    uses_gradient = True
-
-    def __call__(self, params: list[Tensor], grad_fn: GradFn) -> list[Tensor]:
-        return projected_ascent(params, grad_fn, self.rho, steps=self.steps, step_size=self.rho * self.step_mult, normalize=self.normalize)
+# -- the step -----------------------------------------------------------------------------------
+def _stack(x: Tensor, n: int) -> Tensor:
+    """(n * m, ...) -> (n, m, ...): n consecutive chunks of m examples, chunk first."""
+    return x.reshape(n, x.shape[0] // n, *x.shape[1:])
 
 
-@dataclass(frozen=True)
-class AdaptiveAscent:
-    """ASAM (Kwon et al., 2021): e = rho T^2 g / ||T g||, T = |w| + eta elementwise.
-
-    `scaled[i]` says whether parameter i gets T (Kwon et al.'s code: tensors named `weight`, i.e.
-    conv, linear and norm-layer weights) or T = 1 (biases)."""
-
-    rho: float
-    eta: float
-    scaled: tuple[bool, ...]
-    uses_gradient = True
-
-    def __call__(self, params: list[Tensor], grad_fn: GradFn) -> list[Tensor]:
-        grads = list(grad_fn())
-        t = [p.detach().abs() + self.eta if s else torch.ones_like(p) for p, s in zip(params, self.scaled)]
-        tg = torch._foreach_mul(grads, t)
-        e = torch._foreach_mul(torch._foreach_mul(tg, t), self.rho / (global_norm(tg) + 1e-12))
-        with torch.no_grad():
-            torch._foreach_add_(params, e)
-        return e
-
-
-@dataclass(frozen=True)
-class RandomPerturbation:
-    """A random e, independent of the loss: uniform on the sphere of radius rho (`sphere`), or
-    Gaussian with standard deviation sigma per coordinate (`gaussian`). Drawn from the torch RNG."""
-
-    rho: float
-    kind: str = "sphere"
-    sigma: float = 0.0
-    uses_gradient = False
-
-    def __call__(self, params: list[Tensor], grad_fn: GradFn) -> list[Tensor]:
-        noise = [torch.randn_like(p) for p in params]
-        if self.kind == "sphere":
-            e = torch._foreach_mul(noise, self.rho / global_norm(noise))
-        elif self.kind == "gaussian":
-            e = torch._foreach_mul(noise, self.sigma)
-        else:
-            raise ValueError(f"random perturbation kind must be sphere or gaussian, got {self.kind!r}")
-        with torch.no_grad():
-            torch._foreach_add_(params, e)
-        return e
-
-
-Perturbation = GradientAscent | AdaptiveAscent | RandomPerturbation
+def choose_engine(variant: Variant, model: nn.Module, n_chunks: int) -> str:
+    """engine=auto: vmap where the variant and model allow it and there is more than one chunk."""
+    if variant.engine == "loop" or n_chunks == 1:
+        return "loop"
+    why = None if variant.vectorizable else f"the {variant.name} variant is not vectorizable"
+    why = why or vmap_unsupported(model)
+    if why is None:
+        return "vmap"
+    if variant.engine == "vmap":
+        log.warning("method.engine=vmap: %s; using the chunk loop", why)
+    return "loop"
 
 
 def sam_gradients(
@@ -220,71 +190,110 @@ def sam_gradients(
     criterion: Loss,
     inputs: Tensor,
     targets: Tensor,
+    variant: Variant | None = None,
     *,
-    rho: float = 0.0,
+    rho: float | None = None,
     m: int | None = None,
     normalize: bool = True,
-    perturbation: Perturbation | None = None,
     ascent_inputs: Tensor | None = None,
     ascent_targets: Tensor | None = None,
-    regularizer: Callable[[], Tensor] | None = None,
-    ascent_updates_bn_stats: bool = True,
+    regularizer: Regularizer | None = None,
     backward: Callable[[Tensor], None] = Tensor.backward,
-    no_sync: ContextFactory = contextlib.nullcontext,
 ) -> StepOutput:
-    """m-SAM and its relatives: per chunk c, e_c from `perturbation`, the descent gradient at
-    w + e_c on chunk c, w restored; the mean descent gradient over chunks lands in `p.grad`.
+    """m-SAM and its relatives: the mean over chunks of the variant's descent gradient lands in `p.grad`.
 
-    perturbation: default GradientAscent(rho, normalize) (SAM); also multi-step ascent, ASAM or a
-    random perturbation. ascent_inputs/targets: take the ascent gradient on another batch of the
-    same size, chunk c of it for chunk c (n-SAM, paper Eq. 21); default the batch itself.
-    `backward` runs the descent backward passes (Lightning passes `manual_backward`). Ascent
-    gradients are taken with `torch.autograd.grad`, so they never touch `p.grad` nor a DDP
-    reducer: each device perturbs with its own gradient. `no_sync` wraps every descent pass but
-    the last, so a data-parallel wrapper all-reduces once per batch.
+    variant: a `sam_lightning.variants` object (its m, engine, chunks_per_pass and hooks); without
+    one, SAM(rho=rho, m=m, normalize=normalize). rho: the radius for this step (default the
+    variant's; a schedule passes the current one). ascent_inputs/targets: take the ascent gradient
+    on another batch of the same size, chunk c of it for chunk c (n-SAM, paper Eq. 21).
+
+    The gradient reaches `p.grad` through one `backward` of sum_p <p, d_p> (d detached), whose
+    gradient is d exactly: Lightning passes `manual_backward`, so a data-parallel wrapper
+    all-reduces the gradient once per batch. Ascent gradients never touch `p.grad`: each device
+    perturbs with its own gradient.
 
     The logits and loss reported are those of the first pass on the batch itself: at w for SAM,
     at w + e_c when the ascent used another batch or no gradient (n-SAM, random).
     """
+    variant = variant if variant is not None else SAM(rho=rho or 0.0, m=m, normalize=normalize)
+    rho = variant.rho if rho is None else rho
     params = list(params)
-    perturb = perturbation or GradientAscent(rho, normalize)
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    names = [name_of[id(p)] for p in params]
+    w = {name: p.detach() for name, p in zip(names, params)}
     other_batch = ascent_inputs is not None
     if other_batch and ascent_inputs.shape[0] != inputs.shape[0]:
         raise ValueError(f"the ascent batch has {ascent_inputs.shape[0]} examples, the descent batch {inputs.shape[0]}")
-    slices = chunk_slices(inputs.shape[0], m)
+    slices = chunk_slices(inputs.shape[0], variant.m)
     n = len(slices)
-    backup = [p.detach().clone() for p in params]
-    logits, losses, objectives, perturbed, g_norms, e_norms = [], [], [], [], [], []
-    for i, sl in enumerate(slices):
-        x, y = inputs[sl], targets[sl]
-        xa, ya = (ascent_inputs[sl], ascent_targets[sl]) if other_batch else (x, y)
+    engine = choose_engine(variant, model, n)
+    buffers = dict(model.named_buffers())
+    separate_ascent_stats = not variant.bn_ascent_updates_stats and bool(buffers)
+
+    def objective(weights, bufs, x, y):
+        logits = functional_call(model, (weights, bufs), (x,))
+        loss = criterion(logits, y)
+        total = loss if regularizer is None else loss + regularizer(weights.values())
+        return total, (loss, total, logits)
+
+    def autograd_gradient(weights, bufs, x, y):
+        """The loop's gradient: plain autograd at explicit weights, as fast as a module's backward
+        (torch.func.grad costs ~20% more per pass on a CPU)."""
+        leaves = {k: v.detach().requires_grad_() for k, v in weights.items()}
+        total, (loss, _, logits) = objective(leaves, bufs, x, y)
+        grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+        g = {k: torch.zeros_like(v) if gk is None else gk for (k, v), gk in zip(leaves.items(), grads)}
+        return g, (loss.detach(), total.detach(), logits.detach())
+
+    gradient = grad(objective, has_aux=True) if engine == "vmap" else autograd_gradient
+
+    def chunk_step(bufs, ascent_bufs, x, y, xa, ya, e_given):
+        """One chunk: e_c, h_c, d_c and what is reported. Pure, so that vmap can batch it."""
         first: dict[str, Tensor] = {}
 
-        def grad_fn() -> list[Tensor]:
-            with frozen_bn_running_stats(model, enabled=not ascent_updates_bn_stats):
-                out = model(xa)
-                loss = criterion(out, ya)
-                objective = _objective(loss, regularizer)
-                grads = torch.autograd.grad(objective, params, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        def grad_fn(e):
+            g, (loss, total, logits) = gradient(w if e is None else tree_add(w, e), ascent_bufs, xa, ya)
             if not first:  # the pass at w
-                first.update(logits=out.detach(), loss=loss.detach(), objective=objective.detach(), grad_norm=global_norm(grads))
-            return grads
+                first.update(grad=g, loss=loss, total=total, logits=logits)
+            return g
 
-        e = perturb(params, grad_fn)
-        with no_sync() if i < n - 1 else contextlib.nullcontext():
-            out_at_e = model(x)
-            loss_at_e = criterion(out_at_e, y)
-            objective_at_e = _objective(loss_at_e, regularizer)
-            backward(objective_at_e / n)
-        with torch.no_grad():
-            torch._foreach_copy_(params, backup)
+        e = e_given if e_given is not None else variant.perturbation(w, grad_fn, rho)
+        h, (loss_e, total_e, logits_e) = gradient(tree_add(w, e), bufs, x, y)
+        d = variant.descent(first.get("grad"), h)
         own = bool(first) and not other_batch  # the first pass saw this very chunk at w
-        logits.append(first["logits"] if own else out_at_e.detach())
-        losses.append(first["loss"] if own else loss_at_e.detach())
-        objectives.append(first["objective"] if own else objective_at_e.detach())
-        perturbed.append(loss_at_e.detach())
-        g_norms.append(first.get("grad_norm", loss_at_e.new_zeros(())))
-        e_norms.append(global_norm(e))
-    mean = lambda xs: torch.stack(xs).mean()  # noqa: E731
-    return StepOutput(torch.cat(logits), mean(losses), mean(objectives), mean(g_norms), mean(e_norms), mean(perturbed))
+        loss, total, logits = (first["loss"], first["total"], first["logits"]) if own else (loss_e, total_e, logits_e)
+        g_norm = tree_norm(first["grad"]) if first else loss_e.new_zeros(())
+        return d, (logits, loss, total, loss_e, g_norm, tree_norm(e))
+
+    xa_all, ya_all = (ascent_inputs, ascent_targets) if other_batch else (inputs, targets)
+    # Loss-independent perturbations are drawn first, chunk after chunk, so both engines see the
+    # same random numbers.
+    drawn = None if variant.uses_gradient else [variant.perturbation(w, None, rho) for _ in range(n)]
+    descent = {k: torch.zeros_like(v) for k, v in w.items()}  # the sum over chunks of d_c
+    reports = []  # per piece: (logits, loss, objective, perturbed loss, ||g||, ||e||), chunks first
+    step = 1 if engine == "loop" else (variant.chunks_per_pass or n)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        if engine == "loop":  # the model's own buffers, updated in place pass after pass
+            ascent_bufs = {k: b.clone() for k, b in buffers.items()} if separate_ascent_stats else buffers
+            e = None if drawn is None else drawn[start]
+            sl = slices[start]
+            d, report = chunk_step(buffers, ascent_bufs, inputs[sl], targets[sl], xa_all[sl], ya_all[sl], e)
+            torch._foreach_add_(list(descent.values()), [d[k] for k in descent])
+            reports.append(tuple(r.unsqueeze(0) for r in report))
+            continue
+        size = stop - start  # one copy of the running statistics per chunk, folded in afterwards
+        copies = {k: b.unsqueeze(0).repeat(size, *([1] * b.dim())) for k, b in buffers.items()}
+        ascent_copies = {k: c.clone() for k, c in copies.items()} if separate_ascent_stats else copies
+        e = None if drawn is None else {k: torch.stack([chunk[k] for chunk in drawn[start:stop]]) for k in w}
+        part = slice(slices[start].start, slices[stop - 1].stop)  # chunks start..stop-1, stacked below
+        d, report = vmap(chunk_step, in_dims=(0, 0, 0, 0, 0, 0, None if e is None else 0), randomness="different")(
+            copies, ascent_copies, *(_stack(t[part], size) for t in (inputs, targets, xa_all, ya_all)), e,
+        )
+        fold_chunk_statistics(model, buffers, copies)
+        torch._foreach_add_(list(descent.values()), [d[k].sum(0) for k in descent])
+        reports.append(report)
+
+    backward(sum((p * (descent[k] / n)).sum() for k, p in zip(names, params)))
+    logits, loss, objective_value, loss_e, g_norm, e_norm = (torch.cat([r[i] for r in reports]).detach() for i in range(6))
+    return StepOutput(logits.reshape(-1, logits.shape[-1]), loss.mean(), objective_value.mean(), g_norm.mean(), e_norm.mean(), loss_e.mean())

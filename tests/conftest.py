@@ -27,7 +27,6 @@ TINY = [
     "data.n_train=256",
     "data.n_test=128",
     "model.width=4",
-    "model.gn_groups=4",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]

@@ -6,7 +6,8 @@ import pytest
 from conftest import CONF, compose_config
 from omegaconf import OmegaConf
 
-from sam_lightning.config import MethodSpec, OptimSpec
+from sam_lightning.cli import instantiate_method
+from sam_lightning.config import ModelSpec, OptimSpec
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
@@ -20,9 +21,9 @@ TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
 def test_every_method_composes_with_every_data_and_model(method, data):
     for model in MODELS:
         cfg = compose_config([f"method={method}", f"data={data}", f"model={model}", "data.root=/tmp"])
-        spec = MethodSpec.from_mapping(cfg.method)
-        spec.check_batch_size(cfg.data.batch_size)
+        instantiate_method(cfg.method).check_batch_size(cfg.data.batch_size)
         OptimSpec.from_mapping(cfg.optim)
+        ModelSpec.from_mapping(cfg.model)
         assert cfg.model.arch == model
         OmegaConf.to_container(cfg.method, resolve=True)
 
@@ -31,7 +32,8 @@ def test_every_method_composes_with_every_data_and_model(method, data):
 def test_every_experiment_and_trainer_composes(experiment):
     for trainer in TRAINERS:
         cfg = compose_config([f"experiment={experiment}", f"trainer={trainer}", "data.root=/tmp"])
-        MethodSpec.from_mapping(cfg.method).check_batch_size(cfg.data.batch_size)
+        instantiate_method(cfg.method).check_batch_size(cfg.data.batch_size)
+        ModelSpec.from_mapping(cfg.model)
 
 
 def test_paper_pairing_and_presets():
@@ -40,12 +42,28 @@ def test_paper_pairing_and_presets():
     assert compose_config(["data=cifar10"]).model.arch == "preact_resnet18"
     assert compose_config(["data=cifar100", "model=preact_resnet18"]).model.arch == "preact_resnet18"
     default = compose_config([])
-    assert (default.method.name, default.method.rho, default.method.normalize) == ("sam", 0.1, True)
+    assert (default.method._target_, default.method.rho, default.method.normalize) == ("sam_lightning.variants.SAM", 0.1, True)
     assert (default.optim.lr, default.optim.momentum, default.optim.l2) == (0.1, 0.9, 5e-4)
     assert (default.data.batch_size, default.trainer.max_epochs, default.model.width) == (128, 200, 64)
     assert default.optim.schedule == "piecewise" and default.optim.l2_mode == "loss"
     assert compose_config(["method=sam_const"]).method.normalize is False
-    assert compose_config(["method=erm"]).method.name == "erm"
+    assert instantiate_method(compose_config(["method=erm"]).method).name == "erm"
+    assert set(compose_config(["method=erm"]).method) == {"_target_", "rho"}  # only its own keys
+    assert (default.model.norm, compose_config(["norm=group"]).model.norm) == ("batch", "group")
+    assert ModelSpec.from_mapping(compose_config(["norm=group", "model.width=16"]).model).gn_groups == 8
     gpu = compose_config(["trainer=gpu"]).trainer
     assert gpu.precision == "bf16-mixed"
     assert compose_config(["trainer=ddp"]).trainer.strategy == "ddp"
+
+
+def test_train_help_lists_exactly_the_training_groups():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    groups = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line.split(":")[0].strip() for line in groups.splitlines() if ": " in line}
+    expected = {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"}
+    assert listed == expected and {"method", "norm", "data", "model"} <= listed and not listed & {"analysis", "theory"}

@@ -11,15 +11,11 @@ import torch
 import torch.nn.functional as F
 from test_sam_step import fixed_batch, mlp
 
-from sam_lightning.config import ConfigError, MethodSpec, check_data_settings
+from sam_lightning.cli import instantiate_method
+from sam_lightning.config import ConfigError, ModelSpec, OptimSpec, check_data_settings
 from sam_lightning.data.label_noise import flip_labels, noise_fit, subset_indices
-from sam_lightning.sam import (
-    AdaptiveAscent,
-    GradientAscent,
-    RandomPerturbation,
-    global_norm,
-    sam_gradients,
-)
+from sam_lightning.sam import global_norm, sam_gradients
+from sam_lightning.variants import ASAM, NSAM, SAM, RandomPerturbation
 from train import load_backbone_weights, train
 
 
@@ -62,7 +58,7 @@ def test_one_ascent_step_of_multiplier_one_is_sam():
     model = mlp(norm=True)
     x, y = fixed_batch()
     a, _ = step_grads(model, x, y, rho=0.5, m=4)
-    b, _ = step_grads(model, x, y, m=4, perturbation=GradientAscent(0.5, steps=1, step_mult=1.0))
+    b, _ = step_grads(model, x, y, variant=SAM(rho=0.5, m=4, ascent_steps=1, ascent_step_mult=1.0))
     for u, v in zip(a, b):
         assert torch.equal(u, v)
 
@@ -77,11 +73,11 @@ def test_multi_step_ascent_matches_projected_steps_by_hand_and_stays_in_the_ball
         norm = global_norm(e)
         e = [ei * min(1.0, rho / float(norm)) for ei in e]
     out_net = copy.deepcopy(model)
-    out = sam_gradients(out_net, list(out_net.parameters()), F.cross_entropy, x, y, perturbation=GradientAscent(rho, steps=3, step_mult=0.7))
+    out = sam_gradients(out_net, list(out_net.parameters()), F.cross_entropy, x, y, SAM(rho=rho, ascent_steps=3, ascent_step_mult=0.7))
     assert_grads_close([p.grad for p in out_net.parameters()], grads_of(model, x, y, at=e))
     assert float(out.perturbation_norm) <= rho + 1e-9
     big = copy.deepcopy(model)  # large steps must be projected back onto the ball
-    out = sam_gradients(big, list(big.parameters()), F.cross_entropy, x, y, perturbation=GradientAscent(rho, steps=5, step_mult=3.0))
+    out = sam_gradients(big, list(big.parameters()), F.cross_entropy, x, y, SAM(rho=rho, ascent_steps=5, ascent_step_mult=3.0))
     assert float(out.perturbation_norm) == pytest.approx(rho, abs=1e-9)
 
 
@@ -94,7 +90,7 @@ def test_asam_perturbation_formula():
     t = [p.detach().abs() + eta if s else torch.ones_like(p) for p, s in zip(model.parameters(), scaled)]
     tg_norm = torch.sqrt(sum(((ti * gi) ** 2).sum() for ti, gi in zip(t, g)))
     e = [rho * ti * ti * gi / tg_norm for ti, gi in zip(t, g)]
-    got, _ = step_grads(model, x, y, perturbation=AdaptiveAscent(rho, eta, scaled))
+    got, _ = step_grads(model, x, y, variant=ASAM(rho=rho, eta=eta))
     assert_grads_close(got, grads_of(model, x, y, at=e))
     assert scaled == (True, False, True, False)  # weights scaled, biases not
 
@@ -105,13 +101,13 @@ def test_random_perturbation_has_norm_rho_and_restores_weights(m):
     x, y = fixed_batch()
     before = [p.detach().clone() for p in model.parameters()]
     torch.manual_seed(5)
-    out = sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, m=m, perturbation=RandomPerturbation(0.25))
+    out = sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, RandomPerturbation(rho=0.25, m=m))
     assert float(out.perturbation_norm) == pytest.approx(0.25, rel=1e-9)
     assert float(out.grad_norm) == 0.0  # no ascent gradient was computed
     for p, b in zip(model.parameters(), before):
         assert torch.equal(p, b)
-    e = RandomPerturbation(0.0, kind="gaussian", sigma=0.5)([torch.zeros(100_000)], None)
-    assert float(e[0].std()) == pytest.approx(0.5, rel=0.02)
+    e = RandomPerturbation(rho=0.0, noise="gaussian", sigma=0.5).perturbation({"w": torch.zeros(100_000)}, None, 0.0)
+    assert float(e["w"].std()) == pytest.approx(0.5, rel=0.02)
 
 
 def test_rho_schedule_follows_the_learning_rate(tiny_cfg):
@@ -169,11 +165,21 @@ def test_label_noise_run_records_noise_figures(tiny_cfg):
 
 @pytest.mark.parametrize(
     "values,match",
-    [({"ascent_steps": 0}, "ascent_steps"), ({"switch_at": 1.5}, "switch_at"), ({"name": "foo"}, "method.name"), ({"ascent_batch": "next"}, "ascent_batch")],
+    [
+        ({"_target_": "sam_lightning.variants.SAM", "ascent_steps": 0}, "method.ascent_steps"),
+        ({"_target_": "sam_lightning.variants.SwitchedSAM", "switch_at": 1.5}, "method.switch_at"),
+        ({"_target_": "sam_lightning.variants.SAM", "name": "foo"}, "unknown key.*method.name"),
+        ({"_target_": "sam_lightning.variants.NSAM", "ascent_batch": "next"}, "method.ascent_batch"),
+        ({"_target_": "sam_lightning.variants.ERM", "m": 4}, "unknown key.*method.m"),
+        ({"_target_": "sam_lightning.variants.SAM", "rho": "abc"}, "method.rho"),
+        ({"_target_": "sam_lightning.variants.SAM", "engine": "jit"}, "method.engine"),
+        ({"_target_": "sam_lightning.variants.Nope"}, "method._target_"),
+        ({"rho": 0.1}, "method._target_"),
+    ],
 )
 def test_bad_method_parameters_fail_with_one_line(values, match):
     with pytest.raises(ConfigError, match=match) as err:
-        MethodSpec.from_mapping(values)
+        instantiate_method(values)
     assert "\n" not in str(err.value)
 
 
@@ -200,13 +206,13 @@ def test_init_from_loads_weights_only_and_refuses_another_architecture(tmp_path,
 
     source = train(tiny_cfg(f"paths.output_dir={tmp_path / 'a'}"))
     ckpt = tmp_path / "a/checkpoints/last.ckpt"
-    hp = dict(model={"arch": "preact_resnet18", "width": 4, "norm": "batch", "gn_groups": 4}, method={"name": "sam"}, optim={}, num_classes=10, max_epochs=1)
+    hp = dict(model=ModelSpec("preact_resnet18", width=4), method=SAM(), optim=OptimSpec(), num_classes=10, max_epochs=1)
     module = SAMClassifier(**hp)
     load_backbone_weights(module, str(ckpt))
     saved = torch.load(ckpt, weights_only=True)["state_dict"]
     for k, v in module.backbone.state_dict().items():
         assert torch.equal(v, saved[f"backbone.{k}"])
-    wider = SAMClassifier(**{**hp, "model": {**hp["model"], "width": 8}})
+    wider = SAMClassifier(**{**hp, "model": ModelSpec("preact_resnet18", width=8)})
     with pytest.raises(ConfigError, match="init_from"):
         load_backbone_weights(wider, str(ckpt))
     tuned = train(tiny_cfg(f"paths.output_dir={tmp_path / 'b'}", f"+init_from={ckpt}"))
@@ -216,9 +222,32 @@ def test_init_from_loads_weights_only_and_refuses_another_architecture(tmp_path,
 def test_nsam_system_takes_the_previous_batch_and_the_first_step_its_own():
     from sam_lightning.module import SAMClassifier
 
-    module = SAMClassifier({"arch": "preact_resnet18", "width": 2, "norm": "batch", "gn_groups": 2}, {"name": "nsam"}, {}, num_classes=3, max_epochs=1)
+    module = SAMClassifier(ModelSpec("preact_resnet18", width=2), NSAM(), OptimSpec(), num_classes=3, max_epochs=1)
     batches = [(torch.full((4, 1), float(i)), torch.full((4,), i)) for i in range(3)]
     assert module._ascent_batch(*batches[0]) == (None, None)  # first step: SAM on its own batch
     for previous, current in zip(batches, batches[1:]):
         xa, ya = module._ascent_batch(*current)
         assert torch.equal(xa, previous[0]) and torch.equal(ya, previous[1])
+
+
+@pytest.mark.parametrize("m", [None, 4])
+def test_gsam_descent_gradient_matches_the_formula(m):
+    # GSAM (Zhuang et al., 2022): per chunk, d = h - alpha * (g - <g, h> / ||h||^2 h), with g the
+    # gradient at w, h the gradient at w + rho g / ||g||; the step uses the mean over chunks.
+    from sam_lightning.variants import GSAM
+
+    model, rho, alpha = mlp(), 0.5, 0.3
+    x, y = fixed_batch()
+    size = m or len(y)
+    expected = [torch.zeros_like(p) for p in model.parameters()]
+    for start in range(0, len(y), size):
+        xc, yc = x[start : start + size], y[start : start + size]
+        g = grads_of(model, xc, yc)
+        h = grads_of(model, xc, yc, at=[rho * gi / global_norm(g) for gi in g])
+        along = sum((gi * hi).sum() for gi, hi in zip(g, h)) / sum((hi * hi).sum() for hi in h)
+        for acc, gi, hi in zip(expected, g, h):
+            acc += (hi - alpha * (gi - along * hi)) * size / len(y)
+    got, _ = step_grads(model, x, y, variant=GSAM(rho=rho, alpha=alpha, m=m))
+    assert_grads_close(got, expected)
+    sam, _ = step_grads(model, x, y, variant=SAM(rho=rho, m=m))
+    assert any(not torch.allclose(a, b) for a, b in zip(got, sam))  # alpha > 0 changes the step

@@ -10,16 +10,17 @@ import torch
 from test_sam_step import LR, reference_update
 from torch.utils.data import DataLoader, TensorDataset
 
-from sam_lightning.config import ConfigError, MethodSpec, OptimSpec
+from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.module import SAMClassifier
+from sam_lightning.variants import ERM, SAM, Variant, VariantError
 
-TINY_MODEL = {"arch": "preact_resnet18", "width": 2, "norm": "batch", "gn_groups": 2}
+TINY_MODEL = ModelSpec("preact_resnet18", width=2, norm="batch")
 
 
-def system(method: dict, l2: float = 5e-4, l2_mode: str = "loss", schedule: str = "constant", max_epochs: int = 1) -> SAMClassifier:
+def system(method: Variant | ERM, l2: float = 5e-4, l2_mode: str = "loss", schedule: str = "constant", max_epochs: int = 1, model: ModelSpec = TINY_MODEL, grad_clip=None) -> SAMClassifier:
     torch.manual_seed(0)
-    optim = {"lr": LR, "momentum": 0.9, "l2": l2, "l2_mode": l2_mode, "schedule": schedule}
-    return SAMClassifier(TINY_MODEL, method, optim, num_classes=3, max_epochs=max_epochs).double()
+    optim = OptimSpec(lr=LR, momentum=0.9, l2=l2, l2_mode=l2_mode, schedule=schedule, grad_clip=grad_clip)
+    return SAMClassifier(model, method, optim, num_classes=3, max_epochs=max_epochs).double()
 
 
 def batches(n_batches: int = 1, batch_size: int = 8):
@@ -42,7 +43,7 @@ def fit(module: SAMClassifier, loader, **trainer_kwargs) -> pl.Trainer:
 @pytest.mark.parametrize("l2_mode", ["loss", "weight_decay"])
 def test_lightning_step_matches_reference(m, l2_mode):
     l2 = 5e-3
-    module = system({"name": "sam", "rho": 0.2, "m": m}, l2=l2, l2_mode=l2_mode)
+    module = system(SAM(rho=0.2, m=m), l2=l2, l2_mode=l2_mode)
     start = copy.deepcopy(module.backbone)
     x, y, loader = batches()
     fit(module, loader)
@@ -58,14 +59,14 @@ def test_lightning_step_matches_reference(m, l2_mode):
 
 def test_rho_zero_sam_equals_erm_in_the_system():
     x, y, loader = batches(n_batches=2)
-    sam, erm = system({"name": "sam", "rho": 0.0}), system({"name": "erm"})
+    sam, erm = system(SAM(rho=0.0)), system(ERM())
     fit(sam, loader)
     fit(erm, loader)
     for a, b in zip(sam.backbone.parameters(), erm.backbone.parameters()):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("method", [{"name": "erm"}, {"name": "sam", "m": 2}])
+@pytest.mark.parametrize("method", [ERM(), SAM(m=2)])
 def test_one_optimizer_step_per_batch(method):
     _, _, loader = batches(n_batches=3)
     module = system(method)
@@ -93,7 +94,7 @@ def _count_steps(configure, calls):
 
 
 def test_piecewise_schedule_decays_at_half_and_three_quarters():
-    module = system({"name": "erm"}, schedule="piecewise", max_epochs=8)
+    module = system(ERM(), schedule="piecewise", max_epochs=8)
     (opt,), (sched,) = module.configure_optimizers()
     lrs = []
     for _ in range(8):
@@ -106,12 +107,13 @@ def test_piecewise_schedule_decays_at_half_and_three_quarters():
 @pytest.mark.parametrize(
     "cls,values,match",
     [
-        (MethodSpec, {"name": "adam"}, "unknown method.name"),
-        (MethodSpec, {"rho": -1}, "method.rho"),
-        (MethodSpec, {"m": 0}, "method.m"),
-        (MethodSpec, {"rhoo": 0.1}, "unknown key"),
         (OptimSpec, {"schedule": "linear"}, "optim.schedule"),
         (OptimSpec, {"l2_mode": "both"}, "optim.l2_mode"),
+        (OptimSpec, {"grad_clip": -1.0}, "optim.grad_clip"),
+        (ModelSpec, {"width": 0}, "model.width"),
+        (ModelSpec, {"norm": "layer"}, "model.norm"),
+        (ModelSpec, {"norm": "group", "width": 6, "gn_groups": 4}, "model.gn_groups"),
+        (ModelSpec, {"widht": 8}, "unknown key"),
     ],
 )
 def test_bad_settings_fail_with_one_clear_line(cls, values, match):
@@ -120,7 +122,31 @@ def test_bad_settings_fail_with_one_clear_line(cls, values, match):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("values,match", [({"rho": -1}, "method.rho"), ({"m": 0}, "method.m"), ({"chunks_per_pass": 0}, "method.chunks_per_pass")])
+def test_bad_variant_settings_fail_with_one_clear_line(values, match):
+    with pytest.raises(VariantError, match=match):
+        SAM(**values)
+
+
+def test_group_norm_groups_default_to_half_the_width():
+    assert ModelSpec(width=16, norm="group").gn_groups == 8
+
+
 def test_m_must_divide_the_batch_size():
     with pytest.raises(ConfigError, match="must divide"):
-        MethodSpec(name="sam", m=48).check_batch_size(128)
-    MethodSpec(name="sam", m=32).check_batch_size(128)
+        SAM(m=48).check_batch_size(128)
+    SAM(m=32).check_batch_size(128)
+
+
+def test_grad_clip_clips_the_final_descent_gradient():
+    # One SAM step with clipping equals the unclipped step with its gradient rescaled to norm c.
+    x, y, loader = batches()
+    free, clipped = system(SAM(rho=0.2, m=4), schedule="constant"), system(SAM(rho=0.2, m=4), grad_clip=1e-3)
+    start = [p.detach().clone() for p in free.backbone.parameters()]
+    fit(free, loader)
+    fit(clipped, loader)
+    step = [s - p.detach() for s, p in zip(start, free.backbone.parameters())]  # lr * d
+    norm = torch.sqrt(sum((d**2).sum() for d in step)) / LR
+    assert norm > 1e-3  # the clip is active
+    for s, d, p in zip(start, step, clipped.backbone.parameters()):
+        torch.testing.assert_close(p.detach(), s - d * (1e-3 / norm), atol=1e-10, rtol=0)

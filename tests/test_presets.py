@@ -24,5 +24,5 @@ def test_presets_keep_their_paper_settings():
     assert compose_config(["experiment=fig11"]).trainer.max_epochs == 1000
     assert compose_config(["experiment=fig12"]).data.label_noise == 0.6
     fig9 = compose_config(["experiment=fig9"])
-    assert (fig9.method.name, fig9.method.switch_at, fig9.method.rho) == ("erm_to_sam", 0.9, 0.4)
+    assert (fig9.method.order, fig9.method.switch_at, fig9.method.rho) == ("erm_to_sam", 0.9, 0.4)
     assert compose_config(["experiment=fig16"]).model.norm == "group"

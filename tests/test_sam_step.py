@@ -21,6 +21,7 @@ from sam_lightning.sam import (
     frozen_bn_running_stats,
     sam_gradients,
 )
+from sam_lightning.variants import SAM
 
 LR = 0.1
 
@@ -74,7 +75,7 @@ def library_update(model, x, y, *, rho, m, normalize, l2):
     net = copy.deepcopy(model)
     params = list(net.parameters())
     opt = torch.optim.SGD(params, lr=LR, momentum=0.9)
-    reg = (lambda: 0.5 * l2 * sum((p**2).sum() for p in params)) if l2 else None
+    reg = (lambda ws: 0.5 * l2 * sum((p**2).sum() for p in ws)) if l2 else None
     sam_gradients(net, params, F.cross_entropy, x, y, rho=rho, m=m, normalize=normalize, regularizer=reg)
     opt.step()
     return dict(net.named_parameters())
@@ -149,7 +150,7 @@ def test_bn_running_stats_switch(ascent_updates):
     x, y = fixed_batch()
     _, expected = reference_update(model, x, y, rho=0.5, m=8, normalize=True, l2=0.0, ascent_updates_bn=ascent_updates, return_buffers=True)
     net = copy.deepcopy(model)
-    sam_gradients(net, list(net.parameters()), F.cross_entropy, x, y, rho=0.5, m=8, ascent_updates_bn_stats=ascent_updates)
+    sam_gradients(net, list(net.parameters()), F.cross_entropy, x, y, SAM(rho=0.5, m=8, bn_ascent_updates_stats=ascent_updates, engine="loop"))
     got = dict(net.named_buffers())
     assert int(got["1.num_batches_tracked"]) == (4 if ascent_updates else 2)  # 2 chunks x passes
     for k in expected:

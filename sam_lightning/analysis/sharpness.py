@@ -44,7 +44,9 @@ from sam_lightning.checkpoints import CheckpointError, data_config_for, load_che
 from sam_lightning.cli import run_or_fail
 from sam_lightning.data.sources import DataUnavailableError
 from sam_lightning.jsonio import atomic_write_json
-from sam_lightning.sam import frozen_bn_running_stats, global_norm, projected_ascent
+from sam_lightning.sam import frozen_bn_running_stats
+from sam_lightning.variants import projected_ascent
+from sam_lightning.variants.base import tree_norm
 
 log = logging.getLogger(__name__)
 
@@ -78,36 +80,40 @@ def _error(logits: Tensor, y: Tensor) -> float | None:
 def ascend(model: nn.Module, criterion: Criterion, x: Tensor, y: Tensor, rho: float, *, steps: int, step_size: float) -> Ascent:
     """max_{||d|| <= rho} criterion(model_{w+d}(x), y) by `projected_ascent`; the weights are restored
     bit for bit afterwards (copied back, not subtracted)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    origin = [p.detach().clone() for p in params]
+    named = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    params = list(named.values())
+    origin = {k: p.detach().clone() for k, p in named.items()}
     at_w: dict[str, object] = {}
-    largest = torch.zeros((), device=origin[0].device)
+    largest = torch.zeros((), device=params[0].device)
 
-    def displacement() -> Tensor:
-        return global_norm(torch._foreach_sub([p.detach() for p in params], origin))
+    def move_to(e) -> None:  # the weights to w + e (w itself for e=None), by copy
+        with torch.no_grad():
+            torch._foreach_copy_(params, list(origin.values()) if e is None else torch._foreach_add(list(origin.values()), list(e.values())))
 
-    def gradient() -> list[Tensor]:
+    def gradient(e) -> dict[str, Tensor]:
         nonlocal largest
+        move_to(e)
         logits = model(x)
         loss = criterion(logits, y)
         if not at_w:  # the first call is at d = 0
             at_w.update(loss=loss.detach(), error=_error(logits.detach(), y))
-        largest = torch.maximum(largest, displacement())
+        if e is not None:
+            largest = torch.maximum(largest, tree_norm(e))
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(named.items(), grads)}
 
     try:
-        delta = projected_ascent(params, gradient, rho, steps=steps, step_size=step_size)
+        delta = projected_ascent(origin, gradient, rho, steps=steps, step_size=step_size)
+        move_to(delta)
         with torch.no_grad():
             logits = model(x)
             perturbed = criterion(logits, y)
-            largest = torch.maximum(largest, displacement())
+            largest = torch.maximum(largest, tree_norm(delta))
     finally:
-        with torch.no_grad():
-            torch._foreach_copy_(params, origin)
+        move_to(None)
     return Ascent(
         loss=at_w["loss"].item(), perturbed_loss=perturbed.item(), error=at_w["error"], perturbed_error=_error(logits, y),
-        max_delta_norm=largest.item(), delta=[d.detach() for d in delta],
+        max_delta_norm=largest.item(), delta=[d.detach() for d in delta.values()],
     )
 
 

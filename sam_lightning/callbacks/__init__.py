@@ -1,0 +1,1 @@
+"""Lightning callbacks, each configured from conf/train/callbacks/ by its `_target_`."""

@@ -1,0 +1,16 @@
+"""SAM variants: one class per file, each selected in conf/train/method/ by its `_target_`.
+
+To add one: subclass `Variant` (or `SAM`), override `perturbation` and/or `descent`, and write a
+YAML with its `_target_` and keys (README: "Add your own SAM variant").
+"""
+
+from sam_lightning.variants.asam import ASAM
+from sam_lightning.variants.base import GradFn, Params, Variant, VariantError
+from sam_lightning.variants.erm import ERM
+from sam_lightning.variants.gsam import GSAM
+from sam_lightning.variants.nsam import NSAM
+from sam_lightning.variants.random import RandomPerturbation
+from sam_lightning.variants.sam import SAM, projected_ascent
+from sam_lightning.variants.switched import SwitchedSAM
+
+__all__ = ["ASAM", "ERM", "GSAM", "NSAM", "SAM", "GradFn", "Params", "RandomPerturbation", "SwitchedSAM", "Variant", "VariantError", "projected_ascent"]

@@ -1,0 +1,119 @@
+"""What every SAM variant shares: its settings, and the two hooks both m-SAM engines call.
+
+A variant is one frozen dataclass. Per chunk c of m examples the engines (`sam_lightning.sam`) call
+
+    e_c = variant.perturbation(w, grad_fn, rho)      how the perturbation is formed
+    d_c = variant.descent(g_c, h_c)                  how the descent gradient is formed
+
+with `grad_fn(e)` the gradient of the chunk's ascent objective at w + e (`grad_fn(None)`: at w; its
+first result is g_c), and h_c the gradient of the chunk's objective at w + e_c. The optimizer then
+steps with mean_c d_c. Tensors come as dicts {parameter name: tensor}.
+
+The hooks must be pure functions of their arguments (no in-place changes to w, no `.item()`, no
+branching on tensor values): the vectorized engine runs them under `torch.vmap`, all chunks at
+once, and the chunk loop runs the very same code one chunk at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from sam_lightning.config import ConfigError
+
+Params = dict[str, Tensor]
+GradFn = Callable[[Params | None], Params]  # e -> gradient of the ascent objective at w + e
+
+
+class VariantError(ConfigError):
+    """A variant setting is invalid; the message names the key."""
+
+
+def tree_norm(tree: Mapping[str, Tensor]) -> Tensor:
+    """The l2 norm of all tensors of `tree` taken together as one vector."""
+    return torch.sqrt(sum((t * t).sum() for t in tree.values()))
+
+
+def tree_scale(tree: Mapping[str, Tensor], scale) -> Params:
+    return {k: t * scale for k, t in tree.items()}
+
+
+def tree_add(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Params:
+    return {k: a[k] + b[k] for k in a}
+
+
+def tree_dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
+    return sum((a[k] * b[k]).sum() for k in a)
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise VariantError(message)
+
+
+ENGINES = ("auto", "loop", "vmap")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """m-SAM and its relatives. Settings every variant has:
+
+    rho: perturbation radius; rho_schedule=lr scales it with the learning rate (rho_t = rho lr_t / lr_0).
+    m: examples per chunk, each chunk with its own perturbation; None = the whole (per-device) batch.
+    bn_ascent_updates_stats: whether ascent passes update BatchNorm running statistics (every pass
+      normalizes with its own chunk's batch statistics either way).
+    engine: loop (one chunk after the other), vmap (all chunks in one vectorized pass), auto (vmap
+      where the variant allows it and there is more than one chunk). chunks_per_pass: at most this
+      many chunks per vectorized pass (bounds memory: each chunk holds about three copies of the
+      parameters); None = all.
+    """
+
+    name: ClassVar[str]
+    uses_gradient: ClassVar[bool] = True  # False: e is independent of the loss (drawn before any pass)
+    vectorizable: ClassVar[bool] = True
+
+    rho: float = 0.1
+    m: int | None = None
+    rho_schedule: str = "constant"
+    bn_ascent_updates_stats: bool = True
+    engine: str = "auto"
+    chunks_per_pass: int | None = None
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.rho, (int, float)) and self.rho >= 0, f"method.rho must be a number >= 0, got {self.rho!r}")
+        check(self.m is None or (isinstance(self.m, int) and self.m >= 1), f"method.m must be a positive integer or null, got {self.m!r}")
+        check(self.rho_schedule in ("constant", "lr"), f"method.rho_schedule must be constant or lr, got {self.rho_schedule!r}")
+        check(self.engine in ENGINES, f"method.engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        check(self.chunks_per_pass is None or (isinstance(self.chunks_per_pass, int) and self.chunks_per_pass >= 1),
+              f"method.chunks_per_pass must be a positive integer or null, got {self.chunks_per_pass!r}")
+
+    # -- the two hooks -----------------------------------------------------------------------
+    def perturbation(self, w: Params, grad_fn: GradFn | None, rho) -> Params:
+        """e_c for one chunk. `grad_fn` is None when `uses_gradient` is False."""
+        raise NotImplementedError
+
+    def descent(self, ascent_grad: Params | None, perturbed_grad: Params) -> Params:
+        """The chunk's descent gradient from g_c (the first ascent gradient, at w; None if the
+        variant takes none) and h_c (the gradient at w + e_c). SAM: h_c."""
+        return perturbed_grad
+
+    @property
+    def custom_descent(self) -> bool:
+        return type(self).descent is not Variant.descent
+
+    # -- settings -----------------------------------------------------------------------------
+    def current_rho(self, lr: float, base_lr: float) -> float:
+        return self.rho * (lr / base_lr if self.rho_schedule == "lr" else 1.0)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        check(self.m is None or batch_size % self.m == 0,
+              f"method.m={self.m} must divide the per-device batch size data.batch_size={batch_size}")
+
+    def describe(self) -> dict:
+        """Plain data for checkpoints, results and labels: the name and every setting."""
+        return {"name": self.name, **asdict(self)}
+

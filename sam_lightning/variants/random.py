@@ -1,0 +1,32 @@
+"""Random weight perturbations (paper Fig. 1): e independent of the loss, gradient taken at w + e.
+
+noise=sphere: uniform on the sphere of radius rho; noise=gaussian: std sigma per coordinate. Drawn
+from the torch RNG, chunk after chunk, before any pass (so both engines draw the same e_c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sam_lightning.variants.base import GradFn, Params, Variant, check, tree_norm, tree_scale
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomPerturbation(Variant):
+    name = "random"
+    uses_gradient = False
+    noise: str = "sphere"
+    sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.noise in ("sphere", "gaussian"), f"method.noise must be sphere or gaussian, got {self.noise!r}")
+        check(self.sigma >= 0, f"method.sigma must be >= 0, got {self.sigma!r}")
+
+    def perturbation(self, w: Params, grad_fn: GradFn | None, rho) -> Params:
+        noise = {k: torch.randn_like(t) for k, t in w.items()}
+        if self.noise == "sphere":
+            return tree_scale(noise, rho / tree_norm(noise))
+        return tree_scale(noise, self.sigma)

@@ -1,0 +1,35 @@
+"""ERM -> SAM and SAM -> ERM (paper Figs. 8, 9, 15): SAM for part of the epochs, ERM for the rest.
+
+The switch itself is done by the `MethodSwitch` callback (sam_lightning/callbacks/switch.py), which
+fixes the epoch round(switch_at * max_epochs) at the start of training and keeps it in checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sam_lightning.variants.base import check
+from sam_lightning.variants.sam import SAM
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwitchedSAM(SAM):
+    """order=erm_to_sam: ERM, then SAM from the switch epoch on; sam_to_erm: the reverse."""
+
+    order: str = "erm_to_sam"
+    switch_at: float = 0.9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.order in ("erm_to_sam", "sam_to_erm"), f"method.order must be erm_to_sam or sam_to_erm, got {self.order!r}")
+        check(0 <= self.switch_at <= 1, f"method.switch_at must be in [0, 1], got {self.switch_at!r}")
+
+    @property
+    def name(self) -> str:  # erm_to_sam or sam_to_erm, as the paper names them
+        return self.order
+
+    def switch_epoch(self, max_epochs: int) -> int:
+        return round(self.switch_at * max_epochs)
+
+    def perturbs_at(self, epoch: int, switch_epoch: int) -> bool:
+        return (epoch >= switch_epoch) == (self.order == "erm_to_sam")
