@@ -74,7 +74,7 @@ def train(cfg: DictConfig) -> dict:
     check_data_settings(cfg.data.get("label_noise", 0.0), cfg.data.get("train_fraction", 1.0))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = ImageDataModule(cfg.data, batch_size=cfg.data.batch_size, eval_batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
+    datamodule = ImageDataModule(cfg.data, batch_size=cfg.data.batch_size, eval_batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, on_device=cfg.data_on_device)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         datamodule.prepare_data()
     datamodule.setup("fit")

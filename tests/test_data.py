@@ -72,3 +72,31 @@ def test_imagefolder_reads_a_tree_and_refuses_a_wrong_one(tmp_path):
     assert torch.equal(again.train_x, arrays.train_x)
     with pytest.raises(DataUnavailableError, match="train/ and test/"):
         load_source(OmegaConf.create({"name": "imagefolder", "root": str(tmp_path / "train"), "cache_dir": None}))
+
+
+def test_device_resident_batches_equal_the_dataloaders():
+    # Same seed, same batches (order and content) from both training-data paths, epoch after epoch.
+    from sam_lightning.data import ImageDataModule
+    from sam_lightning.data.device_loader import DeviceBatches
+
+    cfg = OmegaConf.create({"name": "synthetic", "n_train": 100, "n_test": 10, "num_classes": 3, "seed": 0, "augment": True, "crop_padding": 4})
+    runs = {}
+    for on_device in (False, True):
+        dm = ImageDataModule(cfg, batch_size=16, on_device=on_device)
+        dm.setup()
+        loader = dm.train_dataloader()
+        assert isinstance(loader, DeviceBatches) == on_device and len(loader) == 6
+        torch.manual_seed(3)
+        runs[on_device] = [b for _ in range(2) for b in loader]
+    assert len(runs[True]) == 12
+    for a, b in zip(runs[False], runs[True]):
+        assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert not torch.equal(runs[True][0][1], runs[True][6][1])  # reshuffled per epoch
+
+
+def test_training_on_device_resident_data_gives_the_same_run(tiny_cfg, tmp_path):
+    from train import train
+
+    runs = [train(tiny_cfg(f"data_on_device={flag}", "trainer.max_epochs=2", f"paths.output_dir={tmp_path / flag}")) for flag in ("false", "true")]
+    assert [h["train/loss"] for h in runs[0]["history"]] == [h["train/loss"] for h in runs[1]["history"]]
+    assert runs[0]["final_test_error"] == runs[1]["final_test_error"]

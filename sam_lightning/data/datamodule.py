@@ -14,14 +14,19 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from sam_lightning.data.augment import normalize, random_crop_flip
+from sam_lightning.data.device_loader import DeviceBatches
 from sam_lightning.data.label_noise import flip_labels, subset_indices
 from sam_lightning.data.sources import ImageArrays, load_source
 
 
 class ImageDataModule(pl.LightningDataModule):
-    def __init__(self, cfg, batch_size: int, eval_batch_size: int = 512, num_workers: int = 0) -> None:
+    def __init__(self, cfg, batch_size: int, eval_batch_size: int = 512, num_workers: int = 0, on_device: bool | str = "auto") -> None:
         super().__init__()
         self.cfg = cfg
+        # auto: the training set lives on the device for single-GPU runs (DeviceBatches), else the DataLoader.
+        if on_device not in ("auto", True, False):
+            raise ValueError(f"data_on_device must be auto, true or false, got {on_device!r}")
+        self.on_device = on_device
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -53,8 +58,21 @@ class ImageDataModule(pl.LightningDataModule):
         assert self.arrays is not None, "call setup() first"
         return self.arrays.num_classes
 
-    def train_dataloader(self) -> DataLoader:
+    def _device_for_batches(self) -> torch.device | None:
+        """The device to keep the training set on, or None for the DataLoader path."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if trainer is not None and trainer.world_size > 1:
+            return None  # each process needs its own shard: the DataLoader's DistributedSampler does that
+        if self.on_device == "auto":
+            return device if device.type == "cuda" else None
+        return device if self.on_device else None
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         a = self.arrays
+        device = self._device_for_batches()
+        if device is not None:
+            return DeviceBatches((a.train_x, a.train_y, self.true_train_y), self.batch_size, device)
         return DataLoader(TensorDataset(a.train_x, a.train_y, self.true_train_y), batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
