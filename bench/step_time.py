@@ -1,98 +1,129 @@
-"""Training-step cost, as ratios measured in one run on one machine.
+"""Training-step cost, as ratios measured in one run on one machine. Hydra config: conf/bench/.
 
-    make bench                                   # or: .venv/bin/python bench/step_time.py
-    .venv/bin/python bench/step_time.py --device cuda --width 64 --steps 50
+    make bench                                        # .venv/bin/python bench/step_time.py
+    make bench-gpu                                    # .venv/bin/python bench/step_time.py preset=gpu
+    .venv/bin/python bench/step_time.py m=[4] norms=[group] steps=20
 
-Measures a width-16 pre-activation ResNet-18 at batch 128 (CPU by default):
-  * the gradient step alone: ERM vs SAM (m = 128) vs m-SAM (m = 32), all through sam_lightning.sam;
-  * the whole training loop: Lightning (SAMClassifier + Trainer) vs an equivalent plain PyTorch loop
-    (same data pipeline, same step function, same optimizer and metric updates).
-Each measurement is the median time per step over `--steps` steps after warm-up; the variants are
-interleaved over `--rounds` rounds so that machine-load drift hits them alike. Absolute times on a
-shared machine mean little; the ratios are the result. Writes bench/results-<device>.json.
+Measures a pre-activation ResNet-18 (width 16, batch 128 on the CPU by default):
+  * the gradient step alone, through sam_lightning.sam: ERM, SAM (m = batch), and m-SAM for each m
+    with the chunk loop and the vectorized engine; BatchNorm and GroupNorm;
+  * the whole training loop: Lightning (SAMClassifier + Trainer) vs an equivalent plain PyTorch loop;
+  * the training data: device-resident batches vs the DataLoader path (batches per second).
+Each time is the median over `steps` steps after warm-up; measurements are interleaved over
+`rounds` rounds so that load drift hits them alike. Absolute times on a shared machine mean little;
+the ratios to SAM (m = batch) in the same run are the result. Writes the table to `out` (JSON).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import itertools
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
+import hydra
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
-from torchmetrics import MeanMetric
+from omegaconf import DictConfig, OmegaConf
 
-from sam_lightning.data import ImageDataModule
-from sam_lightning.models import build_model
-from sam_lightning.module import ErrorRate, SAMClassifier, l2_penalty
-from sam_lightning.sam import erm_gradients, sam_gradients
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sam_lightning.config import ModelSpec, OptimSpec  # noqa: E402
+from sam_lightning.data import ImageDataModule  # noqa: E402
+from sam_lightning.data.device_loader import DeviceBatches  # noqa: E402
+from sam_lightning.models import build_model  # noqa: E402
+from sam_lightning.module import SAMClassifier, l2_penalty  # noqa: E402
+from sam_lightning.sam import erm_gradients, sam_gradients  # noqa: E402
+from sam_lightning.variants import ERM, SAM  # noqa: E402
 
 L2 = 5e-4
-
-
-def make_data(batch_size: int, steps: int, seed: int = 0) -> ImageDataModule:
-    cfg = OmegaConf.create({"name": "synthetic", "n_train": batch_size * steps, "n_test": batch_size, "num_classes": 10, "seed": seed, "augment": True, "crop_padding": 4})
-    dm = ImageDataModule(cfg, batch_size=batch_size)
-    dm.setup()
-    return dm
-
-
-def step_fn(method: str):
-    """(model, params, x, y) -> StepOutput, writing gradients into p.grad."""
-    def run(model, params, x, y):
-        reg = lambda: l2_penalty(params, L2)  # noqa: E731
-        if method == "erm":
-            return erm_gradients(model, params, F.cross_entropy, x, y, regularizer=reg)
-        m = {"sam": None, "sam_m32": 32}[method]
-        return sam_gradients(model, params, F.cross_entropy, x, y, rho=0.1, m=m, regularizer=reg)
-    return run
+WARMUP = 3
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
-def time_gradient_step(method: str, model, batch, device, steps: int) -> float:
-    params = list(model.parameters())
-    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-    run = step_fn(method)
+def make_data(batch_size: int, n_batches: int) -> ImageDataModule:
+    cfg = OmegaConf.create({"name": "synthetic", "n_train": batch_size * n_batches, "n_test": batch_size, "num_classes": 10, "seed": 0, "augment": True, "crop_padding": 4})
+    dm = ImageDataModule(cfg, batch_size=batch_size, on_device=False)
+    dm.setup()
+    return dm
+
+
+def gradient_step(method, model, params):
+    def run(x, y):
+        reg = lambda ws: l2_penalty(ws, L2)  # noqa: E731
+        if isinstance(method, ERM):
+            return erm_gradients(model, params, F.cross_entropy, x, y, regularizer=reg)
+        return sam_gradients(model, params, F.cross_entropy, x, y, method, regularizer=reg)
+    return run
+
+
+def median_step_time(step, batch, device, steps: int, precision: str) -> float:
     x, y = batch
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     times = []
-    for i in range(steps + 3):  # 3 warm-up steps
+    for i in range(steps + WARMUP):
         sync(device)
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        run(model, params, x, y)
-        opt.step()
+        with autocast:
+            step(x, y)
         sync(device)
-        if i >= 3:
+        if i >= WARMUP:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def time_plain_loop(model, dm: ImageDataModule, device, steps: int) -> float:
-    """The loop a researcher would write by hand around the same step."""
-    params = list(model.parameters())
-    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-    run = step_fn("sam")
-    error, loss_mean = ErrorRate(10, average="micro").to(device), MeanMetric().to(device)
-    stamps = []
-    for x, y, _ in dm.train_dataloader():
-        x, y = dm.transform((x.to(device, non_blocking=True), y.to(device, non_blocking=True)), train=True)
-        opt.zero_grad(set_to_none=True)
-        out = run(model, params, x, y)
-        opt.step()
-        error.update(out.logits, y)
-        loss_mean.update(out.loss)
-        sync(device)
-        stamps.append(time.perf_counter())
-    return statistics.median(b - a for a, b in zip(stamps[3:], stamps[4:]))
+def step_rows(cfg: DictConfig) -> list[dict]:
+    """One row per (setting, method): the settings are batch size x norm x precision x channels_last x compile."""
+    rows = []
+    for batch_size, norm, precision, cl, compiled in itertools.product(cfg.batch_sizes, cfg.norms, cfg.precisions, cfg.channels_last, cfg.compile):
+        methods = [("ERM", ERM(), "-"), ("SAM (m = batch)", SAM(m=None), "-")]
+        methods += [(f"m-SAM (m = {m})", SAM(m=m, engine=engine), engine) for m in cfg.m if m < batch_size for engine in cfg.engines]
+        for label, method, engine in methods:
+            rows.append({"batch": batch_size, "norm": norm, "precision": precision, "channels_last": cl, "compile": compiled,
+                         "method": label, "m": getattr(method, "m", None) or (batch_size if label.startswith("SAM") else None),
+                         "engine": engine, "_method": method, "times": []})
+    return rows
+
+
+def run_step_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
+    rows = step_rows(cfg)
+    setups = {}
+    for _ in range(cfg.rounds):
+        for row in rows:
+            key = (row["batch"], row["norm"], row["precision"], row["channels_last"], row["compile"])
+            if key not in setups:
+                torch.manual_seed(0)
+                model = build_model("preact_resnet18", 10, width=cfg.width, norm=row["norm"], gn_groups=max(1, cfg.width // 2)).to(device)
+                fmt = torch.channels_last if row["channels_last"] else torch.contiguous_format
+                model = model.to(memory_format=fmt)
+                x = torch.randn(row["batch"], 3, 32, 32, device=device).contiguous(memory_format=fmt)
+                y = torch.randint(0, 10, (row["batch"],), device=device)
+                params = list(model.parameters())
+                net = torch.compile(model) if row["compile"] else model
+                setups[key] = (net, params, (x, y))
+            net, params, batch = setups[key]
+            try:
+                row["times"].append(median_step_time(gradient_step(row["_method"], net, params), batch, device, cfg.steps, row["precision"]))
+            except Exception as err:  # noqa: BLE001 - a combination that does not run is a result too
+                row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+        print(f"  step round done ({len(rows)} measurements)", flush=True)
+    for row in rows:
+        row["ms"] = 1000 * statistics.median(row["times"]) if row["times"] and "error" not in row else None
+    for row in rows:  # ratio to SAM (m = batch) in the same setting
+        base = next(r for r in rows if r["method"] == "SAM (m = batch)" and all(r[k] == row[k] for k in ("batch", "norm", "precision", "channels_last", "compile")))
+        row["vs_sam"] = row["ms"] / base["ms"] if row["ms"] and base["ms"] else None
+        row["epoch_s"] = row["ms"] / 1000 * (cfg.epoch_images // row["batch"]) if row["ms"] else None
+        del row["_method"], row["times"]
+    return rows
 
 
 class StepClock(pl.Callback):
@@ -104,62 +135,88 @@ class StepClock(pl.Callback):
         self.stamps.append(time.perf_counter())
 
 
-def time_lightning_loop(width: int, dm: ImageDataModule, device, steps: int) -> float:
-    torch.manual_seed(0)
-    module = SAMClassifier({"arch": "preact_resnet18", "width": width, "norm": "batch"}, {"name": "sam", "rho": 0.1}, {"l2": L2, "schedule": "constant"}, num_classes=10, max_epochs=1)
-    clock = StepClock()
-    trainer = pl.Trainer(
-        accelerator=device.type if device.type != "cuda" else "gpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock], log_every_n_steps=50,
-    )
-    trainer.fit(module, datamodule=dm)
-    return statistics.median(b - a for a, b in zip(clock.stamps[3:], clock.stamps[4:]))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    dm = make_data(args.batch_size, args.steps + 4)
-    x, y, _ = next(iter(dm.train_dataloader()))
-    batch = dm.transform((x.to(device), y.to(device)), train=True)
-    model = build_model("preact_resnet18", 10, width=args.width).to(device)
-
-    step_times: dict[str, list[float]] = {"erm": [], "sam": [], "sam_m32": []}
-    loop_times: dict[str, list[float]] = {"plain": [], "lightning": []}
-    for r in range(args.rounds):
-        for method in step_times:
-            step_times[method].append(time_gradient_step(method, model, batch, device, args.steps))
+def loop_times(cfg: DictConfig, device: torch.device) -> dict:
+    """Median seconds per step of a Lightning loop and of a plain loop around the same SAM step."""
+    batch_size = cfg.batch_sizes[0]
+    dm = make_data(batch_size, cfg.steps + WARMUP + 1)
+    out = {"plain": [], "lightning": []}
+    for _ in range(cfg.rounds):
         torch.manual_seed(0)
-        plain_model = build_model("preact_resnet18", 10, width=args.width).to(device)
-        loop_times["plain"].append(time_plain_loop(plain_model, dm, device, args.steps))
-        loop_times["lightning"].append(time_lightning_loop(args.width, dm, device, args.steps))
-        print(f"round {r + 1}/{args.rounds} done", flush=True)
+        model = build_model("preact_resnet18", 10, width=cfg.width).to(device)
+        params = list(model.parameters())
+        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+        step, stamps = gradient_step(SAM(m=None), model, params), []
+        for x, y, _ in dm.train_dataloader():
+            x, y = dm.transform((x.to(device, non_blocking=True), y.to(device, non_blocking=True)), train=True)
+            opt.zero_grad(set_to_none=True)
+            step(x, y)
+            opt.step()
+            sync(device)
+            stamps.append(time.perf_counter())
+        out["plain"].append(statistics.median(b - a for a, b in zip(stamps[WARMUP:], stamps[WARMUP + 1:])))
+        torch.manual_seed(0)
+        module = SAMClassifier(ModelSpec(width=cfg.width), SAM(m=None), OptimSpec(l2=L2, schedule="constant"), num_classes=10, max_epochs=1)
+        clock = StepClock()
+        trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock], log_every_n_steps=50)
+        trainer.fit(module, datamodule=dm)
+        out["lightning"].append(statistics.median(b - a for a, b in zip(clock.stamps[WARMUP:], clock.stamps[WARMUP + 1:])))
+    return {k: 1000 * statistics.median(v) for k, v in out.items()}
 
-    med = {k: statistics.median(v) for k, v in {**step_times, **loop_times}.items()}
-    ratios = {
-        "sam/erm": med["sam"] / med["erm"],
-        "sam_m32/erm": med["sam_m32"] / med["erm"],
-        "lightning/plain": med["lightning"] / med["plain"],
-    }
+
+def loader_rates(cfg: DictConfig, device: torch.device) -> dict:
+    """Training batches per second (uint8 batch on the device, augmented and normalized), both paths."""
+    batch_size = cfg.batch_sizes[0]
+    dm = make_data(batch_size, 40)
+    a = dm.arrays
+    paths = {"DataLoader": dm.train_dataloader(), "device-resident": DeviceBatches((a.train_x, a.train_y, dm.true_train_y), batch_size, device)}
+    rates = {k: [] for k in paths}
+    for _ in range(cfg.rounds):
+        for name, loader in paths.items():
+            sync(device)
+            t0 = time.perf_counter()
+            n = 0
+            for x, y, _ in loader:
+                dm.transform((x.to(device, non_blocking=True), y.to(device, non_blocking=True)), train=True)
+                n += 1
+            sync(device)
+            rates[name].append(n / (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@hydra.main(version_base="1.3", config_path="../conf/bench", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    device = torch.device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"\nPreAct ResNet-18 width {args.width}, batch {args.batch_size}, {device.type} ({hardware}), torch {torch.__version__}")
-    print(f"{'measurement':<34}{'ms/step':>10}")
-    for name, label in [("erm", "ERM step"), ("sam", "SAM step (m = 128)"), ("sam_m32", "m-SAM step (m = 32)"), ("plain", "plain PyTorch loop (SAM)"), ("lightning", "Lightning loop (SAM)")]:
-        print(f"{label:<34}{1000 * med[name]:>10.1f}")
-    print(f"{'ratio':<34}{'':>10}")
-    for name, value in ratios.items():
-        print(f"{name:<34}{value:>10.3f}")
-    out = Path(args.out or Path(__file__).parent / f"results-{device.type}.json")
-    out.write_text(json.dumps({"device": device.type, "hardware": hardware, "torch": torch.__version__, "width": args.width, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds, "median_s": med, "ratios": ratios, "raw_s": {**step_times, **loop_times}}, indent=2))
-    print(f"wrote {out}")
+    print(f"PreAct ResNet-18 width {cfg.width}, {device.type} ({hardware}), torch {torch.__version__}; median of {cfg.steps} steps x {cfg.rounds} rounds", flush=True)
+    rows = run_step_rows(cfg, device)
+    result = {"device": device.type, "hardware": hardware, "torch": torch.__version__, "config": OmegaConf.to_container(cfg), "steps": rows}
+
+    print("\n| batch | norm | precision | channels_last | compile | method | engine | ms/step | vs SAM (m = batch) | epoch s (est.) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['batch']} | {r['norm']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['method']} | {r['engine']} | "
+              f"{fmt(r['ms'], '.1f')} | {fmt(r['vs_sam'], '.2f')} | {fmt(r['epoch_s'], '.1f')} |" + (f" {r['error']}" if "error" in r else ""))
+    if cfg.loops:
+        loops = loop_times(cfg, device)
+        result["loops_ms"] = {**loops, "lightning/plain": loops["lightning"] / loops["plain"]}
+        print(f"\nSAM training loop: plain PyTorch {loops['plain']:.1f} ms/step, Lightning {loops['lightning']:.1f} ms/step, "
+              f"Lightning / plain = {loops['lightning'] / loops['plain']:.2f}")
+    if cfg.loaders:
+        rates = loader_rates(cfg, device)
+        result["loader_batches_per_s"] = rates
+        print(f"training data: DataLoader {rates['DataLoader']:.0f} batches/s, device-resident {rates['device-resident']:.0f} batches/s "
+              f"({rates['device-resident'] / rates['DataLoader']:.1f}x)")
+    out = Path(hydra.utils.to_absolute_path(cfg.out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}", flush=True)
 
 
 if __name__ == "__main__":
