@@ -184,6 +184,20 @@ def choose_engine(variant: Variant, model: nn.Module, n_chunks: int) -> str:
     return "loop"
 
 
+def chunks_per_pass(variant: Variant, params: Sequence[Tensor], n_chunks: int) -> int:
+    """How many chunks one vectorized pass takes: `variant.chunks_per_pass`, or by default all of
+    them on a CPU and, on a GPU, as many as keep their three parameter-sized tensors (w + e_c, g_c,
+    h_c) within a quarter of the free device memory."""
+    if variant.chunks_per_pass is not None:
+        return variant.chunks_per_pass
+    device = params[0].device
+    if device.type != "cuda":
+        return n_chunks
+    free, _ = torch.cuda.mem_get_info(device)
+    per_chunk = 3 * sum(p.numel() * p.element_size() for p in params)
+    return max(1, min(n_chunks, int(0.25 * free // per_chunk)))
+
+
 def sam_gradients(
     model: nn.Module,
     params: Sequence[Tensor],
@@ -271,7 +285,7 @@ def sam_gradients(
     drawn = None if variant.uses_gradient else [variant.perturbation(w, None, rho) for _ in range(n)]
     descent = {k: torch.zeros_like(v) for k, v in w.items()}  # the sum over chunks of d_c
     reports = []  # per piece: (logits, loss, objective, perturbed loss, ||g||, ||e||), chunks first
-    step = 1 if engine == "loop" else (variant.chunks_per_pass or n)
+    step = 1 if engine == "loop" else chunks_per_pass(variant, params, n)
     for start in range(0, n, step):
         stop = min(n, start + step)
         if engine == "loop":  # the model's own buffers, updated in place pass after pass

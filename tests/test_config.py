@@ -38,7 +38,7 @@ def test_every_experiment_and_trainer_composes(experiment):
 
 def test_paper_pairing_and_presets():
     cfg = compose_config(["method=sam_m128", "data=cifar100", "trainer.devices=1"])
-    assert (cfg.method.m, cfg.data.num_classes, cfg.model.arch) == (128, 100, "preact_resnet34")
+    assert (cfg.method.m, cfg.data.name, cfg.model.arch) == (128, "cifar100", "preact_resnet34")
     assert compose_config(["data=cifar10"]).model.arch == "preact_resnet18"
     assert compose_config(["data=cifar100", "model=preact_resnet18"]).model.arch == "preact_resnet18"
     default = compose_config([])

@@ -53,11 +53,6 @@ class ImageDataModule(pl.LightningDataModule):
         if len(a.train_y) < self.batch_size:
             raise ValueError(f"data.batch_size={self.batch_size} exceeds the {len(a.train_y)} training images")
 
-    @property
-    def num_classes(self) -> int:
-        assert self.arrays is not None, "call setup() first"
-        return self.arrays.num_classes
-
     def _device_for_batches(self) -> torch.device | None:
         """The device to keep the training set on, or None for the DataLoader path."""
         trainer = self.trainer

@@ -68,8 +68,8 @@ class Variant:
       normalizes with its own chunk's batch statistics either way).
     engine: loop (one chunk after the other), vmap (all chunks in one vectorized pass), auto (vmap
       where the variant allows it and there is more than one chunk). chunks_per_pass: at most this
-      many chunks per vectorized pass (bounds memory: each chunk holds about three copies of the
-      parameters); None = all.
+      many chunks per vectorized pass (bounds memory: each chunk holds three parameter-sized
+      tensors); None = all on a CPU, as many as fit in a quarter of the free memory on a GPU.
     """
 
     name: ClassVar[str]
