@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[test,launchers]'
+	$(PY) -m pip install -q -e '.[test,launchers,optuna]'
 	touch $(STAMP)
 
 demo: $(STAMP)

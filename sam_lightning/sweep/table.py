@@ -129,7 +129,8 @@ def _mark_best(summary: pd.DataFrame, groups: list[str]) -> None:
         best = members["mean"].idxmin()
         others = members.drop(index=best)
         summary.loc[best, "best"] = True
-        summary.loc[best, "separated"] = bool(summary.loc[best, "ci_high"] < others["ci_low"].min())  # NaN: False
+        # A row without an interval (one seed) counts with its mean; the best row needs its own interval.
+        summary.loc[best, "separated"] = bool(summary.loc[best, "ci_high"] < others["ci_low"].fillna(others["mean"]).min())
 
 
 def _cell(value) -> str:
