@@ -109,8 +109,8 @@ def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | 
     ax.set_ylabel(what)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{what.capitalize()} against rho: mean over seeds with 95% bootstrap interval\n"
-                 "star: best rho, its interval below every other rho's", fontsize=9)
+    star = "\nstar: the best rho of a method, its interval below every other rho's" if summary["separated"].any() else ""
+    ax.set_title(f"{what.capitalize()} against rho: mean over seeds with 95% bootstrap interval{star}", fontsize=9)
     return _save(fig, path)
 
 

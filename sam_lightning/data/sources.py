@@ -105,8 +105,9 @@ def make_synthetic(n_train: int, n_test: int, num_classes: int, seed: int, noise
 
     Deterministic in `seed`, offline, and learnable: a small ResNet reaches far below chance error
     within a few epochs, while the noise keeps it from being trivial. `noise` scales the per-pixel
-    noise (`data.noise`): at 0.6 the classes separate almost perfectly, from ~1.5 on they overlap
-    and a small training set can be overfitted."""
+    noise (`data.noise`): at 0.6 a small ResNet reaches near 0% test error; at 2.5 (8x the noise
+    variance per unit of class signal) a network trained on a few hundred images fits their noise
+    and generalizes far worse."""
     g = torch.Generator().manual_seed(seed)
     templates = F.interpolate(torch.randn(num_classes, 3, 4, 4, generator=g), size=(32, 32), mode="bilinear", align_corners=False)
     templates = templates / templates.flatten(1).std(dim=1)[:, None, None, None]
