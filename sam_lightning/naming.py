@@ -6,8 +6,8 @@ In a multirun every job is its own W&B run:
     job_type = the method: erm, sam, sam_m128, sam_const, ... (logger.job_type=NAME sets it)
     name     = the job's overrides, e.g. method.rho=0.1,method=sam_m128,seed=2
 and its config carries hydra.overrides and hydra.group_key (the overrides minus the seed and
-bookkeeping keys), so
-that "Group by hydra.group_key" in the W&B table averages over seeds exactly as sweep.py does.
+bookkeeping keys), so that "Group by hydra.group_key" in the W&B table averages over seeds as
+sweep.py does. `group_keys` is the grouping rule of both.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ NEUTRAL_KEYS = frozenset({
     "ckpt_path", "num_workers", "eval_batch_size", "channels_last",
     "trainer.devices", "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
 })
-NEUTRAL_PREFIXES = ("logger", "paths", "hydra", "sweep", "callbacks", "hparams_search")
+NEUTRAL_PREFIXES = ("logger", "paths", "hydra", "sweep", "hparams_search")
 
 
 def split_override(override: str) -> tuple[str, str]:

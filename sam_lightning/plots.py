@@ -193,7 +193,8 @@ def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, historie
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if scale == 1:
                 ax.set_yscale("log")  # losses: decades, as in the paper's Fig. 6
-    fig.suptitle(f"{what.capitalize()} over {'steps' if by_step else 'epochs'}: mean over seeds with 95% bootstrap band", fontsize=10)
+    quantity = what.replace("test ", "test and train ", 1) if len(keys) == 2 else what
+    fig.suptitle(f"{quantity.capitalize()} over {'steps' if by_step else 'epochs'}: mean over seeds with 95% bootstrap band", fontsize=10)
     return _save(fig, path)
 
 

@@ -166,7 +166,7 @@ def report(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, sources: list[
     code = (lambda s: f"`{s}`") if markdown else str
     parts = (["# Sweep summary", ""] if markdown else []) + [f"sweep: {', '.join(code(s) for s in sources)}"]
     if info["common"]:
-        parts.append(f"common overrides: {code(' '.join(f'{k}={v}' for k, v in info['common'].items()))}")
+        parts += [""] * markdown + [f"common overrides: {code(' '.join(f'{k}={v}' for k, v in info['common'].items()))}"]
     if len(summary):
         parts += ["", display_frame(summary, info).to_markdown(index=False, tablefmt="pipe" if markdown else "simple",
                                                             disable_numparse=True), "",
