@@ -1,10 +1,11 @@
 """The paper's theory experiments (Sec. 4.2-4.3, App. B) on a CPU. Hydra composes conf/theory/.
 
-    python theory.py experiment=diag_net method=gd            # Fig. 6 setting: GD
-    python theory.py experiment=diag_net method=nsam_full     #   full-batch n-SAM
+    python theory.py experiment=diag_net method=erm           # Fig. 6 setting: gradient descent
+    python theory.py experiment=diag_net method=sam           #   full-batch n-SAM (m = the whole batch)
     python theory.py experiment=diag_net method=sam_m1        #   1-SAM (~6 min; add train.engine=vectorized: ~10 s)
+    python theory.py experiment=fig6                          # the Fig. 6 table: 3 methods x 3 seeds, a multirun
     python theory.py experiment=diag_net_sgd method=sam_m1    # Fig. 13: stochastic variants (batch of 5)
-    python theory.py -m experiment=diag_net_rho_grid          # Fig. 14: rho grid x {n-SAM, 1-SAM} x 3 seeds
+    python theory.py experiment=diag_net_rho_grid             # Fig. 14: rho grid x {n-SAM, 1-SAM} x 3 seeds
     python theory.py experiment=diag_net_switch               # Fig. 15: GD -> 1-SAM, loss along the line
     python theory.py experiment=relu_1d                       # Fig. 7: ERM vs SAM, 1-D ReLU net, PNG
     python theory.py -m experiment=diag_net method=sam_m1 method.rho=0.1,0.2 seed=0,1,2
@@ -12,25 +13,30 @@
 A sibling of train.py rather than a train.py experiment: the Lightning loop costs milliseconds per
 step in callbacks and logging, more than the step itself on a 60-parameter model, and these runs
 take 2e4 full-batch steps. The step is the same: `sam_lightning.sam`. Each run directory holds
-results.json (status, config, final_train_loss, final_test_loss, history, ...).
+results.json in the training runs' shape (status, final_train_loss, final_test_loss, config,
+history, ...); a multirun ends with the table of `python sweep.py <sweep dir>`.
 """
 
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import sam_lightning.theory.spec  # noqa: F401 - registers the ${div:a,b} resolver before composition
 from sam_lightning.cli import run_hydra_job
 from sam_lightning.config import ConfigError
-from sam_lightning.theory.runner import run_job, write_failure
+from sam_lightning.results import write_failure
+from sam_lightning.theory.runner import run_job
 
 
 @hydra.main(version_base="1.3", config_path="conf/theory", config_name="theory")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point. Returns the final test loss (for Hydra sweepers that optimize)."""
-    out = run_hydra_job(run_job, cfg, (ConfigError,), lambda reason: write_failure(cfg.paths.output_dir, cfg, reason))
-    return out.get("final_test_loss") if out else None
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point. Returns the final test loss for Hydra sweepers that optimize; inf for a
+    failed or diverged run."""
+    record = lambda reason: write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)  # noqa: E731
+    out = run_hydra_job(run_job, cfg, (ConfigError,), record)
+    value = out.get("final_test_loss") if out and out.get("status") == "finished" else None
+    return float("inf") if value is None else float(value)
 
 
 if __name__ == "__main__":

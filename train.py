@@ -137,11 +137,13 @@ def load_backbone_weights(model: SAMClassifier, path: str) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="conf/train", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point. Returns the final test error (for Hydra sweepers that optimize)."""
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point. Returns the final test error for Hydra sweepers that optimize (Optuna);
+    a failed, diverged or unfinished run returns inf, which a minimizing study records as its worst."""
     record = lambda reason: write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)  # noqa: E731
     out = run_hydra_job(train, cfg, (ConfigError, DataUnavailableError), record)
-    return out["final_test_error"] if out else None
+    value = out.get("final_test_error") if out and out.get("status") == "finished" else None
+    return float("inf") if value is None else float(value)
 
 if __name__ == "__main__":
     main()

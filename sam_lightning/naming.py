@@ -1,12 +1,13 @@
-"""Names shared by train.py (W&B group, job type, run name) and sweep.py (table rows).
+"""Names shared by train.py (W&B group, job type, run name) and sweep.py (table rows and groups).
 
 In a multirun every job is its own W&B run:
     group    = the sweep's folder below multirun/, e.g. rho_grid/2026-11-28/10-00-00
                (logger.group=NAME sets it; single runs default to <data>-<model>)
     job_type = the method: erm, sam, sam_m128, sam_const, ... (logger.job_type=NAME sets it)
     name     = the job's overrides, e.g. method.rho=0.1,method=sam_m128,seed=2
-and its config carries hydra.overrides and hydra.group_key (the overrides minus the seed), so
-that "Group by hydra.group_key" in the W&B table averages over seeds exactly as sweep.py does.
+and its config carries hydra.overrides and hydra.group_key (the overrides minus the seed and
+bookkeeping keys), so that "Group by hydra.group_key" in the W&B table averages over seeds as
+sweep.py does. `group_keys` is the grouping rule of both.
 """
 
 from __future__ import annotations
@@ -14,15 +15,73 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import PurePath
 
-from sam_lightning.sweep.keys import group_overrides
+import yaml
+from omegaconf import OmegaConf
+
+
+SEED_KEYS = frozenset({"seed"})
+# Bookkeeping: where and how a run is logged or placed, never what it computes.
+NEUTRAL_KEYS = frozenset({
+    "ckpt_path", "num_workers", "eval_batch_size", "channels_last",
+    "trainer.devices", "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+})
+NEUTRAL_PREFIXES = ("logger", "paths", "hydra", "sweep", "hparams_search")
+
+
+def split_override(override: str) -> tuple[str, str]:
+    """'+trainer.limit_train_batches=2' -> ('trainer.limit_train_batches', '2')."""
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def canonical_value(value: str):
+    """So that rho=0.10 and rho=0.1 (or seed=01 and seed=1) land in one group; numbers stay numbers."""
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(parsed, bool) or not isinstance(parsed, (int, float)):
+        return value
+    return parsed
+
+
+def is_neutral(key: str) -> bool:
+    return key in NEUTRAL_KEYS or key.split(".")[0].split("/")[0] in NEUTRAL_PREFIXES or key in SEED_KEYS
+
+
+def _in_config(config: dict, key: str) -> bool:
+    """False only for a dotted key whose section the run's config has without that entry (a
+    method that takes no `rho`); config group choices (`experiment=smoke`) always count."""
+    if "@" in key or "/" in key or "." not in key:
+        return True
+    node = config
+    for depth, part in enumerate(key.split(".")):
+        if not isinstance(node, dict) or part not in node:
+            return depth == 0
+        node = node[part]
+    return True
+
+
+def group_keys(overrides, config: dict | None = None) -> dict:
+    """{override key: canonical value} of the overrides that can define a group: the seed and
+    bookkeeping keys left out, and keys the run's own config does not hold (a method that does
+    not take `rho` is not split by it)."""
+    kept = {}
+    for override in overrides:
+        key, value = split_override(str(override))
+        if is_neutral(key) or (config is not None and not _in_config(config, key)):
+            continue
+        kept[key] = canonical_value(value)
+    return dict(sorted(kept.items()))
 
 
 def method_label(method: Mapping) -> str:
-    """The method's name, then _m<m> for m-SAM chunks and _const for unnormalized steps:
-    erm, sam, sam_m128, sam_const, nsam, asam_m32, ... (ERM ignores both)."""
-    if method.get("name") == "erm":
+    """erm, sam, sam_m128, sam_const, nsam, ...: the method's name (or its class), _m<m> for m-SAM
+    chunks and _const for unnormalized steps, where the method has them."""
+    name = method.get("name") or str(method.get("_target_", "?")).rsplit(".", 1)[-1].lower()
+    if name in ("erm", "gd"):
         return "erm"
-    label = str(method.get("name", "sam"))
+    label = str(name)
     if method.get("m") is not None:
         label += f"_m{method['m']}"
     if method.get("normalize") is False:
@@ -68,6 +127,6 @@ def wandb_names(cfg) -> dict:
         sweep_dir, num, overrides, _ = job
         names["hydra"] = {
             "sweep_dir": sweep_dir, "job_num": num, "overrides": overrides,
-            "group_key": ",".join(group_overrides(overrides, cfg.method.name)),
+            "group_key": ",".join(f"{k}={v}" for k, v in group_keys(overrides, OmegaConf.to_container(cfg, resolve=False)).items()),
         }
     return names

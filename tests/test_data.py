@@ -28,6 +28,23 @@ def test_synthetic_classes_are_separable_by_a_linear_probe():
     assert accuracy > 0.5
 
 
+def _within_over_between(a) -> float:
+    """Per-pixel variance within classes over the variance of the class means: noise over signal."""
+    x = a.train_x.flatten(1).float()
+    means = torch.stack([x[a.train_y == k].mean(0) for k in range(10)])
+    within = torch.stack([x[a.train_y == k].var(0) for k in range(10)]).mean()
+    return float(within / means.var(0).mean())
+
+
+def test_synthetic_noise_knob_buries_the_signal():
+    # The demo's setting (data.noise=2.5): each pixel carries far less class signal than at the default.
+    easy, hard = make_synthetic(256, 100, 10, seed=0), make_synthetic(256, 100, 10, seed=0, noise=2.5)
+    assert _within_over_between(hard) > 5 * _within_over_between(easy)
+    cfg = OmegaConf.create({"name": "synthetic", "n_train": 256, "n_test": 100, "num_classes": 10, "seed": 0, "noise": 2.5})
+    assert torch.equal(load_source(cfg).train_x, hard.train_x)
+    assert torch.equal(load_source(OmegaConf.create({**cfg, "noise": 0.6})).train_x, easy.train_x)
+
+
 def test_random_crop_is_a_zero_padded_shift_and_flip_a_mirror():
     torch.manual_seed(0)
     x = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8)

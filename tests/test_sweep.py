@@ -2,9 +2,9 @@
 
     .venv/bin/python -m pytest tests/test_sweep.py -q      # about a minute on 2 CPU cores
 
-The multirun is 2 methods x 2 rho x 2 seeds of a width-4 ResNet on 256 synthetic images, plus one
-job that fails (m=32 does not divide a batch of 48), run into the same folder by submitit's local
-executor.
+The multirun is ERM x 2 seeds and 32-SAM x 2 rho x 2 seeds of a width-4 ResNet on 256 synthetic
+images, plus one job that fails (m=32 does not divide a batch of 48), run into the same folder by
+submitit's local executor. The first command ends with the table (the end-of-multirun callback).
 """
 
 from __future__ import annotations
@@ -24,16 +24,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sam_lightning.naming import method_label, sweep_name
+import pandas as pd
+
+from sam_lightning.naming import group_keys, method_label, sweep_name
+from sam_lightning.stats import bootstrap_ci, format_mean_ci
 from sam_lightning.sweep.cli import main as sweep_main
-from sam_lightning.sweep.keys import group_overrides
-from sam_lightning.sweep.stats import bootstrap_ci
+from sam_lightning.sweep.collect import KEY
+from sam_lightning.sweep.table import aggregate
 from sam_lightning.sweep.wandb_io import run_from_api
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "experiment=smoke", "trainer.max_epochs=1", "data.n_train=256", "data.n_test=128",
-    "trainer.limit_train_batches=2", "model.width=4", "model.gn_groups=4", "logger=csv",
+    "trainer.limit_train_batches=2", "model.width=4", "logger=csv",
     "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
 ]
 
@@ -45,17 +48,24 @@ def _train(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "train.py", "-m", *TINY, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
 
 
 @pytest.fixture(scope="module")
-def sweep_dir(tmp_path_factory) -> Path:
+def sweep_run(tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("multirun") / "sweep"
-    # One process runs the 8 jobs in turn: importing torch and Lightning costs more than a job.
-    _train(["method=erm,sam_m32", "method.rho=0.05,0.1", "seed=0,1", f"hydra.sweep.dir={out}"])
+    # One process runs the jobs in turn: importing torch and Lightning costs more than a job.
+    _train(["method=erm", "seed=0,1", f"hydra.sweep.dir={out}"])
+    printed = _train(["method=sam_m32", "method.rho=0.05,0.1", "seed=0,1", f"hydra.sweep.dir={out}"])
     # The failing job goes through submitit's local executor: its own process, as on a cluster.
     _train(["method=sam_m32", "data.batch_size=48", "seed=0", f"hydra.sweep.dir={out}",
             "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"])
-    return out
+    return out, printed
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(sweep_run) -> Path:
+    return sweep_run[0]
 
 
 def _results(sweep: Path) -> dict[str, dict]:
@@ -75,8 +85,8 @@ def _csv(path: Path) -> list[dict]:
 
 def test_multirun_folders_are_named_by_overrides(sweep_dir):
     names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert len(names) == 9  # 8 in the grid; the failing job restarts the numbering in the same folder
-    assert any(n.startswith("7_") and "method=sam_m32" in n and "method.rho=0.1" in n and "seed=1" in n for n in names)
+    assert len(names) == 7  # 2 + 4 in the grids; each command restarts the numbering in the same folder
+    assert any(n.startswith("3_") and "method=sam_m32" in n and "method.rho=0.1" in n and "seed=1" in n for n in names)
     assert not any("logger=" in n for n in names)
     assert any((sweep_dir / ".submitit").glob("*/*_log.out"))  # submitit ran the failing job
 
@@ -86,10 +96,11 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
     proc = subprocess.run([sys.executable, "sweep.py", str(sweep_dir), "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    rows = {(r["method"], r["rho"]): r for r in _csv(out / "summary.csv")}
-    # ERM ignores rho: its 4 runs (2 rho x 2 seeds) are one group of 2 seeds, not two rho points.
+    rows = {(r["method"], r["method.rho"]): r for r in _csv(out / "summary.csv")}
+    # ERM ran without rho: one group (rho empty), beside SAM's two rho points.
     assert set(rows) == {("erm", ""), ("sam_m32", "0.05"), ("sam_m32", "0.1")}
-    assert [(rows[k]["n_seeds"], rows[k]["n_runs"]) for k in sorted(rows)] == [("2", "4"), ("2", "2"), ("2", "2")]
+    assert [(rows[k]["n_seeds"], rows[k]["n_runs"]) for k in sorted(rows)] == [("2", "2"), ("2", "2"), ("2", "2")]
+    assert {r["metric"] for r in rows.values()} == {"final_test_error"}
 
     # The means are the runs' own numbers, averaged per seed and then over seeds.
     by_group: dict = defaultdict(lambda: defaultdict(list))
@@ -101,23 +112,34 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
         by_group[key][c["seed"]].append(payload["final_test_error"])
     for key, row in rows.items():
         per_seed = [np.mean(v) for _, v in sorted(by_group[key].items())]
-        assert float(row["test_error_mean"]) == pytest.approx(np.mean(per_seed), abs=1e-12)
-        low, high = float(row["test_error_ci_low"]), float(row["test_error_ci_high"])
-        assert low <= float(row["test_error_mean"]) <= high
+        assert float(row["mean"]) == pytest.approx(np.mean(per_seed), abs=1e-12)
+        low, high = float(row["ci_low"]), float(row["ci_high"])
+        assert low <= float(row["mean"]) <= high
         assert (low, high) == pytest.approx((min(per_seed), max(per_seed)))  # 2 seeds: the range
     sam = [rows[("sam_m32", "0.05")], rows[("sam_m32", "0.1")]]
     assert [r["best_rho"] for r in sam].count("1") == 1 and rows[("erm", "")]["best_rho"] == "0"
-    assert min(sam, key=lambda r: float(r["test_error_mean"]))["best_rho"] == "1"
+    assert min(sam, key=lambda r: float(r["mean"]))["best_rho"] == "1"
 
     # The failing job is named with its reason, excluded from every group.
     assert "excluded (1 job(s) failed or unfinished)" in proc.stdout
     assert "data.batch_size=48" in proc.stdout and "must divide" in proc.stdout
     failed = [r for r in _csv(out / "runs.csv") if r["status"] != "finished"]
     assert len(failed) == 1 and failed[0]["status"] == "failed"
-    assert all("batch_size=48" not in r["group"] for r in _csv(out / "summary.csv"))
+    assert all(r["excluded"] == "" for r in _csv(out / "summary.csv"))
     for png in ("test_error_vs_rho.png", "test_error_curves.png"):
         assert (out / png).stat().st_size > 5000
-    assert "| method | m | rho |" in (out / "summary.md").read_text()
+    header = next(ln for ln in (out / "summary.md").read_text().splitlines() if ln.startswith("| method"))
+    assert [c.strip() for c in header.strip("|").split("|")][:4] == ["method", "method.rho", "seeds", "test error % (95% CI)"]
+
+
+def test_multirun_ends_with_the_sweep_table(sweep_run):
+    sweep, printed = sweep_run
+    # The second command's callback read the whole folder: ERM's jobs of the first command too.
+    table = printed[printed.index(f"sweep: {sweep}"):]
+    lines = [ln.split() for ln in table.splitlines()]
+    assert ["method", "method.rho", "seeds"] == lines[next(i for i, ln in enumerate(lines) if ln[:1] == ["method"])][:3]
+    assert sum(1 for ln in lines if ln[:1] in (["erm"], ["sam_m32"])) == 3
+    assert (sweep / "summary" / "summary.csv").is_file() and (sweep / "summary" / "test_error_curves.png").is_file()
 
 
 def test_unfinished_and_unreadable_jobs_are_listed_and_one_seed_has_no_interval(sweep_dir, tmp_path, capsys):
@@ -134,12 +156,14 @@ def test_unfinished_and_unreadable_jobs_are_listed_and_one_seed_has_no_interval(
     text = capsys.readouterr().out
     assert "excluded (3 job(s) failed or unfinished)" in text
     assert f"{killed.name}: running" in text and f"{broken.name}: unreadable" in text
-    rows = {(r["method"], r["rho"]): r for r in _csv(tmp_path / "out" / "summary.csv")}
+    rows = {(r["method"], r["method.rho"]): r for r in _csv(tmp_path / "out" / "summary.csv")}
     single = rows[("sam_m32", "0.1")]
-    assert single["n_seeds"] == "1" and single["test_error_ci_low"] == single["test_error_ci_high"] == ""
-    assert float(single["test_error_mean"]) == pytest.approx(_results(copy)[
+    assert single["n_seeds"] == "1" and single["ci_low"] == single["ci_high"] == ""
+    assert float(single["mean"]) == pytest.approx(_results(copy)[
         next(n for n in jobs if "method.rho=0.1" in n and "sam_m32" in n and "seed=0" in n)]["final_test_error"])
-    assert rows[("erm", "")]["n_runs"] == "3"
+    assert rows[("erm", "")]["n_runs"] == "1"
+    # Each group says which of its jobs are missing; the failed job of another batch size is in none.
+    assert (single["excluded"], rows[("erm", "")]["excluded"], rows[("sam_m32", "0.05")]["excluded"]) == ("1 running", "1 unreadable", "")
     line = next(ln for ln in text.splitlines() if ln.startswith("sam_m32") and " 0.1 " in ln)
     assert "[" not in line  # no interval from one seed
 
@@ -175,11 +199,39 @@ def test_bootstrap_ci_known_cases():
 
 
 def test_group_keys():
-    a = group_overrides(["method=sam_m32", "method.rho=0.10", "seed=3", "logger=wandb", "trainer.devices=1", "+sweep=rho_grid"], "sam")
-    assert a == group_overrides(["+sweep=rho_grid", "seed=0", "method.rho=0.1", "method=sam_m32"], "sam")
-    assert a == ("method=sam_m32", "method.rho=0.1")
-    assert group_overrides(["method=erm", "method.rho=0.4", "method.m=4", "method.ascent_steps=2", "seed=1"], "erm") == ("method=erm",)
-    assert group_overrides(["+trainer.limit_train_batches=2"], "sam") == ("trainer.limit_train_batches=2",)
+    a = group_keys(["method=sam_m32", "method.rho=0.10", "seed=3", "logger=wandb", "trainer.devices=1", "+sweep=rho_grid"])
+    assert a == group_keys(["+sweep=rho_grid", "seed=0", "method.rho=0.1", "method=sam_m32"])
+    assert a == {"method": "sam_m32", "method.rho": 0.1}
+    assert group_keys(["+trainer.limit_train_batches=2"]) == {"trainer.limit_train_batches": 2}
+    # A key the run's own config does not hold (a method without rho) does not split groups;
+    # config group choices always count.
+    erm = {"method": {"name": "erm"}, "seed": 1}
+    assert group_keys(["method=erm", "method.rho=0.4", "experiment=smoke", "seed=1"], erm) == {"experiment": "smoke", "method": "erm"}
+
+
+def test_aggregate_groups_by_what_varies_and_stars_only_a_separated_best():
+    def runs(rows):
+        return pd.DataFrame([{"job": f"j{i}", "status": "finished", "seed": seed, "final_test_error": err, "final_train_error": 0.0,
+                              KEY + "method": method, **({KEY + "method.rho": rho} if rho is not None else {}), KEY + "data": "synthetic"}
+                             for i, (method, rho, seed, err) in enumerate(rows)])
+
+    rows = [("erm", None, 0, 0.30), ("erm", None, 1, 0.32)]
+    rows += [("sam", rho, seed, base + 0.01 * seed) for rho, base in ((0.05, 0.20), (0.1, 0.10), (0.2, 0.25)) for seed in (0, 1, 2)]
+    summary, info = aggregate(runs(rows))
+    assert info["groups"] == [KEY + "method", KEY + "method.rho"] and info["common"] == {"data": "synthetic"}
+    assert summary[KEY + "method"].tolist() == ["erm", "sam", "sam", "sam"]
+    assert summary["n_seeds"].tolist() == [2, 3, 3, 3]
+    best = summary[summary["best"]]
+    assert best[KEY + "method.rho"].tolist() == [0.1] and best["separated"].tolist() == [True]
+    # Overlapping intervals: still the lowest mean, but no star.
+    rows[-3:] = [("sam", 0.2, seed, err) for seed, err in ((0, 0.05), (1, 0.15), (2, 0.12))]
+    summary, _ = aggregate(runs(rows))
+    assert summary.loc[summary["best"], KEY + "method.rho"].tolist() == [0.2] and not summary["separated"].any()
+    # Without a varying key there is one row; a failed job is counted, not averaged.
+    one = pd.concat([runs(rows[:2]), pd.DataFrame([{"job": "x", "status": "diverged", "reason": "nan", KEY + "method": "erm"}])])
+    summary, info = aggregate(one)
+    assert len(summary) == 1 and summary["mean"].iloc[0] == pytest.approx(0.31) and summary["excluded"].iloc[0] == "1 diverged"
+    assert format_mean_ci(0.31, 0.30, 0.32, scale=100, spec=".2f") == "31.00 [30.00, 32.00]" and format_mean_ci(0.5) == "0.5"
 
 
 def test_names():
@@ -200,11 +252,15 @@ def test_wandb_runs_become_runs_and_problems():
         return SimpleNamespace(name=name, state=state, config=config, summary=summary, job_type=job_type,
                                scan_history=lambda keys: history)
 
-    run = run_from_api(fake("s0"))
-    assert run.key == ("method=sam", "method.rho=0.1") and run.seed == 0 and run.test_error == 0.3 and len(run.history) == 2
-    assert run_from_api(fake("s1", state="crashed")).status == "crashed"
-    assert run_from_api(fake("s2", done=1)).reason == "1 of 2 epochs done"
+    row, history = run_from_api(fake("s0"))
+    assert (row[KEY + "method"], row[KEY + "method.rho"], row["seed"], row["final_test_error"]) == ("sam", 0.1, 0, 0.3)
+    assert row["status"] == "finished" and len(history) == 2
+    assert run_from_api(fake("s1", state="crashed"))[0]["status"] == "crashed"
+    assert run_from_api(fake("s2", done=1))[0]["reason"] == "1 of 2 epochs done"
     assert run_from_api(fake("s3", job_type="sweep-summary")) is None
+    # The rows aggregate like job folders: one group of two seeds.
+    summary, _ = aggregate(pd.DataFrame([run_from_api(fake("s0"))[0], run_from_api(fake("s1", err=0.5))[0]]))
+    assert summary["n_seeds"].tolist() == [2] and summary["mean"].iloc[0] == pytest.approx(0.4)
 
 
 def test_wandb_source_fails_fast_offline(tmp_path, monkeypatch, capsys):
@@ -249,17 +305,40 @@ def test_wandb_names_follow_the_sweep():
     from sam_lightning.naming import wandb_names
 
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "train"), version_base="1.3"):
-        cfg = compose("train", overrides=["method=erm", "method.rho=0.2", "seed=1", "logger=wandb"], return_hydra_config=True)
+        cfg = compose("train", overrides=["method=sam", "method.rho=0.2", "seed=1", "logger=wandb"], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
         cfg.hydra.sweep.dir = "multirun/rho_grid/2026-11-28/10-00-00"
         cfg.hydra.job.num = 3
-        cfg.hydra.overrides.task = ["method=erm", "method.rho=0.2", "seed=1", "logger=wandb"]
-        cfg.hydra.job.override_dirname = "method.rho=0.2,method=erm,seed=1"
+        cfg.hydra.overrides.task = ["method=sam", "method.rho=0.2", "seed=1", "logger=wandb"]
+        cfg.hydra.job.override_dirname = "method.rho=0.2,method=sam,seed=1"
     HydraConfig.instance().set_config(cfg)
     try:
         names = wandb_names(cfg)
     finally:
         HydraConfig.instance().cfg = None
-    assert (names["group"], names["job_type"], names["name"]) == ("rho_grid/2026-11-28/10-00-00", "erm", "method.rho=0.2,method=erm,seed=1")
-    assert names["hydra"]["group_key"] == "method=erm" and names["hydra"]["job_num"] == 3
+    assert (names["group"], names["job_type"], names["name"]) == ("rho_grid/2026-11-28/10-00-00", "sam", "method.rho=0.2,method=sam,seed=1")
+    assert names["hydra"]["group_key"] == "method=sam,method.rho=0.2" and names["hydra"]["job_num"] == 3
+
+
+def test_optuna_preset_runs_trials_and_a_failed_trial_does_not_stop_the_study(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def search(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "train.py", "hparams_search=rho_optuna", *TINY, "hydra.sweeper.n_trials=2", *args],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    # Every trial fails at once (m = 32 does not divide a batch of 48): each returns inf, the study ends normally.
+    failed = search("method=sam_m32", "data.batch_size=48", f"hydra.sweep.dir={tmp_path / 'failing'}")
+    assert "Best value: inf" in failed
+    assert [json.loads(p.read_text())["status"] for p in (tmp_path / "failing").glob("*/results.json")] == ["failed", "failed"]
+    # Two real trials: different (rho, lr), the best value is one of their test errors, and the table ends the run.
+    out = search(f"hydra.sweep.dir={tmp_path / 'ok'}")
+    payloads = [json.loads(p.read_text()) for p in (tmp_path / "ok").glob("*/results.json")]
+    assert len(payloads) == 2 and len({(p["config"]["method"]["rho"], p["config"]["optim"]["lr"]) for p in payloads}) == 2
+    best = float(out.split("Best value: ")[1].split()[0])
+    assert best == pytest.approx(min(p["final_test_error"] for p in payloads))
+    assert "method.rho" in out[out.index("Best value"):] and "optim.lr" in out[out.index("Best value"):]

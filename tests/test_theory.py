@@ -125,14 +125,14 @@ def test_population_loss_is_the_gaussian_expectation():
 @pytest.mark.parametrize(
     "method,batch_size,tol",
     [
-        (TheoryMethod("gd"), None, 1e-12),
+        (TheoryMethod("erm"), None, 1e-12),
         (TheoryMethod("sam", rho=0.2, m=None), None, 1e-12),
         (TheoryMethod("sam", rho=0.2, m=1), None, 1e-12),
         (TheoryMethod("sam", rho=0.2, m=2), None, 1e-12),
         (TheoryMethod("sam", rho=0.2, m=1), 4, 1e-12),
         (TheoryMethod("sam", rho=0.05, m=2, normalize=True), None, 1e-5),  # shared: norms in float32
     ],
-    ids=["gd", "n-sam", "1-sam", "2-sam", "1-sam-minibatch", "normalized"],
+    ids=["erm", "n-sam", "1-sam", "2-sam", "1-sam-minibatch", "normalized"],
 )
 def test_vectorized_engine_matches_shared_step(method, batch_size, tol):
     data = make_sparse_regression(DiagProblem(d=6, n=8, kappa=2), seed=2)
@@ -145,7 +145,7 @@ def test_vectorized_engine_matches_shared_step(method, batch_size, tol):
     torch.testing.assert_close(finals[0][0], finals[1][0], rtol=tol, atol=tol)
     assert not torch.equal(finals[0][0], torch.full((12,), 0.3, dtype=D))  # it did move
     for a, b in zip(finals[0][1], finals[1][1]):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=max(tol, 1e-10))
+        assert a["train/loss"] == pytest.approx(b["train/loss"], rel=max(tol, 1e-10))
 
 
 # -- the Fig. 6 ordering, small and fast ----------------------------------------------------------
@@ -161,7 +161,7 @@ def test_fig6_ordering_on_a_short_run():
     ratio_1sam, ratio_nsam = [], []
     for seed in (0, 2, 3):
         out = {key: run_diag_net(DiagProblem(), training, method, seed=seed)
-               for key, method in (("gd", TheoryMethod("gd")), ("n", TheoryMethod("sam", rho=5 / 30)), ("1", TheoryMethod("sam", rho=5 / 30, m=1)))}
+               for key, method in (("gd", TheoryMethod("erm")), ("n", TheoryMethod("sam", rho=5 / 30)), ("1", TheoryMethod("sam", rho=5 / 30, m=1)))}
         assert max(o["final_train_loss"] for o in out.values()) < 5e-4, (seed, out)
         ratio_1sam.append(out["1"]["final_test_loss"] / out["gd"]["final_test_loss"])
         ratio_nsam.append(out["n"]["final_test_loss"] / out["gd"]["final_test_loss"])
@@ -172,7 +172,7 @@ def test_fig6_ordering_on_a_short_run():
 # -- GD -> 1-SAM switching and the line between solutions ------------------------------------------
 
 def test_switch_branches_from_the_reference_and_measures_the_line():
-    problem, method = DiagProblem(d=8, n=6, kappa=2), TheoryMethod("gd")
+    problem, method = DiagProblem(d=8, n=6, kappa=2), TheoryMethod("erm")
     training = DiagTraining(alpha=0.2, lr=1 / 8, iterations=40, log_every=10, engine="shared")
     out = run_diag_net(problem, training, method, seed=0, switch_at=20, switch_to=TheoryMethod("sam", rho=1.0, m=1), line_points=5)
     ref = out["reference"]
@@ -198,7 +198,8 @@ def test_entry_point_via_compose_api(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["status"] == "finished" and saved["method"] == "1-SAM" and saved["iterations"] == 30
     assert saved["final_train_loss"] == pytest.approx(payload["final_train_loss"]) and saved["final_test_loss"] > 0
-    assert [r["iteration"] for r in saved["history"]] == [0, 10, 20, 30]
+    assert [r["step"] for r in saved["history"]] == [0, 10, 20, 30]
+    assert saved["global_step"] == 30 and saved["history"][-1]["test/loss"] == pytest.approx(saved["final_test_loss"])
     assert saved["config"]["method"]["rho"] == pytest.approx(5 / 30)
 
 
@@ -207,7 +208,7 @@ def test_entry_point_via_compose_api(tmp_path):
     [(["method=sam_m1", "method.rho=-1"], "method.rho must be >= 0"),
      (["method.name=adam"], "unknown method.name 'adam'"),
      (["method=sam_m1", "train.batch_size=30"], "train.batch_size=30 exceeds the number of training examples n=20"),
-     (["method=nsam_full", "method.m=3"], "method.m=3 must divide the batch size 20")],
+     (["method=sam", "method.m=3"], "method.m=3 must divide the batch size 20")],
 )
 def test_bad_settings_fail_with_one_line(tmp_path, overrides, message):
     cfg = composed("experiment=diag_net", "train.iterations=2", f"paths.output_dir={tmp_path}", *overrides)
@@ -220,13 +221,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_command_line_multirun_writes_one_results_file_per_job(tmp_path):
-    proc = run_cli("-m", "experiment=diag_net", "method=nsam_full", "method.rho=0.1,0.2", "train.iterations=20", f"hydra.sweep.dir={tmp_path}")
+    proc = run_cli("-m", "experiment=diag_net", "method=sam", "method.rho=0.1,0.2", "train.iterations=20", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     files = sorted(tmp_path.glob("*/results.json"))
     assert len(files) == 2, [p.parent.name for p in tmp_path.iterdir()]
     rhos = sorted(json.loads(f.read_text())["config"]["method"]["rho"] for f in files)
     assert rhos == [0.1, 0.2]
-    assert proc.stdout.count("test loss") == 2
+    assert sum(line.startswith("n-SAM: train loss") for line in proc.stdout.splitlines()) == 2
 
 
 def test_command_line_bad_rho_is_a_one_line_error(tmp_path):
@@ -257,37 +258,59 @@ def test_relu_experiment_writes_png_and_numbers(tmp_path):
     assert Path(out["figure"]).stat().st_size > 5000
     assert set(out["methods"]) == {"ERM", "SAM"} and out["methods"]["SAM"]["inits"] == 2
     assert all(r["iterations"] == 30 for r in out["methods"]["ERM"]["runs"])
-    with pytest.raises(ConfigError, match="relu_1d compares GD with a SAM method"):
-        relu_1d.run_relu_1d(TheoryMethod("gd"), settings, seed=0, out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="relu_1d compares ERM with a SAM method"):
+        relu_1d.run_relu_1d(TheoryMethod("erm"), settings, seed=0, out_dir=tmp_path)
 
 
-# -- tables -----------------------------------------------------------------------------------------
+# -- tables: theory multiruns through the sweep aggregation ------------------------------------------
 
-def fake_result(seed: int, test: float | None, train: float = 1e-8) -> dict:
-    return {"seed": seed, "final_test_loss": test, "final_train_loss": train, "final_beta_l1": 1.5, "beta_star_l1": 1.2, "iterations": 10}
+def test_fig6_preset_is_a_multirun_ending_with_its_table(tmp_path):
+    """The Fig. 6 preset, shortened: 3 methods x 2 seeds, the table printed at the end, the curves."""
+    cfg = composed("experiment=fig6")
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        hcfg = compose(config_name="theory", overrides=["experiment=fig6"], return_hydra_config=True)
+    assert hcfg.hydra.sweeper.params.method == "erm,sam,sam_m1" and hcfg.hydra.sweeper.params.seed == "0,1,2"
+    assert "JoblibLauncher" in hcfg.hydra.launcher._target_ and hcfg.hydra.launcher.n_jobs == 2
+    assert cfg.train.engine == "vectorized" and cfg.method.name == "erm"
+    proc = run_cli("experiment=fig6", "train.iterations=300", "train.log_every=50", "seed=0,1", "hydra/launcher=basic",
+                   f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = proc.stdout[proc.stdout.index(f"sweep: {tmp_path}"):]
+    rows = {line.split()[0]: line.split() for line in table.splitlines() if line.split()[:1] in (["erm"], ["sam"], ["sam_m1"])}
+    assert set(rows) == {"erm", "sam", "sam_m1"} and all(r[1] == "2" for r in rows.values())  # 2 seeds each
+    assert "test loss (95% CI)" in table
+    summary = {r["method"]: r for r in __import__("csv").DictReader(open(tmp_path / "summary" / "summary.csv"))}
+    for method, row in summary.items():
+        losses = [json.loads(p.read_text())["final_test_loss"] for p in tmp_path.glob(f"*method={method},*/results.json")]
+        assert len(losses) == 2 and float(row["mean"]) == pytest.approx(sum(losses) / 2)
+        assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((min(losses), max(losses)))
+    assert (tmp_path / "summary" / "test_loss_curves.png").stat().st_size > 5000
 
 
-def test_fig6_table_ratios_are_per_seed():
-    from sam_lightning.theory.fig6 import markdown_table
+def _theory_job(folder: Path, overrides: list[str], status: str, test: float | None, seed: int) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    payload = {"status": status, "reason": None if status == "finished" else "the training loss became non-finite",
+               "final_test_loss": test, "final_train_loss": 1e-8, "config": {"seed": seed, "method": {"name": "sam", "rho": 0.1}},
+               "history": [{"step": 10, "train/loss": 1e-3, "test/loss": test}]}
+    (folder / "results.json").write_text(json.dumps(payload))
 
-    table = markdown_table({"GD": [fake_result(0, 0.01), fake_result(1, 0.02)], "1-SAM": [fake_result(0, 0.005), fake_result(1, 0.002)]})
-    row = next(line for line in table.splitlines() if line.startswith("| 1-SAM"))
-    assert "0.0035 ± 0.0021" in row and "0.30 (0.10–0.50)" in row  # ratios 0.5 and 0.1, mean 0.3
 
+def test_rho_grid_table_by_method_and_rho_counts_diverged_runs(tmp_path, capsys):
+    from sam_lightning.sweep.cli import main as sweep_main
 
-def test_grid_table_groups_by_method_and_rho(tmp_path):
-    from sam_lightning.theory.grid_table import collect, markdown
-
-    def job(name: str, label: str, rho: float, test: float | None, status: str = "finished") -> None:
-        (tmp_path / name).mkdir()
-        payload = {"status": status, "method": label, "config": {"method": {"rho": rho}}, **fake_result(0, test)}
-        (tmp_path / name / "results.json").write_text(json.dumps(payload))
-
-    job("0", "1-SAM", 0.1, 0.002)
-    job("1", "1-SAM", 0.1, 0.004)
-    job("2", "1-SAM", 0.3, None)
-    job("3", "n-SAM", 0.1, None, status="failed")
-    groups, failed = collect(tmp_path)
-    assert failed == 1 and sorted(groups) == [("1-SAM", 0.1), ("1-SAM", 0.3)]
-    text = markdown(groups, failed)
-    assert "| 1-SAM | 0.1 | 0.003 ± 0.0014 |" in text and "diverged (1/1)" in text and "1 job(s) failed" in text
+    jobs = [("sam_m1", 0.05, 0, 0.002), ("sam_m1", 0.05, 1, 0.004), ("sam_m1", 0.3, 0, 0.05), ("sam_m1", 0.3, 1, None),
+            ("sam", 0.05, 0, 0.010), ("sam", 0.05, 1, 0.012), ("sam", 0.3, 0, 0.011), ("sam", 0.3, 1, 0.013)]
+    for i, (method, rho, seed, test) in enumerate(jobs):
+        _theory_job(tmp_path / f"{i}_job", [f"method={method}", f"method.rho={rho}", f"seed={seed}", "experiment=diag_net_rho_grid"],
+                    "finished" if test is not None else "diverged", test, seed)
+    assert sweep_main([str(tmp_path), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    lines = {tuple(ln.split()[:2]): ln for ln in text.splitlines() if ln.split()[:1] in (["sam"], ["sam_m1"])}
+    assert "0.003 [0.002, 0.004]" in lines[("sam_m1", "0.05")] and lines[("sam_m1", "0.05")].rstrip().endswith(" *")
+    assert "1 diverged" in lines[("sam_m1", "0.3")] and " 1 " in lines[("sam_m1", "0.3")]  # one seed left
+    assert "(*)" in lines[("sam", "0.05")]  # lowest, but its interval overlaps rho = 0.3's
+    assert "test loss (95% CI)" in text and "common overrides: experiment=diag_net_rho_grid" in text

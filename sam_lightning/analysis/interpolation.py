@@ -35,7 +35,7 @@ from sam_lightning.analysis.evaluation import (
     resolve_device,
     select_points,
 )
-from sam_lightning.analysis.plots import plot_interpolation
+from sam_lightning import plots
 from sam_lightning.checkpoints import (
     CheckpointError,
     data_config_for,
@@ -162,7 +162,7 @@ def run(cfg: DictConfig) -> dict:
     }
     atomic_write_json(out_dir / "interpolation.json", payload)
     title = f"{data_a.name}, ||w_B - w_A|| = {payload['distance']:.2f}" + (", BN recomputed" if recompute else "")
-    plot_interpolation(curve, out_dir / "interpolation.png", labels[0], labels[1], title=title, endpoints=endpoints if recompute else None)
+    plots.interpolation(curve, out_dir / "interpolation.png", labels[0], labels[1], title=title, endpoints=endpoints if recompute else None)
     for p in curve:
         log.info("t=%+.3f train loss %.4f err %.4f | test loss %.4f err %.4f", p["t"], p["train_loss"], p["train_error"], p["test_loss"], p["test_error"])
     print(f"interpolation.json and interpolation.png in {out_dir}", flush=True)

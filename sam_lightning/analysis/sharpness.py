@@ -39,7 +39,7 @@ from sam_lightning.analysis.evaluation import (
     resolve_device,
     select_points,
 )
-from sam_lightning.analysis.plots import plot_sharpness
+from sam_lightning import plots
 from sam_lightning.checkpoints import CheckpointError, data_config_for, load_checkpoint
 from sam_lightning.cli import run_or_fail
 from sam_lightning.data.sources import DataUnavailableError
@@ -252,7 +252,7 @@ def run(cfg: DictConfig) -> dict:
         "results": records,
     }
     atomic_write_json(out_dir / "sharpness.json", payload)
-    plot_sharpness(records, out_dir / "sharpness.png")
+    plots.sharpness(records, out_dir / "sharpness.png")
     print(f"sharpness.json and sharpness.png in {out_dir}", flush=True)
     return payload
 

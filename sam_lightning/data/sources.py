@@ -104,7 +104,10 @@ def make_synthetic(n_train: int, n_test: int, num_classes: int, seed: int, noise
     """CIFAR-shaped images whose class is a smooth colour template plus heavy per-pixel noise.
 
     Deterministic in `seed`, offline, and learnable: a small ResNet reaches far below chance error
-    within a few epochs, while the noise keeps it from being trivial."""
+    within a few epochs, while the noise keeps it from being trivial. `noise` scales the per-pixel
+    noise (`data.noise`): at 0.6 a small ResNet reaches near 0% test error; at 2.5 (8x the noise
+    variance per unit of class signal) a network trained on a few hundred images fits their noise
+    and generalizes far worse."""
     g = torch.Generator().manual_seed(seed)
     templates = F.interpolate(torch.randn(num_classes, 3, 4, 4, generator=g), size=(32, 32), mode="bilinear", align_corners=False)
     templates = templates / templates.flatten(1).std(dim=1)[:, None, None, None]
@@ -129,5 +132,5 @@ def load_source(cfg) -> ImageArrays:
     if cfg.name == "imagefolder":
         return load_imagefolder(cfg.root, cfg.get("cache_dir"))
     if cfg.name == "synthetic":
-        return make_synthetic(cfg.n_train, cfg.n_test, cfg.num_classes, cfg.seed)
+        return make_synthetic(cfg.n_train, cfg.n_test, cfg.num_classes, cfg.seed, noise=cfg.get("noise", 0.6))
     raise ValueError(f"unknown data.name {cfg.name!r}: use cifar10, cifar100, imagefolder or synthetic")

@@ -1,8 +1,9 @@
-"""Aggregate Hydra multiruns into a table (one row per group of runs: overrides minus the seed), CSV, Markdown and plots.
+"""Aggregate Hydra multiruns into a table (one row per group of runs: the overrides that vary, minus the seed), CSV, Markdown and plots.
 
     python sweep.py multirun/rho_grid/2026-11-28/10-00-00            # writes <dir>/summary/
     python sweep.py multirun/paper_c10 multirun/erm_c10 --out results/c10
     python sweep.py <dir> --metric best          # best-epoch instead of final test error
+    python sweep.py multirun/theory/<date>/<time>  # theory runs: test loss (--metric auto)
     python sweep.py --wandb ENTITY/PROJECT --group rho_grid/2026-11-28/10-00-00
 
 Exit status: 0 with a table, 1 when no job finished, 2 for bad input.
@@ -15,9 +16,10 @@ import re
 import sys
 from pathlib import Path
 
-from sam_lightning.sweep import report
+import pandas as pd
+
+from sam_lightning.sweep import table
 from sam_lightning.sweep.collect import SweepInputError, collect
-from sam_lightning.sweep.table import aggregate
 
 OUTPUT_NAMES = ("summary.csv", "summary.md", "runs.csv")
 
@@ -28,8 +30,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     p.add_argument("dirs", nargs="*", help="multirun folders (or single run folders) to aggregate together")
     p.add_argument("--out", help="where to write the CSV, Markdown and PNGs (default: <first dir>/summary)")
-    p.add_argument("--metric", choices=("final", "best"), default="final",
-                   help="final: test error after the last epoch (the paper's); best: lowest over epochs")
+    p.add_argument("--metric", default="auto",
+                   help="auto (test error, or test loss for runs without one), final (test error after the last "
+                        "epoch, the paper's), best (lowest over epochs), loss (final test loss), or any "
+                        "final_*/best_* key of results.json")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead of folders")
     p.add_argument("--group", help="with --wandb: the W&B group (a multirun's is its folder below multirun/)")
@@ -41,7 +45,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("give a multirun folder, e.g. python sweep.py multirun/2026-11-28/10-00-00")
     if bool(args.wandb) != bool(args.group):
         p.error("--wandb and --group go together")
+    if args.metric not in ("auto", *table.METRICS) and not args.metric.startswith(("final_", "best_")):
+        p.error(f"--metric: auto, {', '.join(table.METRICS)} or a final_*/best_* key, got {args.metric!r}")
     return args
+
+
+def summarize(runs: pd.DataFrame, histories: dict, sources: list[str], out: Path, metric: str = "auto",
+              plots: bool = True, echo=print) -> tuple[pd.DataFrame, dict]:
+    """The whole aggregation: prints the table, writes runs.csv, summary.csv, summary.md and the PNGs
+    into `out`. sweep.py and the end-of-multirun Hydra callback both call it."""
+    summary, info = table.aggregate(runs, metric)
+    echo(table.report(summary, info, runs, sources))
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    if summary.empty:
+        return summary, info
+    table.summary_csv(summary, info).to_csv(out / "summary.csv", index=False)
+    images = []
+    if plots:
+        from sam_lightning import plots as plotting  # matplotlib only when plotting
+
+        name = "test_loss" if info["metric"].endswith("loss") else "test_error"
+        images = [p for p in (plotting.sweep_vs_rho(summary, info, out / f"{name}_vs_rho.png"),
+                              plotting.sweep_curves(summary, info, runs, histories, out / f"{name}_curves.png")) if p]
+    (out / "summary.md").write_text(table.report(summary, info, runs, sources, markdown=True, images=[str(i) for i in images]))
+    echo(f"\nwrote {', '.join(str(out / n) for n in (*OUTPUT_NAMES, *(i.name for i in images)))}")
+    info["images"] = images
+    return summary, info
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -52,43 +82,29 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return Path(args.dirs[0]) / "summary"
 
 
-def _plots(rows, out: Path) -> list[Path]:
-    from sam_lightning.sweep import plots  # matplotlib only when plotting
-
-    made = [plots.plot_test_error_vs_rho(rows, out / "test_error_vs_rho.png"),
-            plots.plot_test_error_curves(rows, out / "test_error_curves.png")]
-    return [p for p in made if p is not None]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.wandb:
             from sam_lightning.sweep.wandb_io import collect_wandb
 
-            runs, problems = collect_wandb(args.wandb, args.group)
+            runs, histories = collect_wandb(args.wandb, args.group)
             sources = [f"wandb:{args.wandb} group {args.group}"]
         else:
-            runs, problems = collect(args.dirs)
+            runs, histories = collect(args.dirs)
             sources = list(args.dirs)
     except SweepInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rows = aggregate(runs, metric=args.metric)
-    print(report.console_report(rows, problems, sources))
     out = _out_dir(args)
-    out.mkdir(parents=True, exist_ok=True)
-    report.write_runs_csv(out / "runs.csv", runs, problems)
-    if not rows:
-        print(f"\nerror: none of the {len(problems)} job(s) finished; see {out / 'runs.csv'}", file=sys.stderr)
+    summary, info = summarize(runs, histories, sources, out, args.metric, plots=not args.no_plots)
+    if summary.empty:
+        print(f"\nerror: none of the {len(runs)} job(s) finished with {info['metric']}; see {out / 'runs.csv'}", file=sys.stderr)
         return 1
-    report.write_summary_csv(out / "summary.csv", rows)
-    images = [] if args.no_plots else _plots(rows, out)
-    (out / "summary.md").write_text(report.markdown_report(rows, problems, sources, [str(i) for i in images]))
-    print(f"\nwrote {', '.join(str(out / n) for n in (*OUTPUT_NAMES, *(i.name for i in images)))}")
     if args.wandb and not args.no_report:
         from sam_lightning.sweep.wandb_io import log_report
 
-        url = log_report(args.wandb, args.group, report.HEADERS, [report.cells(r) for r in rows], images)
+        shown = table.display_frame(summary, info)
+        url = log_report(args.wandb, args.group, list(shown.columns), shown.values.tolist(), info.get("images", []))
         print(f"W&B report run: {url}")
     return 0

@@ -1,122 +1,188 @@
-"""Runs grouped into table rows: one row per group (overrides minus seed), averaged over seeds.
+"""Runs grouped into table rows with pandas: one row per group of runs that differ only in the seed.
 
-Seeds are the unit of replication: runs of one group that share a seed (ERM runs that differed
-only in the rho it ignores) are averaged first, so that duplicates never narrow the interval.
-The best rho of a method is the row with the lowest mean test error among rows that differ only
-in method.rho.
+The group columns are the overrides that vary across the finished runs (a run without a key, e.g.
+a method that takes no rho, has NaN there); overrides shared by every run are printed once above
+the table. Seeds are the unit of replication: runs of one group that share a seed are averaged
+first, so duplicates never narrow the interval. Intervals are scipy's percentile bootstrap of the
+mean over seeds (seaborn's default error bar). The best rho of a method is the row with the lowest
+mean among rows that differ only in `method.rho`; it is starred when its interval lies below every
+other rho's interval.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+import math
+from collections.abc import Sequence
 
-from sam_lightning.sweep.collect import Run
-from sam_lightning.sweep.keys import split_override
-from sam_lightning.sweep.stats import bootstrap_ci, mean
+import numpy as np
+import pandas as pd
 
-METRICS = {"final": "test_error", "best": "best_test_error"}
-# Overrides already shown in their own column (method, m, rho, data, model).
-SHOWN_KEYS = frozenset({"method", "method.name", "method.m", "method.rho", "method.normalize",
-                        "data", "data.name", "model", "model.arch"})
+from sam_lightning.stats import bootstrap_ci, format_mean_ci
+from sam_lightning.sweep.collect import KEY
 
-
-@dataclass
-class Row:
-    key: tuple[str, ...]
-    runs: list[Run]
-    values: list[float] = field(default_factory=list)       # one test error per seed
-    train_values: list[float] = field(default_factory=list)
-    seeds: list = field(default_factory=list)
-    ci: tuple[float, float] | None = None
-    best: bool = False
-    other: tuple[str, ...] = ()
-
-    @property
-    def first(self) -> Run:
-        return self.runs[0]
-
-    @property
-    def family(self) -> tuple[str, ...]:
-        """The key without rho: rows of one family are one method at several rho."""
-        return tuple(k for k in self.key if split_override(k)[0] != "method.rho")
-
-    @property
-    def label(self) -> str:
-        return self.first.label
-
-    @property
-    def m(self) -> int | None:
-        return self.first.m
-
-    @property
-    def rho(self) -> float | None:
-        return self.first.rho
-
-    @property
-    def data(self) -> str:
-        return str(self.first.config.get("data", {}).get("name", "?"))
-
-    @property
-    def model(self) -> str:
-        return str(self.first.config.get("model", {}).get("arch", "?"))
-
-    @property
-    def test_mean(self) -> float:
-        return mean(self.values)
-
-    @property
-    def train_mean(self) -> float | None:
-        return mean(self.train_values) if self.train_values else None
-
-    @property
-    def family_label(self) -> str:
-        return " ".join((self.label, *self.other))
-
-    def sort_key(self):
-        return (self.data, self.model, self.label, self.m or 0, self.other, -1.0 if self.rho is None else self.rho)
+RHO = KEY + "method.rho"
+METRICS = {"final": "final_test_error", "best": "best_test_error", "loss": "final_test_loss"}
+CI_NOTE = ("95% CI: percentile bootstrap of the mean over seeds (none for a single seed; with 2-3 seeds it is "
+           "their range).")
+BEST_NOTE = ("best rho: * the lowest mean among rows that differ only in rho, with an interval below all the "
+             "others'; (*) the lowest mean, intervals overlapping.")
 
 
-def _per_seed(runs: list[Run], attr: str) -> tuple[list, list[float]]:
-    by_seed: dict = defaultdict(list)
-    for run in runs:
-        value = getattr(run, attr)
-        if value is not None:
-            by_seed[run.seed if run.seed is not None else run.name].append(float(value))
-    seeds = sorted(by_seed, key=str)
-    return seeds, [mean(by_seed[s]) for s in seeds]
+def resolve_metric(runs: pd.DataFrame, metric: str) -> str:
+    """final / best / loss, a results.json key, or auto: test error when the runs have one, else test loss."""
+    if metric == "auto":
+        finished = runs[runs["status"] == "finished"] if "status" in runs else runs
+        has_error = "final_test_error" in finished and finished["final_test_error"].notna().any()
+        return "final_test_error" if has_error or "final_test_loss" not in finished else "final_test_loss"
+    return METRICS.get(metric, metric)
 
 
-def aggregate(runs: list[Run], metric: str = "final") -> list[Row]:
-    """Rows sorted by data, model, method, m, rho; CIs computed; best rho of each method marked."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    groups: dict[tuple[str, ...], list[Run]] = defaultdict(list)
-    for run in runs:
-        groups[run.key].append(run)
-    rows = []
-    for key, members in groups.items():
-        row = Row(key=key, runs=members)
-        row.seeds, row.values = _per_seed(members, METRICS[metric])
-        _, row.train_values = _per_seed(members, "train_error")
-        row.ci = bootstrap_ci(row.values)
-        rows.append(row)
-    common = set.intersection(*(set(r.key) for r in rows)) if rows else set()
-    for row in rows:
-        row.other = tuple(k for k in row.key if k not in common and split_override(k)[0] not in SHOWN_KEYS)
-    families: dict[tuple[str, ...], list[Row]] = defaultdict(list)
-    for row in rows:
-        if row.rho is not None:
-            families[row.family].append(row)
-    for members in families.values():
-        if len({r.rho for r in members}) > 1:
-            min(members, key=lambda r: r.test_mean).best = True
-    return sorted(rows, key=Row.sort_key)
+def _train_metric(metric: str) -> str:
+    return "final_train_loss" if metric.endswith("loss") else "final_train_error"
 
 
-def common_overrides(rows: list[Row]) -> list[str]:
-    """Overrides shared by every row (e.g. experiment=smoke), shown once above the table."""
-    if not rows:
-        return []
-    common = set.intersection(*(set(r.key) for r in rows))
-    return sorted(k for k in common if split_override(k)[0] not in SHOWN_KEYS)
+def group_columns(finished: pd.DataFrame) -> tuple[list[str], dict]:
+    """The key columns that vary across finished runs, and {key: value} of those shared by all."""
+    keys = [c for c in finished.columns if c.startswith(KEY)]
+    varying, common = [], {}
+    for k in keys:
+        values = finished[k]
+        if values.isna().any() and values.notna().any() or values.dropna().nunique() > 1:
+            varying.append(k)
+        elif values.notna().all() and len(values):
+            common[k[len(KEY):]] = values.iloc[0]
+    return varying, common
+
+
+def aggregate(runs: pd.DataFrame, metric: str = "auto") -> tuple[pd.DataFrame, dict]:
+    """One row per group: the varying keys, seeds, mean with CI, train metric, excluded jobs, best rho.
+    Returns (summary, info) where info holds the metric, the common overrides and the group columns."""
+    metric = resolve_metric(runs, metric)
+    train = _train_metric(metric)
+    runs = runs.copy()
+    for col in (metric, train, "seed"):
+        if col not in runs:
+            runs[col] = np.nan
+    done = (runs["status"] == "finished") & runs[metric].notna()
+    runs.loc[(runs["status"] == "finished") & runs[metric].isna(), ["status", "reason"]] = ["no-metric", f"finished without {metric}"]
+    finished = runs[done].copy()
+    groups, common = group_columns(finished)
+    info = {"metric": metric, "train_metric": train, "common": common, "groups": groups}
+    if finished.empty:
+        return pd.DataFrame(), info
+    by = groups or ["_all"]
+    finished["_all"] = 0
+    finished["_seed"] = finished["seed"].astype(object).where(finished["seed"].notna(), finished["job"])
+    per_seed = finished.groupby([*by, "_seed"], dropna=False, sort=False)[[metric, train]].mean().reset_index()
+    grouped = per_seed.groupby(by, dropna=False, sort=False)
+    summary = grouped.agg(n_seeds=("_seed", "size"), seeds=("_seed", lambda s: " ".join(map(str, s))),
+                          mean=(metric, "mean"), train_mean=(train, "mean"))
+    cis = grouped[metric].agg(lambda v: bootstrap_ci(v.to_numpy()) or (math.nan, math.nan))
+    summary["ci_low"] = [c[0] for c in cis]
+    summary["ci_high"] = [c[1] for c in cis]
+    jobs = finished.groupby(by, dropna=False, sort=False)["job"]
+    summary["n_runs"] = jobs.size()
+    summary["jobs"] = jobs.agg(list)
+    summary = summary.reset_index()
+    summary["excluded"] = _excluded_counts(runs[~done], summary, groups, common)
+    _mark_best(summary, groups)
+    summary = summary.drop(columns=["_all"], errors="ignore")
+    order = [c for c in groups if c != RHO] + ([RHO] if RHO in groups else [])
+    if order:
+        summary = summary.sort_values(order, na_position="first", kind="stable", key=_sortable).reset_index(drop=True)
+    return summary, info
+
+
+def _sortable(col: pd.Series) -> pd.Series:
+    numbers = pd.to_numeric(col, errors="coerce")
+    return numbers if numbers.notna().sum() == col.notna().sum() else col.astype(str)
+
+
+def _excluded_counts(unfinished: pd.DataFrame, summary: pd.DataFrame, groups: list[str], common: dict) -> list[str]:
+    """Per row: how many jobs of that group did not finish, by status (e.g. `1 diverged`)."""
+    counts = [dict() for _ in range(len(summary))]
+    for _, job in unfinished.iterrows():
+        others = {c[len(KEY):]: job[c] for c in job.index if c.startswith(KEY) and c not in groups and pd.notna(job[c])}
+        if any(common.get(k) != v for k, v in others.items()):
+            continue  # a job outside every group (e.g. with a setting no finished run has)
+        for i, row in summary.iterrows():
+            if all(_same(job.get(c), row[c]) for c in groups):
+                counts[i][job["status"]] = counts[i].get(job["status"], 0) + 1
+                break
+    return [", ".join(f"{n} {s}" for s, n in c.items()) for c in counts]
+
+
+def _same(a, b) -> bool:
+    return (pd.isna(a) and pd.isna(b)) if (pd.isna(a) or pd.isna(b)) else a == b
+
+
+def _mark_best(summary: pd.DataFrame, groups: list[str]) -> None:
+    summary["best"] = False
+    summary["separated"] = False
+    if RHO not in groups:
+        return
+    family = [c for c in groups if c != RHO]
+    with_rho = summary[summary[RHO].notna()]
+    for _, members in (with_rho.groupby(family, dropna=False, sort=False) if family else [(None, with_rho)]):
+        if members[RHO].nunique() < 2:
+            continue
+        best = members["mean"].idxmin()
+        others = members.drop(index=best)
+        summary.loc[best, "best"] = True
+        # A row without an interval (one seed) counts with its mean; the best row needs its own interval.
+        summary.loc[best, "separated"] = bool(summary.loc[best, "ci_high"] < others["ci_low"].fillna(others["mean"]).min())
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def display_frame(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
+    """The table as text cells: percent for errors, 3 significant digits for losses."""
+    metric, train = info["metric"], info["train_metric"]
+    pct = metric.endswith("error")
+    scale, spec = (100.0, ".2f") if pct else (1.0, ".3g")
+    what = metric.removeprefix("final_").replace("_", " ") + (" %" if pct else "")
+    out = pd.DataFrame({k[len(KEY):]: summary[k].map(_cell) for k in info["groups"]})
+    out["seeds"] = summary["n_seeds"].astype(str)
+    out[f"{what} (95% CI)"] = [format_mean_ci(r["mean"], r["ci_low"], r["ci_high"], scale, spec) for _, r in summary.iterrows()]
+    out[train.removeprefix("final_").replace("_", " ") + (" %" if pct else "")] = [format_mean_ci(v, scale=scale, spec=spec) for v in summary["train_mean"]]
+    if summary["excluded"].astype(bool).any():
+        out["not finished"] = summary["excluded"]
+    if summary["best"].any():
+        out["best rho"] = ["*" if s else "(*)" if b else "" for b, s in zip(summary["best"], summary["separated"])]
+    return out
+
+
+def problems(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] != "finished"][["job", "status", "reason"]] if len(runs) else runs
+
+
+def report(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, sources: list[str], markdown: bool = False,
+           images: Sequence[str] = ()) -> str:
+    """The console (tabulate's `simple`) or Markdown report: sources, common overrides, table, notes, excluded jobs."""
+    code = (lambda s: f"`{s}`") if markdown else str
+    parts = (["# Sweep summary", ""] if markdown else []) + [f"sweep: {', '.join(code(s) for s in sources)}"]
+    if info["common"]:
+        parts += [""] * markdown + [f"common overrides: {code(' '.join(f'{k}={v}' for k, v in info['common'].items()))}"]
+    if len(summary):
+        parts += ["", display_frame(summary, info).to_markdown(index=False, tablefmt="pipe" if markdown else "simple",
+                                                            disable_numparse=True), "",
+                  CI_NOTE + (" " + BEST_NOTE if summary["best"].any() else "")]
+    bad = problems(runs)
+    if len(bad):
+        parts += ["", f"excluded ({len(bad)} job(s) failed or unfinished):"]
+        parts += [f"{'- ' if markdown else '  '}{code(r.job)}: {r.status}: {r.reason}" for r in bad.itertuples()]
+    if markdown and images:
+        parts += [""] + [f"![{i.rsplit('/', 1)[-1][:-4]}]({i.rsplit('/', 1)[-1]})" for i in images]
+    return "\n".join(parts) + ("\n" if markdown else "")
+
+
+def summary_csv(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
+    """summary.csv: group keys by name, numbers as fractions (as in results.json)."""
+    out = summary.rename(columns={k: k[len(KEY):] for k in info["groups"]})
+    out.insert(0, "metric", info["metric"])
+    out["best_rho"] = out["best"].astype(int)
+    return out.drop(columns=["best", "jobs"])

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sam_lightning.sweep.collect import Problem, Run, SweepInputError
+import pandas as pd
+
+from sam_lightning.sweep.collect import SweepInputError, record
 from sam_lightning.wandb_mode import resolve_mode
 
 REPORT_JOB_TYPE = "sweep-summary"
@@ -24,53 +26,46 @@ def require_online() -> None:
         raise SweepInputError(f"W&B is not available ({why or 'mode ' + mode}); aggregate the local multirun folder instead")
 
 
-def _pseudo_overrides(config: dict) -> tuple[str, ...]:
-    method, data, model = config.get("method", {}), config.get("data", {}), config.get("model", {})
-    return (f"method.name={method.get('name')}", f"method.m={method.get('m')}", f"method.rho={method.get('rho')}",
-            f"method.normalize={method.get('normalize')}", f"data.name={data.get('name')}", f"model.arch={model.get('arch')}")
-
-
-def run_from_api(api_run) -> Run | Problem | None:
-    """One W&B run (wandb.apis.public.Run or anything with its attributes) as a Run or Problem."""
+def run_from_api(api_run) -> tuple[dict, list[dict]] | None:
+    """One W&B run (wandb.apis.public.Run or anything with its attributes) as a row and its history,
+    in the shape `collect` gives a job folder."""
     if getattr(api_run, "job_type", None) == REPORT_JOB_TYPE:
         return None
-    name = api_run.name
     config = dict(api_run.config)
     summary = dict(api_run.summary)
-    if api_run.state != "finished":
-        return Problem(name, api_run.state, f"W&B run state {api_run.state}")
+    status, reason = "finished", None
     max_epochs = config.get("trainer", {}).get("max_epochs")
     done = summary.get("epochs_done")
-    if max_epochs is not None and done is not None and done < max_epochs:
-        return Problem(name, "unfinished", f"{done} of {max_epochs} epochs done")
-    if summary.get("final_test_error") is None:
-        return Problem(name, "no-test-error", "no final_test_error in the run summary")
-    overrides = tuple(config.get("hydra", {}).get("overrides") or _pseudo_overrides(config))
+    if api_run.state != "finished":
+        status, reason = api_run.state, f"W&B run state {api_run.state}"
+    elif max_epochs is not None and done is not None and done < max_epochs:
+        status, reason = "unfinished", f"{done} of {max_epochs} epochs done"
+    overrides = config.get("hydra", {}).get("overrides")
+    payload = {**summary, "status": status, "reason": reason, "config": config}
+    row = record(api_run.name, payload, list(overrides) if overrides else None)
     history = [
         {"epoch": int(h["epoch"]), "test/error": float(h["test/error"])}
         for h in api_run.scan_history(keys=["epoch", "test/error"]) if h.get("test/error") is not None
-    ]
-    return Run(name=name, overrides=overrides, config=config, test_error=float(summary["final_test_error"]),
-               train_error=summary.get("final_train_error"), best_test_error=summary.get("best_test_error"), history=history)
+    ] if status == "finished" else []
+    return row, history
 
 
-def collect_wandb(path: str, group: str) -> tuple[list[Run], list[Problem]]:
+def collect_wandb(path: str, group: str) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
     if path.count("/") != 1:
         raise SweepInputError(f"--wandb takes ENTITY/PROJECT, got {path!r}")
     require_online()
     import wandb
 
     api = wandb.Api(timeout=API_TIMEOUT_S)
-    runs, problems = [], []
+    rows, histories = [], {}
     for api_run in api.runs(path, filters={"group": group}):
         item = run_from_api(api_run)
-        if isinstance(item, Run):
-            runs.append(item)
-        elif item is not None:
-            problems.append(item)
-    if not runs and not problems:
+        if item is not None:
+            rows.append(item[0])
+            histories[item[0]["job"]] = item[1]
+    if not rows:
         raise SweepInputError(f"W&B {path}: no runs in group {group!r}")
-    return runs, problems
+    return pd.DataFrame(rows), histories
 
 
 def log_report(path: str, group: str, header: list[str], table: list[list], images: list[Path]) -> str:

@@ -1,7 +1,7 @@
 """The paper's theory experiments on small models (Sec. 4.2-4.3, App. A-B), run on a CPU in seconds.
 
     python theory.py experiment=diag_net method=sam_m1     # one diagonal-network run
-    python -m sam_lightning.theory.fig6                    # the Fig. 6 table over seeds
+    python theory.py experiment=fig6                       # the Fig. 6 table over seeds (a multirun)
     python theory.py experiment=relu_1d                    # the Fig. 7 ReLU functions
 
 Every gradient goes through `sam_lightning.sam` (the step code of the deep networks), except the

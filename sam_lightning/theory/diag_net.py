@@ -7,14 +7,13 @@
 
 Each step forms its gradient with the shared step code and takes a plain SGD step:
 
-    gd    erm_gradients(model, params, quarter_squared_error, X, y)
+    erm   erm_gradients(model, params, quarter_squared_error, X, y)   (gradient descent)
     sam   sam_gradients(..., rho=rho, m=m, normalize=False)   m=1: 1-SAM, m=None: n-SAM (Eq. 8)
 
 Python use (what `python theory.py experiment=diag_net method=sam_m1` runs):
 
     from sam_lightning.theory.diag_net import run_diag_net
     from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod
-from sam_lightning.theory.vectorized import diag_msam_gradients
     out = run_diag_net(DiagProblem(), DiagTraining(), TheoryMethod("sam", rho=5 / 30, m=1), seed=0)
 """
 
@@ -85,14 +84,15 @@ def method_gradients(model: DiagonalLinearNet, method: TheoryMethod, X: Tensor, 
         rho = method.rho if method.name == "sam" else 0.0
         m = method.m if method.name == "sam" else None
         return diag_msam_gradients(model, X, y, rho=rho, m=m, normalize=method.normalize)
-    if method.name == "gd":
+    if method.name == "erm":
         return erm_gradients(model, params, quarter_squared_error, X, y).loss
     return sam_gradients(model, params, quarter_squared_error, X, y, rho=method.rho, m=method.m, normalize=method.normalize).loss
 
 
 @dataclass
 class Trajectory:
-    """What a run measured: a row every `log_every` iterations and at the end."""
+    """What a run measured: a row every `log_every` iterations and at the end, keyed as the
+    training runs' history (`step`, `train/loss`, `test/loss`) plus `beta_l1`."""
 
     history: list[dict] = field(default_factory=list)
     iterations: int = 0
@@ -108,9 +108,9 @@ def measure(model: DiagonalLinearNet, data: SparseRegression, iteration: int) ->
         beta = model.beta()
         train = float(quarter_squared_error(data.X @ beta, data.y))
         return {
-            "iteration": iteration,
-            "train_loss": _finite(train),
-            "test_loss": _finite(population_loss(beta, data.beta_star)),
+            "step": iteration,
+            "train/loss": _finite(train),
+            "test/loss": _finite(population_loss(beta, data.beta_star)),
             "beta_l1": _finite(float(beta.abs().sum())),
         }
 
@@ -151,20 +151,20 @@ def train(
         if traj.iterations % training.log_every == 0:
             row = measure(model, data, traj.iterations)
             traj.history.append(row)
-            if row["train_loss"] is None:
+            if row["train/loss"] is None:
                 traj.diverged = True
                 return traj
-    if traj.history[-1]["iteration"] != traj.iterations:
+    if traj.history[-1]["step"] != traj.iterations:
         traj.history.append(measure(model, data, traj.iterations))
-    traj.diverged = traj.history[-1]["train_loss"] is None
+    traj.diverged = traj.history[-1]["train/loss"] is None
     return traj
 
 
 def summary(traj: Trajectory) -> dict:
     last = traj.history[-1]
     return {
-        "final_train_loss": last["train_loss"],
-        "final_test_loss": last["test_loss"],
+        "final_train_loss": last["train/loss"],
+        "final_test_loss": last["test/loss"],
         "final_beta_l1": last["beta_l1"],
         "iterations": traj.iterations,
         "diverged": traj.diverged,

@@ -16,7 +16,6 @@ slope changes, exact for this network (no grid). Fewer or smaller kinks mean a s
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 
 from sam_lightning.config import ConfigError
 from sam_lightning.sam import erm_gradients, sam_gradients
+from sam_lightning.stats import mean_ci
 from sam_lightning.theory.spec import TheoryMethod
 
 X_TRAIN = tuple((i - 5.5) / 4 + 0.07 for i in range(12))
@@ -104,7 +104,7 @@ def train_network(net: OneHiddenReLU, method: TheoryMethod, settings: ReluSettin
     done = 0
     for done in range(1, settings.iterations + 1):
         optimizer.zero_grad(set_to_none=True)
-        if method.name == "gd":
+        if method.name == "erm":
             out = erm_gradients(net, params, half_squared_error, x, y)
         else:
             out = sam_gradients(net, params, half_squared_error, x, y, rho=method.rho, m=method.m, normalize=method.normalize)
@@ -119,15 +119,11 @@ def train_network(net: OneHiddenReLU, method: TheoryMethod, settings: ReluSettin
     return {"final_train_loss": final if math.isfinite(final) else None, "iterations": done}
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def run_relu_1d(method: TheoryMethod, settings: ReluSettings, seed: int, out_dir: str | Path) -> dict:
     """ERM and `method` from the same `settings.inits` initializations; a PNG of all learned functions."""
-    if method.name == "gd":
-        raise ConfigError("relu_1d compares GD with a SAM method: choose method=nsam_full (or sam_m1)")
-    methods = {"ERM": TheoryMethod("gd", label="ERM"), "SAM": method}
+    if method.name == "erm":
+        raise ConfigError("relu_1d compares ERM with a SAM method: choose method=sam (or sam_m1)")
+    methods = {"ERM": TheoryMethod("erm", label="ERM"), "SAM": method}
     seeds = list(range(seed, seed + settings.inits))
     runs, nets = {}, {}
     for name, m in methods.items():
@@ -139,19 +135,19 @@ def run_relu_1d(method: TheoryMethod, settings: ReluSettings, seed: int, out_dir
             nets[name].append(net)
     summary = {}
     for name, rows in runs.items():
-        tv_mean, tv_std = _stats([r["slope_tv"] for r in rows])
+        tv_mean, tv_low, tv_high = mean_ci([r["slope_tv"] for r in rows])
         losses = [r["final_train_loss"] for r in rows]
         summary[name] = {
-            "slope_tv_mean": tv_mean, "slope_tv_std": tv_std,
+            "slope_tv_mean": tv_mean, "slope_tv_ci_low": tv_low, "slope_tv_ci_high": tv_high,
             "slope_tv_min": min(r["slope_tv"] for r in rows), "slope_tv_max": max(r["slope_tv"] for r in rows),
             "train_loss_max": max((v for v in losses if v is not None), default=float("nan")),
             "inits": len(rows), "runs": rows,
         }
     figure = None
     if settings.plot:
-        from sam_lightning.theory.plots import plot_relu_functions
+        from sam_lightning.plots import relu_functions
 
-        figure = str(plot_relu_functions(nets, training_data(), Path(out_dir) / "relu_1d.png", summary))
+        figure = str(relu_functions(nets, training_data(), Path(out_dir) / "relu_1d.png", summary))
     sam = summary["SAM"]
     return {
         "final_train_loss": sam["train_loss_max"],

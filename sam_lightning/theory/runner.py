@@ -1,8 +1,11 @@
 """One theory job from a composed Hydra config: validate, run, print, write `results.json`.
 
 `theory.py` calls `run_job(cfg)`; tests call it on configs made with Hydra's compose API.
-`results.json` follows the deep-net runs' conventions (`sam_lightning.results`): written atomically,
-with `status`, `reason`, `final_train_loss`, `final_test_loss`, `wall_time_s`, `config`, `history`.
+`results.json` has the training runs' shape (`sam_lightning.results`), so `sweep.py` and the
+end-of-multirun table read both alike: written atomically, with `status` (finished, diverged,
+failed), `reason`, the final metrics (`final_train_loss`, `final_test_loss`, ...), `global_step`,
+`wall_time_s`, `config` and a `history` of `step`, `train/loss`, `test/loss` rows. A failed job's
+file is written by `sam_lightning.results.write_failure`, as for training runs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sam_lightning.config import ConfigError
 from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
+from sam_lightning.stats import format_mean_ci
 from sam_lightning.theory.diag_net import run_diag_net
 from sam_lightning.theory.spec import (
     PROBLEMS,
@@ -55,7 +59,8 @@ def run_metrics(cfg: DictConfig, run_dir: Path) -> dict:
 def describe(payload: dict) -> str:
     """The lines printed at the end of a job."""
     if payload["problem"] == "relu_1d":
-        lines = [f"{name}: slope total variation {s['slope_tv_mean']:.3g} +- {s['slope_tv_std']:.2g} over {s['inits']} inits, "
+        lines = [f"{name}: slope total variation {format_mean_ci(s['slope_tv_mean'], s['slope_tv_ci_low'], s['slope_tv_ci_high'])} "
+                 f"(mean, 95% CI over {s['inits']} inits), "
                  f"train loss <= {s['train_loss_max']:.2e}" for name, s in payload["methods"].items()]
         return "\n".join(lines + [f"figure: {payload['figure']}"])
     def fmt(x):
@@ -86,11 +91,12 @@ def run_job(cfg: DictConfig) -> dict:
         label += " -> " + TheoryMethod.from_mapping(config["switch"]["to"]).display_name()
     diverged = bool(metrics.get("diverged"))
     payload = {
-        "status": "finished",
+        "status": "diverged" if diverged else "finished",
         "reason": "the training loss became non-finite" if diverged else None,
         "problem": cfg.problem,
         "method": label,
         **{k: v for k, v in metrics.items() if k != "history"},
+        "global_step": metrics.get("iterations"),
         "wall_time_s": round(time.time() - started, 3),
         "config": config,
         "history": metrics.get("history", []),
@@ -100,7 +106,3 @@ def run_job(cfg: DictConfig) -> dict:
     print(f"results:       {run_dir / RESULTS_FILE}", flush=True)
     return payload
 
-
-def write_failure(run_dir: str | Path, cfg: DictConfig, reason: str) -> None:
-    """The same file for a job that failed before it produced numbers."""
-    atomic_write_json(Path(run_dir) / RESULTS_FILE, {"status": "failed", "reason": reason, "config": OmegaConf.to_container(cfg, resolve=False)})

@@ -16,7 +16,7 @@ from sam_lightning.config import ConfigError, from_mapping
 
 OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b), replace=True)
 
-METHOD_NAMES = ("gd", "sam")
+METHOD_NAMES = ("erm", "sam")
 ENGINES = ("shared", "vectorized")
 PROBLEMS = ("diag_net", "relu_1d")
 
@@ -25,13 +25,14 @@ PROBLEMS = ("diag_net", "relu_1d")
 class TheoryMethod:
     """How one step forms its gradient.
 
-    name: gd (plain gradient descent on the loss) | sam (m-SAM through `sam_gradients`).
+    name: erm (gradient descent on the loss, as `method=erm` of the training runs) | sam (m-SAM
+    through `sam_gradients`, as the training runs' `sam`).
     rho: inner step size; with normalize=False (the theory's setting, paper Eq. 8) the ascent
     point of chunk c is w + rho * grad L_c(w). m: chunk size; 1 is 1-SAM, null the whole batch
     (full-batch n-SAM when the batch is the training set). label: the name used in tables.
     """
 
-    name: str = "gd"
+    name: str = "erm"
     rho: float = 0.0
     m: int | None = None
     normalize: bool = False
@@ -52,7 +53,7 @@ class TheoryMethod:
     def display_name(self) -> str:
         if self.label:
             return self.label
-        if self.name == "gd":
+        if self.name == "erm":
             return "GD"
         return "n-SAM" if self.m is None else f"{self.m}-SAM"
 
