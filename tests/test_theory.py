@@ -28,6 +28,7 @@ from sam_lightning.theory.diag_net import (
 )
 from sam_lightning.theory.runner import run_job
 from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod
+from sam_lightning.variants import SAM
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "theory"
@@ -97,7 +98,8 @@ def test_perturbations_and_gradient_follow_eq8(m):
     rec.load_state_dict(net.state_dict())
     rho, n = 0.3, data.X.shape[0]
     w = weights(rec)
-    sam_gradients(rec, [rec.w_plus, rec.w_minus], quarter_squared_error, data.X, data.y, rho=rho, m=m, normalize=False)
+    # The chunk loop: the recording model keeps every weight it sees, which a vectorized pass cannot.
+    sam_gradients(rec, [rec.w_plus, rec.w_minus], quarter_squared_error, data.X, data.y, SAM(rho=rho, m=m, normalize=False, engine="loop"))
     grads = [example_gradient(w, x, y) for x, y in zip(data.X, data.y)]
     if m == 1:  # w^i_{t+1/2} = w + rho grad l_i(w)
         points = [w + rho * g for g in grads]
