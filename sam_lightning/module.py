@@ -95,9 +95,12 @@ class SAMClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["switch_epoch"] = self.switch_epoch
+        # n-SAM's next ascent batch: without it a resumed run's first step differs from the uninterrupted run's.
+        checkpoint["nsam_previous_batch"] = self._previous_batch
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.switch_epoch = checkpoint.get("switch_epoch", self.switch_epoch)
+        self._previous_batch = checkpoint.get("nsam_previous_batch", self._previous_batch)
 
     @property
     def active_method(self) -> str:
