@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-import sam_lightning.open_trainer_config  # noqa: F401 - lets trainer.<any argument>=... compose without '+'
+import sam_lightning.open_config_node  # noqa: F401 - trainer.<any argument>=... composes without "+"
 from sam_lightning.callbacks.divergence import DivergenceGuard, TrainingDiverged
 from sam_lightning.callbacks.from_config import instantiate_callbacks
 from sam_lightning.callbacks.rng_state import RNGState

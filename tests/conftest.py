@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-import sam_lightning.open_trainer_config  # noqa: F401 - conf/train/trainer/ builds on the open node it registers
+import sam_lightning.open_config_node  # noqa: F401 - the open node conf/train/trainer and conf/analysis build on
 
 # The suite runs as 2 pytest-xdist workers on 2 cores (make test): one thread each, and the same for
 # the training subprocesses that tests start. Oversubscribed threads make tiny jobs 10x slower.

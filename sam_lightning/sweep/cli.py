@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = aggregate(runs, metric=args.metric)
     print(report.console_report(rows, problems, sources))
     out = _out_dir(args)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: --out {out} cannot be created ({err.strerror or err}); choose a writable folder", file=sys.stderr)
+        return 2
     report.write_runs_csv(out / "runs.csv", runs, problems)
     if not rows:
         print(f"\nerror: none of the {len(problems)} job(s) finished; see {out / 'runs.csv'}", file=sys.stderr)
