@@ -129,7 +129,7 @@ def train(cfg: DictConfig) -> dict:
         check_resume(cfg.ckpt_path, cfg, arrays.num_classes)
     results = ResultsWriter(run_dir, config, extra={"data_sizes": sizes, "parameters": sum(p.numel() for p in model.parameters())})
     logger = make_logger(cfg, run_dir, config)
-    trainer = make_trainer(cfg, run_dir, logger, always_on=[results, DivergenceGuard(), RNGState()])
+    trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState()])
     wandb_dir = None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)

@@ -10,6 +10,7 @@ runs as a real process, to show that the two agree.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import runpy
 import subprocess
@@ -154,6 +155,8 @@ def run_entry(module: str, args: list[str], monkeypatch) -> int:
     script = SCRIPTS.get(module)
     monkeypatch.setattr(sys, "argv", [str(script or "sharpness"), *args])
     GlobalHydra.instance().clear()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     try:
         if script is not None:
             runpy.run_path(str(script), run_name="__main__")
@@ -161,6 +164,11 @@ def run_entry(module: str, args: list[str], monkeypatch) -> int:
             runpy.run_module("sam_lightning.analysis.sharpness", run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else 1
+    finally:
+        # Hydra points the root logger at this test's captured streams and run folder: undo it.
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()
+        root.handlers[:], root.level = handlers, level
     return 0
 
 
