@@ -124,9 +124,9 @@ def train(cfg: DictConfig) -> dict:
         track_label_noise=len(datamodule.noisy_indices) > 0,
     )
     if cfg.get("init_from"):
-        load_backbone_weights(model, cfg.init_from, cfg.model, arrays.num_classes)
+        load_backbone_weights(model, cfg.init_from)
     if cfg.get("ckpt_path"):
-        check_resume(cfg.ckpt_path, cfg, arrays.num_classes)
+        check_resume(cfg.ckpt_path, model)
     results = ResultsWriter(run_dir, config, extra={"data_sizes": sizes, "parameters": sum(p.numel() for p in model.parameters())})
     logger = make_logger(cfg, run_dir, config)
     trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState()])
@@ -154,23 +154,32 @@ def save_noisy_labels(path: Path, datamodule: ImageDataModule) -> None:
     atomic_write_json(path, {"indices": idx.tolist(), "noisy_labels": datamodule.arrays.train_y[idx].tolist(), "true_labels": datamodule.true_train_y[idx].tolist()})
 
 
-def load_backbone_weights(model: SAMClassifier, path: str, model_cfg: DictConfig, num_classes: int) -> None:
+def checked_checkpoint(path: str, key: str, model: SAMClassifier):
+    """The checkpoint given as `key` (init_from, ckpt_path), checked against `model`: one line on failure."""
+    try:
+        return load_for_model(path, key, model.hparams.model, model.hparams.num_classes)
+    except CheckpointError as err:
+        raise ConfigError(str(err)) from err
+
+
+def load_backbone_weights(model: SAMClassifier, path: str) -> None:
     """init_from: start from a checkpoint's weights only (no optimizer, epoch or schedule state)."""
-    ckpt = load_for_model(path, "init_from", model_cfg, num_classes)
+    ckpt = checked_checkpoint(path, "init_from", model)
     model.backbone.load_state_dict(ckpt.state_dict)
     log.info("initialized the weights from %s (epoch %s)", path, ckpt.epoch)
 
 
-def check_resume(path: str, cfg: DictConfig, num_classes: int) -> None:
+def check_resume(path: str, model: SAMClassifier) -> None:
     """ckpt_path: the same checks as init_from, and the same planned length. The LR schedule and
     the ERM->SAM switch epoch are fractions of trainer.max_epochs: resuming with another value
     would silently give another run, so it is refused; training longer is a new run."""
-    ckpt = load_for_model(path, "ckpt_path", cfg.model, num_classes)
-    if ckpt.max_epochs is not None and ckpt.max_epochs != cfg.trainer.max_epochs:
+    ckpt = checked_checkpoint(path, "ckpt_path", model)
+    planned, asked = ckpt.max_epochs, model.hparams.max_epochs
+    if planned is not None and planned != asked:
         raise ConfigError(
-            f"ckpt_path={path} is a run planned for trainer.max_epochs={ckpt.max_epochs} (its LR schedule and switch epoch follow it), "
-            f"not {cfg.trainer.max_epochs}: resume with trainer.max_epochs={ckpt.max_epochs}, or train longer on purpose "
-            f"as a new run from its weights: init_from={path} trainer.max_epochs={cfg.trainer.max_epochs}"
+            f"ckpt_path={path} is a run planned for trainer.max_epochs={planned} (its LR schedule and switch epoch follow it), "
+            f"not {asked}: resume with trainer.max_epochs={planned}, or train longer on purpose "
+            f"as a new run from its weights: init_from={path} trainer.max_epochs={asked}"
         )
 
 
