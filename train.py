@@ -32,7 +32,7 @@ from sam_lightning.callbacks.divergence import DivergenceGuard, TrainingDiverged
 from sam_lightning.callbacks.from_config import instantiate_callbacks
 from sam_lightning.callbacks.rng_state import RNGState
 from sam_lightning.checkpoints import CheckpointError, load_for_model
-from sam_lightning.cli import run_hydra_job
+from sam_lightning.cli import fail, run_hydra_job
 from sam_lightning.config import ConfigError, MethodSpec, OptimSpec
 from sam_lightning.data import DataUnavailableError, ImageDataModule
 from sam_lightning.module import SAMClassifier
@@ -186,14 +186,19 @@ def check_resume(path: str, model: SAMClassifier) -> None:
 @hydra.main(version_base="1.3", config_path="conf/train", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point. Returns the final test error (for Hydra sweepers that optimize)."""
-    def record(reason: str) -> None:
+    def record(reason: str, status: str = "failed") -> None:
         try:
-            write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)
+            write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason, status)
         except OSError:  # the run directory itself is what failed; the message says so
             pass
 
-    out = run_hydra_job(train, cfg, (ConfigError, CheckpointError, DataUnavailableError, TrainingDiverged), record)
+    try:
+        out = run_hydra_job(train, cfg, (ConfigError, CheckpointError, DataUnavailableError, TrainingDiverged), record)
+    except KeyboardInterrupt:  # Ctrl-C before Lightning took over (during the data load); Lightning handles it later
+        record("KeyboardInterrupt: stopped before training started", status="interrupted")
+        fail("interrupted (Ctrl-C) before training started")
     return out["final_test_error"] if out else None
+
 
 if __name__ == "__main__":
     main()

@@ -124,9 +124,10 @@ class ResultsWriter(pl.Callback):
         return payload
 
 
-def write_failure(run_dir: str | os.PathLike, config: dict, reason: str) -> None:
-    """For failures before training starts (bad config, missing data): same file, same keys. A run
-    that got as far as training has already written its own end, with its history: kept."""
+def write_failure(run_dir: str | os.PathLike, config: dict, reason: str, status: str = "failed") -> None:
+    """For failures before training starts (bad config, missing data, Ctrl-C while the data load):
+    same file, same keys. A run that got as far as training has already written its own end, with
+    its history: kept."""
     writer = ResultsWriter(run_dir, config)
     if writer.path.resolve() not in ResultsWriter.closed:
-        writer.write("failed", reason=reason)
+        writer.write(status, reason=reason)

@@ -164,6 +164,9 @@ def run_entry(module: str, args: list[str], monkeypatch) -> int:
             runpy.run_module("sam_lightning.analysis.sharpness", run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else 1
+    except KeyboardInterrupt:  # escaped the entry point: report it, do not end the test session
+        print("KeyboardInterrupt escaped", file=sys.stderr)
+        return -2
     finally:
         # Hydra points the root logger at this test's captured streams and run folder: undo it.
         for handler in set(root.handlers) - set(handlers):

@@ -75,3 +75,15 @@ def test_json_outputs_are_readable_by_everyone_as_other_outputs(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "analysis.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o644
+
+
+def test_ctrl_c_before_training_is_interrupted_too(tmp_path, capfd, monkeypatch):
+    from sam_lightning.data import datamodule
+
+    def ctrl_c(self, stage=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datamodule.ImageDataModule, "setup", ctrl_c)
+    code = run_entry("train", [*TINY, f"hydra.run.dir={tmp_path}"], monkeypatch)
+    check_one_line(capfd.readouterr().err, code, 1, "interrupted")
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "interrupted"
