@@ -30,12 +30,14 @@ def ckpt_files(run_dir) -> set[str]:
     return {p.name for p in Path(run_dir).rglob("*.ckpt")}
 
 
-def test_last_ckpt_holds_the_last_epoch_even_after_the_best_one(tiny_cfg, best_at_epoch_0):
-    cfg = tiny_cfg("trainer.max_epochs=3")
+@pytest.mark.parametrize("every", [1, 2], ids=["tested_every_epoch", "tested_every_2nd_epoch"])
+def test_last_ckpt_holds_the_last_epoch_even_after_the_best_one(tiny_cfg, best_at_epoch_0, every):
+    cfg = tiny_cfg("trainer.max_epochs=3", f"trainer.check_val_every_n_epoch={every}")
     train(cfg)
     run = cfg.paths.output_dir
     assert torch.load(f"{run}/checkpoints/last.ckpt", weights_only=True)["epoch"] == 2
-    assert torch.load(f"{run}/checkpoints/best-epoch000.ckpt", weights_only=True)["epoch"] == 0
+    first_tested = every - 1  # the best one: the test error only grows
+    assert torch.load(f"{run}/checkpoints/best-epoch{first_tested:03d}.ckpt", weights_only=True)["epoch"] == first_tested
 
 
 def test_periodic_checkpoints_are_all_kept_and_top_k_keeps_the_k_best(tiny_cfg, best_at_epoch_0):
