@@ -48,7 +48,7 @@ def test_periodic_checkpoints_are_all_kept_and_top_k_keeps_the_k_best(tiny_cfg, 
     assert [torch.load(f"{run}/checkpoints/epoch{e:03d}.ckpt", weights_only=True)["epoch"] for e in range(3)] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("off", ["callbacks=none", "trainer.enable_checkpointing=false"])
+@pytest.mark.parametrize("off", ["callbacks=none", "trainer.enable_checkpointing=false", "+trainer.enable_checkpointing=false"])
 def test_checkpointing_off_writes_no_checkpoint_but_results(tiny_cfg, off):
     cfg = tiny_cfg(off)
     train(cfg)
