@@ -29,12 +29,25 @@ from sam_lightning.results import write_failure
 from sam_lightning.theory.runner import run_job
 
 
+def check_dimension(cfg: DictConfig) -> None:
+    """data.d first: the presets give step sizes and radii as ${div:a,${data.d}}, which d=0 turns
+    into a division by zero inside the config, before the settings' own checks could name it."""
+    d = cfg.get("data", {}).get("d") if cfg.get("problem") == "diag_net" else 1
+    if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+        raise ConfigError(f"data.d={d!r}: must be an integer >= 1 (the dimension; step sizes and radii are in units of 1/d)")
+
+
+def job(cfg: DictConfig) -> dict:
+    check_dimension(cfg)
+    return run_job(cfg)
+
+
 @hydra.main(version_base="1.3", config_path="conf/theory", config_name="theory")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point. Returns the final test loss for Hydra sweepers that optimize; inf for a
     failed or diverged run."""
     record = lambda reason: write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)  # noqa: E731
-    out = run_hydra_job(run_job, cfg, (ConfigError,), record)
+    out = run_hydra_job(job, cfg, (ConfigError,), record)
     value = out.get("final_test_loss") if out and out.get("status") == "finished" else None
     return float("inf") if value is None else float(value)
 

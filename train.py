@@ -4,9 +4,11 @@
     python train.py method=sam_m128 data=cifar100     # 128-SAM, CIFAR-100, ResNet-34
     python train.py experiment=smoke                  # a CPU check in under a minute
     python train.py -m method.rho=0.05,0.1,0.2 seed=0,1,2   # a grid, one job per combination
-    python train.py ckpt_path=outputs/.../checkpoints/last.ckpt   # resume
+    python train.py ckpt_path=outputs/.../checkpoints/last.ckpt   # resume (same settings)
+    python train.py experiment=smoke callbacks=none   # no checkpoints
 
-Each run directory holds results.json, train.log, checkpoints/ and the logger's files.
+Each run directory holds results.json, train.log, checkpoints/ (the `callbacks` group) and the
+logger's files. results.json's status is finished, diverged, interrupted or failed (README, Outputs).
 """
 
 from __future__ import annotations
@@ -14,22 +16,29 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+import inspect
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from sam_lightning.checkpoints import CheckpointError, load_checkpoint
+import sam_lightning.open_config_node  # noqa: F401 - trainer.<any argument>=... composes without "+"
+from sam_lightning.callbacks.divergence import DivergenceGuard, TrainingDiverged
+from sam_lightning.callbacks.from_config import instantiate_callbacks
+from sam_lightning.callbacks.rng_state import RNGState
 from sam_lightning.callbacks.switch import MethodSwitch
-from sam_lightning.cli import instantiate_method, run_hydra_job
-from sam_lightning.config import ConfigError, ModelSpec, OptimSpec, check_data_settings
+from sam_lightning.checkpoints import CheckpointError, load_for_model
+from sam_lightning.cli import fail, instantiate_method, run_hydra_job
+from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.data import DataUnavailableError, ImageDataModule
 from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
 from sam_lightning.results import ResultsWriter, atomic_write_json, write_failure
+from sam_lightning.train_checks import check_train_config
 from sam_lightning.wandb_mode import resolve_mode
 
 log = logging.getLogger("train")
@@ -55,6 +64,33 @@ def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
     )
 
 
+def make_run_dir(path: str) -> Path:
+    run_dir = Path(path)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"paths.output_dir={path} cannot be created ({err.strerror or err}); choose a writable folder") from err
+    return run_dir
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, logger, always_on: list[pl.Callback]) -> pl.Trainer:
+    """pl.Trainer(**cfg.trainer) with the always-on callbacks and those of the `callbacks` group.
+    trainer.enable_checkpointing=false leaves the group's checkpoint entries out; a group without
+    any (callbacks=none) turns Lightning's own default checkpoint off too."""
+    args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks", "default_root_dir"}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ConfigError(f"trainer.{unknown[0]} is not a pl.Trainer argument (see the Lightning Trainer documentation)")
+    group = instantiate_callbacks(cfg.get("callbacks"), checkpointing=bool(args.get("enable_checkpointing", True)))
+    args["enable_checkpointing"] = any(isinstance(c, Checkpoint) for c in group)
+    try:
+        return pl.Trainer(**args, logger=logger, callbacks=[*always_on, *group], default_root_dir=str(run_dir))
+    except (TypeError, ValueError, MisconfigurationException) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"trainer: {first}") from err
+
+
 def use_channels_last(cfg: DictConfig) -> bool:
     if cfg.channels_last == "auto":
         return cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available())
@@ -63,15 +99,14 @@ def use_channels_last(cfg: DictConfig) -> bool:
 
 def train(cfg: DictConfig) -> dict:
     """Runs one training job and returns what results.json holds. Raises on failure."""
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_train_config(cfg)
     method = instantiate_method(cfg.method)
+    model_spec, optim = ModelSpec.from_mapping(cfg.model), OptimSpec.from_mapping(cfg.optim)
+    method.check_batch_size(cfg.data.batch_size)
+    run_dir = make_run_dir(cfg.paths.output_dir)
     # The variant's name is recorded beside its settings (results.json, W&B, sweep tables).
     OmegaConf.update(cfg, "method.name", method.name, force_add=True)
     config = OmegaConf.to_container(cfg, resolve=True)
-    model_spec, optim = ModelSpec.from_mapping(cfg.model), OptimSpec.from_mapping(cfg.optim)
-    method.check_batch_size(cfg.data.batch_size)
-    check_data_settings(cfg.data.get("label_noise", 0.0), cfg.data.get("train_fraction", 1.0))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = ImageDataModule(cfg.data, batch_size=cfg.data.batch_size, eval_batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, on_device=cfg.data_on_device)
@@ -91,13 +126,11 @@ def train(cfg: DictConfig) -> dict:
     )
     if cfg.get("init_from"):
         load_backbone_weights(model, cfg.init_from)
+    if cfg.get("ckpt_path"):
+        check_resume(cfg.ckpt_path, model)
     results = ResultsWriter(run_dir, config, extra={"data_sizes": sizes, "parameters": sum(p.numel() for p in model.parameters())})
-    checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", monitor="test/error", mode="min",
-        save_last=True, auto_insert_metric_name=False,
-    )
     logger = make_logger(cfg, run_dir, config)
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer), logger=logger, callbacks=[results, checkpoints, MethodSwitch()], default_root_dir=str(run_dir))
+    trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch()])
     wandb_dir = None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -122,28 +155,53 @@ def save_noisy_labels(path: Path, datamodule: ImageDataModule) -> None:
     atomic_write_json(path, {"indices": idx.tolist(), "noisy_labels": datamodule.arrays.train_y[idx].tolist(), "true_labels": datamodule.true_train_y[idx].tolist()})
 
 
+def checked_checkpoint(path: str, key: str, model: SAMClassifier):
+    """The checkpoint given as `key` (init_from, ckpt_path), checked against `model`: one line on failure."""
+    try:
+        return load_for_model(path, key, model.hparams.model, model.hparams.num_classes)
+    except CheckpointError as err:
+        raise ConfigError(str(err)) from err
+
+
 def load_backbone_weights(model: SAMClassifier, path: str) -> None:
     """init_from: start from a checkpoint's weights only (no optimizer, epoch or schedule state)."""
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as err:
-        raise ConfigError(f"init_from: {err}") from err
-    expected = {**{k: model.hparams.model.get(k) for k in ("arch", "width", "norm")}, "num_classes": model.hparams.num_classes}
-    found = {k: ckpt.architecture.get(k) for k in expected}
-    if found != expected:
-        raise ConfigError(f"init_from={path} holds {found}, the configured model is {expected}")
+    ckpt = checked_checkpoint(path, "init_from", model)
     model.backbone.load_state_dict(ckpt.state_dict)
     log.info("initialized the weights from %s (epoch %s)", path, ckpt.epoch)
+
+
+def check_resume(path: str, model: SAMClassifier) -> None:
+    """ckpt_path: the same checks as init_from, and the same planned length. The LR schedule and
+    the ERM->SAM switch epoch are fractions of trainer.max_epochs: resuming with another value
+    would silently give another run, so it is refused; training longer is a new run."""
+    ckpt = checked_checkpoint(path, "ckpt_path", model)
+    planned, asked = ckpt.max_epochs, model.hparams.max_epochs
+    if planned is not None and planned != asked:
+        raise ConfigError(
+            f"ckpt_path={path} is a run planned for trainer.max_epochs={planned} (its LR schedule and switch epoch follow it), "
+            f"not {asked}: resume with trainer.max_epochs={planned}, or train longer on purpose "
+            f"as a new run from its weights: init_from={path} trainer.max_epochs={asked}"
+        )
 
 
 @hydra.main(version_base="1.3", config_path="conf/train", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point. Returns the final test error for Hydra sweepers that optimize (Optuna);
     a failed, diverged or unfinished run returns inf, which a minimizing study records as its worst."""
-    record = lambda reason: write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)  # noqa: E731
-    out = run_hydra_job(train, cfg, (ConfigError, DataUnavailableError), record)
+    def record(reason: str, status: str = "failed") -> None:
+        try:
+            write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason, status)
+        except OSError:  # the run directory itself is what failed; the message says so
+            pass
+
+    try:
+        out = run_hydra_job(train, cfg, (ConfigError, CheckpointError, DataUnavailableError, TrainingDiverged), record)
+    except KeyboardInterrupt:  # Ctrl-C before Lightning took over (during the data load); Lightning handles it later
+        record("KeyboardInterrupt: stopped before training started", status="interrupted")
+        fail("interrupted (Ctrl-C) before training started")
     value = out.get("final_test_error") if out and out.get("status") == "finished" else None
     return float("inf") if value is None else float(value)
+
 
 if __name__ == "__main__":
     main()

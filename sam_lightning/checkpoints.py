@@ -39,14 +39,11 @@ class Checkpoint:
     state_dict: dict[str, Tensor]  # the backbone's, without the "backbone." prefix
     epoch: int | None = None
     global_step: int | None = None
+    max_epochs: int | None = None  # the run's planned length (its LR schedule and switch epoch follow it)
 
     @property
     def architecture(self) -> dict:
-        """What decides the shapes of the weights (gn_groups only matters with GroupNorm)."""
-        arch = {k: self.model.get(k) for k in ("arch", "width", "norm")} | {"num_classes": self.num_classes}
-        if self.model.get("norm") == "group":
-            arch["gn_groups"] = self.model.get("gn_groups")
-        return arch
+        return architecture_of(self.model, self.num_classes)
 
     @property
     def run_dir(self) -> Path | None:
@@ -71,6 +68,15 @@ class Checkpoint:
         model = build_model(num_classes=self.num_classes, **self.model)
         model.load_state_dict(self.state_dict, strict=True)
         return model.to(device).eval()
+
+
+def architecture_of(model: Mapping, num_classes: int) -> dict:
+    """What decides the shapes of the weights of `build_model(num_classes, **model)` (gn_groups
+    only matters with GroupNorm)."""
+    arch = {k: model.get(k) for k in ("arch", "width", "norm")} | {"num_classes": num_classes}
+    if model.get("norm") == "group":
+        arch["gn_groups"] = model.get("gn_groups")
+    return arch
 
 
 def _arch_text(arch: Mapping) -> str:
@@ -110,7 +116,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ckpt = Checkpoint(
         path=path, model=dict(hparams["model"]), num_classes=int(hparams.get("num_classes", 0)),
         method=dict(hparams.get("method") or {}), state_dict=state,
-        epoch=raw.get("epoch"), global_step=raw.get("global_step"),
+        epoch=raw.get("epoch"), global_step=raw.get("global_step"), max_epochs=hparams.get("max_epochs"),
     )
     try:
         model = build_model(num_classes=ckpt.num_classes, **ckpt.model)
@@ -119,6 +125,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     problem = _mismatch(model, state)
     if problem:
         raise CheckpointError(f"{path}: weights do not match its architecture {_arch_text(ckpt.architecture)}: {problem}")
+    return ckpt
+
+
+def load_for_model(path: str | Path, key: str, model: Mapping, num_classes: int) -> Checkpoint:
+    """The checkpoint given as `key`=path (init_from, ckpt_path), checked against the configured
+    model before Lightning opens it: a missing, unreadable or foreign file, or weights of another
+    shape, is one CheckpointError line naming the setting and the file."""
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{key}: {err}") from err
+    expected = architecture_of(model, num_classes)
+    if ckpt.architecture != expected:
+        raise CheckpointError(f"{key}={path} holds a model {_arch_text(ckpt.architecture)}, the configured model is {_arch_text(expected)}")
     return ckpt
 
 

@@ -64,7 +64,7 @@ def instantiate_method(node):
     from hydra.utils import get_class, instantiate
     from omegaconf import OmegaConf
 
-    from sam_lightning.config import ConfigError
+    from sam_lightning.config import ConfigError, check_fields
 
     values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     target = values.get("_target_")
@@ -74,10 +74,8 @@ def instantiate_method(node):
         cls = get_class(target)
     except Exception as err:  # noqa: BLE001 - any import failure is a bad _target_
         raise ConfigError(f"method._target_={target!r}: no such class can be imported") from err
-    known = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else None
-    unknown = sorted(set(values) - {"_target_"} - (known or set())) if known is not None else []
-    if unknown:
-        raise ConfigError(f"unknown key(s) method.{', method.'.join(unknown)} for {target}; known: {', '.join(sorted(known))}")
+    if dataclasses.is_dataclass(cls):
+        check_fields(cls, "method", {k: v for k, v in values.items() if k != "_target_"})
     try:
         return instantiate(values, _convert_="all")
     except InstantiationException as err:

@@ -7,6 +7,8 @@ a SAM variant (`sam_lightning.variants`), built from conf/train/method/ by its `
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -15,13 +17,40 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and the accepted values."""
 
 
+def _accepts(annotation, value) -> bool:
+    """Whether `value` fits a field annotation (int, float, bool, str, X | None). A float field takes
+    an int (rho=1); no numeric field takes a bool or a string ('abc' is not a radius)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation in (bool, str):
+        return isinstance(value, annotation)
+    return True  # anything else is the dataclass's own business
+
+
 def from_mapping(cls, section: str, values: Mapping):
-    """`cls(**values)`, with a one-line error naming any unknown key."""
+    """`cls(**values)`, after `check_fields`."""
+    check_fields(cls, section, values)
+    return cls(**dict(values))
+
+
+def check_fields(cls, section: str, values: Mapping) -> None:
+    """A one-line error naming any key that is not a field of the dataclass `cls`, or a value of the
+    wrong type (so that e.g. method.rho=abc is refused here, not met as a TypeError deep in a comparison)."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {section}.{', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return cls(**dict(values))
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if not _accepts(hints[key], value):
+            wanted = " or ".join(getattr(a, "__name__", str(a)) for a in (typing.get_args(hints[key]) or (hints[key],)))
+            raise ConfigError(f"{section}.{key}={value!r} is not a valid value: expected {wanted.replace('NoneType', 'null')}")
 
 
 SCHEDULES = ("piecewise", "cosine", "constant")

@@ -96,9 +96,16 @@ class SAMClassifier(pl.LightningModule):
         from sam_lightning.callbacks.switch import MethodSwitch
 
         if isinstance(self.method, SwitchedSAM) and not any(isinstance(c, MethodSwitch) for c in self.trainer.callbacks):
-            raise ConfigError(f"method {self.method.name} needs the MethodSwitch callback (callbacks.switch); it is missing from the callbacks")
+            raise ConfigError(f"method {self.method.name} needs the MethodSwitch callback (sam_lightning.callbacks.switch) in the Trainer's callbacks")
 
     # -- the step ------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # n-SAM's next ascent batch: without it a resumed run's first step differs from the uninterrupted run's.
+        checkpoint["nsam_previous_batch"] = self._previous_batch
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._previous_batch = checkpoint.get("nsam_previous_batch", self._previous_batch)
+
     def current_rho(self, lr: float) -> float:
         return self.method.current_rho(lr, self.optim.lr) if self.perturbing else 0.0
 

@@ -1,8 +1,14 @@
 """`results.json`: one file per run that says what came out of it, written atomically.
 
-Written at the end of every run, finished or failed, and after every epoch, so that a killed job
-still leaves the last complete state (never a half-written file: write to a temporary file in the
-same folder, then rename over the old one).
+Written at the end of every run and after every epoch, so that a killed job still leaves the last
+complete state (never a half-written file: write to a temporary file in the same folder, then
+rename over the old one). `status` is one of
+
+    running      an epoch has finished, the run goes on (or was killed without a word)
+    finished     trainer.max_epochs done (or stopped early by an early_stopping callback)
+    diverged     the training loss became NaN or infinite; `diverged_at` names the epoch and step
+    interrupted  stopped by Ctrl-C (KeyboardInterrupt)
+    failed       any other error; `reason` holds it
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from sam_lightning.callbacks.divergence import TrainingDiverged
 from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
 
 TRAIN_KEYS = ("train/loss", "train/error", "train/objective", "train/lr", "train/rho", "train/perturbed", "train/clean_error", "train/noisy_fit")
@@ -28,11 +35,24 @@ def _float(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def status_of(exception: BaseException) -> str:
+    """The status a run ends with when `exception` stops it."""
+    if isinstance(exception, TrainingDiverged):
+        return "diverged"
+    if isinstance(exception, KeyboardInterrupt):
+        return "interrupted"
+    return "failed"
+
+
 class ResultsWriter(pl.Callback):
     """Collects per-epoch metrics and keeps `results.json` up to date.
 
     The history travels in checkpoints (state_dict), so a resumed run keeps its earlier epochs.
     """
+
+    # results.json files that a run of this process has closed with its own end (and history):
+    # `write_failure`, called afterwards by the entry point, leaves them as they are.
+    closed: set[Path] = set()
 
     def __init__(self, run_dir: str | os.PathLike, config: dict, extra: dict | None = None) -> None:
         self.path = Path(run_dir) / RESULTS_FILE
@@ -73,8 +93,11 @@ class ResultsWriter(pl.Callback):
             self.write("finished" if not trainer.interrupted else "interrupted", epochs_done=trainer.current_epoch)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, TrainingDiverged):
+            self.extra["diverged_at"] = {"epoch": exception.epoch, "step": exception.step, "loss": str(exception.loss)}
         if trainer.is_global_zero:
-            self.write("failed", reason=f"{type(exception).__name__}: {exception}")
+            self.write(status_of(exception), reason=f"{type(exception).__name__}: {exception}")
+            ResultsWriter.closed.add(self.path.resolve())
 
     def summary(self) -> dict:
         tested = [h for h in self.history if h.get("test/error") is not None]
@@ -101,6 +124,10 @@ class ResultsWriter(pl.Callback):
         return payload
 
 
-def write_failure(run_dir: str | os.PathLike, config: dict, reason: str) -> None:
-    """For failures before training starts (bad config, missing data): same file, same keys."""
-    ResultsWriter(run_dir, config).write("failed", reason=reason)
+def write_failure(run_dir: str | os.PathLike, config: dict, reason: str, status: str = "failed") -> None:
+    """For failures before training starts (bad config, missing data, Ctrl-C while the data load):
+    same file, same keys. A run that got as far as training has already written its own end, with
+    its history: kept."""
+    writer = ResultsWriter(run_dir, config)
+    if writer.path.resolve() not in ResultsWriter.closed:
+        writer.write(status, reason=reason)

@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+
+import sam_lightning.open_config_node  # noqa: F401 - the open node conf/train/trainer and conf/analysis build on
 
 # The suite runs as 2 pytest-xdist workers on 2 cores (make test): one thread each, and the same for
 # the training subprocesses that tests start. Oversubscribed threads make tiny jobs 10x slower.
@@ -55,3 +58,19 @@ def _offline_wandb(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("NETRC", os.devnull)
+
+
+class StopAfterEpoch(pl.Callback):
+    """A run stopped at the end of epoch `epoch` (after its checkpoints), as if killed there.
+    Added from the command line: +callbacks.stop._target_=conftest.StopAfterEpoch +callbacks.stop.epoch=0"""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch >= self.epoch:
+            trainer.should_stop = True
+
+
+def stop_after(epoch: int) -> list[str]:
+    return ["+callbacks.stop._target_=conftest.StopAfterEpoch", f"+callbacks.stop.epoch={epoch}"]

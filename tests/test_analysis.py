@@ -290,3 +290,15 @@ def test_interpolation_command_refuses_another_architecture_before_any_work(smok
     with pytest.raises(CheckpointError, match="another architecture") as err:
         interpolation_run(cfg)
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("data", [["data=synthetic", "data.n_train=256", "data.n_test=128"], ["data.root=/elsewhere"]], ids=["data_option", "data_root_alone"])
+def test_sharpness_takes_the_data_options_docs_analysis_md_documents(smoke_checkpoints, tmp_path, data):
+    from sam_lightning.analysis.sharpness import run as sharpness_run
+
+    for choice in (["data=imagefolder", "data.root=/some/tree"], ["data=cifar10"]):  # compose, as documented
+        assert compose_config(["ckpt=x", *choice], config_name="sharpness", tree="analysis").data.name == choice[0].split("=")[1]
+    cfg = compose_config([f"ckpt={smoke_checkpoints[0]}", *data, "rho=[0.1]", "m=[8]", "n=8", "steps=1", "progress=false",
+                          "device=cpu", f"out_dir={tmp_path}"], config_name="sharpness", tree="analysis")
+    out = sharpness_run(cfg)
+    assert out["checkpoints"][0]["data"] == "synthetic" and len(out["results"]) == 1

@@ -117,3 +117,36 @@ def test_training_on_device_resident_data_gives_the_same_run(tiny_cfg, tmp_path)
     runs = [train(tiny_cfg(f"data_on_device={flag}", "trainer.max_epochs=2", f"paths.output_dir={tmp_path / flag}")) for flag in ("false", "true")]
     assert [h["train/loss"] for h in runs[0]["history"]] == [h["train/loss"] for h in runs[1]["history"]]
     assert runs[0]["final_test_error"] == runs[1]["final_test_error"]
+
+
+def _tree(root, classes=("cat", "dog"), per_class=2):
+    from torchvision.io import write_png
+
+    for split in ("train", "test"):
+        for k, cls in enumerate(classes):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                write_png(torch.full((3, 32, 32), 40 * k + i, dtype=torch.uint8), str(root / split / cls / f"{i}.png"))
+
+
+def test_imagefolder_cache_follows_the_tree_and_says_when_it_is_used(tmp_path, caplog):
+    caplog.set_level("INFO", logger="sam_lightning.data.sources")
+    cfg = OmegaConf.create({"name": "imagefolder", "root": str(tmp_path / "tree"), "cache_dir": str(tmp_path / "cache")})
+    _tree(tmp_path / "tree")
+    assert load_source(cfg).num_classes == 2
+    assert not any("using the decoded images cached" in r.message for r in caplog.records)
+    assert load_source(cfg).num_classes == 2
+    assert any("using the decoded images cached" in r.message for r in caplog.records)
+    _tree(tmp_path / "tree", classes=("cat", "dog", "eel"))  # a class added after the first run
+    again = load_source(cfg)
+    assert again.num_classes == 3 and again.train_x.shape[0] == 6
+
+
+def test_imagefolder_skips_non_image_files_and_counts_them(tmp_path, caplog):
+    _tree(tmp_path)
+    (tmp_path / "train" / "cat" / "README.txt").write_text("where these images come from")
+    (tmp_path / "test" / "dog" / ".DS_Store").write_bytes(b"\0\1")
+    arrays = load_source(OmegaConf.create({"name": "imagefolder", "root": str(tmp_path), "cache_dir": None}))
+    assert arrays.train_x.shape[0] == 4 and arrays.test_x.shape[0] == 4
+    skipped = [r.message for r in caplog.records if "skipped" in r.message]
+    assert len(skipped) == 1 and "skipped 2 file(s)" in skipped[0] and "README.txt" in skipped[0]

@@ -122,11 +122,14 @@ def test_switching_happens_at_the_planned_epoch_also_after_resume(tmp_path, tiny
     common = ["method=erm_to_sam", "method.switch_at=0.5", f"paths.output_dir={run}"]
     whole = train(tiny_cfg(*common, "trainer.max_epochs=4"))
     assert [h["train/perturbed"] for h in whole["history"]] == [0.0, 0.0, 1.0, 1.0]
-    # Planned for 3 epochs (switch at round(1.5) = 2), stopped after the first, resumed with 6:
-    # the switch stays at epoch 2, not round(0.5 * 6) = 3.
-    train(tiny_cfg(*common, "trainer.max_epochs=3", "trainer.max_steps=2", f"paths.output_dir={tmp_path / 'r'}"))
-    resumed = train(tiny_cfg(*common, "trainer.max_epochs=6", f"paths.output_dir={tmp_path / 'r'}", f"ckpt_path={tmp_path / 'r/checkpoints/last.ckpt'}"))
-    assert [h["train/perturbed"] for h in resumed["history"]] == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    # Planned for 4 epochs (switch at epoch 2), stopped after the first, resumed: the switch stays
+    # at epoch 2. Resuming with another length (6: the switch would move to 3) is refused.
+    train(tiny_cfg(*common, "trainer.max_epochs=4", "trainer.max_steps=2", f"paths.output_dir={tmp_path / 'r'}"))
+    resume = [f"paths.output_dir={tmp_path / 'r'}", f"ckpt_path={tmp_path / 'r/checkpoints/last.ckpt'}"]
+    with pytest.raises(ConfigError, match="trainer.max_epochs=4"):
+        train(tiny_cfg(*common, "trainer.max_epochs=6", *resume))
+    resumed = train(tiny_cfg(*common, "trainer.max_epochs=4", *resume))
+    assert [h["train/perturbed"] for h in resumed["history"]] == [0.0, 0.0, 1.0, 1.0]
     back = train(tiny_cfg("method=sam_to_erm", "method.switch_at=0.5", "trainer.max_epochs=2", f"paths.output_dir={tmp_path / 'b'}"))
     assert [h["train/perturbed"] for h in back["history"]] == [1.0, 0.0]
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, stop_after
 from wandb_log import run_contents
 
 from train import train
@@ -50,7 +50,7 @@ def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, tiny_cfg):
 
 
 def test_resume_from_last_checkpoint_continues_the_run(tmp_path, tiny_cfg):
-    first = train(tiny_cfg(f"paths.output_dir={tmp_path / 'r'}", "trainer.max_epochs=1"))
+    first = train(tiny_cfg(f"paths.output_dir={tmp_path / 'r'}", "trainer.max_epochs=2", *stop_after(0)))
     resumed = train(tiny_cfg(f"paths.output_dir={tmp_path / 'r'}", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'r/checkpoints/last.ckpt'}"))
     assert [h["epoch"] for h in resumed["history"]] == [0, 1]
     assert resumed["history"][0] == first["history"][0]

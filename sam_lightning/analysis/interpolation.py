@@ -35,6 +35,7 @@ from sam_lightning.analysis.evaluation import (
     resolve_device,
     select_points,
 )
+import sam_lightning.open_config_node  # noqa: F401 - the open `data` node of conf/analysis/
 from sam_lightning import plots
 from sam_lightning.checkpoints import (
     CheckpointError,

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from sam_lightning.config import ConfigError
 from sam_lightning.data.augment import normalize, random_crop_flip
 from sam_lightning.data.device_loader import DeviceBatches
 from sam_lightning.data.label_noise import flip_labels, subset_indices
@@ -51,7 +52,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.true_train_y = a.train_y
         a.train_y, self.noisy_indices = flip_labels(a.train_y, float(self.cfg.get("label_noise", 0.0)), a.num_classes, seed + 1)
         if len(a.train_y) < self.batch_size:
-            raise ValueError(f"data.batch_size={self.batch_size} exceeds the {len(a.train_y)} training images")
+            # The training loader drops the incomplete last batch: not one step would be made.
+            raise ConfigError(f"data.batch_size={self.batch_size} exceeds the {len(a.train_y)} training images: lower data.batch_size")
 
     def _device_for_batches(self) -> torch.device | None:
         """The device to keep the training set on, or None for the DataLoader path."""

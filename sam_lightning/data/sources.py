@@ -7,13 +7,17 @@ kept in memory (CIFAR is 180 MB as uint8), so training never decodes an image tw
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 CIFAR_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -59,37 +63,95 @@ def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
     return ImageArrays(*splits[True], *splits[False], num_classes=100 if name == "cifar100" else 10, mean=mean, std=std)
 
 
-def _decode_folder(folder: Path, classes: list[str]) -> tuple[Tensor, Tensor]:
+# What torchvision.io.decode_image reads. Other files in a class folder (README.txt, .DS_Store,
+# thumbs.db, ...) are skipped and counted in the log; a file with one of these extensions that
+# cannot be decoded (truncated, or not an image at all) stops the run with its path.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+
+
+def _class_folders(split: Path) -> list[str]:
+    return sorted(d.name for d in split.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _list_images(base: Path, split: str, classes: list[str]) -> tuple[list[tuple[Path, int]], list[Path]]:
+    """(image files with their class index, skipped files) of `base/split`; an empty class is an error."""
+    images, skipped = [], []
+    for k, c in enumerate(classes):
+        found = 0
+        for f in sorted((base / split / c).iterdir()):
+            if not f.is_file():
+                continue
+            if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."):
+                images.append((f, k))
+                found += 1
+            else:
+                skipped.append(f)
+        if not found:
+            raise DataUnavailableError(f"{base / split / c} holds no images ({', '.join(IMAGE_EXTENSIONS)}): every class needs images in train/ and test/; remove the folder or add images")
+    return images, skipped
+
+
+def _decode(files: list[tuple[Path, int]], desc: str) -> tuple[Tensor, Tensor]:
     from torchvision.io import ImageReadMode, decode_image
     from tqdm import tqdm
 
-    files = [(f, k) for k, c in enumerate(classes) for f in sorted((folder / c).iterdir()) if f.is_file()]
     images = torch.empty((len(files), 3, 32, 32), dtype=torch.uint8)
-    for i, (f, _) in enumerate(tqdm(files, desc=f"decoding {folder}", unit="img", mininterval=2)):
-        img = decode_image(str(f), mode=ImageReadMode.RGB)
+    for i, (f, _) in enumerate(tqdm(files, desc=desc, unit="img", mininterval=2)):
+        try:
+            img = decode_image(str(f), mode=ImageReadMode.RGB)
+        except (OSError, RuntimeError) as err:
+            # torchvision prefixes "decode_jpeg, <source file>:<line>, " to what went wrong
+            reason = re.sub(r"^\w+, \S+:\d+, ", "", (str(err).strip().splitlines() or [type(err).__name__])[0])
+            raise DataUnavailableError(f"cannot decode {f}: {reason[:150]}; delete or replace the file") from err
         if img.shape[1:] != (32, 32):
             img = F.interpolate(img[None].float(), size=(32, 32), mode="bilinear", antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
         images[i] = img
     return images, torch.tensor([k for _, k in files], dtype=torch.long)
 
 
+def tree_fingerprint(files: list[Path], base: Path) -> str:
+    """A hash of the tree's content as the file system describes it: every image's relative path,
+    size and modification time. Adding, removing, replacing or touching an image changes it."""
+    h = hashlib.sha1(str(base.resolve()).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(base)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def load_imagefolder(root: str, cache_dir: str | None) -> ImageArrays:
-    """Any `train/<class>/*`, `test/<class>/*` tree, decoded once (and cached, if `cache_dir`)."""
+    """Any `train/<class>/*`, `test/<class>/*` tree, decoded once (and cached, if `cache_dir`).
+
+    The classes are the folders of train/; each must hold images in both splits, and test/ may hold
+    no other class (both are errors, not silently empty or dropped classes). Non-image files are
+    skipped and counted in the log; an undecodable image is an error that names the file. The cache
+    is keyed on the tree's content (`tree_fingerprint`), so a changed tree is decoded again."""
     base = Path(root).expanduser()
     if not (base / "train").is_dir() or not (base / "test").is_dir():
         raise DataUnavailableError(f"no train/ and test/ folders under {base.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)")
-    classes = sorted(d.name for d in (base / "train").iterdir() if d.is_dir())
+    classes = _class_folders(base / "train")
+    if not classes:
+        raise DataUnavailableError(f"{base / 'train'} holds no class folders: an ImageFolder tree is train/<class>/*, test/<class>/*")
+    test_only = sorted(set(_class_folders(base / "test")) - set(classes))
+    if test_only:
+        raise DataUnavailableError(f"{base / 'test'} has class folder(s) that train/ lacks: {', '.join(test_only)}; a class must be in both")
+    missing = [c for c in classes if not (base / "test" / c).is_dir()]
+    if missing:
+        raise DataUnavailableError(f"{base / 'test'} lacks the class folder(s) {', '.join(missing)} of train/; a class must be in both")
+    train_files, skipped = _list_images(base, "train", classes)
+    test_files, skipped_test = _list_images(base, "test", classes)
+    skipped += skipped_test
+    if skipped:
+        log.warning("skipped %d file(s) that are not %s images under %s, e.g. %s", len(skipped), "/".join(e[1:] for e in IMAGE_EXTENSIONS), base, skipped[0])
     cache = None
     if cache_dir:
-        key = hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:12]
+        key = tree_fingerprint([f for f, _ in train_files + test_files], base)
         cache = Path(cache_dir).expanduser() / f"imagefolder-{key}.pt"
         if cache.exists():
+            log.info("%s: using the decoded images cached in %s (same files, sizes and times)", base, cache)
             return ImageArrays(**torch.load(cache, weights_only=True))
-    try:
-        train_x, train_y = _decode_folder(base / "train", classes)
-        test_x, test_y = _decode_folder(base / "test", classes)
-    except (OSError, RuntimeError) as err:
-        raise DataUnavailableError(f"cannot read images under {base.resolve()}: {err}") from err
+    train_x, train_y = _decode(train_files, f"decoding {base / 'train'}")
+    test_x, test_y = _decode(test_files, f"decoding {base / 'test'}")
     mean, std = channel_stats(train_x)
     arrays = ImageArrays(train_x, train_y, test_x, test_y, len(classes), mean, std)
     if cache is not None:
@@ -97,6 +159,7 @@ def load_imagefolder(root: str, cache_dir: str | None) -> ImageArrays:
         tmp = cache.with_suffix(".tmp")
         torch.save(vars(arrays), tmp)
         os.replace(tmp, cache)
+        log.info("%s: decoded images cached in %s", base, cache)
     return arrays
 
 

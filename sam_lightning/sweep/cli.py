@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = _out_dir(args)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: --out {out} cannot be created ({err.strerror or err}); choose a writable folder", file=sys.stderr)
+        return 2
     summary, info = summarize(runs, histories, sources, out, args.metric, plots=not args.no_plots)
     if summary.empty:
         print(f"\nerror: none of the {len(runs)} job(s) finished with {info['metric']}; see {out / 'runs.csv'}", file=sys.stderr)

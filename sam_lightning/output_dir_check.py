@@ -1,0 +1,29 @@
+"""A Hydra callback: refuse, in one line, a run or sweep folder that cannot be created.
+
+Hydra creates `hydra.run.dir` (or `hydra.sweep.dir`) itself, before the task function runs, and
+reports a failure there as a stack trace. This check runs first (on_run_start / on_multirun_start).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def _check(path: str, key: str) -> None:
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: {key}={path} cannot be created ({err.strerror or err}); choose a writable folder with {key}=...", file=sys.stderr, flush=True)
+        sys.exit(1)  # as train.py for any other refused setting
+
+
+class WritableOutputDir(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _check(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _check(str(config.hydra.sweep.dir), "hydra.sweep.dir")

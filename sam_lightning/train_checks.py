@@ -1,0 +1,70 @@
+"""The checks train.py makes on a composed config before it reads any data or builds a model.
+
+Each bad value is one ConfigError line that names the key and the value (seed=abc, data.batch_size=0,
+trainer.max_epochs=0, ...), instead of a traceback from deep inside torch or Lightning.
+The model, method and optimizer settings are checked by their own dataclasses (`ModelSpec`,
+`OptimSpec`, the SAM variants).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from sam_lightning.config import ConfigError, check_data_settings
+from sam_lightning.wandb_mode import MODES
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def require_int(key: str, value, minimum: int, why: str = "") -> None:
+    if not _is_int(value) or value < minimum:
+        raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}{why}")
+
+
+def check_data(cfg: DictConfig) -> None:
+    data = cfg.data
+    require_int("data.batch_size", data.get("batch_size"), 1)
+    require_int("eval_batch_size", cfg.get("eval_batch_size"), 1)
+    require_int("num_workers", cfg.get("num_workers"), 0)
+    label_noise, fraction = data.get("label_noise", 0.0), data.get("train_fraction", 1.0)
+    for key, value in (("data.label_noise", label_noise), ("data.train_fraction", fraction)):
+        if not _is_number(value):
+            raise ConfigError(f"{key}={value!r}: must be a number")
+    check_data_settings(label_noise, fraction)
+    if data.get("name") == "synthetic":
+        for key in ("n_train", "n_test", "num_classes"):
+            require_int(f"data.{key}", data.get(key), 1 if key != "num_classes" else 2)
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    require_int("trainer.max_epochs", cfg.trainer.get("max_epochs"), 1,
+                " (the run's length; the LR schedule and the ERM->SAM switch are fractions of it)")
+    checkpoint = cfg.get("checkpoint") or {}
+    if "top_k" in checkpoint:
+        require_int("checkpoint.top_k", checkpoint.top_k, -1, " (-1: all)")
+    if "every_n_epochs" in checkpoint:
+        require_int("checkpoint.every_n_epochs", checkpoint.every_n_epochs, 0, " (0: none)")
+
+
+def check_logger(cfg: DictConfig) -> None:
+    name = cfg.logger.get("name")
+    if name not in ("wandb", "csv"):
+        raise ConfigError(f"logger.name={name!r}: must be wandb or csv (logger=wandb, logger=csv)")
+    if name == "wandb" and cfg.logger.get("mode") not in MODES:
+        raise ConfigError(f"logger.mode={cfg.logger.get('mode')!r}: must be one of {', '.join(MODES)}")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Every check above; raises ConfigError at the first bad value."""
+    seed = cfg.get("seed")
+    if not _is_int(seed) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2^32)")
+    check_trainer(cfg)
+    check_data(cfg)
+    check_logger(cfg)

@@ -1,0 +1,90 @@
+"""Honest status in results.json: diverged, interrupted, and the file mode of the JSON outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+
+import pytest
+from conftest import TINY
+
+from sam_lightning.jsonio import atomic_write_json
+from sam_lightning.module import SAMClassifier
+from sam_lightning.sweep.collect import Problem, collect
+from test_bad_inputs import check_one_line, run_entry
+from train import train
+
+
+@pytest.mark.parametrize("checked_every", [1, 50], ids=["checked_every_step", "checked_at_epoch_end"])
+def test_non_finite_loss_stops_the_run_as_diverged_and_sweep_keeps_it_apart(tiny_cfg, tmp_path, monkeypatch, checked_every):
+    step = SAMClassifier.training_step
+
+    def nan_from_step_4(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step >= 4 else loss  # 2 steps per epoch: epoch 1, step 4
+
+    monkeypatch.setattr(SAMClassifier, "training_step", nan_from_step_4)
+    cfg = tiny_cfg("trainer.max_epochs=3", f"trainer.log_every_n_steps={checked_every}", f"paths.output_dir={tmp_path / 'sweep' / 'job0'}")
+    with pytest.raises(FloatingPointError, match="epoch 1, step 4"):
+        train(cfg)
+    results = json.loads((tmp_path / "sweep" / "job0" / "results.json").read_text())
+    assert results["status"] == "diverged" and results["diverged_at"] == {"epoch": 1, "step": 4, "loss": "nan"}
+    assert "epoch 1, step 4" in results["reason"] and [h["epoch"] for h in results["history"]] == [0]
+
+    runs, problems = collect([tmp_path / "sweep"])
+    assert runs == [] and [(p.status, "epoch 1, step 4" in p.reason) for p in problems] == [("diverged", True)]
+    assert all(isinstance(p, Problem) for p in problems)
+
+
+def test_diverging_run_exits_non_zero_with_one_line_naming_epoch_and_step(tmp_path, capfd, monkeypatch):
+    code = run_entry("train", [*TINY, "trainer.max_epochs=3", "optim.lr=1e8", f"hydra.run.dir={tmp_path}"], monkeypatch)
+    check_one_line(capfd.readouterr().err, code, 1, "training diverged")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "diverged" and set(results["diverged_at"]) == {"epoch", "step", "loss"}
+
+
+def test_ctrl_c_ends_the_run_as_interrupted(tiny_cfg, monkeypatch):
+    step = SAMClassifier.training_step
+
+    def ctrl_c_at_step_2(self, batch, batch_idx):
+        if self.global_step == 2:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SAMClassifier, "training_step", ctrl_c_at_step_2)
+    handler = signal.getsignal(signal.SIGINT)
+    cfg = tiny_cfg("trainer.max_epochs=2")
+    try:
+        with pytest.raises(SystemExit) as stop:  # Lightning's own graceful shutdown: exit 1
+            train(cfg)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C from here on
+    assert stop.value.code == 1
+    results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
+    assert results["status"] == "interrupted" and "KeyboardInterrupt" in results["reason"]
+    assert [h["epoch"] for h in results["history"]] == [0]
+
+
+def test_json_outputs_are_readable_by_everyone_as_other_outputs(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "analysis.json", {"a": 1})
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "analysis.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o644
+
+
+def test_ctrl_c_before_training_is_interrupted_too(tmp_path, capfd, monkeypatch):
+    from sam_lightning.data import datamodule
+
+    def ctrl_c(self, stage=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datamodule.ImageDataModule, "setup", ctrl_c)
+    code = run_entry("train", [*TINY, f"hydra.run.dir={tmp_path}"], monkeypatch)
+    check_one_line(capfd.readouterr().err, code, 1, "interrupted")
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "interrupted"
