@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 import inspect
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 import sam_lightning.open_config_node  # noqa: F401 - trainer.<any argument>=... composes without "+"
 from sam_lightning.callbacks.divergence import DivergenceGuard, TrainingDiverged
 from sam_lightning.callbacks.from_config import instantiate_callbacks
+from sam_lightning.callbacks.progress import progress_bar
 from sam_lightning.callbacks.rng_state import RNGState
 from sam_lightning.callbacks.switch import MethodSwitch
 from sam_lightning.checkpoints import CheckpointError, load_for_model
@@ -37,13 +37,13 @@ from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.data import DataUnavailableError, ImageDataModule
 from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
+from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, atomic_write_json, write_failure
 from sam_lightning.train_checks import check_train_config
 from sam_lightning.wandb_mode import resolve_mode
 
 log = logging.getLogger("train")
-# Lightning's own deprecation chatter, not actionable from here.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+silence_deprecations()
 
 
 def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
@@ -60,7 +60,7 @@ def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
     return pl.loggers.WandbLogger(
         project=lc.project, entity=lc.entity, group=names["group"], job_type=names["job_type"],
         tags=list(lc.tags), name=names["name"], save_dir=str(run_dir), mode=mode,
-        log_model=lc.log_model, config={**config, "hydra": names["hydra"]}, anonymous="never", reinit="finish_previous",
+        log_model=lc.log_model, config={**config, "hydra": names["hydra"]}, reinit="finish_previous",
     )
 
 
@@ -83,6 +83,8 @@ def make_trainer(cfg: DictConfig, run_dir: Path, logger, always_on: list[pl.Call
     if unknown:
         raise ConfigError(f"trainer.{unknown[0]} is not a pl.Trainer argument (see the Lightning Trainer documentation)")
     group = instantiate_callbacks(cfg.get("callbacks"), checkpointing=bool(args.get("enable_checkpointing", True)))
+    if args.get("enable_progress_bar", True):
+        always_on = [*always_on, progress_bar()]
     args["enable_checkpointing"] = any(isinstance(c, Checkpoint) for c in group)
     try:
         return pl.Trainer(**args, logger=logger, callbacks=[*always_on, *group], default_root_dir=str(run_dir))
@@ -91,14 +93,17 @@ def make_trainer(cfg: DictConfig, run_dir: Path, logger, always_on: list[pl.Call
         raise ConfigError(f"trainer: {first}") from err
 
 
+def on_gpu(cfg: DictConfig) -> bool:
+    return cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available())
+
+
 def use_channels_last(cfg: DictConfig) -> bool:
-    if cfg.channels_last == "auto":
-        return cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available())
-    return bool(cfg.channels_last)
+    return on_gpu(cfg) if cfg.channels_last == "auto" else bool(cfg.channels_last)
 
 
 def train(cfg: DictConfig) -> dict:
     """Runs one training job and returns what results.json holds. Raises on failure."""
+    quiet_lightning(on_cpu=not on_gpu(cfg))
     check_train_config(cfg)
     method = instantiate_method(cfg.method)
     model_spec, optim = ModelSpec.from_mapping(cfg.model), OptimSpec.from_mapping(cfg.optim)

@@ -38,11 +38,13 @@ from sam_lightning.data import ImageDataModule  # noqa: E402
 from sam_lightning.data.device_loader import DeviceBatches  # noqa: E402
 from sam_lightning.models import build_model  # noqa: E402
 from sam_lightning.module import SAMClassifier, l2_penalty  # noqa: E402
+from sam_lightning.quiet import silence_deprecations  # noqa: E402
 from sam_lightning.sam import erm_gradients, sam_gradients  # noqa: E402
 from sam_lightning.variants import ERM, SAM  # noqa: E402
 
 L2 = 5e-4
 WARMUP = 3
+silence_deprecations()
 
 
 def sync(device: torch.device) -> None:

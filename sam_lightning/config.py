@@ -75,15 +75,15 @@ class ModelSpec:
         from sam_lightning.models import ARCHITECTURES
 
         if self.arch not in ARCHITECTURES:
-            raise ConfigError(f"model.arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {self.arch!r}")
+            raise ConfigError(f"model.arch={self.arch!r}: must be one of {', '.join(sorted(ARCHITECTURES))}")
         if not isinstance(self.width, int) or self.width < 1:
-            raise ConfigError(f"model.width must be a positive integer, got {self.width!r}")
+            raise ConfigError(f"model.width={self.width!r}: must be a positive integer")
         if self.norm not in NORMS:
-            raise ConfigError(f"model.norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+            raise ConfigError(f"model.norm={self.norm!r}: must be one of {', '.join(NORMS)} (norm=batch, norm=group)")
         if self.gn_groups is None:
             object.__setattr__(self, "gn_groups", max(1, self.width // 2))
         if not isinstance(self.gn_groups, int) or self.gn_groups < 1 or (self.norm == "group" and self.width % self.gn_groups):
-            raise ConfigError(f"model.gn_groups={self.gn_groups!r} must be a positive divisor of model.width={self.width}")
+            raise ConfigError(f"model.gn_groups={self.gn_groups!r}: must be a positive divisor of model.width={self.width}")
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> ModelSpec:
@@ -112,9 +112,7 @@ class OptimSpec:
 
     def __post_init__(self) -> None:
         if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
-            raise ConfigError(f"optim.grad_clip must be a number > 0 or null, got {self.grad_clip!r}")
-        if not isinstance(self.lr, (int, float)):
-            raise ConfigError(f"optim.lr must be a number, got {self.lr!r}")
+            raise ConfigError(f"optim.grad_clip={self.grad_clip!r}: must be a number > 0, or null for no clipping")
         if self.name != "sgd":
             raise ConfigError(f"optim.name must be 'sgd', got {self.name!r}")
         if self.lr <= 0:

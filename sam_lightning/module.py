@@ -63,10 +63,11 @@ class SAMClassifier(pl.LightningModule):
 
     def __init__(self, model: ModelSpec, method: Variant | ERM, optim: OptimSpec, num_classes: int, max_epochs: int, channels_last: bool = False, track_label_noise: bool = False) -> None:
         super().__init__()
+        # logger=False: the loggers get the resolved Hydra config from train.py, not this copy of it.
         self.save_hyperparameters({
             "model": asdict(model), "method": method_hparams(method), "optim": asdict(optim), "num_classes": num_classes,
             "max_epochs": max_epochs, "channels_last": channels_last, "track_label_noise": track_label_noise,
-        })
+        }, logger=False)
         self.method, self.optim = method, optim
         self.backbone = build_model(num_classes=num_classes, **asdict(model))
         self.channels_last = channels_last

@@ -19,7 +19,7 @@ class ASAM(Variant):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.eta >= 0, f"method.eta must be >= 0, got {self.eta!r}")
+        check(self.eta >= 0, f"method.eta={self.eta!r}: must be >= 0")
 
     def perturbation(self, w: Params, grad_fn: GradFn, rho) -> Params:
         g = grad_fn(None)

@@ -84,12 +84,12 @@ class Variant:
     chunks_per_pass: int | None = None
 
     def __post_init__(self) -> None:
-        check(isinstance(self.rho, (int, float)) and self.rho >= 0, f"method.rho must be a number >= 0, got {self.rho!r}")
-        check(self.m is None or (isinstance(self.m, int) and self.m >= 1), f"method.m must be a positive integer or null, got {self.m!r}")
-        check(self.rho_schedule in ("constant", "lr"), f"method.rho_schedule must be constant or lr, got {self.rho_schedule!r}")
-        check(self.engine in ENGINES, f"method.engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        check(isinstance(self.rho, (int, float)) and self.rho >= 0, f"method.rho={self.rho!r}: must be a number >= 0")
+        check(self.m is None or (isinstance(self.m, int) and self.m >= 1), f"method.m={self.m!r}: must be a positive integer or null")
+        check(self.rho_schedule in ("constant", "lr"), f"method.rho_schedule={self.rho_schedule!r}: must be constant or lr")
+        check(self.engine in ENGINES, f"method.engine={self.engine!r}: must be one of {', '.join(ENGINES)}")
         check(self.chunks_per_pass is None or (isinstance(self.chunks_per_pass, int) and self.chunks_per_pass >= 1),
-              f"method.chunks_per_pass must be a positive integer or null, got {self.chunks_per_pass!r}")
+              f"method.chunks_per_pass={self.chunks_per_pass!r}: must be a positive integer or null")
 
     # -- the two hooks -----------------------------------------------------------------------
     def perturbation(self, w: Params, grad_fn: GradFn | None, rho) -> Params:

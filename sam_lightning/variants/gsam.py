@@ -22,7 +22,7 @@ class GSAM(SAM):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.alpha >= 0, f"method.alpha must be >= 0, got {self.alpha!r}")
+        check(self.alpha >= 0, f"method.alpha={self.alpha!r}: must be >= 0")
 
     def descent(self, ascent_grad: Params, perturbed_grad: Params) -> Params:
         g, h = ascent_grad, perturbed_grad

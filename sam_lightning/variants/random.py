@@ -22,8 +22,8 @@ class RandomPerturbation(Variant):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.noise in ("sphere", "gaussian"), f"method.noise must be sphere or gaussian, got {self.noise!r}")
-        check(self.sigma >= 0, f"method.sigma must be >= 0, got {self.sigma!r}")
+        check(self.noise in ("sphere", "gaussian"), f"method.noise={self.noise!r}: must be sphere or gaussian")
+        check(self.sigma >= 0, f"method.sigma={self.sigma!r}: must be >= 0")
 
     def perturbation(self, w: Params, grad_fn: GradFn | None, rho) -> Params:
         noise = {k: torch.randn_like(t) for k, t in w.items()}

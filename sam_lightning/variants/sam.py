@@ -42,8 +42,8 @@ class SAM(Variant):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(isinstance(self.ascent_steps, int) and self.ascent_steps >= 1, f"method.ascent_steps must be an integer >= 1, got {self.ascent_steps!r}")
-        check(self.ascent_step_mult > 0, f"method.ascent_step_mult must be > 0, got {self.ascent_step_mult!r}")
+        check(isinstance(self.ascent_steps, int) and self.ascent_steps >= 1, f"method.ascent_steps={self.ascent_steps!r}: must be an integer >= 1")
+        check(self.ascent_step_mult > 0, f"method.ascent_step_mult={self.ascent_step_mult!r}: must be > 0")
 
     def perturbation(self, w: Params, grad_fn: GradFn, rho) -> Params:
         return projected_ascent(w, grad_fn, rho, steps=self.ascent_steps, step_size=rho * self.ascent_step_mult, normalize=self.normalize)

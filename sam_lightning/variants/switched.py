@@ -21,8 +21,8 @@ class SwitchedSAM(SAM):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.order in ("erm_to_sam", "sam_to_erm"), f"method.order must be erm_to_sam or sam_to_erm, got {self.order!r}")
-        check(0 <= self.switch_at <= 1, f"method.switch_at must be in [0, 1], got {self.switch_at!r}")
+        check(self.order in ("erm_to_sam", "sam_to_erm"), f"method.order={self.order!r}: must be erm_to_sam or sam_to_erm")
+        check(0 <= self.switch_at <= 1, f"method.switch_at={self.switch_at!r}: must be in [0, 1]")
 
     @property
     def name(self) -> str:  # erm_to_sam or sam_to_erm, as the paper names them
