@@ -69,6 +69,8 @@ def test_wandb_offline_run_holds_config_and_final_metrics(tiny_cfg, capsys, monk
     (run_file,) = (ROOT / wandb_dir / runs[0]).glob("*.wandb")
     config, summary, run = run_contents(run_file)
     assert config["method"]["name"] == "sam" and config["seed"] == 0 and config["data"]["name"] == "synthetic"
+    # The resolved Hydra config, not overwritten by Lightning's hyperparameter logging.
+    assert config["channels_last"] == "auto" and "max_epochs" not in config and config["method"]["_target_"] == "sam_lightning.variants.SAM"
     assert summary["final_test_error"] == pytest.approx(out["final_test_error"])
     assert summary["test/error"] == pytest.approx(out["final_test_error"])
     assert run["project"] == "sam-lightning"
@@ -82,6 +84,9 @@ def test_cli_smoke_preset_learns(tmp_path):
     assert results["status"] == "finished" and results["epochs_done"] == 4
     assert results["final_test_error"] < 0.5  # chance is 0.9
     assert "results:" in proc.stdout and str(tmp_path) in proc.stdout
+    assert "`Trainer.fit` stopped" in (tmp_path / "train.log").read_text()  # Lightning's messages reach the run's log
+    console = proc.stdout + proc.stderr
+    assert "litlogger" not in console and "GPU available" not in console and "LeafSpec" not in console
 
 
 def test_cli_missing_data_fails_fast_with_one_clear_line(tmp_path):
