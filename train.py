@@ -56,6 +56,8 @@ def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
     if why:
         print(f"W&B: offline mode ({why}); upload later with: wandb sync {run_dir / 'wandb'}/offline-run-*", flush=True)
     os.environ.setdefault("WANDB_SILENT", "true")
+    # W&B's debug logs and cache in the run's folder, not the home directory (WANDB_CACHE_DIR moves them).
+    os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb" / "cache"))
     names = wandb_names(cfg)  # one group per sweep, job_type = method, name = the job's overrides
     return pl.loggers.WandbLogger(
         project=lc.project, entity=lc.entity, group=names["group"], job_type=names["job_type"],
