@@ -43,3 +43,49 @@ def test_synthetic_noise_knob_buries_the_signal():
     cfg = OmegaConf.create({"name": "synthetic", "n_train": 256, "n_test": 100, "num_classes": 10, "seed": 0, "noise": 2.5})
     assert torch.equal(load_source(cfg).train_x, hard.train_x)
     assert torch.equal(load_source(OmegaConf.create({**cfg, "noise": 0.6})).train_x, easy.train_x)
+
+
+def test_random_crop_is_a_zero_padded_shift_and_flip_a_mirror():
+    torch.manual_seed(0)
+    x = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    out = random_crop_flip(x, padding=4, flip=True)
+    padded = F.pad(x, (4, 4, 4, 4))
+    shifts = set()
+    for i in range(64):
+        matches = [
+            (dy, dx, flip)
+            for dy in range(9)
+            for dx in range(9)
+            for flip in (False, True)
+            if torch.equal(out[i], (padded[i, :, dy : dy + 32, dx : dx + 32].flip(-1) if flip else padded[i, :, dy : dy + 32, dx : dx + 32]))
+        ]
+        assert matches, f"image {i} is not a shifted (mirrored) crop"
+        shifts.add(matches[0])
+    assert len(shifts) > 20  # offsets are drawn per image, not once per batch
+
+
+def test_missing_cifar_without_download_names_path_and_fix(tmp_path):
+    cfg = OmegaConf.create({"name": "cifar10", "root": str(tmp_path / "nowhere"), "download": False})
+    with pytest.raises(DataUnavailableError) as err:
+        load_source(cfg)
+    message = str(err.value)
+    assert str(tmp_path / "nowhere") in message and "data.download=true" in message and "\n" not in message
+
+
+def test_imagefolder_reads_a_tree_and_refuses_a_wrong_one(tmp_path):
+    from torchvision.io import write_png
+
+    for split in ("train", "test"):
+        for k, cls in enumerate(("cat", "dog")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                write_png(torch.full((3, 32, 32), 40 * k + i, dtype=torch.uint8), str(tmp_path / split / cls / f"{i}.png"))
+    cfg = OmegaConf.create({"name": "imagefolder", "root": str(tmp_path), "cache_dir": str(tmp_path / "cache")})
+    arrays = load_source(cfg)
+    assert arrays.num_classes == 2 and arrays.train_x.shape == (6, 3, 32, 32)
+    assert arrays.train_y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert int(arrays.train_x[4, 0, 0, 0]) == 41
+    again = load_source(cfg)  # from the cache this time
+    assert torch.equal(again.train_x, arrays.train_x)
+    with pytest.raises(DataUnavailableError, match="train/ and test/"):
+        load_source(OmegaConf.create({"name": "imagefolder", "root": str(tmp_path / "train"), "cache_dir": None}))
