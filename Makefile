@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) train.py experiment=demo
 	@echo "The same comparison on CIFAR-10 (ResNet-18, 200 epochs, 3 seeds, one GPU per job):"
-	@echo "  $(PY) train.py -m method=erm,sam,sam_m32 seed=0,1,2 trainer=gpu"
+	@echo "  $(PY) train.py -m method=erm,sam seed=0,1,2 trainer=gpu"
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2

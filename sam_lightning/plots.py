@@ -84,7 +84,7 @@ def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | 
     """The metric against rho, one line per method (family), mean and 95% CI over seeds; a method
     without rho is a horizontal line with its CI as a band; a star marks a best rho whose interval
     lies below every other rho's."""
-    if RHO not in info["groups"] or summary[RHO].notna().sum() < 2:
+    if RHO not in info["groups"] or (pd.to_numeric(summary[RHO], errors="coerce") > 0).sum() < 2:
         return None
     what, scale = _what(info["metric"])
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
@@ -92,19 +92,20 @@ def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | 
     for i, (label, members) in enumerate(_families(summary, info["groups"])):
         members = members.sort_values(RHO)
         label = f"{label} ({_seeds(members)})"
-        if members[RHO].isna().all():
-            row = members.iloc[0]
-            ax.axhline(scale * row["mean"], ls="--", lw=1.2, color=color(i), label=label)
+        positive = pd.to_numeric(members[RHO], errors="coerce") > 0
+        for _, row in members[~positive].iterrows():  # no rho (ERM) or rho = 0: a baseline across the axis
+            ax.axhline(scale * row["mean"], ls="--", lw=1.2, color=color(i), label=label if pd.isna(row[RHO]) else f"{label}, rho=0")
             if np.isfinite(row["ci_low"]):
                 ax.axhspan(scale * row["ci_low"], scale * row["ci_high"], color=color(i), alpha=0.15)
+        members = members[positive]
+        if members.empty:
             continue
-        members = members[members[RHO].notna()]
         y = scale * members["mean"].to_numpy()
         err = np.nan_to_num(scale * np.abs(np.vstack([members["mean"] - members["ci_low"], members["ci_high"] - members["mean"]])))
         ax.errorbar(members[RHO].astype(float), y, yerr=err, marker="o", ms=4, capsize=3, color=color(i), label=label)
         for _, r in members[members["separated"]].iterrows():
             ax.plot([r[RHO]], [scale * r["mean"]], marker="*", ms=14, color=color(i), mec="black", zorder=5, ls="none")
-    rho_axis(ax, summary[RHO].dropna())
+    rho_axis(ax, pd.to_numeric(summary[RHO], errors="coerce").dropna())
     _log_if_wide(ax, scale * summary["mean"])
     ax.set_ylabel(what)
     ax.grid(alpha=0.3)

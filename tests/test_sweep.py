@@ -85,7 +85,7 @@ def _csv(path: Path) -> list[dict]:
 
 def test_multirun_folders_are_named_by_overrides(sweep_dir):
     names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "summary")
-    assert len(names) == 7  # 2 + 4 in the grids; each command restarts the numbering in the same folder
+    assert len(names) == 7  # 2 + 4 in the grids and the failing job; each command restarts the numbering
     assert any(n.startswith("3_") and "method=sam_m32" in n and "method.rho=0.1" in n and "seed=1" in n for n in names)
     assert not any("logger=" in n for n in names)
     assert any((sweep_dir / ".submitit").glob("*/*_log.out"))  # submitit ran the failing job
