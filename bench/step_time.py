@@ -38,7 +38,7 @@ from sam_lightning.data import ImageDataModule  # noqa: E402
 from sam_lightning.data.device_loader import DeviceBatches  # noqa: E402
 from sam_lightning.models import build_model  # noqa: E402
 from sam_lightning.module import SAMClassifier, l2_penalty  # noqa: E402
-from sam_lightning.quiet import silence_deprecations  # noqa: E402
+from sam_lightning.quiet import quiet_lightning, silence_deprecations  # noqa: E402
 from sam_lightning.sam import erm_gradients, sam_gradients  # noqa: E402
 from sam_lightning.variants import ERM, SAM  # noqa: E402
 
@@ -193,6 +193,7 @@ def fmt(value, spec: str) -> str:
 @hydra.main(version_base="1.3", config_path="../conf/bench", config_name="bench")
 def main(cfg: DictConfig) -> None:
     device = torch.device(cfg.device)
+    quiet_lightning(on_cpu=device.type == "cpu")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

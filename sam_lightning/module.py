@@ -124,7 +124,7 @@ class SAMClassifier(pl.LightningModule):
         if not self._engine_reported and self.trainer.is_global_zero:
             n = len(chunk_slices(batch_size, self.method.m))
             log.info("m-SAM engine: %s (%d chunk(s) of %d examples per batch, method.engine=%s)",
-                     choose_engine(self.method, self.backbone, n), n, batch_size // n, self.method.engine)
+                     choose_engine(self.method, self.backbone, n, batch_size // n), n, batch_size // n, self.method.engine)
         self._engine_reported = True
 
     def _gradients(self, x: Tensor, y: Tensor, lr: float):
@@ -141,10 +141,12 @@ class SAMClassifier(pl.LightningModule):
             ascent_inputs=xa, ascent_targets=ya, regularizer=regularizer, backward=self.manual_backward,
         )
 
+    def _images(self, x: Tensor) -> Tensor:
+        """The batch in the weights' dtype (float64 under trainer.precision=64-true) and memory format."""
+        return x.to(dtype=self.dtype, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        x, y = batch[0], batch[1]
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = self._images(batch[0]), batch[1]
         opt = self.optimizers()
         lr = opt.param_groups[0]["lr"]
         opt.zero_grad(set_to_none=True)
@@ -187,9 +189,7 @@ class SAMClassifier(pl.LightningModule):
 
     # -- evaluation on the test set (the paper reports test error; there is no validation split) --
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = self._images(batch[0]), batch[1]
         logits = self.backbone(x)
         self.test_loss.update(F.cross_entropy(logits, y), weight=y.shape[0])
         self.test_error.update(logits, y)

@@ -129,12 +129,14 @@ def test_auto_engine_falls_back_to_the_loop_for_a_single_chunk_and_foreign_buffe
     from sam_lightning.sam import choose_engine
 
     model = conv_net("group")
-    assert choose_engine(SAM(m=4), model, 4) == "vmap"
-    assert choose_engine(SAM(m=None), model, 1) == "loop"
-    assert choose_engine(SAM(m=4, engine="loop"), model, 4) == "loop"
+    assert choose_engine(SAM(m=4), model, 4, 4) == "vmap"
+    assert choose_engine(SAM(m=32), model, 4, 32) == "loop"  # large chunks: the loop is faster on a CPU
+    assert choose_engine(SAM(m=32, engine="vmap"), model, 4, 32) == "vmap"
+    assert choose_engine(SAM(m=None), model, 1, 16) == "loop"
+    assert choose_engine(SAM(m=4, engine="loop"), model, 4, 4) == "loop"
     model.register_buffer("counter", torch.zeros(1))
     with caplog.at_level("WARNING"):
-        assert choose_engine(SAM(m=4, engine="vmap"), model, 4) == "loop"
+        assert choose_engine(SAM(m=4, engine="vmap"), model, 4, 4) == "loop"
     assert "not a BatchNorm statistic" in caplog.text
 
 
