@@ -232,7 +232,7 @@ def sharpness(records: Sequence[dict], path: str | Path) -> Path:
         values = [v for r in records if r["m"] == m for v in (r.get("per_batch") or [r["sharpness"]])]
         if min(values) > 0 and max(values) > 100 * min(values):  # e.g. train- vs eval-mode BN (Fig. 19)
             axes[0][col].set_yscale("log")
-        steps = records[0]["steps"]
+        steps = records[0]["ascent_steps"]
         rho_axis(axes[0][col], [r["rho"] for r in records])
         axes[0][col].set(title=f"{m}-sharpness ({steps} ascent steps)", ylabel="loss increase L(w + e) - L(w)")
         if with_factor:

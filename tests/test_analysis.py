@@ -89,7 +89,7 @@ def test_m_sharpness_of_a_linear_loss_averages_ceil_n_over_m_batches():
     model, rho = LinearScore(torch.randn(12, generator=g)), 0.2
     linear_loss = lambda score, labels: -(signs(labels).to(score) * score).mean()  # noqa: E731
 
-    result = m_sharpness(model, batches, rho, steps=20, criterion=linear_loss)
+    result = m_sharpness(model, batches, rho, ascent_steps=20, criterion=linear_loss)
 
     assert [len(y) for _, y in batches] == [4, 4, 2] and result["n_batches"] == math.ceil(10 / 4)
     x = normalize(images, torch.zeros(3), torch.ones(3)).flatten(1)
@@ -120,7 +120,7 @@ def test_iterates_never_leave_the_ball_and_the_model_comes_back_unchanged():
     assert global_norm(result.delta).item() == pytest.approx(rho, rel=1e-4)
     assert result.sharpness > 0
     with batchnorm_mode(model, "train"):  # the default step is 0.1 rho (App. D)
-        assert m_sharpness(model, [(x, y)], rho, steps=1, one_step=False)["max_delta_norm"] == pytest.approx(0.1 * rho, rel=1e-5)
+        assert m_sharpness(model, [(x, y)], rho, ascent_steps=1, one_step=False)["max_delta_norm"] == pytest.approx(0.1 * rho, rel=1e-5)
     after = model.state_dict()  # weights and BN running statistics, bit for bit
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not model.training  # batchnorm_mode put the eval-mode model back
@@ -133,7 +133,7 @@ def test_one_ascent_step_of_size_rho_is_the_sam_perturbation_of_the_training_ste
     with batchnorm_mode(model, "train"):
         grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
         single = ascend(model, F.cross_entropy, x, y, rho, steps=1, step_size=rho)
-        chunked = m_sharpness(model, [(x[:4], y[:4]), (x[4:], y[4:])], rho, steps=1, step_size_mult=1.0, one_step=False)
+        chunked = m_sharpness(model, [(x[:4], y[:4]), (x[4:], y[4:])], rho, ascent_steps=1, ascent_step_mult=1.0, one_step=False)
     for d, e in zip(single.delta, sam_perturbation(grads, rho)):
         torch.testing.assert_close(d, e, rtol=1e-6, atol=1e-9)
 
@@ -151,9 +151,9 @@ def test_eval_mode_sharpness_uses_running_statistics():
         if isinstance(mod, nn.BatchNorm2d):
             mod.running_mean.fill_(0.5)
     with batchnorm_mode(model, "train"):
-        train = m_sharpness(model, [(x, y)], 0.1, steps=3, one_step=False)
+        train = m_sharpness(model, [(x, y)], 0.1, ascent_steps=3, one_step=False)
     with batchnorm_mode(model, "eval"):
-        evaluated = m_sharpness(model, [(x, y)], 0.1, steps=3, one_step=False)
+        evaluated = m_sharpness(model, [(x, y)], 0.1, ascent_steps=3, one_step=False)
     with torch.no_grad():
         assert evaluated["loss"] == pytest.approx(F.cross_entropy(model.eval()(x), y).item(), rel=1e-6)
     assert train["loss"] != pytest.approx(evaluated["loss"], rel=1e-3)
@@ -259,7 +259,7 @@ def test_both_commands_write_json_and_png_from_two_smoke_checkpoints(smoke_check
     # The sharpness command as a user runs it (its start-up, mostly imports, takes most of this
     # test); meanwhile the interpolation command in-process, through its Hydra config.
     sharp = start("sam_lightning.analysis.sharpness", f"ckpt=[{sam_ckpt},{erm_ckpt}]", "labels=[SAM,ERM]", "rho=[0.05,0.1]", "m=[8]",
-                  "n=8", "steps=2", "bn=[train,eval]", f"out_dir={tmp_path / 'sharpness'}")
+                  "n=8", "ascent_steps=2", "bn=[train,eval]", f"out_dir={tmp_path / 'sharpness'}")
     interpolation_run(compose_config(
         [f"ckpt_a={erm_ckpt}", f"ckpt_b={sam_ckpt}", "t=[-0.25,0,0.5,1,1.25]", "train_points=32", "test_points=32", "bn_points=32",
          "progress=false", "device=cpu", f"out_dir={tmp_path / 'interpolation'}"],
@@ -298,7 +298,7 @@ def test_sharpness_takes_the_data_options_docs_analysis_md_documents(smoke_check
 
     for choice in (["data=imagefolder", "data.root=/some/tree"], ["data=cifar10"]):  # compose, as documented
         assert compose_config(["ckpt=x", *choice], config_name="sharpness", tree="analysis").data.name == choice[0].split("=")[1]
-    cfg = compose_config([f"ckpt={smoke_checkpoints[0]}", *data, "rho=[0.1]", "m=[8]", "n=8", "steps=1", "progress=false",
+    cfg = compose_config([f"ckpt={smoke_checkpoints[0]}", *data, "rho=[0.1]", "m=[8]", "n=8", "ascent_steps=1", "progress=false",
                           "device=cpu", f"out_dir={tmp_path}"], config_name="sharpness", tree="analysis")
     out = sharpness_run(cfg)
     assert out["checkpoints"][0]["data"] == "synthetic" and len(out["results"]) == 1

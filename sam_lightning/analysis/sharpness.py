@@ -9,7 +9,7 @@ For N training points (n=1024, drawn by `seed`, no augmentation) split into ceil
     s_m(w) = mean over S of  max_{||d||_2 <= rho}  L_S(w + d) - L_S(w),   L_S the mean cross-entropy,
 
 each max solved from d = 0 by `sam.projected_ascent`: `steps` l2-normalized gradient steps of
-step_size_mult * rho, each projected onto the rho-ball; the value is read at the last iterate. With
+ascent_step_mult * rho, each projected onto the rho-ball; the value is read at the last iterate. With
 one_step=true the max is also solved with a single step of size rho (SAM's own perturbation) and
 suboptimality_factor = s_m(steps) / s_m(1 step) (Fig. 3). bn=train normalizes with each batch's
 statistics, as SAM's ascent does, and restores the running statistics afterwards; bn=eval uses the
@@ -141,8 +141,8 @@ def m_sharpness(
     batches: Sequence[tuple[Tensor, Tensor]],
     rho: float,
     *,
-    steps: int = 100,
-    step_size_mult: float = 0.1,
+    ascent_steps: int = 100,
+    ascent_step_mult: float = 0.1,
     one_step: bool = True,
     criterion: Criterion = F.cross_entropy,
     on_batch: Callable[[], object] | None = None,
@@ -151,7 +151,7 @@ def m_sharpness(
     with the model in whatever train/eval mode the caller chose (see `batchnorm_mode`)."""
     runs, singles = [], []
     for x, y in batches:
-        runs.append(ascend(model, criterion, x, y, rho, steps=steps, step_size=step_size_mult * rho))
+        runs.append(ascend(model, criterion, x, y, rho, steps=ascent_steps, step_size=ascent_step_mult * rho))
         if one_step:
             singles.append(ascend(model, criterion, x, y, rho, steps=1, step_size=rho))
         if on_batch is not None:
@@ -185,21 +185,21 @@ class Settings:
     ms: list[int]
     bns: list[str]
     n: int
-    steps: int
-    step_size_mult: float
+    ascent_steps: int
+    ascent_step_mult: float
     one_step: bool
     seed: int
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
         try:
-            n, steps, step_size_mult, seed = int(cfg.n), int(cfg.steps), float(cfg.step_size_mult), int(cfg.seed)
+            n, ascent_steps, ascent_step_mult, seed = int(cfg.n), int(cfg.ascent_steps), float(cfg.ascent_step_mult), int(cfg.seed)
         except (TypeError, ValueError) as err:
-            raise AnalysisConfigError(f"n={cfg.n}, steps={cfg.steps}, step_size_mult={cfg.step_size_mult}, seed={cfg.seed}: need numbers") from err
+            raise AnalysisConfigError(f"n={cfg.n}, ascent_steps={cfg.ascent_steps}, ascent_step_mult={cfg.ascent_step_mult}, seed={cfg.seed}: need numbers") from err
         s = cls(
             ckpts=as_list(cfg.ckpt, "ckpt", str), labels=None if cfg.labels is None else as_list(cfg.labels, "labels", str),
             rhos=as_list(cfg.rho, "rho", float), ms=as_list(cfg.m, "m", int), bns=as_list(cfg.bn, "bn", str),
-            n=n, steps=steps, step_size_mult=step_size_mult, one_step=bool(cfg.one_step), seed=seed,
+            n=n, ascent_steps=ascent_steps, ascent_step_mult=ascent_step_mult, one_step=bool(cfg.one_step), seed=seed,
         )
         if any(r <= 0 for r in s.rhos):
             raise AnalysisConfigError(f"rho={s.rhos}: every radius must be > 0")
@@ -207,8 +207,8 @@ class Settings:
             raise AnalysisConfigError(f"m={s.ms}: every batch size must be >= 1")
         if any(bn not in BN_MODES for bn in s.bns):
             raise AnalysisConfigError(f"bn={s.bns}: each entry must be train or eval")
-        if s.steps < 1 or s.step_size_mult <= 0:
-            raise AnalysisConfigError(f"steps={s.steps}, step_size_mult={s.step_size_mult}: need steps >= 1 and step_size_mult > 0")
+        if s.ascent_steps < 1 or s.ascent_step_mult <= 0:
+            raise AnalysisConfigError(f"ascent_steps={s.ascent_steps}, ascent_step_mult={s.ascent_step_mult}: need ascent_steps >= 1 and ascent_step_mult > 0")
         if s.labels is not None and len(s.labels) != len(s.ckpts):
             raise AnalysisConfigError(f"labels has {len(s.labels)} entries for {len(s.ckpts)} checkpoints")
         return s
@@ -243,12 +243,12 @@ def run(cfg: DictConfig) -> dict:
                     for rho in s.rhos:
                         bar.set_postfix_str(f"checkpoint {k}/{len(ckpts)} bn={bn} m={m} rho={rho}")
                         with batchnorm_mode(model, bn):
-                            result = m_sharpness(model, batches, rho, steps=s.steps, step_size_mult=s.step_size_mult, one_step=s.one_step, on_batch=bar.update)
-                        records.append({"checkpoint": label, "bn": bn, "m": m, "rho": rho, "steps": s.steps, "step_size": round(s.step_size_mult * rho, 12), **result})
+                            result = m_sharpness(model, batches, rho, ascent_steps=s.ascent_steps, ascent_step_mult=s.ascent_step_mult, one_step=s.one_step, on_batch=bar.update)
+                        records.append({"checkpoint": label, "bn": bn, "m": m, "rho": rho, "ascent_steps": s.ascent_steps, "step_size": round(s.ascent_step_mult * rho, 12), **result})
                         log.info("%s bn=%s m=%d rho=%g: sharpness %.5f%s", label, bn, m, rho, result["sharpness"],
                                  f", 1-step {result['one_step_sharpness']:.5f}" if s.one_step else "")
     payload = {
-        "settings": {"n": s.n, "seed": s.seed, "steps": s.steps, "step_size_mult": s.step_size_mult, "one_step": s.one_step, "device": str(device)},
+        "settings": {"n": s.n, "seed": s.seed, "ascent_steps": s.ascent_steps, "ascent_step_mult": s.ascent_step_mult, "one_step": s.one_step, "device": str(device)},
         "checkpoints": [{"label": lb, "data": d.name, **c.describe()} for c, lb, d in zip(ckpts, labels, data_cfgs)],
         "results": records,
     }
