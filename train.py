@@ -135,7 +135,9 @@ def train(cfg: DictConfig) -> dict:
         load_backbone_weights(model, cfg.init_from)
     if cfg.get("ckpt_path"):
         check_resume(cfg.ckpt_path, model)
-    results = ResultsWriter(run_dir, config, extra={"data_sizes": sizes, "parameters": sum(p.numel() for p in model.parameters())})
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model %s width %d, %s norm: %s parameters; method %s", model_spec.arch, model_spec.width, model_spec.norm, f"{n_params:,}", method.name)
+    results = ResultsWriter(run_dir, config, extra={"data_sizes": sizes, "parameters": n_params})
     logger = make_logger(cfg, run_dir, config)
     trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch()])
     wandb_dir = None
