@@ -60,8 +60,7 @@ def run_hydra_job(job, cfg, known: tuple[type[BaseException], ...], record_failu
 def instantiate_method(node):
     """The SAM variant a `method` config names by its `_target_` (conf/train/method/), with bad keys
     and values reported in one line (ConfigError)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import get_class
     from omegaconf import OmegaConf
 
     from sam_lightning.config import ConfigError, check_fields
@@ -76,10 +75,22 @@ def instantiate_method(node):
         raise ConfigError(f"method._target_={target!r}: no such class can be imported") from err
     if dataclasses.is_dataclass(cls):
         check_fields(cls, "method", {k: v for k, v in values.items() if k != "_target_"})
+    return instantiate_one_line(values, "method")
+
+
+def instantiate_one_line(entry, key: str):
+    """`hydra.utils.instantiate(entry)`, its failure turned into one ConfigError line naming `key`
+    (a ConfigError raised by the class itself passes through as it is)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from sam_lightning.config import ConfigError
+
     try:
-        return instantiate(values, _convert_="all")
+        return instantiate(entry, _convert_="all")
     except InstantiationException as err:
-        cause = err.__cause__
+        cause = err.__cause__ or err
         if isinstance(cause, ConfigError):
             raise cause from None
-        raise ConfigError(f"method: {cause or err}".splitlines()[0]) from err
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ConfigError(f"{key} ({entry['_target_']}): {first}") from err

@@ -10,10 +10,9 @@ import logging
 from collections.abc import Mapping
 
 import pytorch_lightning as pl
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from pytorch_lightning.callbacks import Checkpoint
 
+from sam_lightning.cli import instantiate_one_line
 from sam_lightning.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,12 +27,7 @@ def instantiate_callbacks(entries: Mapping | None, checkpointing: bool = True) -
             continue
         if not isinstance(entry, Mapping) or "_target_" not in entry:
             raise ConfigError(f"callbacks.{name} must be a mapping with a _target_ (a Lightning callback class), got {entry!r}")
-        try:
-            callback = instantiate(entry)
-        except InstantiationException as err:
-            cause = err.__cause__ or err
-            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-            raise ConfigError(f"callbacks.{name} ({entry['_target_']}): {first}") from err
+        callback = instantiate_one_line(entry, f"callbacks.{name}")
         if not isinstance(callback, pl.Callback):
             raise ConfigError(f"callbacks.{name}: {entry['_target_']} is not a Lightning callback")
         if isinstance(callback, Checkpoint) and not checkpointing:
