@@ -151,10 +151,19 @@ def train(cfg: DictConfig) -> dict:
             run.finish()
     payload = results.write("finished" if not trainer.interrupted else "interrupted")
     if trainer.is_global_zero:
+        print(summary_line(payload), flush=True)
         print(f"run directory: {run_dir}\nresults:       {results.path}", flush=True)
         if wandb_dir is not None:
             print(f"W&B run:       {wandb_dir}", flush=True)
     return payload
+
+
+def summary_line(payload: dict) -> str:
+    """The run's answer in one line: final and best test error, and how long it took."""
+    final, best = payload.get("final_test_error"), payload.get("best_test_error")
+    errors = "no test evaluation" if final is None else (
+        f"final test error {100 * final:.2f}%, best {100 * best:.2f}% (epoch {payload.get('best_epoch')})")
+    return f"{payload['status']}: {errors}; {payload.get('epochs_done')} epoch(s) in {payload.get('wall_time_s', 0):.0f} s"
 
 
 def save_noisy_labels(path: Path, datamodule: ImageDataModule) -> None:

@@ -84,6 +84,7 @@ def test_cli_smoke_preset_learns(tmp_path):
     assert results["status"] == "finished" and results["epochs_done"] == 4
     assert results["final_test_error"] < 0.5  # chance is 0.9
     assert "results:" in proc.stdout and str(tmp_path) in proc.stdout
+    assert f"finished: final test error {100 * results['final_test_error']:.2f}%, best" in proc.stdout
     assert "`Trainer.fit` stopped" in (tmp_path / "train.log").read_text()  # Lightning's messages reach the run's log
     console = proc.stdout + proc.stderr
     assert "litlogger" not in console and "GPU available" not in console and "LeafSpec" not in console
