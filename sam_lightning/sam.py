@@ -72,12 +72,6 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
 
 
-def sam_perturbation(grads: Sequence[Tensor], rho: float, normalize: bool = True, eps: float = 1e-12) -> list[Tensor]:
-    """e = rho * g / ||g|| (normalized SAM) or e = rho * g (constant rho, paper Sec. 5.2)."""
-    scale = rho / (global_norm(grads) + eps) if normalize else rho
-    return torch._foreach_mul(list(grads), scale)
-
-
 def erm_gradients(
     model: nn.Module,
     params: Sequence[Tensor],

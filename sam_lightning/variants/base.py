@@ -35,7 +35,7 @@ class VariantError(ConfigError):
 
 def tree_norm(tree: Mapping[str, Tensor]) -> Tensor:
     """The l2 norm of all tensors of `tree` taken together as one vector."""
-    return torch.sqrt(sum((t * t).sum() for t in tree.values()))
+    return torch.sqrt(tree_dot(tree, tree))
 
 
 def tree_scale(tree: Mapping[str, Tensor], scale) -> Params:
@@ -100,10 +100,6 @@ class Variant:
         """The chunk's descent gradient from g_c (the first ascent gradient, at w; None if the
         variant takes none) and h_c (the gradient at w + e_c). SAM: h_c."""
         return perturbed_grad
-
-    @property
-    def custom_descent(self) -> bool:
-        return type(self).descent is not Variant.descent
 
     # -- settings -----------------------------------------------------------------------------
     def current_rho(self, lr: float, base_lr: float) -> float:
