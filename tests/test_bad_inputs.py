@@ -99,6 +99,8 @@ TRAIN_CASES = [
     ("m_not_dividing_batch", ["method.m=48"], "method.m=48", 1),
     ("switch_at_out_of_range", ["method=erm_to_sam", "method.switch_at=2"], "method.switch_at=2", 1),
     ("unknown_engine", ["method.engine=jit"], "method.engine='jit'", 1),
+    ("chunks_per_pass_zero", ["method.chunks_per_pass=0"], "method.chunks_per_pass=0", 1),
+    ("data_on_device_unknown", ["data_on_device=maybe"], "data_on_device='maybe'", 1),
     ("grad_clip_negative", ["optim.grad_clip=-1"], "optim.grad_clip=-1", 1),
     ("unknown_schedule", ["optim.schedule=linear"], "'linear'", 1),
     ("label_noise_too_large", ["data.label_noise=1.5"], "data.label_noise", 1),

@@ -26,7 +26,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.cfg = cfg
         # auto: the training set lives on the device for single-GPU runs (DeviceBatches), else the DataLoader.
         if on_device not in ("auto", True, False):
-            raise ValueError(f"data_on_device must be auto, true or false, got {on_device!r}")
+            raise ConfigError(f"data_on_device={on_device!r}: must be auto, true or false")
         self.on_device = on_device
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
