@@ -4,7 +4,7 @@ Shared conventions: one colour list without pale colours; rho always on a log ax
 values run (`rho_axis`); means over seeds with their 95% bootstrap interval as bars or bands and
 the number of seeds in the legend; panels that compare methods share their y-axis.
 
-sweep_vs_rho, sweep_curves: the summary of a multirun (sweep.py and the end-of-multirun table),
+sweep_vs_rho, sweep_points, sweep_curves: the summary of a multirun (sweep.py and the end-of-multirun table),
     training runs (test error over epochs) and theory runs (test loss over steps) alike.
 sharpness, interpolation: the analysis commands. relu_functions: the theory's 1-D ReLU figure.
 """
@@ -24,6 +24,7 @@ from sam_lightning.stats import bootstrap_ci, format_mean_ci
 COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:gray", "tab:cyan", "black")
 KEY = "key:"  # the group columns of a sweep summary (sam_lightning.sweep.collect.KEY)
 RHO = KEY + "method.rho"
+CURVE_NAMES = {"train/noisy_fit": "flipped labels fitted", "train/clean_error": "train error, clean labels"}
 CURVE_RESAMPLES = 1000  # one interval per logged point and line: seaborn's count keeps this quick
 
 
@@ -115,6 +116,28 @@ def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | 
     return _save(fig, path)
 
 
+def sweep_points(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, path: str | Path) -> Path | None:
+    """The metric of every table row (paper Fig. 1 style): mean over seeds with its 95% CI, each
+    seed as a dot. For sweeps whose rows are not a curve against rho (sweep_vs_rho draws those)."""
+    if len(summary) < 2:
+        return None
+    what, scale = _what(info["metric"])
+    metric = runs.set_index("job")[info["metric"]]
+    fig = Figure(figsize=(6.4, 1.4 + 0.42 * len(summary)), layout="constrained")
+    ax = fig.subplots()
+    for y, (i, row) in enumerate(summary.iloc[::-1].iterrows()):
+        seeds = scale * metric.reindex(row["jobs"]).dropna().to_numpy()
+        ax.plot(seeds, np.full(len(seeds), y), ls="none", marker=".", ms=6, color=color(i), alpha=0.5)
+        err = np.nan_to_num(scale * np.abs([[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]))
+        ax.errorbar([scale * row["mean"]], [y], xerr=err, marker="o", ms=6, capsize=4, color=color(i))
+    names = [f"{_family_label(row, info['groups'])} ({_seeds(summary.loc[[i]])})" for i, row in summary.iloc[::-1].iterrows()]
+    ax.set_yticks(range(len(summary)), names, fontsize=8)
+    ax.set_xlabel(what)
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(f"{what.capitalize()}: mean over seeds with 95% bootstrap interval, dots: seeds", fontsize=9)
+    return _save(fig, path)
+
+
 def _history_frame(histories: dict, jobs: list[str], seeds: dict, key: str) -> pd.DataFrame:
     """x (epoch, 1-based, or step) by seed: the runs' logged values of `key`."""
     rows = []
@@ -140,19 +163,22 @@ def _band(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, histories: dict, path: str | Path) -> Path | None:
-    """Test (top) and train (bottom) metric over epochs or steps, mean over seeds with a 95% CI band.
-    One panel per method with one line per rho; when every method has a single row, one panel with
-    one line per method. Panels of a row share the y-axis."""
+    """Test (top) and train (bottom) metric over epochs or steps, mean over seeds with a 95% CI band;
+    label-noise runs add train/noisy_fit and train/clean_error. One panel per method with one line
+    per rho; when every method has a single row, one panel per metric with one line per method.
+    Panels of a row share the y-axis."""
     test_key = "test/error" if info["metric"].endswith("error") else "test/loss"
     train_key = test_key.replace("test/", "train/")
     what, scale = _what(info["metric"])
+    # label-noise runs also log how they fit the flipped and the clean labels (paper Fig. 12)
+    extra_keys = ("train/noisy_fit", "train/clean_error") if scale == 100 else ()
     seeds = {r.job: r.seed if pd.notna(r.seed) else r.job for r in runs.itertuples()}
     families = _families(summary, info["groups"])
     single = all(len(m) == 1 for _, m in families)
     panels = [("", summary)] if single else families
     family_of = {idx: i for i, (_, members) in enumerate(families) for idx in members.index}
     jobs = [j for js in summary["jobs"] for j in js]
-    keys = [k for k in (test_key, train_key) if any(h.get(k) is not None for j in jobs for h in histories.get(j, []))]
+    keys = [k for k in (test_key, train_key, *extra_keys) if any(h.get(k) is not None for j in jobs for h in histories.get(j, []))]
     if not keys:
         return None
     if single:  # one panel per metric, side by side
@@ -180,7 +206,7 @@ def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, historie
                 low, high = _band(frame)
                 if np.isfinite(low).any():
                     ax.fill_between(x, scale * low, scale * high, color=color(k), alpha=0.2, lw=0)
-            ax.set_ylabel(key.replace("/", " ") + (" (%)" if scale == 100 else ""))
+            ax.set_ylabel(CURVE_NAMES.get(key, key.replace("/", " ")) + (" (%)" if scale == 100 else ""))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
             if r == 0 and title:
@@ -194,7 +220,7 @@ def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, historie
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if scale == 1:
                 ax.set_yscale("log")  # losses: decades, as in the paper's Fig. 6
-    quantity = what.replace("test ", "test and train ", 1) if len(keys) == 2 else what
+    quantity = what.replace("test ", "test and train ", 1) if len(keys) >= 2 else what
     fig.suptitle(f"{quantity.capitalize()} over {'steps' if by_step else 'epochs'}: mean over seeds with 95% bootstrap band", fontsize=10)
     return _save(fig, path)
 
@@ -204,7 +230,8 @@ def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, historie
 def sharpness(records: Sequence[dict], path: str | Path) -> Path:
     """m-sharpness against rho (Fig. 2 style): the loss increase at the (approximate) worst point of
     radius rho, mean over batches with the per-batch range as a band; one panel per m, one line per
-    checkpoint and BN mode. A second row shows the suboptimality factor, steps-step over 1-step
+    checkpoint label and BN mode (checkpoints sharing a label: their mean, the 95% CI as the band).
+    A second row shows the suboptimality factor, steps-step over 1-step
     value (Fig. 3), when computed."""
     ms = sorted({r["m"] for r in records})
     curves = list(dict.fromkeys((r["checkpoint"], r["bn"]) for r in records))
@@ -215,20 +242,27 @@ def sharpness(records: Sequence[dict], path: str | Path) -> Path:
     fig = Figure(figsize=(4.2 * len(ms) + 1.0, 3.2 * rows), layout="constrained")
     axes = fig.subplots(rows, len(ms), squeeze=False, sharey="row")
     styles = {"train": "-", "eval": "--"}
+    any_repeats = False
     for col, m in enumerate(ms):
         for label, bn in curves:
-            points = sorted((r for r in records if r["m"] == m and r["checkpoint"] == label and r["bn"] == bn), key=lambda r: r["rho"])
-            if not points:
+            points = pd.DataFrame([r for r in records if r["m"] == m and r["checkpoint"] == label and r["bn"] == bn])
+            if points.empty:
                 continue
-            name = f"{label}, BN {bn}" if show_bn else label
+            repeats = int(points.groupby("rho").size().max())  # checkpoints sharing the label (seeds)
+            any_repeats = any_repeats or repeats > 1
+            name = (f"{label}, BN {bn}" if show_bn else label) + (f" ({repeats} checkpoints)" if repeats > 1 else "")
             c = color(checkpoints.index(label))
             style = dict(color=c, linestyle=styles.get(bn, "-"), marker="o", markersize=4, label=name)
-            rhos = [r["rho"] for r in points]
-            axes[0][col].plot(rhos, [r["sharpness"] for r in points], **style)
-            spread = [(min(r["per_batch"]), max(r["per_batch"])) if r.get("per_batch") else (np.nan, np.nan) for r in points]
-            axes[0][col].fill_between(rhos, [s[0] for s in spread], [s[1] for s in spread], color=c, alpha=0.15, lw=0)
+            by_rho = points.sort_values("rho").groupby("rho", sort=True)
+            rhos = list(by_rho.groups)
+            axes[0][col].plot(rhos, by_rho["sharpness"].mean(), **style)
+            if repeats > 1:  # band: 95% CI over the checkpoints
+                spread = [bootstrap_ci(g["sharpness"].to_numpy()) or (np.nan, np.nan) for _, g in by_rho]
+            else:  # band: the per-batch range of the one checkpoint
+                spread = [(min(g["per_batch"].iloc[0]), max(g["per_batch"].iloc[0])) if g["per_batch"].iloc[0] else (np.nan, np.nan) for _, g in by_rho]
+            axes[0][col].fill_between(rhos, [lo for lo, _ in spread], [hi for _, hi in spread], color=c, alpha=0.15, lw=0)
             if with_factor:
-                axes[1][col].plot(rhos, [r.get("suboptimality_factor") or float("nan") for r in points], **style)
+                axes[1][col].plot(rhos, by_rho["suboptimality_factor"].apply(lambda v: pd.to_numeric(v, errors="coerce").mean()), **style)
         values = [v for r in records if r["m"] == m for v in (r.get("per_batch") or [r["sharpness"]])]
         if min(values) > 0 and max(values) > 100 * min(values):  # e.g. train- vs eval-mode BN (Fig. 19)
             axes[0][col].set_yscale("log")
@@ -239,7 +273,9 @@ def sharpness(records: Sequence[dict], path: str | Path) -> Path:
             rho_axis(axes[1][col], [r["rho"] for r in records])
             axes[1][col].axhline(1.0, color="0.7", linewidth=0.8, zorder=0)
             axes[1][col].set(title=f"suboptimality factor, {steps} steps vs 1", ylabel="factor")
-    axes[0][-1].legend(fontsize="small", title="line: mean over batches\nband: per-batch range", title_fontsize="small")
+    title = ("line: mean over batches and checkpoints\nband: 95% CI over checkpoints (one: per-batch range)" if any_repeats
+             else "line: mean over batches\nband: per-batch range")
+    axes[0][-1].legend(fontsize="small", title=title, title_fontsize="small")
     return _save(fig, path)
 
 

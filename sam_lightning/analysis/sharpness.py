@@ -19,13 +19,17 @@ checkpoint's running statistics (Fig. 19 contrasts the two). Writes sharpness.js
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -46,6 +50,7 @@ from sam_lightning.cli import run_or_fail
 from sam_lightning.data.sources import DataUnavailableError
 from sam_lightning.jsonio import atomic_write_json
 from sam_lightning.sam import frozen_bn_running_stats
+from sam_lightning.stats import format_mean_ci, mean_ci
 from sam_lightning.variants import projected_ascent
 from sam_lightning.variants.base import tree_norm
 
@@ -214,8 +219,39 @@ class Settings:
         return s
 
 
+def expand_checkpoints(entries: list[str], labels: list[str] | None) -> tuple[list[str], list[str] | None]:
+    """Each `ckpt` entry is a path or a glob pattern (*, ?, [..], ** across folders); a pattern stands
+    for its sorted matches and its label, when given, for all of them (the seeds of one method)."""
+    paths, expanded = [], []
+    for k, entry in enumerate(entries):
+        matches = sorted(glob.glob(os.path.expanduser(entry), recursive=True)) if glob.has_magic(entry) else [entry]
+        if not matches:
+            raise AnalysisConfigError(f"ckpt pattern {entry!r} matches no file")
+        paths += matches
+        if labels is not None:
+            expanded += [labels[k]] * len(matches)
+    return paths, expanded if labels is not None else None
+
+
 def unique(labels: list[str]) -> list[str]:
     return [f"{x} #{i + 1}" if labels.count(x) > 1 else x for i, x in enumerate(labels)]
+
+
+def summary_table(records: list[dict]) -> pd.DataFrame:
+    """One row per label, BN mode, m and rho: the m-sharpness (and suboptimality factor) as mean
+    [95% CI] over the checkpoints that share the label."""
+    frame = pd.DataFrame(records)
+    if "suboptimality_factor" not in frame:
+        frame["suboptimality_factor"] = np.nan
+    rows = []
+    for (label, bn, m, rho), group in frame.groupby(["checkpoint", "bn", "m", "rho"], sort=False):
+        factor = group["suboptimality_factor"].astype(float).dropna()
+        rows.append({
+            "checkpoint": label, "bn": bn, "m": m, "rho": rho, "n_checkpoints": len(group),
+            "sharpness": format_mean_ci(*mean_ci(group["sharpness"].tolist())),
+            "suboptimality_factor": format_mean_ci(*mean_ci(factor.tolist())) if len(factor) else "-",
+        })
+    return pd.DataFrame(rows)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -223,8 +259,10 @@ def run(cfg: DictConfig) -> dict:
     s = Settings.from_config(cfg)
     device = resolve_device(cfg.device)
     torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)  # a max of loss differences wants full fp32 convs
-    ckpts = [load_checkpoint(p) for p in s.ckpts]  # every file is checked before any work starts
-    labels = unique(s.labels or [c.default_label() for c in ckpts])
+    paths, given_labels = expand_checkpoints(s.ckpts, s.labels)
+    ckpts = [load_checkpoint(p) for p in paths]  # every file is checked before any work starts
+    # a label shared by several checkpoints makes them repeats of one model (a table row over them)
+    labels = given_labels or unique([c.default_label() for c in ckpts])
     override = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
     data_cfgs = [data_config_for(c, override) for c in ckpts]
     out_dir = Path(cfg.out_dir)
@@ -247,13 +285,16 @@ def run(cfg: DictConfig) -> dict:
                         records.append({"checkpoint": label, "bn": bn, "m": m, "rho": rho, "ascent_steps": s.ascent_steps, "step_size": round(s.ascent_step_mult * rho, 12), **result})
                         log.info("%s bn=%s m=%d rho=%g: sharpness %.5f%s", label, bn, m, rho, result["sharpness"],
                                  f", 1-step {result['one_step_sharpness']:.5f}" if s.one_step else "")
+    table = summary_table(records)
     payload = {
         "settings": {"n": s.n, "seed": s.seed, "ascent_steps": s.ascent_steps, "ascent_step_mult": s.ascent_step_mult, "one_step": s.one_step, "device": str(device)},
         "checkpoints": [{"label": lb, "data": d.name, **c.describe()} for c, lb, d in zip(ckpts, labels, data_cfgs)],
         "results": records,
+        "summary": table.to_dict("records"),
     }
     atomic_write_json(out_dir / "sharpness.json", payload)
     plots.sharpness(records, out_dir / "sharpness.png")
+    print(table.to_markdown(index=False), "95% CI: percentile bootstrap over the checkpoints of a label (none for one).", sep="\n", flush=True)
     print(f"sharpness.json and sharpness.png in {out_dir}", flush=True)
     return payload
 

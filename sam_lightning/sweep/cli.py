@@ -66,8 +66,9 @@ def summarize(runs: pd.DataFrame, histories: dict, sources: list[str], out: Path
         from sam_lightning import plots as plotting  # matplotlib only when plotting
 
         name = "test_loss" if info["metric"].endswith("loss") else "test_error"
-        images = [p for p in (plotting.sweep_vs_rho(summary, info, out / f"{name}_vs_rho.png"),
-                              plotting.sweep_curves(summary, info, runs, histories, out / f"{name}_curves.png")) if p]
+        by_rho = plotting.sweep_vs_rho(summary, info, out / f"{name}_vs_rho.png")
+        by_row = None if by_rho else plotting.sweep_points(summary, info, runs, out / f"{name}_by_row.png")
+        images = [p for p in (by_rho, by_row, plotting.sweep_curves(summary, info, runs, histories, out / f"{name}_curves.png")) if p]
     (out / "summary.md").write_text(table.report(summary, info, runs, sources, markdown=True, images=[str(i) for i in images]))
     echo(f"\nwrote {', '.join(str(out / n) for n in (*OUTPUT_NAMES, *(i.name for i in images)))}")
     info["images"] = images

@@ -1,0 +1,127 @@
+"""The laptop reproduction (docs/reproduction.md): its presets, the Fig. 2 checkpoint patterns, the
+sharpness table over seeds and the sweep plots the document shows."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import CONF, compose_config
+from omegaconf import OmegaConf
+
+from sam_lightning import plots
+from sam_lightning.analysis.evaluation import AnalysisConfigError
+from sam_lightning.analysis.sharpness import expand_checkpoints, summary_table
+from sam_lightning.cli import instantiate_method
+from sam_lightning.stats import format_mean_ci, mean_ci
+from sam_lightning.sweep.cli import summarize
+from sam_lightning.sweep.collect import KEY
+from train import train
+
+LAPTOP = {  # preset: (norm, rho, label noise, epochs, methods of the multirun)
+    "laptop_fig1": ("batch", 0.05, 0.0, 20, {"erm", "random", "nsam", "sam_m128", "sam_m4"}),
+    "laptop_fig12": ("batch", 0.1, 0.6, 30, {"erm", "sam"}),
+    "laptop_fig16": ("group", 0.02, 0.0, 20, {"erm", "sam_m128", "sam_m32", "sam_m4"}),
+}
+SOURCES = (["data=imagefolder", "data.root=/some/cifar10-jpeg"], ["data=cifar10"])
+
+
+def sweep_params(preset: str) -> dict[str, list[str]]:
+    params = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+    return {k: str(v).split(",") for k, v in params.items()}
+
+
+@pytest.mark.parametrize("preset", sorted(LAPTOP))
+def test_laptop_presets_keep_their_scale_with_either_image_source(preset):
+    norm, rho, noise, epochs, methods = LAPTOP[preset]
+    params = sweep_params(preset)
+    assert set(params["method"]) == methods and params["seed"] == ["0", "1", "2"]
+    for source in SOURCES:
+        for method in methods:
+            cfg = compose_config([f"experiment={preset}", *source, f"method={method}"])
+            assert (cfg.data.name, cfg.data.train_fraction, cfg.data.label_noise) == (source[0][5:], 0.04, noise)
+            assert (cfg.model.arch, cfg.model.width, cfg.model.norm) == ("preact_resnet18", 16, norm)
+            assert (cfg.trainer.accelerator, cfg.trainer.max_epochs, cfg.logger.name) == ("cpu", epochs, "csv")
+            variant = instantiate_method(cfg.method)
+            variant.check_batch_size(cfg.data.batch_size)
+            if method != "erm":
+                assert variant.rho == rho
+
+
+@pytest.mark.parametrize("preset", sorted(LAPTOP))
+def test_laptop_presets_run_their_smoke_variant(preset, tmp_path):
+    cfg = compose_config([f"experiment={preset}", "debug=smoke", "data.train_fraction=1.0", "trainer.check_val_every_n_epoch=1", f"paths.output_dir={tmp_path}",
+                          "trainer.enable_progress_bar=false"])
+    out = train(cfg)
+    assert out["status"] == "finished" and out["final_test_error"] is not None
+    if LAPTOP[preset][2]:  # label noise: the fit of flipped and clean labels, every epoch
+        assert all(0 <= h["train/noisy_fit"] <= 1 for h in out["history"] if "train/loss" in h)
+
+
+def _fake_sweep(root: Path, nested: bool) -> dict[str, list[Path]]:
+    """last.ckpt files where a laptop_fig16 multirun puts them (data.root in a job name nests it)."""
+    made: dict[str, list[Path]] = {}
+    for num, (method, seed) in enumerate((m, s) for m in ("sam_m4", "sam_m32", "sam_m128", "erm") for s in range(3)):
+        name = f"{num}_data=imagefolder,experiment=laptop_fig16,method={method},seed={seed}"
+        job = root / (f"{num}_data.root=" if nested else "") / ("work/cifar," + name.split("_", 1)[1] if nested else name)
+        (job / "checkpoints").mkdir(parents=True)
+        (job / "checkpoints" / "last.ckpt").touch()
+        made.setdefault(method, []).append(job / "checkpoints" / "last.ckpt")
+    return made
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
+def test_fig2_preset_finds_each_methods_checkpoints_of_a_fig16_sweep(tmp_path, nested):
+    made = _fake_sweep(tmp_path, nested)
+    cfg = compose_config(["experiment=laptop_fig2", f"sweep={tmp_path}"], config_name="sharpness", tree="analysis")
+    assert (list(cfg.rho), list(cfg.m), cfg.ascent_steps, cfg.out_dir) == ([0.025, 0.05, 0.1, 0.2], [128], 10, f"{tmp_path}/sharpness")
+    paths, labels = expand_checkpoints(list(cfg.ckpt), list(cfg.labels))
+    assert labels == ["ERM"] * 3 + ["128-SAM"] * 3 + ["4-SAM"] * 3
+    expected = [(label, p) for label, method in (("ERM", "erm"), ("128-SAM", "sam_m128"), ("4-SAM", "sam_m4")) for p in made[method]]
+    assert sorted(zip(labels, map(Path, paths))) == sorted(expected)  # never m=32, and 128 is not 4
+    # Plain paths pass as they are; a pattern without a match is one line.
+    assert expand_checkpoints(["a.ckpt", "b.ckpt"], None) == (["a.ckpt", "b.ckpt"], None)
+    with pytest.raises(AnalysisConfigError, match="matches no file"):
+        expand_checkpoints([f"{tmp_path}/**/*method=gsam,*/last.ckpt"], ["GSAM"])
+
+
+def test_sharpness_table_is_mean_and_ci_over_checkpoints_sharing_a_label():
+    def record(label, rho, value, factor):
+        return {"checkpoint": label, "bn": "train", "m": 128, "rho": rho, "sharpness": value, "suboptimality_factor": factor}
+
+    records = [record("ERM", rho, v * rho, 1.5) for v in (1.0, 2.0, 4.0) for rho in (0.05, 0.1)]
+    records += [record("SAM", 0.05, 0.02, None)]
+    table = summary_table(records)
+    assert table[["checkpoint", "rho", "n_checkpoints"]].values.tolist() == [["ERM", 0.05, 3], ["ERM", 0.1, 3], ["SAM", 0.05, 1]]
+    assert table["sharpness"][1] == format_mean_ci(*mean_ci([0.1, 0.2, 0.4])) and "[" in table["sharpness"][1]
+    assert table["suboptimality_factor"].tolist() == ["1.5 [1.5, 1.5]", "1.5 [1.5, 1.5]", "-"]
+    assert table["sharpness"][2] == "0.02"  # one checkpoint: no interval
+
+
+def test_sweep_plots_rows_without_rho_and_the_label_noise_curves(tmp_path, monkeypatch):
+    runs, histories = [], {}
+    for method, base in (("erm", 0.7), ("sam", 0.6)):
+        for seed in range(3):
+            job = f"{method}-{seed}"
+            runs.append({"job": job, "status": "finished", "reason": None, "seed": seed, KEY + "method": method,
+                         "final_test_error": base + 0.01 * seed, "best_test_error": base, "final_train_error": 0.5})
+            histories[job] = [{"epoch": e, "train/error": 0.9 - 0.1 * e, "train/noisy_fit": 0.05 * e, "train/clean_error": 0.8 - 0.1 * e,
+                               **({"test/error": base + 0.1} if e % 2 else {})} for e in range(4)]
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, **kw: (figures.append(fig), save(fig, path, **kw))[1])
+    summary, info = summarize(pd.DataFrame(runs), histories, ["x"], tmp_path, echo=lambda _: None)
+    assert [p.name for p in info["images"]] == ["test_error_by_row.png", "test_error_curves.png"]
+    by_row, curves = figures
+    # by row: one tick per table row, the mean at the marker, every seed as a dot
+    ax = by_row.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["sam (3 seeds)", "erm (3 seeds)"]
+    dots = [line.get_xdata() for line in ax.lines if line.get_marker() == "."]
+    assert sorted(np.concatenate(dots).round(6).tolist()) == [60.0, 61.0, 62.0, 70.0, 71.0, 72.0]
+    # curves: test, train, then how the flipped and the clean labels are fitted
+    assert [a.get_ylabel() for a in curves.axes] == ["test error (%)", "train error (%)", "flipped labels fitted (%)",
+                                                     "train error, clean labels (%)"]
+    assert math.isclose(curves.axes[2].lines[0].get_ydata()[-1], 15.0)
