@@ -181,9 +181,11 @@ def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, historie
     keys = [k for k in (test_key, train_key, *extra_keys) if any(h.get(k) is not None for j in jobs for h in histories.get(j, []))]
     if not keys:
         return None
-    if single:  # one panel per metric, side by side
-        fig = Figure(figsize=(5.2 * len(keys), 3.8), layout="constrained")
-        axes = [[ax] for ax in fig.subplots(1, len(keys), squeeze=False, sharex=True)[0]]
+    if single:  # one panel per metric: side by side, or a 2-column grid for more than two
+        cols = 2 if len(keys) > 2 else len(keys)
+        rows = -(-len(keys) // cols)
+        fig = Figure(figsize=(5.2 * cols, 3.6 * rows + 0.2), layout="constrained")
+        axes = [[ax] for ax in fig.subplots(rows, cols, squeeze=False, sharex=True).ravel()[: len(keys)]]
     else:  # a row per metric, a panel per method; panels of a row share the y-axis
         fig = Figure(figsize=(4.8 * len(panels), 3.4 * len(keys)), layout="constrained")
         axes = fig.subplots(len(keys), len(panels), squeeze=False, sharey="row", sharex=True)
@@ -220,6 +222,7 @@ def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, historie
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if scale == 1:
                 ax.set_yscale("log")  # losses: decades, as in the paper's Fig. 6
+    what = what.removeprefix("best ")  # the curves are the logged values, whichever the table's metric
     quantity = what.replace("test ", "test and train ", 1) if len(keys) >= 2 else what
     fig.suptitle(f"{quantity.capitalize()} over {'steps' if by_step else 'epochs'}: mean over seeds with 95% bootstrap band", fontsize=10)
     return _save(fig, path)

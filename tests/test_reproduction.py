@@ -24,7 +24,7 @@ from train import train
 LAPTOP = {  # preset: (norm, rho, label noise, epochs, methods of the multirun)
     "laptop_fig1": ("batch", 0.05, 0.0, 20, {"erm", "random", "nsam", "sam_m128", "sam_m4"}),
     "laptop_fig12": ("batch", 0.1, 0.6, 30, {"erm", "sam"}),
-    "laptop_fig16": ("group", 0.02, 0.0, 20, {"erm", "sam_m128", "sam_m32", "sam_m4"}),
+    "laptop_fig16": ("group", 0.02, 0.0, 20, {"erm", "sam_m128", "sam_m4"}),
 }
 SOURCES = (["data=imagefolder", "data.root=/some/cifar10-jpeg"], ["data=cifar10"])
 
