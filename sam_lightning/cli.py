@@ -26,12 +26,15 @@ def fail(message: str, code: int = 1) -> None:
 def run_or_fail(run, cfg, errors: tuple[type[BaseException], ...], required: str):
     """`run(cfg)`, turning a missing mandatory value or one of `errors` into one line and exit 2.
     `required` shows how to give the mandatory values, e.g. "ckpt=PATH"."""
-    from omegaconf.errors import MissingMandatoryValue
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
     try:
         return run(cfg)
     except MissingMandatoryValue as err:
         fail(f"{err.full_key} is required, e.g. {required}", code=2)
+    except InterpolationToMissingValueError as err:  # e.g. a preset's ${sweep} left out
+        missing = str(err).splitlines()[0].rsplit(": ", 1)[-1]
+        fail(f"{missing} is required: add {missing}=...", code=2)
     except errors as err:
         fail(str(err), code=2)
 

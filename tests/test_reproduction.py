@@ -4,6 +4,8 @@ sharpness table over seeds and the sweep plots the document shows."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,8 @@ from sam_lightning.stats import format_mean_ci, mean_ci
 from sam_lightning.sweep.cli import summarize
 from sam_lightning.sweep.collect import KEY
 from train import train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LAPTOP = {  # preset: (norm, rho, label noise, epochs, methods of the multirun)
     "laptop_fig1": ("batch", 0.05, 0.0, 20, {"erm", "random", "nsam", "sam_m128", "sam_m4"}),
@@ -77,7 +81,7 @@ def _fake_sweep(root: Path, nested: bool) -> dict[str, list[Path]]:
 def test_fig2_preset_finds_each_methods_checkpoints_of_a_fig16_sweep(tmp_path, nested):
     made = _fake_sweep(tmp_path, nested)
     cfg = compose_config(["experiment=laptop_fig2", f"sweep={tmp_path}"], config_name="sharpness", tree="analysis")
-    assert (list(cfg.rho), list(cfg.m), cfg.ascent_steps, cfg.out_dir) == ([0.025, 0.05, 0.1, 0.2], [128], 10, f"{tmp_path}/sharpness")
+    assert (list(cfg.rho), list(cfg.m), cfg.ascent_steps) == ([0.025, 0.05, 0.1, 0.2], [128], 10)
     paths, labels = expand_checkpoints(list(cfg.ckpt), list(cfg.labels))
     assert labels == ["ERM"] * 3 + ["128-SAM"] * 3 + ["4-SAM"] * 3
     expected = [(label, p) for label, method in (("ERM", "erm"), ("128-SAM", "sam_m128"), ("4-SAM", "sam_m4")) for p in made[method]]
@@ -86,6 +90,12 @@ def test_fig2_preset_finds_each_methods_checkpoints_of_a_fig16_sweep(tmp_path, n
     assert expand_checkpoints(["a.ckpt", "b.ckpt"], None) == (["a.ckpt", "b.ckpt"], None)
     with pytest.raises(AnalysisConfigError, match="matches no file"):
         expand_checkpoints([f"{tmp_path}/**/*method=gsam,*/last.ckpt"], ["GSAM"])
+
+
+def test_fig2_preset_without_its_sweep_folder_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "sam_lightning.analysis.sharpness", "experiment=laptop_fig2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: sweep is required: add sweep=..."], proc.stderr[-2000:]
 
 
 def test_sharpness_table_is_mean_and_ci_over_checkpoints_sharing_a_label():
