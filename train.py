@@ -35,10 +35,11 @@ from sam_lightning.checkpoints import CheckpointError, load_for_model
 from sam_lightning.cli import fail, instantiate_method, run_hydra_job
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.data import DataUnavailableError, ImageDataModule
+from sam_lightning.data.sources import num_classes_of
 from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
-from sam_lightning.results import ResultsWriter, atomic_write_json, write_failure
+from sam_lightning.results import ResultsWriter, write_failure
 from sam_lightning.train_checks import check_train_config
 from sam_lightning.wandb_mode import resolve_mode
 
@@ -103,6 +104,15 @@ def use_channels_last(cfg: DictConfig) -> bool:
     return on_gpu(cfg) if cfg.channels_last == "auto" else bool(cfg.channels_last)
 
 
+def selection_metric(cfg: DictConfig) -> str:
+    """checkpoint.monitor: what "best" means for checkpoints and early stopping. auto: the
+    validation error when the run holds out a validation split, else the test error."""
+    monitor = cfg.get("checkpoint", {}).get("monitor", "auto")
+    if monitor != "auto":
+        return monitor
+    return "val/error" if cfg.data.get("val_fraction", 0.0) > 0 else "test/error"
+
+
 def train(cfg: DictConfig) -> dict:
     """Runs one training job and returns what results.json holds. Raises on failure."""
     quiet_lightning(on_cpu=not on_gpu(cfg))
@@ -113,23 +123,14 @@ def train(cfg: DictConfig) -> dict:
     run_dir = make_run_dir(cfg.paths.output_dir)
     # The variant's name is recorded beside its settings (results.json, W&B, sweep tables).
     OmegaConf.update(cfg, "method.name", method.name, force_add=True)
+    OmegaConf.update(cfg, "checkpoint.monitor", selection_metric(cfg), force_add=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = ImageDataModule(cfg.data, batch_size=cfg.data.batch_size, eval_batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, on_device=cfg.data_on_device)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        datamodule.prepare_data()
-    datamodule.setup("fit")
-    arrays = datamodule.arrays
-    sizes = {"train": len(arrays.train_y), "test": len(arrays.test_y), "num_classes": arrays.num_classes}
-    log.info("data %s: %d train / %d test examples, %d classes", cfg.data.name, sizes["train"], sizes["test"], sizes["num_classes"])
-    if len(datamodule.noisy_indices):
-        sizes["noisy_train"] = len(datamodule.noisy_indices)
-        save_noisy_labels(run_dir / "noisy_labels.json", datamodule)
-
     model = SAMClassifier(
-        model=model_spec, method=method, optim=optim, num_classes=arrays.num_classes, max_epochs=cfg.trainer.max_epochs, channels_last=use_channels_last(cfg),
-        track_label_noise=len(datamodule.noisy_indices) > 0,
+        model=model_spec, method=method, optim=optim, num_classes=num_classes_of(cfg.data), max_epochs=cfg.trainer.max_epochs,
+        channels_last=use_channels_last(cfg), track_label_noise=cfg.data.get("label_noise", 0.0) > 0,
     )
     if cfg.get("init_from"):
         load_backbone_weights(model, cfg.init_from)
@@ -137,7 +138,7 @@ def train(cfg: DictConfig) -> dict:
         check_resume(cfg.ckpt_path, model)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s width %d, %s norm: %s parameters; method %s", model_spec.arch, model_spec.width, model_spec.norm, f"{n_params:,}", method.name)
-    results = ResultsWriter(run_dir, config, extra={"data_sizes": sizes, "parameters": n_params})
+    results = ResultsWriter(run_dir, config, extra={"parameters": n_params})
     logger = make_logger(cfg, run_dir, config)
     trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch()])
     wandb_dir = None
@@ -164,13 +165,6 @@ def summary_line(payload: dict) -> str:
     errors = "no test evaluation" if final is None else (
         f"final test error {100 * final:.2f}%, best {100 * best:.2f}% (epoch {payload.get('best_epoch')})")
     return f"{payload['status']}: {errors}; {payload.get('epochs_done')} epoch(s) in {payload.get('wall_time_s', 0):.0f} s"
-
-
-def save_noisy_labels(path: Path, datamodule: ImageDataModule) -> None:
-    """Which training examples carry a flipped label, and which label (positions in the training
-    set after data.train_fraction)."""
-    idx = datamodule.noisy_indices
-    atomic_write_json(path, {"indices": idx.tolist(), "noisy_labels": datamodule.arrays.train_y[idx].tolist(), "true_labels": datamodule.true_train_y[idx].tolist()})
 
 
 def checked_checkpoint(path: str, key: str, model: SAMClassifier):

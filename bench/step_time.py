@@ -170,8 +170,8 @@ def loader_rates(cfg: DictConfig, device: torch.device) -> dict:
     """Training batches per second (uint8 batch on the device, augmented and normalized), both paths."""
     batch_size = cfg.batch_sizes[0]
     dm = make_data(batch_size, 40)
-    a = dm.arrays
-    paths = {"DataLoader": dm.train_dataloader(), "device-resident": DeviceBatches((a.train_x, a.train_y, dm.true_train_y), batch_size, device)}
+    s = dm.splits
+    paths = {"DataLoader": dm.train_dataloader(), "device-resident": DeviceBatches((s.train_x, s.train_y, s.train_true_y), batch_size, device)}
     rates = {k: [] for k in paths}
     for _ in range(cfg.rounds):
         for name, loader in paths.items():

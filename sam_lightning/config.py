@@ -63,13 +63,15 @@ class ModelSpec:
     """The backbone: `build_model(num_classes=..., **asdict(spec))`.
 
     norm: batch | group (set by the `norm` config group); gn_groups: GroupNorm groups, None = width // 2
-    (the paper's code), and must divide the width.
+    (the paper's code), and must divide the width. init: paper (the paper's code: Kaiming-normal
+    convolutions, fan_out) | torch (PyTorch's defaults).
     """
 
     arch: str = "preact_resnet18"
     width: int = 64
     norm: str = "batch"
     gn_groups: int | None = None
+    init: str = "paper"
 
     def __post_init__(self) -> None:
         from sam_lightning.models import ARCHITECTURES
@@ -80,6 +82,10 @@ class ModelSpec:
             raise ConfigError(f"model.width={self.width!r}: must be a positive integer")
         if self.norm not in NORMS:
             raise ConfigError(f"model.norm={self.norm!r}: must be one of {', '.join(NORMS)} (norm=batch, norm=group)")
+        from sam_lightning.models.preact_resnet import INITS
+
+        if self.init not in INITS:
+            raise ConfigError(f"model.init={self.init!r}: must be one of {', '.join(INITS)}")
         if self.gn_groups is None:
             object.__setattr__(self, "gn_groups", max(1, self.width // 2))
         if not isinstance(self.gn_groups, int) or self.gn_groups < 1 or (self.norm == "group" and self.width % self.gn_groups):
@@ -129,9 +135,11 @@ class OptimSpec:
         return from_mapping(cls, "optim", values)
 
 
-def check_data_settings(label_noise: float, train_fraction: float) -> None:
+def check_data_settings(label_noise: float, train_fraction: float, val_fraction: float = 0.0) -> None:
     """The data options checked before any data is read."""
     if not 0 <= label_noise < 1:
         raise ConfigError(f"data.label_noise must be in [0, 1), got {label_noise}")
     if not 0 < train_fraction <= 1:
         raise ConfigError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")

@@ -61,6 +61,8 @@ class SAMClassifier(pl.LightningModule):
     `OptimSpec`); checkpoints keep them as plain data. max_epochs sets the LR schedule's length.
     """
 
+    EVAL_SETS = ("test", "val")  # dataloader_idx 0, 1 of the evaluation loop (val only with data.val_fraction)
+
     def __init__(self, model: ModelSpec, method: Variant | ERM, optim: OptimSpec, num_classes: int, max_epochs: int, channels_last: bool = False, track_label_noise: bool = False) -> None:
         super().__init__()
         # logger=False: the loggers get the resolved Hydra config from train.py, not this copy of it.
@@ -75,8 +77,10 @@ class SAMClassifier(pl.LightningModule):
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self.automatic_optimization = False
         self.train_error = ErrorRate(num_classes, average="micro")
-        self.test_error = ErrorRate(num_classes, average="micro")
-        self.train_loss, self.train_objective, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.train_objective = MeanMetric(), MeanMetric()
+        # One error and loss per evaluation set, in the order of the datamodule's val_dataloader.
+        self.eval_error = torch.nn.ModuleList(ErrorRate(num_classes, average="micro") for _ in self.EVAL_SETS)
+        self.eval_loss = torch.nn.ModuleList(MeanMetric() for _ in self.EVAL_SETS)
         if track_label_noise:  # running, at w, on the augmented training batches
             self.train_clean_error, self.train_noisy_fit = ErrorRate(num_classes, average="micro"), MeanMetric()
         # False: this epoch trains with ERM (set by the MethodSwitch callback for erm_to_sam / sam_to_erm).
@@ -187,11 +191,13 @@ class SAMClassifier(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()
 
-    # -- evaluation on the test set (the paper reports test error; there is no validation split) --
-    def validation_step(self, batch, batch_idx: int) -> None:
+    # -- evaluation: the test set (the paper reports test error) and the validation split, if any --
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = self._images(batch[0]), batch[1]
         logits = self.backbone(x)
-        self.test_loss.update(F.cross_entropy(logits, y), weight=y.shape[0])
-        self.test_error.update(logits, y)
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("test/error", self.test_error, on_step=False, on_epoch=True, prog_bar=True)
+        name, loss, error = self.EVAL_SETS[dataloader_idx], self.eval_loss[dataloader_idx], self.eval_error[dataloader_idx]
+        loss.update(F.cross_entropy(logits, y), weight=y.shape[0])
+        error.update(logits, y)
+        shown = dict(on_step=False, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
+        self.log(f"{name}/loss", loss, **shown)
+        self.log(f"{name}/error", error, **shown)

@@ -24,7 +24,8 @@ from sam_lightning.callbacks.divergence import TrainingDiverged
 from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
 
 TRAIN_KEYS = ("train/loss", "train/error", "train/objective", "train/lr", "train/rho", "train/perturbed", "train/clean_error", "train/noisy_fit")
-EPOCH_KEYS = TRAIN_KEYS + ("test/loss", "test/error")
+EVAL_KEYS = ("test/loss", "test/error", "val/loss", "val/error")
+EPOCH_KEYS = TRAIN_KEYS + EVAL_KEYS
 
 
 def _float(value) -> float | None:
@@ -74,6 +75,15 @@ class ResultsWriter(pl.Callback):
         return self.wall_time_before + time.time() - self.started
 
     # -- hooks --
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """After the datamodule's setup: what the run trains on, and which labels were flipped."""
+        splits = getattr(trainer.datamodule, "splits", None)
+        if splits is None or not trainer.is_global_zero:
+            return
+        self.extra["data_sizes"] = splits.sizes()
+        if len(splits.noisy_indices):
+            atomic_write_json(self.path.parent / "noisy_labels.json", splits.noisy_labels())
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._tested_epoch = trainer.current_epoch
@@ -102,6 +112,8 @@ class ResultsWriter(pl.Callback):
     def summary(self) -> dict:
         tested = [h for h in self.history if h.get("test/error") is not None]
         best = min(tested, key=lambda h: h["test/error"]) if tested else None
+        validated = [h for h in self.history if h.get("val/error") is not None]
+        best_val = min(validated, key=lambda h: h["val/error"]) if validated else None
         last = self.history[-1] if self.history else {}
         trained = [h for h in self.history if h.get("train/error") is not None]
         return {
@@ -109,6 +121,12 @@ class ResultsWriter(pl.Callback):
             "final_test_loss": tested[-1].get("test/loss") if tested else None,
             "best_test_error": best["test/error"] if best else None,
             "best_epoch": best["epoch"] if best else None,
+            # Early stopping chosen on the validation split (data.val_fraction), never on test:
+            "final_val_error": validated[-1]["val/error"] if validated else None,
+            "final_val_loss": validated[-1].get("val/loss") if validated else None,
+            "best_val_error": best_val["val/error"] if best_val else None,
+            "best_val_epoch": best_val["epoch"] if best_val else None,
+            "test_error_at_best_val": best_val.get("test/error") if best_val else None,
             "final_train_error": trained[-1]["train/error"] if trained else None,
             "final_train_loss": trained[-1].get("train/loss") if trained else None,
             "final_train_objective": trained[-1].get("train/objective") if trained else None,

@@ -212,6 +212,7 @@ def sam_gradients(
     rho: float | None = None,
     m: int | None = None,
     normalize: bool = True,
+    project: bool = True,
     ascent_inputs: Tensor | None = None,
     ascent_targets: Tensor | None = None,
     regularizer: Regularizer | None = None,
@@ -220,7 +221,7 @@ def sam_gradients(
     """m-SAM and its relatives: the mean over chunks of the variant's descent gradient lands in `p.grad`.
 
     variant: a `sam_lightning.variants` object (its m, engine, chunks_per_pass and hooks); without
-    one, SAM(rho=rho, m=m, normalize=normalize). rho: the radius for this step (default the
+    one, SAM(rho=rho, m=m, normalize=normalize, project=project). rho: the radius for this step (default the
     variant's; a schedule passes the current one). ascent_inputs/targets: take the ascent gradient
     on another batch of the same size, chunk c of it for chunk c (n-SAM, paper Eq. 21).
 
@@ -232,7 +233,7 @@ def sam_gradients(
     The logits and loss reported are those of the first pass on the batch itself: at w for SAM,
     at w + e_c when the ascent used another batch or no gradient (n-SAM, random).
     """
-    variant = variant if variant is not None else SAM(rho=rho or 0.0, m=m, normalize=normalize)
+    variant = variant if variant is not None else SAM(rho=rho or 0.0, m=m, normalize=normalize, project=project)
     rho = variant.rho if rho is None else rho
     params = list(params)
     name_of = {id(p): name for name, p in model.named_parameters()}

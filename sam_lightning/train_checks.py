@@ -32,11 +32,13 @@ def check_data(cfg: DictConfig) -> None:
     require_int("data.batch_size", data.get("batch_size"), 1)
     require_int("eval_batch_size", cfg.get("eval_batch_size"), 1)
     require_int("num_workers", cfg.get("num_workers"), 0)
-    label_noise, fraction = data.get("label_noise", 0.0), data.get("train_fraction", 1.0)
-    for key, value in (("data.label_noise", label_noise), ("data.train_fraction", fraction)):
+    label_noise, fraction, val = data.get("label_noise", 0.0), data.get("train_fraction", 1.0), data.get("val_fraction", 0.0)
+    for key, value in (("data.label_noise", label_noise), ("data.train_fraction", fraction), ("data.val_fraction", val)):
         if not _is_number(value):
             raise ConfigError(f"{key}={value!r}: must be a number")
-    check_data_settings(label_noise, fraction)
+    check_data_settings(label_noise, fraction, val)
+    if not isinstance(data.get("standardize", False), bool):
+        raise ConfigError(f"data.standardize={data.get('standardize')!r}: must be true or false")
     if data.get("name") == "synthetic":
         for key in ("n_train", "n_test", "num_classes"):
             require_int(f"data.{key}", data.get(key), 1 if key != "num_classes" else 2)

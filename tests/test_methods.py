@@ -101,13 +101,36 @@ def test_random_perturbation_has_norm_rho_and_restores_weights(m):
     x, y = fixed_batch()
     before = [p.detach().clone() for p in model.parameters()]
     torch.manual_seed(5)
-    out = sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, RandomPerturbation(rho=0.25, m=m))
+    out = sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, RandomPerturbation(rho=0.25, m=m, noise="sphere"))
     assert float(out.perturbation_norm) == pytest.approx(0.25, rel=1e-9)
     assert float(out.grad_norm) == 0.0  # no ascent gradient was computed
     for p, b in zip(model.parameters(), before):
         assert torch.equal(p, b)
     e = RandomPerturbation(rho=0.0, noise="gaussian", sigma=0.5).perturbation({"w": torch.zeros(100_000)}, None, 0.0)
     assert float(e["w"].std()) == pytest.approx(0.5, rel=0.02)
+
+
+def test_random_perturbation_defaults_to_the_papers_gaussian_noise(tiny_cfg):
+    # The paper's code adds N(0, sigma^2) to every weight; a point on the rho-sphere is the option.
+    method = RandomPerturbation()
+    assert method.noise == "gaussian"
+    assert tiny_cfg("method=random").method.noise == "gaussian"
+    torch.manual_seed(0)
+    e = method.perturbation({"w": torch.zeros(100_000)}, None, method.rho)
+    assert float(e["w"].std()) == pytest.approx(method.sigma, rel=0.02) and float(e["w"].mean()) == pytest.approx(0.0, abs=1e-3 * method.sigma * 10)
+
+
+def test_constant_rho_is_projected_onto_the_ball_and_project_false_is_not():
+    from sam_lightning.variants import projected_ascent
+
+    rho = 0.3
+    for g_norm in (5.0, 0.5):  # ||rho g|| above and below rho
+        g = {"a": torch.tensor([3.0, 4.0], dtype=torch.float64) * g_norm / 5.0}
+        e = projected_ascent({"a": torch.zeros(2, dtype=torch.float64)}, lambda _e, g=g: g, rho, normalize=False)
+        assert float(torch.linalg.vector_norm(e["a"])) == pytest.approx(min(rho * g_norm, rho), rel=1e-9)
+        free = projected_ascent({"a": torch.zeros(2, dtype=torch.float64)}, lambda _e, g=g: g, rho, normalize=False, project=False)
+        assert float(torch.linalg.vector_norm(free["a"])) == pytest.approx(rho * g_norm, rel=1e-9)
+        torch.testing.assert_close(e["a"] / torch.linalg.vector_norm(e["a"]), g["a"] / g_norm)
 
 
 def test_rho_schedule_follows_the_learning_rate(tiny_cfg):

@@ -83,7 +83,8 @@ def test_ctrl_c_before_training_is_interrupted_too(tmp_path, capfd, monkeypatch)
     def ctrl_c(self, stage=None):
         raise KeyboardInterrupt
 
+    # The data load runs in Lightning's setup hook: Lightning's own Ctrl-C handling applies.
     monkeypatch.setattr(datamodule.ImageDataModule, "setup", ctrl_c)
     code = run_entry("train", [*TINY, f"hydra.run.dir={tmp_path}"], monkeypatch)
-    check_one_line(capfd.readouterr().err, code, 1, "interrupted")
+    assert code == 1 and "Traceback" not in capfd.readouterr().err
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "interrupted"

@@ -62,7 +62,8 @@ def reference_update(model, x, y, *, rho, m, normalize, l2, ascent_updates_bn=Tr
             for k, b in net.named_buffers():
                 b.copy_(saved[k])
         norm = torch.sqrt(sum((g[k] ** 2).sum() for k in names))
-        scale = rho / norm if normalize else rho
+        # Constant rho (normalize=False): e = rho g, projected onto ||e|| <= rho as the paper's code does.
+        scale = rho / norm if normalize else rho * min(1.0, 1.0 / float(norm))
         d = grad({k: w0[k] + scale * g[k] for k in names}, xc, yc)
         for k in names:
             descent[k] += d[k] / len(chunks)

@@ -99,7 +99,7 @@ def test_perturbations_and_gradient_follow_eq8(m):
     rho, n = 0.3, data.X.shape[0]
     w = weights(rec)
     # The chunk loop: the recording model keeps every weight it sees, which a vectorized pass cannot.
-    sam_gradients(rec, [rec.w_plus, rec.w_minus], quarter_squared_error, data.X, data.y, SAM(rho=rho, m=m, normalize=False, engine="loop"))
+    sam_gradients(rec, [rec.w_plus, rec.w_minus], quarter_squared_error, data.X, data.y, SAM(rho=rho, m=m, normalize=False, project=False, engine="loop"))
     grads = [example_gradient(w, x, y) for x, y in zip(data.X, data.y)]
     if m == 1:  # w^i_{t+1/2} = w + rho grad l_i(w)
         points = [w + rho * g for g in grads]

@@ -35,7 +35,7 @@ def test_compose_api_run_writes_results_and_checkpoints(tiny_cfg):
     assert on_disk["final_test_error"] == out["final_test_error"] == on_disk["history"][-1]["test/error"]
     assert on_disk["best_test_error"] == min(h["test/error"] for h in on_disk["history"])
     assert on_disk["config"]["method"]["m"] == 32 and on_disk["config"]["seed"] == 0
-    assert on_disk["data_sizes"] == {"train": 256, "test": 128, "num_classes": 10}
+    assert on_disk["data_sizes"] == {"train": 256, "val": 0, "test": 128, "num_classes": 10}
     assert on_disk["global_step"] == 2 * (256 // 128)
     assert os.path.exists(f"{run_dir}/checkpoints/last.ckpt")
     assert any(f.startswith("best-epoch") for f in os.listdir(f"{run_dir}/checkpoints"))

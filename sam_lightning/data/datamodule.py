@@ -9,6 +9,8 @@ the noisy ones under `label_noise`, the true ones come along for the noise metri
 
 from __future__ import annotations
 
+import logging
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -16,11 +18,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from sam_lightning.config import ConfigError
 from sam_lightning.data.augment import normalize, random_crop_flip
 from sam_lightning.data.device_loader import DeviceBatches
-from sam_lightning.data.label_noise import flip_labels, subset_indices
-from sam_lightning.data.sources import ImageArrays, load_source
+from sam_lightning.data.sources import CIFAR_STATS, download_cifar, load_source
+from sam_lightning.data.splits import Splits, make_splits
+
+log = logging.getLogger("train")
 
 
 class ImageDataModule(pl.LightningDataModule):
+    """Lightning calls the hooks: `prepare_data` (once per machine) downloads, `setup` (every
+    process) loads the images and makes the splits, once. Nothing else drives them."""
+
     def __init__(self, cfg, batch_size: int, eval_batch_size: int = 512, num_workers: int = 0, on_device: bool | str = "auto") -> None:
         super().__init__()
         self.cfg = cfg
@@ -31,29 +38,34 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
-        self.arrays: ImageArrays | None = None
-        self.true_train_y: torch.Tensor | None = None
-        self.noisy_indices: torch.Tensor | None = None  # positions in the (subset) training set
+        self.splits: Splits | None = None
 
     def prepare_data(self) -> None:
-        """Download (CIFAR) or check that the data can be read; raises DataUnavailableError."""
-        if self.cfg.name in ("cifar10", "cifar100"):
-            self.arrays = load_source(self.cfg)
+        """Download CIFAR when data.download is set (state made here is not seen by other processes)."""
+        if self.cfg.name in CIFAR_STATS and self.cfg.download:
+            download_cifar(self.cfg.name, self.cfg.root)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.true_train_y is not None:
+        if self.splits is not None:  # fit, then test or validate: the same splits
             return
-        if self.arrays is None:
-            self.arrays = load_source(self.cfg)
-        a = self.arrays
-        seed = int(self.cfg.get("seed") or 0)
-        keep = subset_indices(len(a.train_y), float(self.cfg.get("train_fraction", 1.0)), seed)
-        a.train_x, a.train_y = a.train_x[keep], a.train_y[keep]
-        self.true_train_y = a.train_y
-        a.train_y, self.noisy_indices = flip_labels(a.train_y, float(self.cfg.get("label_noise", 0.0)), a.num_classes, seed + 1)
-        if len(a.train_y) < self.batch_size:
+        cfg = self.cfg
+        self.splits = make_splits(
+            load_source(cfg), train_fraction=float(cfg.get("train_fraction", 1.0)), val_fraction=float(cfg.get("val_fraction", 0.0)),
+            label_noise=float(cfg.get("label_noise", 0.0)), seed=int(cfg.get("seed") or 0),
+        )
+        sizes = self.splits.sizes()
+        noisy = f", {sizes['noisy_train']} flipped labels" if "noisy_train" in sizes else ""
+        log.info("data %s: %d train / %d validation / %d test examples, %d classes%s", cfg.name, sizes["train"], sizes["val"], sizes["test"], sizes["num_classes"], noisy)
+        n_train = sizes["train"]
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if n_train // world < self.batch_size:
             # The training loader drops the incomplete last batch: not one step would be made.
-            raise ConfigError(f"data.batch_size={self.batch_size} exceeds the {len(a.train_y)} training images: lower data.batch_size")
+            per = f" ({n_train // world} per device on {world} devices)" if world > 1 else ""
+            raise ConfigError(f"data.batch_size={self.batch_size} exceeds the {n_train} training images{per}: lower data.batch_size")
+
+    @property
+    def has_validation(self) -> bool:
+        return float(self.cfg.get("val_fraction", 0.0)) > 0
 
     def _device_for_batches(self) -> torch.device | None:
         """The device to keep the training set on, or None for the DataLoader path."""
@@ -66,27 +78,35 @@ class ImageDataModule(pl.LightningDataModule):
         return device if self.on_device else None
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
-        a = self.arrays
+        s = self.splits
         device = self._device_for_batches()
         if device is not None:
-            return DeviceBatches((a.train_x, a.train_y, self.true_train_y), self.batch_size, device)
-        return DataLoader(TensorDataset(a.train_x, a.train_y, self.true_train_y), batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+            return DeviceBatches((s.train_x, s.train_y, s.train_true_y), self.batch_size, device)
+        return DataLoader(TensorDataset(s.train_x, s.train_y, s.train_true_y), batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
 
-    def val_dataloader(self) -> DataLoader:
-        a = self.arrays
-        return DataLoader(TensorDataset(a.test_x, a.test_y), batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+    def _eval_loader(self, x, y) -> DataLoader:
+        return DataLoader(TensorDataset(x, y), batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """Evaluated every epoch: the test set, then the validation split when there is one
+        (dataloader_idx 0 is always the test set; SAMClassifier.EVAL_SETS names them)."""
+        s = self.splits
+        loaders = [self._eval_loader(s.test_x, s.test_y)]
+        if self.has_validation:
+            loaders.append(self._eval_loader(s.val_x, s.val_y))
+        return loaders
 
     def transform(self, batch, train: bool):
         """uint8 batch on the device -> augmented (if `train`) and normalized float batch."""
         x, *labels = batch
         if train and self.cfg.augment:
             x = random_crop_flip(x, padding=self.cfg.crop_padding)
-        return (normalize(x, self.arrays.mean, self.arrays.std), *labels)
+        return (normalize(x, self.splits.mean, self.splits.std), *labels)
 
     def random_train_batch(self, n: int, device: torch.device):
         """n training examples drawn uniformly without replacement, augmented (n-SAM's other batch)."""
-        idx = torch.randperm(len(self.arrays.train_y), device="cpu")[:n]
-        batch = (self.arrays.train_x[idx].to(device), self.arrays.train_y[idx].to(device))
+        idx = torch.randperm(len(self.splits.train_y), device="cpu")[:n]
+        batch = (self.splits.train_x[idx].to(device), self.splits.train_y[idx].to(device))
         return self.transform(batch, train=True)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

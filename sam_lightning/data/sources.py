@@ -45,10 +45,19 @@ def channel_stats(x_uint8: Tensor) -> tuple[Tensor, Tensor]:
     return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 
 
-def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
+def _cifar_class(name: str):
     from torchvision import datasets
 
-    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    return {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+
+
+def download_cifar(name: str, root: str) -> None:
+    """Fetch CIFAR into `root` unless it is already there (torchvision checks the files' md5)."""
+    load_cifar(name, root, download=True)
+
+
+def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
+    cls = _cifar_class(name)
     splits = {}
     for train in (True, False):
         try:
@@ -188,12 +197,42 @@ def make_synthetic(n_train: int, n_test: int, num_classes: int, seed: int, noise
     return ImageArrays(train_x, train_y, test_x, test_y, num_classes, mean, std)
 
 
+SOURCES = ("cifar10", "cifar100", "imagefolder", "synthetic")
+
+
+def standardizes(cfg) -> bool:
+    """Whether inputs are standardized per channel (data.standardize). The paper's code feeds raw
+    [0, 1] pixels (mean 0, std 1), the default; a data config without the key is an older run's,
+    whose inputs were standardized."""
+    return bool(cfg.get("standardize", True))
+
+
 def load_source(cfg) -> ImageArrays:
-    """Dispatch on `data.name` (a Hydra `data` config or any object with the same attributes)."""
+    """Dispatch on `data.name` (a Hydra `data` config or any object with the same attributes); the
+    arrays' mean and std are the input normalization the run uses (0 and 1 without data.standardize)."""
     if cfg.name in CIFAR_STATS:
-        return load_cifar(cfg.name, cfg.root, cfg.download)
-    if cfg.name == "imagefolder":
-        return load_imagefolder(cfg.root, cfg.get("cache_dir"))
+        arrays = load_cifar(cfg.name, cfg.root, cfg.download)
+    elif cfg.name == "imagefolder":
+        arrays = load_imagefolder(cfg.root, cfg.get("cache_dir"))
+    elif cfg.name == "synthetic":
+        arrays = make_synthetic(cfg.n_train, cfg.n_test, cfg.num_classes, cfg.seed, noise=cfg.get("noise", 0.6))
+    else:
+        raise ValueError(f"unknown data.name {cfg.name!r}: use {', '.join(SOURCES)}")
+    if not standardizes(cfg):
+        arrays.mean, arrays.std = torch.zeros(3), torch.ones(3)
+    return arrays
+
+
+def num_classes_of(cfg) -> int:
+    """The number of classes of a data config without loading any image (the model is built
+    before Lightning's data hooks run)."""
+    if cfg.name in CIFAR_STATS:
+        return 100 if cfg.name == "cifar100" else 10
     if cfg.name == "synthetic":
-        return make_synthetic(cfg.n_train, cfg.n_test, cfg.num_classes, cfg.seed, noise=cfg.get("noise", 0.6))
-    raise ValueError(f"unknown data.name {cfg.name!r}: use cifar10, cifar100, imagefolder or synthetic")
+        return int(cfg.num_classes)
+    if cfg.name == "imagefolder":
+        train = Path(cfg.root).expanduser() / "train"
+        if not train.is_dir() or not (classes := _class_folders(train)):
+            raise DataUnavailableError(f"no class folders under {train.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)")
+        return len(classes)
+    raise ValueError(f"unknown data.name {cfg.name!r}: use {', '.join(SOURCES)}")

@@ -7,16 +7,23 @@ normalization layer.
 `width` is the channel count of the stem and first stage; the four stages have width x (1, 2, 4, 8)
 channels (64 is the paper's ResNet). `norm="group"` uses GroupNorm with `gn_groups` groups in every
 layer; each layer's channel count (width, 2 width, 4 width, 8 width) must be divisible by it.
+
+`init="paper"` (the default) initializes as the paper's code does: convolutions Kaiming-normal
+(fan_out, relu), normalization weights 1 and biases 0, the linear layer's bias 0 (its weight keeps
+PyTorch's default). `init="torch"` keeps PyTorch's defaults for every layer. The init sets the
+weights' scale, and so what a given perturbation radius rho means relative to them.
 """
 
 from __future__ import annotations
 
 from functools import partial
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 ARCHITECTURES = {"preact_resnet18": (2, 2, 2, 2), "preact_resnet34": (3, 4, 6, 3)}
+INITS = ("paper", "torch")
 
 
 def norm_layer(kind: str, gn_groups: int = 32):
@@ -82,7 +89,25 @@ class PreActResNet(nn.Module):
         return self.linear(out)
 
 
-def build_model(arch: str, num_classes: int, width: int = 64, norm: str = "batch", gn_groups: int = 32, in_channels: int = 3) -> PreActResNet:
+@torch.no_grad()
+def paper_init(model: nn.Module) -> None:
+    """The paper's code's init (its `init_weights_he`), applied in place."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, nn.Linear):
+            module.bias.zero_()
+
+
+def build_model(arch: str, num_classes: int, width: int = 64, norm: str = "batch", gn_groups: int = 32, in_channels: int = 3, init: str = "paper") -> PreActResNet:
     if arch not in ARCHITECTURES:
         raise ValueError(f"model.arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
-    return PreActResNet(ARCHITECTURES[arch], num_classes, width, norm, gn_groups, in_channels)
+    if init not in INITS:
+        raise ValueError(f"model.init must be one of {', '.join(INITS)}, got {init!r}")
+    model = PreActResNet(ARCHITECTURES[arch], num_classes, width, norm, gn_groups, in_channels)
+    if init == "paper":
+        paper_init(model)
+    return model

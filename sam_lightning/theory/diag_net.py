@@ -8,7 +8,7 @@
 Each step forms its gradient with the shared step code and takes a plain SGD step:
 
     erm   erm_gradients(model, params, quarter_squared_error, X, y)   (gradient descent)
-    sam   sam_gradients(..., rho=rho, m=m, normalize=False)   m=1: 1-SAM, m=None: n-SAM (Eq. 8)
+    sam   sam_gradients(..., rho=rho, m=m, normalize=False, project=False)   m=1: 1-SAM, m=None: n-SAM (Eq. 8)
 
 Python use (what `python theory.py experiment=diag_net method=sam_m1` runs):
 
@@ -86,7 +86,7 @@ def method_gradients(model: DiagonalLinearNet, method: TheoryMethod, X: Tensor, 
         return diag_msam_gradients(model, X, y, rho=rho, m=m, normalize=method.normalize)
     if method.name == "erm":
         return erm_gradients(model, params, quarter_squared_error, X, y).loss
-    return sam_gradients(model, params, quarter_squared_error, X, y, rho=method.rho, m=method.m, normalize=method.normalize).loss
+    return sam_gradients(model, params, quarter_squared_error, X, y, rho=method.rho, m=method.m, normalize=method.normalize, project=False).loss
 
 
 @dataclass

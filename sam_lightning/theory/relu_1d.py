@@ -107,7 +107,7 @@ def train_network(net: OneHiddenReLU, method: TheoryMethod, settings: ReluSettin
         if method.name == "erm":
             out = erm_gradients(net, params, half_squared_error, x, y)
         else:
-            out = sam_gradients(net, params, half_squared_error, x, y, rho=method.rho, m=method.m, normalize=method.normalize)
+            out = sam_gradients(net, params, half_squared_error, x, y, rho=method.rho, m=method.m, normalize=method.normalize, project=False)
         loss = float(out.loss)
         if not math.isfinite(loss) or loss < settings.stop_below:
             optimizer.zero_grad(set_to_none=True)  # the loss was measured at w: stop before stepping

@@ -1,7 +1,8 @@
 """Random weight perturbations (paper Fig. 1): e independent of the loss, gradient taken at w + e.
 
-noise=sphere: uniform on the sphere of radius rho; noise=gaussian: std sigma per coordinate. Drawn
-from the torch RNG, chunk after chunk, before any pass (so both engines draw the same e_c).
+noise=gaussian (the paper's code, its add_weight_perturb_scale): std sigma per coordinate, rho
+unused; noise=sphere: uniform on the sphere of radius rho. Drawn from the torch RNG, chunk after
+chunk, before any pass (so both engines draw the same e_c).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from sam_lightning.variants.base import GradFn, Params, Variant, check, tree_nor
 class RandomPerturbation(Variant):
     name = "random"
     uses_gradient = False
-    noise: str = "sphere"
-    sigma: float = 0.0
+    noise: str = "gaussian"
+    sigma: float = 0.01
 
     def __post_init__(self) -> None:
         super().__post_init__()
