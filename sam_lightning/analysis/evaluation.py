@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 
 from sam_lightning.data.augment import normalize
-from sam_lightning.data.sources import ImageArrays, load_source
+from sam_lightning.data.splits import Splits, load_splits
 
 
 class AnalysisConfigError(ValueError):
@@ -49,15 +49,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 class DataCache:
-    """Loads each distinct data config once (several checkpoints of one data set share it)."""
+    """Loads each distinct data config once (several checkpoints of one data set share it), as the
+    run saw it: its training subset without the validation split, its (flipped) labels, its inputs."""
 
     def __init__(self) -> None:
-        self._arrays: dict[str, ImageArrays] = {}
+        self._arrays: dict[str, Splits] = {}
 
-    def get(self, cfg: DictConfig, num_classes: int | None = None) -> ImageArrays:
+    def get(self, cfg: DictConfig, num_classes: int | None = None) -> Splits:
         key = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
         if key not in self._arrays:
-            self._arrays[key] = load_source(cfg)
+            self._arrays[key] = load_splits(cfg)
         arrays = self._arrays[key]
         if num_classes is not None and arrays.num_classes != num_classes:
             raise AnalysisConfigError(f"data {cfg.name} has {arrays.num_classes} classes but the model predicts {num_classes}")
@@ -82,7 +83,7 @@ class Points:
             yield normalize(self.x[i : i + size], self.mean, self.std), self.y[i : i + size]
 
 
-def select_points(arrays: ImageArrays, split: str, n: int | None, seed: int, device: torch.device, key: str, at_most: bool = False) -> Points:
+def select_points(arrays: Splits, split: str, n: int | None, seed: int, device: torch.device, key: str, at_most: bool = False) -> Points:
     """`n` images of `split` drawn without replacement by `seed` (None: all, in order); with
     `at_most`, a smaller data set is taken whole instead of refused."""
     x, y = (arrays.train_x, arrays.train_y) if split == "train" else (arrays.test_x, arrays.test_y)

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from sam_lightning.config import ConfigError
 from sam_lightning.data.augment import normalize, random_crop_flip
 from sam_lightning.data.device_loader import DeviceBatches
-from sam_lightning.data.sources import CIFAR_STATS, download_cifar, load_source
-from sam_lightning.data.splits import Splits, make_splits
+from sam_lightning.data.sources import CIFAR_STATS, download_cifar
+from sam_lightning.data.splits import Splits, load_splits
 
 log = logging.getLogger("train")
 
@@ -49,10 +49,7 @@ class ImageDataModule(pl.LightningDataModule):
         if self.splits is not None:  # fit, then test or validate: the same splits
             return
         cfg = self.cfg
-        self.splits = make_splits(
-            load_source(cfg), train_fraction=float(cfg.get("train_fraction", 1.0)), val_fraction=float(cfg.get("val_fraction", 0.0)),
-            label_noise=float(cfg.get("label_noise", 0.0)), seed=int(cfg.get("seed") or 0),
-        )
+        self.splits = load_splits(cfg)
         sizes = self.splits.sizes()
         noisy = f", {sizes['noisy_train']} flipped labels" if "noisy_train" in sizes else ""
         log.info("data %s: %d train / %d validation / %d test examples, %d classes%s", cfg.name, sizes["train"], sizes["val"], sizes["test"], sizes["num_classes"], noisy)

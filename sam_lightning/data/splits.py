@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from sam_lightning.data.label_noise import flip_labels, subset_indices
-from sam_lightning.data.sources import ImageArrays
+from sam_lightning.data.sources import ImageArrays, load_source
 
 
 @dataclass
@@ -69,4 +69,12 @@ def make_splits(arrays: ImageArrays, *, train_fraction: float, val_fraction: flo
         train_x=train_x, train_y=train_y, train_true_y=train_true_y, noisy_indices=noisy,
         val_x=x[held_out], val_y=val_y, test_x=arrays.test_x, test_y=arrays.test_y,
         num_classes=arrays.num_classes, mean=arrays.mean, std=arrays.std,
+    )
+
+
+def load_splits(cfg) -> Splits:
+    """The splits of a `data` config (conf/train/data/), from its source."""
+    return make_splits(
+        load_source(cfg), train_fraction=float(cfg.get("train_fraction", 1.0)), val_fraction=float(cfg.get("val_fraction", 0.0)),
+        label_noise=float(cfg.get("label_noise", 0.0)), seed=int(cfg.get("seed") or 0),
     )

@@ -1,0 +1,90 @@
+"""Every data source through the same tests, each in its real on-disk format: CIFAR-10 and CIFAR-100
+as torchvision writes them, an ImageFolder tree of PNGs, and synthetic images. Training subsets,
+validation splits and label noise reach the batches; resume, the analysis commands and a laptop
+preset run on each."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import compose_config, stop_after, tiny_on
+
+from sam_lightning.data import ImageDataModule, load_source
+from train import train
+
+
+def datamodule_for(cfg) -> ImageDataModule:
+    dm = ImageDataModule(cfg.data, batch_size=cfg.data.batch_size)
+    dm.setup("fit")
+    return dm
+
+
+def test_subset_validation_split_and_flipped_labels_are_what_the_batches_carry(data_source):
+    cfg = compose_config(tiny_on(data_source, "data.train_fraction=0.5", "data.val_fraction=0.25", "data.label_noise=0.6", "data.batch_size=32"))
+    full = load_source(cfg.data)
+    dm = datamodule_for(cfg)
+    s = dm.splits
+    assert s.sizes() == {"train": 96, "val": 32, "test": 128, "num_classes": full.num_classes, "noisy_train": round(0.6 * 96)}
+    # Every training and validation image is one of the source's training images, none in both.
+    index = {bytes(x.flatten().tolist()): i for i, x in enumerate(full.train_x)}
+    train_ids = [index[bytes(x.flatten().tolist())] for x in s.train_x]
+    val_ids = [index[bytes(x.flatten().tolist())] for x in s.val_x]
+    assert not set(train_ids) & set(val_ids) and len(set(train_ids)) == 96
+    assert torch.equal(s.train_true_y, full.train_y[train_ids])
+    # Exactly the listed labels are flipped, each to another class.
+    flipped = (s.train_y != s.train_true_y).nonzero().flatten()
+    assert torch.equal(flipped, s.noisy_indices) and len(flipped) == round(0.6 * 96)
+    # The batches training sees carry the flipped labels, and the true ones beside them.
+    seen_images, seen_labels, seen_true = (torch.cat(t) for t in zip(*dm.train_dataloader()))
+    by_image = {bytes(x.flatten().tolist()): (int(y), int(t)) for x, y, t in zip(s.train_x, s.train_y, s.train_true_y)}
+    assert [by_image[bytes(x.flatten().tolist())] for x in seen_images] == list(zip(seen_labels.tolist(), seen_true.tolist()))
+    assert int((seen_labels != seen_true).sum()) > 0.4 * len(seen_labels)
+
+
+def test_training_with_label_noise_and_a_subset_records_what_happened(data_source, tmp_path):
+    common = ("data.train_fraction=0.5", "data.val_fraction=0.25", "trainer.max_epochs=3", "data.batch_size=32")
+    noisy = train(compose_config(tiny_on(data_source, *common, "data.label_noise=0.6", f"paths.output_dir={tmp_path / 'noisy'}")))
+    clean = train(compose_config(tiny_on(data_source, *common, f"paths.output_dir={tmp_path / 'clean'}")))
+    assert noisy["data_sizes"]["train"] == clean["data_sizes"]["train"] == 96 and noisy["data_sizes"]["val"] == 32
+    assert noisy["data_sizes"]["noisy_train"] == 58 and "noisy_train" not in clean["data_sizes"]
+    fits = [h["train/noisy_fit"] for h in noisy["history"]]
+    assert len(fits) == 3 and all(0 <= f <= 1 for f in fits) and len(set(fits)) > 1  # tracked every epoch, and it moves
+    assert noisy["final_noisy_fit"] is not None and clean["final_noisy_fit"] is None
+    assert noisy["history"][0]["train/loss"] != clean["history"][0]["train/loss"]  # other labels, other run
+    for run in (noisy, clean):
+        assert run["final_val_error"] is not None and run["best_val_epoch"] in (0, 1, 2)
+        assert run["test_error_at_best_val"] == run["history"][run["best_val_epoch"]]["test/error"]
+        assert run["config"]["checkpoint"]["monitor"] == "val/error"
+    saved = json.loads((tmp_path / "noisy" / "noisy_labels.json").read_text())
+    assert len(saved["indices"]) == 58 and all(a != b for a, b in zip(saved["noisy_labels"], saved["true_labels"]))
+
+
+def test_resume_on_every_source_is_exact(data_source, tmp_path):
+    def run(name: str, *more: str) -> dict:
+        return train(compose_config(tiny_on(data_source, "trainer.max_epochs=2", "data.label_noise=0.25", "data.val_fraction=0.25",
+                                            "data.batch_size=64", f"paths.output_dir={tmp_path / name}", *more)))
+
+    whole = run("whole")
+    run("stopped", *stop_after(0))
+    resumed = run("stopped", f"ckpt_path={tmp_path / 'stopped/checkpoints/last.ckpt'}")
+    assert resumed["history"] == whole["history"]
+
+
+def test_analysis_commands_use_the_runs_own_training_points(data_source, tmp_path):
+    from sam_lightning.analysis.interpolation import run as interpolation_run
+    from sam_lightning.analysis.sharpness import run as sharpness_run
+
+    ckpts = []
+    for method in ("sam", "erm"):
+        train(compose_config(tiny_on(data_source, "++trainer.limit_train_batches=2", "data.batch_size=32", "data.train_fraction=0.5",
+                                     f"method={method}", f"paths.output_dir={tmp_path / method}")))
+        ckpts.append(tmp_path / method / "checkpoints" / "last.ckpt")
+    out = sharpness_run(compose_config([f"ckpt={ckpts[0]}", "rho=[0.1]", "m=[8]", "n=8", "ascent_steps=1", "progress=false", "device=cpu",
+                                        f"out_dir={tmp_path / 'sharpness'}"], config_name="sharpness", tree="analysis"))
+    assert out["checkpoints"][0]["data"] == data_source[0].split("=")[1] and len(out["results"]) == 1
+    curve = interpolation_run(compose_config([f"ckpt_a={ckpts[1]}", f"ckpt_b={ckpts[0]}", "t=[0,1]", "train_points=300", "test_points=16",
+                                              "bn_points=16", "progress=false", "device=cpu", f"out_dir={tmp_path / 'interpolation'}"],
+                                             config_name="interpolation", tree="analysis"))
+    assert curve["settings"]["train_points"] == 128  # the run's 128 training images, not the source's 256
