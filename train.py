@@ -39,6 +39,7 @@ from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, atomic_write_json, write_failure
+from sam_lightning.sweep.duplicates import skip_if_duplicate
 from sam_lightning.train_checks import check_train_config
 from sam_lightning.wandb_mode import resolve_mode
 
@@ -206,6 +207,9 @@ def check_resume(path: str, model: SAMClassifier) -> None:
 def main(cfg: DictConfig) -> float:
     """Hydra entry point. Returns the final test error for Hydra sweepers that optimize (Optuna);
     a failed, diverged or unfinished run returns inf, which a minimizing study records as its worst."""
+    if skip_if_duplicate(cfg):  # ERM at a second rho of a multirun grid: its job at the first rho is the same run
+        return float("inf")
+
     def record(reason: str, status: str = "failed") -> None:
         try:
             write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason, status)
