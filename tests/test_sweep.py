@@ -354,10 +354,13 @@ def test_optuna_preset_runs_trials_and_a_failed_trial_does_not_stop_the_study(tm
     failed = search("method=sam_m32", "data.batch_size=48", f"hydra.sweep.dir={tmp_path / 'failing'}")
     assert "Best value: inf" in failed
     assert [json.loads(p.read_text())["status"] for p in (tmp_path / "failing").glob("*/results.json")] == ["failed", "failed"]
-    # Two real trials: different (rho, lr), the best value is one of their test errors, and the table ends the run.
+    # Two real trials: different (rho, lr), the best value is one of their validation errors (test
+    # errors for a run without a split), and the table ends the run.
     out = search(f"hydra.sweep.dir={tmp_path / 'ok'}")
     payloads = [json.loads(p.read_text()) for p in (tmp_path / "ok").glob("*/results.json")]
     assert len(payloads) == 2 and len({(p["config"]["method"]["rho"], p["config"]["optim"]["lr"]) for p in payloads}) == 2
+    assert {p["config"]["data"]["val_fraction"] for p in payloads} == {0.1}
     best = float(out.split("Best value: ")[1].split()[0])
-    assert best == pytest.approx(min(p["final_test_error"] for p in payloads))
+    objective = [p["final_val_error"] if p.get("final_val_error") is not None else p["final_test_error"] for p in payloads]
+    assert best == pytest.approx(min(objective))
     assert "method.rho" in out[out.index("Best value"):] and "optim.lr" in out[out.index("Best value"):]

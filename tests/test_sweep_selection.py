@@ -175,3 +175,21 @@ def test_find_duplicate_names_the_erm_job_at_the_grids_first_rho():
     d = find_duplicate(preset, ["method.rho=0.1", "seed=2", "+sweep=rho_grid", "method=erm"], "erm", 16)
     assert d is not None and d.job_num == 4 and d.overrides[0] == "method.rho=0.025"
     assert sweep_jobs(["method.rho=0.1,0.2", "method.rho=0.3,0.4"]) == [["method.rho=0.3"], ["method.rho=0.4"]]
+
+
+def test_the_optimized_value_is_the_validation_error_when_there_is_one():
+    from train import objective
+
+    assert objective({"status": "finished", "final_val_error": 0.2, "final_test_error": 0.3}) == 0.2
+    assert objective({"status": "finished", "final_val_error": None, "final_test_error": 0.3}) == 0.3
+    assert objective({"status": "finished", "final_test_error": 0.3}) == 0.3
+    assert objective({"status": "diverged", "final_val_error": 0.2}) == float("inf") and objective(None) == float("inf")
+
+
+def test_optuna_preset_holds_out_a_validation_split():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed")
+    from conftest import compose_config
+
+    assert compose_config(["hparams_search=rho_optuna"]).data.val_fraction == 0.1
+    assert compose_config(["hparams_search=rho_optuna", "experiment=smoke"]).data.val_fraction == 0.1
+    assert compose_config(["hparams_search=rho_optuna", "data.val_fraction=0"]).data.val_fraction == 0
