@@ -40,6 +40,7 @@ from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
+from sam_lightning.sweep.duplicates import skip_if_duplicate
 from sam_lightning.train_checks import check_train_config
 from sam_lightning.wandb_mode import resolve_mode
 
@@ -198,8 +199,10 @@ def check_resume(path: str, model: SAMClassifier) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf/train", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point. Returns the final test error for Hydra sweepers that optimize (Optuna);
-    a failed, diverged or unfinished run returns inf, which a minimizing study records as its worst."""
+    """Hydra entry point. Returns what Hydra sweepers that optimize (Optuna) minimize: `objective`."""
+    if skip_if_duplicate(cfg):  # ERM at a second rho of a multirun grid: its job at the first rho is the same run
+        return float("inf")
+
     def record(reason: str, status: str = "failed") -> None:
         try:
             write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason, status)
@@ -211,7 +214,17 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt:  # Ctrl-C before Lightning took over (during the data load); Lightning handles it later
         record("KeyboardInterrupt: stopped before training started", status="interrupted")
         fail("interrupted (Ctrl-C) before training started")
-    value = out.get("final_test_error") if out and out.get("status") == "finished" else None
+    return objective(out)
+
+
+def objective(payload: dict | None) -> float:
+    """The number an optimizing sweeper minimizes: the final validation error of a run that holds
+    out a validation split (data.val_fraction > 0), else its final test error. A failed, diverged
+    or unfinished run gives inf, which a minimizing study records as its worst."""
+    if not payload or payload.get("status") != "finished":
+        return float("inf")
+    value = payload.get("final_val_error")
+    value = payload.get("final_test_error") if value is None else value
     return float("inf") if value is None else float(value)
 
 

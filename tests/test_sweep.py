@@ -2,9 +2,11 @@
 
     .venv/bin/python -m pytest tests/test_sweep.py -q      # about a minute on 2 CPU cores
 
-The multirun is ERM x 2 seeds and 32-SAM x 2 rho x 2 seeds of a width-4 ResNet on 256 synthetic
-images, plus one job that fails (m=32 does not divide a batch of 48), run into the same folder by
-submitit's local executor. The first command ends with the table (the end-of-multirun callback).
+The multirun is the mixed grid the README advertises, `method=erm,sam_m32 method.rho=0.05,0.1`, of a
+width-4 ResNet on 256 synthetic images, once per seed (two commands into one folder): ERM trains
+at the first rho only (its job at the second rho is skipped: rho has no effect on ERM), 32-SAM at
+both. Plus one job that fails (m=32 does not divide a batch of 48), run into the same folder by
+submitit's local executor. The second command ends with the table (the end-of-multirun callback).
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def _train(args: list[str]) -> None:
 def sweep_run(tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("multirun") / "sweep"
     # One process runs the jobs in turn: importing torch and Lightning costs more than a job.
-    _train(["method=erm", "seed=0,1", f"hydra.sweep.dir={out}"])
-    printed = _train(["method=sam_m32", "method.rho=0.05,0.1", "seed=0,1", f"hydra.sweep.dir={out}"])
+    _train(["method=erm,sam_m32", "method.rho=0.05,0.1", "seed=0", f"hydra.sweep.dir={out}"])
+    printed = _train(["method=erm,sam_m32", "method.rho=0.05,0.1", "seed=1", f"hydra.sweep.dir={out}"])
     # The failing job goes through submitit's local executor: its own process, as on a cluster.
     _train(["method=sam_m32", "data.batch_size=48", "seed=0", f"hydra.sweep.dir={out}",
             "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"])
@@ -85,10 +87,22 @@ def _csv(path: Path) -> list[dict]:
 
 def test_multirun_folders_are_named_by_overrides(sweep_dir):
     names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "summary")
-    assert len(names) == 7  # 2 + 4 in the grids and the failing job; each command restarts the numbering
+    assert len(names) == 9  # 4 + 4 in the grids and the failing job; each command restarts the numbering
     assert any(n.startswith("3_") and "method=sam_m32" in n and "method.rho=0.1" in n and "seed=1" in n for n in names)
     assert not any("logger=" in n for n in names)
     assert any((sweep_dir / ".submitit").glob("*/*_log.out"))  # submitit ran the failing job
+
+
+def test_erm_trains_once_in_a_rho_grid(sweep_dir):
+    # Hydra numbers the jobs method x rho: job 1 is ERM at rho = 0.1, the same run as job 0 (rho = 0.05).
+    for seed in (0, 1):
+        jobs = {p.name.split("_", 1)[0]: p for p in sweep_dir.glob(f"[0-3]_*seed={seed}*") if "batch_size=48" not in p.name}
+        skipped = json.loads((jobs["1"] / "results.json").read_text())
+        assert "method=erm" in jobs["1"].name and "method.rho=0.1" in jobs["1"].name
+        assert skipped["status"] == "skipped" and skipped["history"] == [] and skipped["final_test_error"] is None
+        assert skipped["reason"] == "duplicate of job 0 (method=erm method.rho=0.05): method.rho has no effect on ERM"
+        assert not (jobs["1"] / "checkpoints").exists() and not (jobs["1"] / "csv").exists()  # nothing trained
+        assert [json.loads((jobs[n] / "results.json").read_text())["status"] for n in "023"] == ["finished"] * 3
 
 
 def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
@@ -97,7 +111,7 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = {(r["method"], r["method.rho"]): r for r in _csv(out / "summary.csv")}
-    # ERM ran without rho: one group (rho empty), beside SAM's two rho points.
+    # ERM, in the grid but indifferent to rho: one group (rho empty), beside SAM's two rho points.
     assert set(rows) == {("erm", ""), ("sam_m32", "0.05"), ("sam_m32", "0.1")}
     assert [(rows[k]["n_seeds"], rows[k]["n_runs"]) for k in sorted(rows)] == [("2", "2"), ("2", "2"), ("2", "2")]
     assert {r["metric"] for r in rows.values()} == {"final_test_error"}
@@ -120,11 +134,13 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
     assert [r["best_rho"] for r in sam].count("1") == 1 and rows[("erm", "")]["best_rho"] == "0"
     assert min(sam, key=lambda r: float(r["mean"]))["best_rho"] == "1"
 
-    # The failing job is named with its reason, excluded from every group.
+    # The failing job is named with its reason, excluded from every group; the skipped ones are counted.
     assert "excluded (1 job(s) failed or unfinished)" in proc.stdout
     assert "data.batch_size=48" in proc.stdout and "must divide" in proc.stdout
-    failed = [r for r in _csv(out / "runs.csv") if r["status"] != "finished"]
+    assert "2 job(s) skipped" in proc.stdout and "best rho chosen on the test set" in proc.stdout
+    failed = [r for r in _csv(out / "runs.csv") if r["status"] not in ("finished", "skipped")]
     assert len(failed) == 1 and failed[0]["status"] == "failed"
+    assert sum(r["status"] == "skipped" for r in _csv(out / "runs.csv")) == 2
     assert all(r["excluded"] == "" for r in _csv(out / "summary.csv"))
     for png in ("test_error_vs_rho.png", "test_error_curves.png"):
         assert (out / png).stat().st_size > 5000
@@ -134,11 +150,14 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
 
 def test_multirun_ends_with_the_sweep_table(sweep_run):
     sweep, printed = sweep_run
-    # The second command's callback read the whole folder: ERM's jobs of the first command too.
+    # The second command's callback read the whole folder: the first command's jobs (seed 0) too.
     table = printed[printed.index(f"sweep: {sweep}"):]
     lines = [ln.split() for ln in table.splitlines()]
     assert ["method", "method.rho", "seeds"] == lines[next(i for i, ln in enumerate(lines) if ln[:1] == ["method"])][:3]
-    assert sum(1 for ln in lines if ln[:1] in (["erm"], ["sam_m32"])) == 3
+    rows = [ln for ln in lines if ln[:1] in (["erm"], ["sam_m32"])]
+    assert len(rows) == 3 and all(ln[2] == "2" for ln in rows)  # ERM once, 2 seeds per row
+    assert "2 job(s) skipped: each repeats another job of the sweep (ERM at a second rho); its results.json names which." in table
+    assert "skipped: duplicate of job 0 (method=erm method.rho=0.05): method.rho has no effect on ERM" in printed
     assert (sweep / "summary" / "summary.csv").is_file() and (sweep / "summary" / "test_error_curves.png").is_file()
 
 
@@ -149,7 +168,7 @@ def test_unfinished_and_unreadable_jobs_are_listed_and_one_seed_has_no_interval(
     killed = next(p for n, p in jobs.items() if "method=sam_m32" in n and "method.rho=0.1" in n and "seed=1" in n)
     payload = json.loads((killed / "results.json").read_text())
     (killed / "results.json").write_text(json.dumps({**payload, "status": "running", "reason": None}))
-    broken = next(p for n, p in jobs.items() if "method=erm" in n and "seed=0" in n)
+    broken = next(p for n, p in jobs.items() if "method=erm" in n and "method.rho=0.05" in n and "seed=0" in n)
     (broken / "results.json").write_text('{"status": "fini')
 
     assert sweep_main([str(copy), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
@@ -335,10 +354,13 @@ def test_optuna_preset_runs_trials_and_a_failed_trial_does_not_stop_the_study(tm
     failed = search("method=sam_m32", "data.batch_size=48", f"hydra.sweep.dir={tmp_path / 'failing'}")
     assert "Best value: inf" in failed
     assert [json.loads(p.read_text())["status"] for p in (tmp_path / "failing").glob("*/results.json")] == ["failed", "failed"]
-    # Two real trials: different (rho, lr), the best value is one of their test errors, and the table ends the run.
+    # Two real trials: different (rho, lr), the best value is one of their validation errors (test
+    # errors for a run without a split), and the table ends the run.
     out = search(f"hydra.sweep.dir={tmp_path / 'ok'}")
     payloads = [json.loads(p.read_text()) for p in (tmp_path / "ok").glob("*/results.json")]
     assert len(payloads) == 2 and len({(p["config"]["method"]["rho"], p["config"]["optim"]["lr"]) for p in payloads}) == 2
+    assert {p["config"]["data"]["val_fraction"] for p in payloads} == {0.1}
     best = float(out.split("Best value: ")[1].split()[0])
-    assert best == pytest.approx(min(p["final_test_error"] for p in payloads))
+    objective = [p["final_val_error"] if p.get("final_val_error") is not None else p["final_test_error"] for p in payloads]
+    assert best == pytest.approx(min(objective))
     assert "method.rho" in out[out.index("Best value"):] and "optim.lr" in out[out.index("Best value"):]

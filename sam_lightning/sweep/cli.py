@@ -2,7 +2,7 @@
 
     python sweep.py multirun/rho_grid/2026-11-28/10-00-00            # writes <dir>/summary/
     python sweep.py multirun/paper_c10 multirun/erm_c10 --out results/c10
-    python sweep.py <dir> --metric best          # best-epoch instead of final test error
+    python sweep.py <dir> --metric best          # best epoch (on validation when the runs have a split)
     python sweep.py multirun/theory/<date>/<time>  # theory runs: test loss (--metric auto)
     python sweep.py --wandb ENTITY/PROJECT --group rho_grid/2026-11-28/10-00-00
 
@@ -22,6 +22,7 @@ from sam_lightning.sweep import table
 from sam_lightning.sweep.collect import SweepInputError, collect
 
 OUTPUT_NAMES = ("summary.csv", "summary.md", "runs.csv")
+PLOT_AT_BEST_VAL = "best_val_epoch_test_error"  # test_error_at_best_val as the plots name it
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,8 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="where to write the CSV, Markdown and PNGs (default: <first dir>/summary)")
     p.add_argument("--metric", default="auto",
                    help="auto (test error, or test loss for runs without one), final (test error after the last "
-                        "epoch, the paper's), best (lowest over epochs), loss (final test loss), or any "
-                        "final_*/best_* key of results.json")
+                        "epoch, the paper's), best (lowest over epochs; with a validation split: the test error at "
+                        "the epoch of lowest validation error), loss (final test loss), or any final_*/best_* key "
+                        "of results.json. With a validation split the best rho is chosen on the validation "
+                        "counterpart (final_val_error, best_val_error, final_val_loss)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead of folders")
     p.add_argument("--group", help="with --wandb: the W&B group (a multirun's is its folder below multirun/)")
@@ -66,9 +69,13 @@ def summarize(runs: pd.DataFrame, histories: dict, sources: list[str], out: Path
         from sam_lightning import plots as plotting  # matplotlib only when plotting
 
         name = "test_loss" if info["metric"].endswith("loss") else "test_error"
-        by_rho = plotting.sweep_vs_rho(summary, info, out / f"{name}_vs_rho.png")
-        by_row = None if by_rho else plotting.sweep_points(summary, info, runs, out / f"{name}_by_row.png")
-        images = [p for p in (by_rho, by_row, plotting.sweep_curves(summary, info, runs, histories, out / f"{name}_curves.png")) if p]
+        plot_info, plot_runs = info, runs
+        if info["metric"] == table.AT_BEST_VAL:  # the plots tell errors from losses by a name ending in "error"
+            plot_info = {**info, "metric": PLOT_AT_BEST_VAL}
+            plot_runs = runs.rename(columns={table.AT_BEST_VAL: PLOT_AT_BEST_VAL})
+        by_rho = plotting.sweep_vs_rho(summary, plot_info, out / f"{name}_vs_rho.png")
+        by_row = None if by_rho else plotting.sweep_points(summary, plot_info, plot_runs, out / f"{name}_by_row.png")
+        images = [p for p in (by_rho, by_row, plotting.sweep_curves(summary, plot_info, plot_runs, histories, out / f"{name}_curves.png")) if p]
     (out / "summary.md").write_text(table.report(summary, info, runs, sources, markdown=True, images=[str(i) for i in images]))
     echo(f"\nwrote {', '.join(str(out / n) for n in (*OUTPUT_NAMES, *(i.name for i in images)))}")
     info["images"] = images

@@ -2,10 +2,11 @@
 
 A job folder is one that holds results.json or Hydra's .hydra/ (a job that started but never wrote
 results.json). Every job becomes one row of a pandas DataFrame: its name, status and reason, its
-seed, its final metrics (every `final_*` / `best_*` number of results.json) and one `key:<override>`
-column per command-line override that can define a group. A job whose status is not `finished`
-(failed, diverged, interrupted, running, missing, unreadable) keeps its row, so that tables can
-name it, but is never averaged. The per-epoch (or per-step) histories are returned beside it.
+seed, its final metrics (every `final_*` / `best_*` number of results.json, and
+`test_error_at_best_val`) and one `key:<override>` column per command-line override that can
+define a group (none for `method.rho` of a method that ignores it: ERM). A job whose status is not
+`finished` (failed, diverged, interrupted, running, missing, unreadable, skipped) keeps its row,
+so that tables can name it, but is never averaged. The per-epoch (or per-step) histories are returned beside it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import pandas as pd
 import yaml
 
 from sam_lightning.naming import group_keys, method_label
+from sam_lightning.sweep.duplicates import RHO_INERT
 
 RESULTS_FILE = "results.json"
 KEY = "key:"  # prefix of the group columns: key:method, key:method.rho, ...
+# Besides every final_*/best_* number: the test error at the epoch of lowest validation error.
+EXTRA_METRICS = ("test_error_at_best_val",)
 
 
 class SweepInputError(ValueError):
@@ -69,8 +73,12 @@ def record(name: str, payload: dict, overrides: list[str] | None) -> dict:
     row = {"job": name, "status": status, "reason": _clip(reason) if reason else "", "seed": config.get("seed"),
            "method_label": method_label(config.get("method") or {})}
     row.update({k: float(v) for k, v in payload.items()
-                if k.startswith(("final_", "best_")) and isinstance(v, (int, float)) and not isinstance(v, bool)})
+                if (k.startswith(("final_", "best_")) or k in EXTRA_METRICS) and isinstance(v, (int, float)) and not isinstance(v, bool)})
     keys = group_keys(pseudo_overrides(config) if overrides is None else overrides, config)
+    # ERM at every rho of a grid is one run: one group, never a best rho. A job without its config
+    # (unreadable, never started) is known by its `method=` override.
+    if (row["method_label"] if config.get("method") else keys.get("method")) in RHO_INERT:
+        keys.pop("method.rho", None)
     row.update({KEY + k: v for k, v in keys.items()})
     return row
 

@@ -7,6 +7,12 @@ first, so duplicates never narrow the interval. Intervals are scipy's percentile
 mean over seeds (seaborn's default error bar). The best rho of a method is the row with the lowest
 mean among rows that differ only in `method.rho`; it is starred when its interval lies below every
 other rho's interval.
+
+Runs with a validation split (data.val_fraction > 0: results.json holds final_val_error, ...)
+are chosen on it: the table shows the validation metric beside the test metric and the best rho is
+the lowest mean validation error, the test set only reported. Only when no run has a split does the
+test metric choose. The table says which in one line. Jobs with status `skipped` (ERM at a second
+rho of a grid: the same run as at the first, see sweep.duplicates) are left out and counted below.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from sam_lightning.sweep.collect import KEY
 
 RHO = KEY + "method.rho"
 METRICS = {"final": "final_test_error", "best": "best_test_error", "loss": "final_test_loss"}
+# The validation metric that chooses rho for a test metric, when the runs have a validation split.
+VAL_OF = {"final_test_error": "final_val_error", "final_test_loss": "final_val_loss", "best_test_error": "best_val_error"}
+AT_BEST_VAL = "test_error_at_best_val"  # test error at the epoch of lowest validation error
+SKIPPED = "skipped"
 CI_NOTE = ("95% CI: percentile bootstrap of the mean over seeds (none for a single seed; with 2-3 seeds it is "
            "their range).")
 BEST_NOTE = ("best rho: * the lowest mean among rows that differ only in rho, with an interval below all the "
@@ -35,6 +45,23 @@ def resolve_metric(runs: pd.DataFrame, metric: str) -> str:
         has_error = "final_test_error" in finished and finished["final_test_error"].notna().any()
         return "final_test_error" if has_error or "final_test_loss" not in finished else "final_test_loss"
     return METRICS.get(metric, metric)
+
+
+def resolve_metrics(runs: pd.DataFrame, metric: str) -> tuple[str, str | None]:
+    """(the test metric the table reports, the validation metric that chooses rho or None when no
+    finished run has a validation split). With a split, `best` reports the test error at the epoch of
+    lowest validation error (early stopping chosen on validation), not the lowest test error over epochs."""
+    test = resolve_metric(runs, metric)
+    val = VAL_OF.get(test)
+    finished = runs[runs["status"] == "finished"] if "status" in runs else runs
+    if val is None or val not in finished or finished[val].isna().all():
+        return test, None
+    return (AT_BEST_VAL if test == "best_test_error" else test), val
+
+
+def is_error(metric: str) -> bool:
+    """An error rate (shown in percent), not a loss: final_test_error, test_error_at_best_val, ..."""
+    return metric.endswith("error") or metric == AT_BEST_VAL
 
 
 def _train_metric(metric: str) -> str:
@@ -57,35 +84,41 @@ def group_columns(finished: pd.DataFrame) -> tuple[list[str], dict]:
 def aggregate(runs: pd.DataFrame, metric: str = "auto") -> tuple[pd.DataFrame, dict]:
     """One row per group: the varying keys, seeds, mean with CI, train metric, excluded jobs, best rho.
     Returns (summary, info) where info holds the metric, the common overrides and the group columns."""
-    metric = resolve_metric(runs, metric)
+    metric, val = resolve_metrics(runs, metric)
     train = _train_metric(metric)
-    runs = runs.copy()
-    for col in (metric, train, "seed"):
+    skipped = runs["status"] == SKIPPED if "status" in runs else pd.Series(False, index=runs.index)
+    runs = runs[~skipped].copy()
+    numbers = [metric, train, *([val] if val else [])]
+    for col in (*numbers, "seed"):
         if col not in runs:
             runs[col] = np.nan
     done = (runs["status"] == "finished") & runs[metric].notna()
     runs.loc[(runs["status"] == "finished") & runs[metric].isna(), ["status", "reason"]] = ["no-metric", f"finished without {metric}"]
     finished = runs[done].copy()
     groups, common = group_columns(finished)
-    info = {"metric": metric, "train_metric": train, "common": common, "groups": groups}
+    info = {"metric": metric, "val_metric": val, "chosen_on": val or metric, "train_metric": train, "common": common,
+            "groups": groups, "skipped": int(skipped.sum()), "no_metric": runs.loc[runs["status"] == "no-metric", "job"].tolist()}
     if finished.empty:
         return pd.DataFrame(), info
     by = groups or ["_all"]
     finished["_all"] = 0
     finished["_seed"] = finished["seed"].astype(object).where(finished["seed"].notna(), finished["job"])
-    per_seed = finished.groupby([*by, "_seed"], dropna=False, sort=False)[[metric, train]].mean().reset_index()
+    per_seed = finished.groupby([*by, "_seed"], dropna=False, sort=False)[numbers].mean().reset_index()
     grouped = per_seed.groupby(by, dropna=False, sort=False)
     summary = grouped.agg(n_seeds=("_seed", "size"), seeds=("_seed", lambda s: " ".join(map(str, s))),
                           mean=(metric, "mean"), train_mean=(train, "mean"))
-    cis = grouped[metric].agg(lambda v: bootstrap_ci(v.to_numpy()) or (math.nan, math.nan))
-    summary["ci_low"] = [c[0] for c in cis]
-    summary["ci_high"] = [c[1] for c in cis]
+    for prefix, col in (("", metric), *([("val_", val)] if val else [])):
+        if prefix:
+            summary[prefix + "mean"] = grouped[col].mean()
+        cis = grouped[col].agg(lambda v: bootstrap_ci(v.dropna().to_numpy()) or (math.nan, math.nan))
+        summary[prefix + "ci_low"] = [c[0] for c in cis]
+        summary[prefix + "ci_high"] = [c[1] for c in cis]
     jobs = finished.groupby(by, dropna=False, sort=False)["job"]
     summary["n_runs"] = jobs.size()
     summary["jobs"] = jobs.agg(list)
     summary = summary.reset_index()
     summary["excluded"] = _excluded_counts(runs[~done], summary, groups, common)
-    _mark_best(summary, groups)
+    _mark_best(summary, groups, prefix="val_" if val else "")
     summary = summary.drop(columns=["_all"], errors="ignore")
     order = [c for c in groups if c != RHO] + ([RHO] if RHO in groups else [])
     if order:
@@ -116,21 +149,24 @@ def _same(a, b) -> bool:
     return (pd.isna(a) and pd.isna(b)) if (pd.isna(a) or pd.isna(b)) else a == b
 
 
-def _mark_best(summary: pd.DataFrame, groups: list[str]) -> None:
+def _mark_best(summary: pd.DataFrame, groups: list[str], prefix: str = "") -> None:
+    """best/separated on the `<prefix>mean` column and its interval: validation (prefix val_) when the
+    runs have a split, else the reported metric. Rows without that number are not ranked."""
     summary["best"] = False
     summary["separated"] = False
     if RHO not in groups:
         return
+    mean, low, high = prefix + "mean", prefix + "ci_low", prefix + "ci_high"
     family = [c for c in groups if c != RHO]
-    with_rho = summary[summary[RHO].notna()]
+    with_rho = summary[summary[RHO].notna() & summary[mean].notna()]
     for _, members in (with_rho.groupby(family, dropna=False, sort=False) if family else [(None, with_rho)]):
         if members[RHO].nunique() < 2:
             continue
-        best = members["mean"].idxmin()
+        best = members[mean].idxmin()
         others = members.drop(index=best)
         summary.loc[best, "best"] = True
         # A row without an interval (one seed) counts with its mean; the best row needs its own interval.
-        summary.loc[best, "separated"] = bool(summary.loc[best, "ci_high"] < others["ci_low"].fillna(others["mean"]).min())
+        summary.loc[best, "separated"] = bool(summary.loc[best, high] < others[low].fillna(others[mean]).min())
 
 
 def _cell(value) -> str:
@@ -139,16 +175,23 @@ def _cell(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _what(metric: str) -> str:
+    """final_val_error -> 'val error %', test_error_at_best_val -> 'test error at best val %'."""
+    return metric.removeprefix("final_").replace("_", " ") + (" %" if is_error(metric) else "")
+
+
 def display_frame(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
-    """The table as text cells: percent for errors, 3 significant digits for losses."""
+    """The table as text cells: percent for errors, 3 significant digits for losses. With a
+    validation split, the validation column comes before the test column."""
     metric, train = info["metric"], info["train_metric"]
-    pct = metric.endswith("error")
+    pct = is_error(metric)
     scale, spec = (100.0, ".2f") if pct else (1.0, ".3g")
-    what = metric.removeprefix("final_").replace("_", " ") + (" %" if pct else "")
     out = pd.DataFrame({k[len(KEY):]: summary[k].map(_cell) for k in info["groups"]})
     out["seeds"] = summary["n_seeds"].astype(str)
-    out[f"{what} (95% CI)"] = [format_mean_ci(r["mean"], r["ci_low"], r["ci_high"], scale, spec) for _, r in summary.iterrows()]
-    out[train.removeprefix("final_").replace("_", " ") + (" %" if pct else "")] = [format_mean_ci(v, scale=scale, spec=spec) for v in summary["train_mean"]]
+    for prefix, col in ((("val_", info["val_metric"]),) if info.get("val_metric") else ()) + (("", metric),):
+        out[f"{_what(col)} (95% CI)"] = [format_mean_ci(r[prefix + "mean"], r[prefix + "ci_low"], r[prefix + "ci_high"], scale, spec)
+                                        for _, r in summary.iterrows()]
+    out[_what(train)] = [format_mean_ci(v, scale=scale, spec=spec) for v in summary["train_mean"]]
     if summary["excluded"].astype(bool).any():
         out["not finished"] = summary["excluded"]
     if summary["best"].any():
@@ -157,7 +200,19 @@ def display_frame(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
 
 
 def problems(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["status"] != "finished"][["job", "status", "reason"]] if len(runs) else runs
+    """The jobs listed under the table: every one not finished, except the skipped (only counted)."""
+    return runs[~runs["status"].isin(["finished", SKIPPED])][["job", "status", "reason"]] if len(runs) else runs
+
+
+def chosen_line(info: dict) -> str:
+    """One line: which split chose the best rho."""
+    chosen, metric = info.get("chosen_on") or info["metric"], info["metric"]
+    if info.get("val_metric"):
+        return (f"best rho chosen on validation ({_what(chosen).removesuffix(' %')}, mean over seeds; data.val_fraction "
+                f"held out of training); the test column ({_what(metric).removesuffix(' %')}) is reported, not used to choose.")
+    if "_test_" in chosen:
+        return f"best rho chosen on the test set ({_what(chosen).removesuffix(' %')}): no run has a validation split (data.val_fraction)."
+    return f"best rho chosen on {_what(chosen).removesuffix(' %')}."
 
 
 def report(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, sources: list[str], markdown: bool = False,
@@ -171,10 +226,19 @@ def report(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, sources: list[
         parts += ["", display_frame(summary, info).to_markdown(index=False, tablefmt="pipe" if markdown else "simple",
                                                             disable_numparse=True), "",
                   CI_NOTE + (" " + BEST_NOTE if summary["best"].any() else "")]
+        if summary["best"].any():
+            parts += [""] * markdown + [chosen_line(info)]
     bad = problems(runs)
     if len(bad):
         parts += ["", f"excluded ({len(bad)} job(s) failed or unfinished):"]
         parts += [f"{'- ' if markdown else '  '}{code(r.job)}: {r.status}: {r.reason}" for r in bad.itertuples()]
+    if info.get("no_metric"):
+        parts += ["", f"not in the table ({len(info['no_metric'])} finished job(s) without {info['metric']}"
+                      f"{', e.g. no validation split' if info['metric'] == AT_BEST_VAL else ''}): "
+                      + ", ".join(code(j) for j in info["no_metric"])]
+    if info.get("skipped"):
+        parts += ["", f"{info['skipped']} job(s) skipped: each repeats another job of the sweep (ERM at a second rho); "
+                      "its results.json names which."]
     if markdown and images:
         parts += [""] + [f"![{i.rsplit('/', 1)[-1][:-4]}]({i.rsplit('/', 1)[-1]})" for i in images]
     return "\n".join(parts) + ("\n" if markdown else "")
@@ -184,5 +248,8 @@ def summary_csv(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
     """summary.csv: group keys by name, numbers as fractions (as in results.json)."""
     out = summary.rename(columns={k: k[len(KEY):] for k in info["groups"]})
     out.insert(0, "metric", info["metric"])
+    out.insert(1, "chosen_on", info.get("chosen_on") or info["metric"])
+    if info.get("val_metric"):
+        out.insert(2, "val_metric", info["val_metric"])
     out["best_rho"] = out["best"].astype(int)
     return out.drop(columns=["best", "jobs"])
