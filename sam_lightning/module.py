@@ -61,7 +61,7 @@ class SAMClassifier(pl.LightningModule):
     `OptimSpec`); checkpoints keep them as plain data. max_epochs sets the LR schedule's length.
     """
 
-    EVAL_SETS = ("test", "val")  # dataloader_idx 0, 1 of the evaluation loop (val only with data.val_fraction)
+    EVAL_SETS = ("test", "val", "train_eval")  # what the datamodule's evaluation loaders may be (its eval_sets)
 
     def __init__(self, model: ModelSpec, method: Variant | ERM, optim: OptimSpec, num_classes: int, max_epochs: int, channels_last: bool = False, track_label_noise: bool = False) -> None:
         super().__init__()
@@ -79,8 +79,8 @@ class SAMClassifier(pl.LightningModule):
         self.train_error = ErrorRate(num_classes, average="micro")
         self.train_loss, self.train_objective = MeanMetric(), MeanMetric()
         # One error and loss per evaluation set, in the order of the datamodule's val_dataloader.
-        self.eval_error = torch.nn.ModuleList(ErrorRate(num_classes, average="micro") for _ in self.EVAL_SETS)
-        self.eval_loss = torch.nn.ModuleList(MeanMetric() for _ in self.EVAL_SETS)
+        self.eval_error = torch.nn.ModuleDict({k: ErrorRate(num_classes, average="micro") for k in self.EVAL_SETS})
+        self.eval_loss = torch.nn.ModuleDict({k: MeanMetric() for k in self.EVAL_SETS})
         if track_label_noise:  # running, at w, on the augmented training batches
             self.train_clean_error, self.train_noisy_fit = ErrorRate(num_classes, average="micro"), MeanMetric()
         # False: this epoch trains with ERM (set by the MethodSwitch callback for erm_to_sam / sam_to_erm).
@@ -195,7 +195,9 @@ class SAMClassifier(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = self._images(batch[0]), batch[1]
         logits = self.backbone(x)
-        name, loss, error = self.EVAL_SETS[dataloader_idx], self.eval_loss[dataloader_idx], self.eval_error[dataloader_idx]
+        datamodule = getattr(self.trainer, "datamodule", None)
+        name = datamodule.eval_sets[dataloader_idx] if datamodule is not None else "test"
+        loss, error = self.eval_loss[name], self.eval_error[name]
         loss.update(F.cross_entropy(logits, y), weight=y.shape[0])
         error.update(logits, y)
         shown = dict(on_step=False, on_epoch=True, prog_bar=True, add_dataloader_idx=False)

@@ -24,7 +24,7 @@ from sam_lightning.callbacks.divergence import TrainingDiverged
 from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
 
 TRAIN_KEYS = ("train/loss", "train/error", "train/objective", "train/lr", "train/rho", "train/perturbed", "train/clean_error", "train/noisy_fit")
-EVAL_KEYS = ("test/loss", "test/error", "val/loss", "val/error")
+EVAL_KEYS = ("test/loss", "test/error", "val/loss", "val/error", "train_eval/loss", "train_eval/error")
 EPOCH_KEYS = TRAIN_KEYS + EVAL_KEYS
 
 
@@ -114,6 +114,7 @@ class ResultsWriter(pl.Callback):
         best = min(tested, key=lambda h: h["test/error"]) if tested else None
         validated = [h for h in self.history if h.get("val/error") is not None]
         best_val = min(validated, key=lambda h: h["val/error"]) if validated else None
+        evaluated = [h for h in self.history if h.get("train_eval/error") is not None]  # data.eval_train
         last = self.history[-1] if self.history else {}
         trained = [h for h in self.history if h.get("train/error") is not None]
         return {
@@ -127,6 +128,7 @@ class ResultsWriter(pl.Callback):
             "best_val_error": best_val["val/error"] if best_val else None,
             "best_val_epoch": best_val["epoch"] if best_val else None,
             "test_error_at_best_val": best_val.get("test/error") if best_val else None,
+            "final_train_eval_error": evaluated[-1]["train_eval/error"] if evaluated else None,
             "final_train_error": trained[-1]["train/error"] if trained else None,
             "final_train_loss": trained[-1].get("train/loss") if trained else None,
             "final_train_objective": trained[-1].get("train/objective") if trained else None,

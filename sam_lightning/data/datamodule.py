@@ -61,8 +61,16 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.batch_size={self.batch_size} exceeds the {n_train} training images{per}: lower data.batch_size")
 
     @property
-    def has_validation(self) -> bool:
-        return float(self.cfg.get("val_fraction", 0.0)) > 0
+    def eval_sets(self) -> list[str]:
+        """The evaluation loaders' names, in dataloader_idx order: test always; val with a
+        validation split (data.val_fraction); train with data.eval_train (the training images with
+        their true labels, unaugmented, in eval mode: whether a model has fit its training set)."""
+        sets = ["test"]
+        if float(self.cfg.get("val_fraction", 0.0)) > 0:
+            sets.append("val")
+        if self.cfg.get("eval_train", False):
+            sets.append("train_eval")
+        return sets
 
     def _device_for_batches(self) -> torch.device | None:
         """The device to keep the training set on, or None for the DataLoader path."""
@@ -85,13 +93,10 @@ class ImageDataModule(pl.LightningDataModule):
         return DataLoader(TensorDataset(x, y), batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> list[DataLoader]:
-        """Evaluated every epoch: the test set, then the validation split when there is one
-        (dataloader_idx 0 is always the test set; SAMClassifier.EVAL_SETS names them)."""
+        """Evaluated every trainer.check_val_every_n_epoch epochs, in the order of `eval_sets`."""
         s = self.splits
-        loaders = [self._eval_loader(s.test_x, s.test_y)]
-        if self.has_validation:
-            loaders.append(self._eval_loader(s.val_x, s.val_y))
-        return loaders
+        tensors = {"test": (s.test_x, s.test_y), "val": (s.val_x, s.val_y), "train_eval": (s.train_x, s.train_true_y)}
+        return [self._eval_loader(*tensors[name]) for name in self.eval_sets]
 
     def transform(self, batch, train: bool):
         """uint8 batch on the device -> augmented (if `train`) and normalized float batch."""

@@ -1,0 +1,85 @@
+"""Every paper preset (conf/train/experiment/fig*.yaml) against the paper's own settings
+(docs/paper_settings.yaml): composed as a user's `python train.py -m experiment=<figure>` composes
+it, each method of its grid on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CONF, ROOT, compose_config
+from omegaconf import OmegaConf
+
+TABLE = yaml.safe_load((ROOT / "docs" / "paper_settings.yaml").read_text())
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("fig*.yaml"))
+
+# table key -> the composed config's key
+KEYS = {
+    "data": "data.name", "model": "model.arch", "width": "model.width", "norm": "model.norm", "batch_size": "data.batch_size",
+    "epochs": "trainer.max_epochs", "lr": "optim.lr", "momentum": "optim.momentum", "l2": "optim.l2", "schedule": "optim.schedule",
+    "augment": "data.augment", "label_noise": "data.label_noise", "val_fraction": "data.val_fraction",
+    "standardize": "data.standardize", "init": "model.init", "sigma": "method.sigma", "ascent_steps": "method.ascent_steps",
+    "rho_schedule": "method.rho_schedule",
+}
+
+
+def sweep_params(preset: str) -> dict[str, list]:
+    """The preset's own grid: hydra.sweeper.params as lists of YAML values."""
+    node = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml")
+    params = OmegaConf.select(node, "hydra.sweeper.params") or {}
+    return {k: [yaml.safe_load(v) for v in str(value).split(",")] for k, value in params.items()}
+
+
+def settings(figure: str) -> dict:
+    return {**{k: v for k, v in TABLE["defaults"].items()}, **TABLE["figures"][figure]}
+
+
+def test_paper_settings_table_covers_every_paper_preset():
+    assert sorted(TABLE["figures"]) == PRESETS
+    unknown = {k for fig in TABLE["figures"] for k in TABLE["figures"][fig]} - set(KEYS) - {"source", "methods", "rho", "m", "rho_grid"}
+    assert not unknown, f"table keys the test does not check: {unknown}"
+
+
+@pytest.mark.parametrize("figure", PRESETS)
+def test_paper_settings_of_each_preset_match_the_paper(figure):
+    want, grid = settings(figure), sweep_params(figure)
+    base = compose_config([f"experiment={figure}"])
+    methods = grid.get("method") or [base.method.get("name") or Path(base.method._target_).suffix[1:].lower()]
+    assert sorted(map(str, methods)) == sorted(want["methods"]), "methods"
+    for key, path in KEYS.items():
+        if key not in want or want[key] is None:
+            continue
+        if path in grid:  # swept: the grid is the paper's
+            assert grid[path] == (want[key] if isinstance(want[key], list) else [want[key]]), f"{key}: swept {grid[path]}"
+            continue
+        if path.startswith("method.") and key not in TABLE["figures"][figure]:
+            continue  # a method setting only where the figure states it
+        assert OmegaConf.select(base, path) == want[key], f"{key} ({path}) = {OmegaConf.select(base, path)!r}, the paper: {want[key]!r}"
+    # Per-method radii and chunk sizes, each method composed on its own as the sweep composes it.
+    for key in ("rho", "m"):
+        for method, value in (want.get(key) or {}).items():
+            path = f"method.{key}"
+            composed = OmegaConf.select(compose_config([f"experiment={figure}", f"method={method}"]), path)
+            if path in grid:  # a list must be the grid; a value must be one of the grid's
+                assert (grid[path] == value) if isinstance(value, list) else (value in grid[path]), f"{method}: {key} grid {grid[path]}, the paper: {value}"
+            else:
+                assert composed == value, f"{method}: {key} = {composed}, the paper: {value}"
+
+
+def test_paper_settings_rho_grid_is_the_sweep_preset():
+    assert sweep_params_of("sweep", "rho_grid")["method.rho"] == TABLE["defaults"]["rho_grid"]
+
+
+def sweep_params_of(group: str, name: str) -> dict[str, list]:
+    node = OmegaConf.load(CONF / group / f"{name}.yaml")
+    return {k: [yaml.safe_load(v) for v in str(value).split(",")] for k, value in node.hydra.sweeper.params.items()}
+
+
+def test_paper_settings_defaults_hold_for_a_plain_run():
+    # `python train.py` with no preset is App. D's CIFAR-10 run (the validation split is the presets').
+    cfg = compose_config([])
+    want = TABLE["defaults"]
+    for key, path in KEYS.items():
+        if key in want and key != "val_fraction":
+            assert OmegaConf.select(cfg, path) == want[key], key
