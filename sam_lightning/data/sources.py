@@ -56,6 +56,11 @@ def download_cifar(name: str, root: str) -> None:
     load_cifar(name, root, download=True)
 
 
+def _cifar_missing(name: str, root: str, download: bool) -> DataUnavailableError:
+    fix = "set data.download=true (needs network)" if not download else "delete the folder and download again"
+    return DataUnavailableError(f"{name} not found or corrupted under {os.path.abspath(root)}: {fix}, or point data.root at a folder holding it")
+
+
 def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
     cls = _cifar_class(name)
     splits = {}
@@ -63,8 +68,7 @@ def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
         try:
             ds = cls(root=root, train=train, download=download)
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-            fix = "set data.download=true (needs network)" if not download else "delete the folder and download again"
-            raise DataUnavailableError(f"{name} not found or corrupted under {os.path.abspath(root)}: {fix}, or point data.root at a folder holding it") from err
+            raise _cifar_missing(name, root, download) from err
         except OSError as err:  # no network while downloading
             raise DataUnavailableError(f"could not download {name} into {os.path.abspath(root)} ({err.__class__.__name__}: {err}); fetch it on a machine with network and set data.root, data.download=false") from err
         splits[train] = (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.long))
@@ -225,8 +229,11 @@ def load_source(cfg) -> ImageArrays:
 
 def num_classes_of(cfg) -> int:
     """The number of classes of a data config without loading any image (the model is built
-    before Lightning's data hooks run)."""
+    before Lightning's data hooks run). A missing data folder is an error here already, before
+    anything else starts."""
     if cfg.name in CIFAR_STATS:
+        if not cfg.download and not (Path(cfg.root).expanduser() / _cifar_class(cfg.name).base_folder).is_dir():
+            raise _cifar_missing(cfg.name, cfg.root, cfg.download)
         return 100 if cfg.name == "cifar100" else 10
     if cfg.name == "synthetic":
         return int(cfg.num_classes)
