@@ -88,3 +88,18 @@ def test_analysis_commands_use_the_runs_own_training_points(data_source, tmp_pat
                                               "bn_points=16", "progress=false", "device=cpu", f"out_dir={tmp_path / 'interpolation'}"],
                                              config_name="interpolation", tree="analysis"))
     assert curve["settings"]["train_points"] == 128  # the run's 128 training images, not the source's 256
+
+
+REGIMES = ("laptop_sam_vs_erm", "laptop_small_m", "laptop_label_noise")
+
+
+@pytest.mark.parametrize("preset", REGIMES)
+def test_laptop_regimes_train_on_every_source(preset, data_source, tmp_path):
+    # The regime as composed (its subset, split, noise, norm, schedule), shrunk only in size and time.
+    cfg = compose_config([f"experiment={preset}", *data_source, "data.train_fraction=1.0", "model.width=4", "trainer.max_epochs=1",
+                          "+trainer.limit_train_batches=1", "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
+                          f"paths.output_dir={tmp_path}"])
+    assert cfg.data.val_fraction == 0.1 and cfg.data.seed == 0 and cfg.model.init == "paper"
+    out = train(cfg)
+    assert out["status"] == "finished" and out["final_val_error"] is not None and out["final_train_eval_error"] is not None
+    assert out["data_sizes"]["val"] == round(0.1 * 256)

@@ -83,3 +83,50 @@ def test_paper_settings_defaults_hold_for_a_plain_run():
     for key, path in KEYS.items():
         if key in want and key != "val_fraction":
             assert OmegaConf.select(cfg, path) == want[key], key
+
+
+def test_paper_settings_init_is_kaiming_fan_out_and_torch_init_is_pytorchs_default():
+    import math
+
+    import torch
+    from torch import nn
+
+    from sam_lightning.models import ARCHITECTURES, PreActResNet, build_model
+
+    torch.manual_seed(0)
+    paper = build_model("preact_resnet18", 10, width=64)
+    for name, conv in ((n, m) for n, m in paper.named_modules() if isinstance(m, nn.Conv2d)):
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert float(conv.weight.std()) == pytest.approx(math.sqrt(2 / fan_out), rel=0.1), name
+    assert float(paper.linear.bias.abs().max()) == 0.0
+    assert all(float(m.weight.min()) == 1.0 and float(m.bias.abs().max()) == 0.0 for m in paper.modules() if isinstance(m, nn.BatchNorm2d))
+    # init=torch is exactly the model PyTorch's defaults give, draw for draw.
+    torch.manual_seed(0)
+    default = PreActResNet(ARCHITECTURES["preact_resnet18"], 10, 16)
+    torch.manual_seed(0)
+    torch_init = build_model("preact_resnet18", 10, width=16, init="torch")
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), torch_init.state_dict().values()))
+    def conv_norm(model):  # all convolution weights as one vector
+        return math.sqrt(sum(float((m.weight**2).sum()) for m in model.modules() if isinstance(m, nn.Conv2d)))
+
+    torch.manual_seed(0)
+    assert conv_norm(build_model("preact_resnet18", 10, width=16)) / conv_norm(torch_init) == pytest.approx(2.19, abs=0.05)
+
+
+def test_paper_settings_inputs_are_raw_pixels_and_standardize_true_restores_the_old_ones(tmp_path):
+    import torch
+
+    from sam_lightning.data import load_source
+    from sam_lightning.data.sources import CIFAR_STATS
+
+    cfg = compose_config(["data=cifar10"])
+    assert cfg.data.standardize is False and compose_config([]).model.init == "paper"
+    raw = OmegaConf.create({"name": "synthetic", "n_train": 16, "n_test": 8, "num_classes": 2, "seed": 0, "standardize": False})
+    arrays = load_source(raw)
+    assert torch.equal(arrays.mean, torch.zeros(3)) and torch.equal(arrays.std, torch.ones(3))
+    old = load_source(OmegaConf.merge(raw, {"standardize": True}))
+    assert not torch.equal(old.std, torch.ones(3))
+    # A data config without the key (an older run's) had standardized inputs.
+    legacy = OmegaConf.create({k: v for k, v in raw.items() if k != "standardize"})
+    assert torch.equal(load_source(legacy).mean, old.mean)
+    assert CIFAR_STATS["cifar10"][0] == (0.4914, 0.4822, 0.4465)
