@@ -86,9 +86,10 @@ def run_job(cfg: DictConfig) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     started = time.time()
     metrics = run_metrics(cfg, run_dir)
-    label = TheoryMethod.from_mapping(config["method"]).display_name()
+    batch = config["train"]["batch_size"] if config["problem"] == "diag_net" else None  # None: the whole training set
+    label = TheoryMethod.from_mapping(config["method"]).display_name(batch)
     if config["problem"] == "diag_net" and config["switch"]["at"] is not None:
-        label += " -> " + TheoryMethod.from_mapping(config["switch"]["to"]).display_name()
+        label += " -> " + TheoryMethod.from_mapping(config["switch"]["to"]).display_name(batch)
     diverged = bool(metrics.get("diverged"))
     payload = {
         "status": "diverged" if diverged else "finished",
