@@ -345,6 +345,49 @@ def test_slope_total_variation_is_exact():
     assert relu_1d.slope_total_variation(net) > 0
 
 
+def test_relu_init_and_loss_are_the_paper_codes():
+    """Seeds 0-4 give the networks of the paper's code (its Net after torch.manual_seed(seed), in
+    float32), and the loss is its 0.5 * MSELoss(reduction='sum')."""
+    settings = relu_1d.ReluSettings()
+    for seed in range(5):
+        torch.manual_seed(seed)  # the notebook's Net, written out: nn.Linear's own init, then its draws
+        hidden = torch.nn.Linear(1, 100)
+        w = 2.5 * (2 * torch.round(torch.rand_like(hidden.weight)) - 1)
+        b = 2.5 * torch.randn_like(hidden.bias)
+        out = torch.nn.Linear(100, 1, bias=False)
+        a = 4.0 * torch.randn_like(out.weight)
+        net = relu_1d.make_network(settings, seed)
+        for mine, theirs in ((net.hidden.weight, w), (net.hidden.bias, b), (net.out.weight, a)):
+            torch.testing.assert_close(mine, theirs.to(D), rtol=0, atol=0)
+    x, y = relu_1d.training_data()
+    with torch.no_grad():
+        pred = net(x)
+    expected = 0.5 * torch.nn.MSELoss(reduction="sum")(pred, y)
+    assert float(relu_1d.half_sum_squared_error(pred, y)) == pytest.approx(float(expected), rel=1e-14)
+
+
+def test_relu_vectorized_engine_matches_shared_step():
+    """All runs at once give the iterates of `sam_gradients` run after run: ERM at a constant step,
+    normalized SAM with the linearly decaying one, and a run that stops early on its own."""
+    settings = relu_1d.ReluSettings(width=20, inits=2, iterations=40, lr=2e-3, stop_below=0.0)
+    methods = [relu_1d.TheoryMethod("erm"), relu_1d.TheoryMethod("sam", rho=0.3, normalize=True)]
+    pairs = [(m, s) for m in methods for s in (0, 1)]
+    shared = [relu_1d.make_network(settings, s) for _, s in pairs]
+    expected = [relu_1d.train_network(net, m, settings) for net, (m, _) in zip(shared, pairs)]
+    fast = [relu_1d.make_network(settings, s) for _, s in pairs]
+    results, _ = relu_1d.train_vectorized(fast, [m for m, _ in pairs], settings)
+    for a, b, ra, rb in zip(shared, fast, expected, results):
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
+        assert ra["iterations"] == rb["iterations"] == 40 and ra["time"] == pytest.approx(rb["time"], rel=1e-12)
+    assert results[0]["time"] == pytest.approx(40 * 2e-3) and results[2]["time"] == pytest.approx(2e-3 * (40 - 41 / 2))
+    assert not torch.equal(shared[0].out.weight, relu_1d.make_network(settings, 0).out.weight)  # it did move
+    stopping = relu_1d.ReluSettings(width=20, inits=2, iterations=40, lr=2e-3, stop_below=10.0)
+    first = [relu_1d.train_network(relu_1d.make_network(stopping, s), methods[0], stopping)["iterations"] for s in (0, 1)]
+    second, _ = relu_1d.train_vectorized([relu_1d.make_network(stopping, s) for s in (0, 1)], methods[:1] * 2, stopping)
+    assert first == [r["iterations"] for r in second] and min(first) < 40
+
+
 def test_relu_experiment_writes_png_and_numbers(tmp_path):
     settings = relu_1d.ReluSettings(width=20, inits=2, iterations=30, lr=1e-3)
     out = relu_1d.run_relu_1d(TheoryMethod("sam", rho=0.3, normalize=True), settings, seed=0, out_dir=tmp_path)

@@ -60,8 +60,9 @@ def describe(payload: dict) -> str:
     """The lines printed at the end of a job."""
     if payload["problem"] == "relu_1d":
         lines = [f"{name}: slope total variation {format_mean_ci(s['slope_tv_mean'], s['slope_tv_ci_low'], s['slope_tv_ci_high'])} "
-                 f"(mean, 95% CI over {s['inits']} inits), "
-                 f"train loss <= {s['train_loss_max']:.2e}" for name, s in payload["methods"].items()]
+                 f"(mean, 95% CI over {s['inits']} inits), train loss <= {s['train_loss_max']:.2e}, "
+                 f"|f(x_i) - y_i| <= {s['max_residual']:.2g} after gradient-flow time <= {s['time_max']:.3g}"
+                 for name, s in payload["methods"].items()]
         return "\n".join(lines + [f"figure: {payload['figure']}"])
     def fmt(x):
         return "nan" if x is None else f"{x:.4g}"
