@@ -246,7 +246,8 @@ def test_paper_draw_reproduces_the_notebooks_printed_test_losses():
 def test_fig6_ordering_on_a_short_run():
     """1-SAM generalizes clearly better than GD; full-batch n-SAM stays close to GD (Theorem 1).
 
-    Fig. 6's problem (d=30, n=20, kappa=3, alpha=0.1, rho=5/d) for the same gradient-flow time as
+    Fig. 6's problem (d=30, n=20, kappa=3, alpha=0.1, the paper's rho 2.5/d: n-SAM 2.5/d, 1-SAM 5/d here,
+    as experiment=diag_net) for the same gradient-flow time as
     3000 steps of 1/d, taken as 1500 steps of 2/d; on the vectorized engine, which the test above
     ties to the shared step code.
     """
@@ -254,12 +255,12 @@ def test_fig6_ordering_on_a_short_run():
     ratio_1sam, ratio_nsam = [], []
     for seed in (0, 2, 3):
         out = {key: run_diag_net(DiagProblem(), training, method, seed=seed)
-               for key, method in (("gd", TheoryMethod("erm")), ("n", TheoryMethod("sam", rho=5 / 30)), ("1", TheoryMethod("sam", rho=5 / 30, m=1)))}
+               for key, method in (("gd", TheoryMethod("erm")), ("n", TheoryMethod("sam", rho=2.5 / 30)), ("1", TheoryMethod("sam", rho=5 / 30, m=1)))}
         assert max(o["final_train_loss"] for o in out.values()) < 5e-4, (seed, out)
         ratio_1sam.append(out["1"]["final_test_loss"] / out["gd"]["final_test_loss"])
         ratio_nsam.append(out["n"]["final_test_loss"] / out["gd"]["final_test_loss"])
     assert max(ratio_1sam) < 0.7 and sum(ratio_1sam) / 3 < 0.5, ratio_1sam  # measured 0.46, 0.21, 0.26
-    assert all(0.95 < r < 1.3 for r in ratio_nsam), ratio_nsam  # measured 1.08, 1.05, 1.03
+    assert all(0.95 < r < 1.2 for r in ratio_nsam), ratio_nsam  # measured 1.04, 1.02, 1.02
 
 
 # -- GD -> 1-SAM switching and the line between solutions ------------------------------------------
