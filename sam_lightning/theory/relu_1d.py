@@ -181,7 +181,9 @@ def _stack(nets: list[OneHiddenReLU]) -> Tensor:
 def _unstack(params: Tensor, nets: list[OneHiddenReLU]) -> None:
     with torch.no_grad():
         for p, net in zip(params, nets):
-            net.hidden.weight.copy_(p[0]); net.hidden.bias.copy_(p[1, :, 0]); net.out.weight.copy_(p[2, :, 0].unsqueeze(0))  # noqa: E702
+            net.hidden.weight.copy_(p[0])
+            net.hidden.bias.copy_(p[1, :, 0])
+            net.out.weight.copy_(p[2, :, 0].unsqueeze(0))
 
 
 def _gradients(params: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
