@@ -5,9 +5,10 @@
     python theory.py experiment=diag_net method=sam_m1        #   1-SAM (~6 min; add train.engine=vectorized: ~10 s)
     python theory.py experiment=fig6                          # the Fig. 6 table: 3 methods x 3 seeds, a multirun
     python theory.py experiment=diag_net_sgd method=sam_m1    # Fig. 13: stochastic variants (batch of 5)
-    python theory.py experiment=diag_net_rho_grid             # Fig. 14: rho grid x {n-SAM, 1-SAM} x 3 seeds
+    python theory.py experiment=diag_net_rho_grid             # Fig. 14: n-SAM over the paper's rho grid
+    python theory.py experiment=diag_net_rho_grid_1sam        #   1-SAM over it (docs/theory.md: both in one folder)
     python theory.py experiment=diag_net_switch               # Fig. 15: GD -> 1-SAM, loss along the line
-    python theory.py experiment=relu_1d                       # Fig. 7: ERM vs SAM, 1-D ReLU net, PNG
+    python theory.py experiment=relu_1d                       # Fig. 7: ERM vs SAM, 1-D ReLU net, PNG (~5 min)
     python theory.py -m experiment=diag_net method=sam_m1 method.rho=0.1,0.2 seed=0,1,2
 
 A sibling of train.py rather than a train.py experiment: the Lightning loop costs milliseconds per

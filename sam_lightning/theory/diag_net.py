@@ -5,10 +5,14 @@
     data   x_i ~ N(0, I_d), beta* with kappa nonzero entries, ||beta*||_2 = 1, y = X beta*
     test   E_x[(<beta, x> - <beta*, x>)^2] / 4 = ||beta - beta*||^2 / 4   (exact for x ~ N(0, I_d))
 
+The paper's code trains the same network as beta = u * v on twice this loss; the map between the two
+(u = w_+ + w_-, v = w_+ - w_-, 1-SAM's radius x 2) is `spec.rho_from_paper_code`.
+
 Each step forms its gradient with the shared step code and takes a plain SGD step:
 
     erm   erm_gradients(model, params, quarter_squared_error, X, y)   (gradient descent)
     sam   sam_gradients(..., rho=rho, m=m, normalize=False, project=False)   m=1: 1-SAM, m=None: n-SAM (Eq. 8)
+          ascent=train with mini-batches: the ascent point from the whole training set (`TrainingSetAscent`)
 
 Python use (what `python theory.py experiment=diag_net method=sam_m1` runs):
 
@@ -20,14 +24,20 @@ Python use (what `python theory.py experiment=diag_net method=sam_m1` runs):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, grad
 
 from sam_lightning.config import ConfigError
 from sam_lightning.sam import erm_gradients, sam_gradients
+from sam_lightning.variants import SAM
+from sam_lightning.variants.base import Params
+from sam_lightning.variants.sam import projected_ascent
 from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod
 from sam_lightning.theory.vectorized import diag_msam_gradients
 
@@ -67,7 +77,9 @@ class SparseRegression:
 
 
 def make_sparse_regression(problem: DiagProblem, seed: int, dtype: torch.dtype = DTYPE) -> SparseRegression:
-    """One draw of the problem; `seed` fixes X, the support of beta* and its values."""
+    """One draw of the problem; `seed` fixes X, the support of beta* and its values (source=seeded)."""
+    if problem.source == "paper":
+        return paper_draw(problem, dtype)
     gen = torch.Generator().manual_seed(seed)
     X = torch.randn(problem.n, problem.d, generator=gen, dtype=dtype)
     beta_star = torch.zeros(problem.d, dtype=dtype)
@@ -77,15 +89,62 @@ def make_sparse_regression(problem: DiagProblem, seed: int, dtype: torch.dtype =
     return SparseRegression(X, X @ beta_star, beta_star)
 
 
-def method_gradients(model: DiagonalLinearNet, method: TheoryMethod, X: Tensor, y: Tensor, engine: str = "shared") -> Tensor:
-    """Put this step's gradient into `p.grad`; returns the batch loss at the current w."""
+PAPER_TEST_POINTS = 1000  # the notebook draws a test set between X and beta*
+
+
+def paper_draw(problem: DiagProblem, dtype: torch.dtype = DTYPE) -> SparseRegression:
+    """The draw of the paper's notebook (diagonal_linear_nets/diag_nets_sam.ipynb, its first cell):
+    numpy's legacy generator at seed 0 gives X (n x d) and 1000 test points from N(0, I_d), then
+    beta* = |N(0, 1)| on the first kappa coordinates, normalized. The test points are drawn only to
+    reach beta* in the same stream: the test loss here is exact."""
+    rng = np.random.RandomState(0)
+    mean, cov = np.zeros(problem.d), np.eye(problem.d)
+    X = rng.multivariate_normal(mean, cov, problem.n)
+    rng.multivariate_normal(mean, cov, PAPER_TEST_POINTS)
+    beta_star = rng.randn(problem.d)
+    beta_star[problem.kappa:] = 0
+    beta_star = np.abs(beta_star) / np.linalg.norm(beta_star)
+    X_t, beta_t = torch.tensor(X, dtype=dtype), torch.tensor(beta_star, dtype=dtype)
+    return SparseRegression(X_t, X_t @ beta_t, beta_t)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSetAscent(SAM):
+    """SAM whose one ascent point comes from the gradient of the whole training loss while the
+    descent gradient is the step's batch's: n-SAM with mini-batches (paper Eq. 2, Fig. 13). The point
+    does not depend on the batch, so the engines take it as they take a random perturbation: formed
+    once before the batch's passes (uses_gradient=False), here from `ascent_gradient(w)`."""
+
+    uses_gradient: ClassVar[bool] = False
+    ascent_gradient: Callable[[Params], Params]
+
+    def perturbation(self, w: Params, grad_fn, rho) -> Params:
+        return projected_ascent(w, lambda e: self.ascent_gradient(w), rho, normalize=self.normalize, project=self.project)
+
+
+def training_set_gradient(model: DiagonalLinearNet, X: Tensor, y: Tensor) -> Callable[[Params], Params]:
+    """w -> grad L(w) on all of (X, y), at explicit weights (the model's own are left alone)."""
+    loss = lambda weights: quarter_squared_error(functional_call(model, weights, (X,)), y)  # noqa: E731
+    return grad(loss)
+
+
+def method_gradients(
+    model: DiagonalLinearNet, method: TheoryMethod, X: Tensor, y: Tensor, engine: str = "shared",
+    ascent: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """Put this step's gradient into `p.grad`; returns the batch loss at the current w (at the
+    ascent point when it comes from elsewhere). ascent: the training set, for a method whose ascent
+    point comes from it while (X, y) is a mini-batch."""
     params = [model.w_plus, model.w_minus]
     if engine == "vectorized":
         rho = method.rho if method.name == "sam" else 0.0
         m = method.m if method.name == "sam" else None
-        return diag_msam_gradients(model, X, y, rho=rho, m=m, normalize=method.normalize)
+        return diag_msam_gradients(model, X, y, rho=rho, m=m, normalize=method.normalize, ascent=ascent)
     if method.name == "erm":
         return erm_gradients(model, params, quarter_squared_error, X, y).loss
+    if ascent is not None:
+        variant = TrainingSetAscent(rho=method.rho, normalize=method.normalize, project=False, ascent_gradient=training_set_gradient(model, *ascent))
+        return sam_gradients(model, params, quarter_squared_error, X, y, variant).loss
     return sam_gradients(model, params, quarter_squared_error, X, y, rho=method.rho, m=method.m, normalize=method.normalize, project=False).loss
 
 
@@ -135,6 +194,8 @@ def train(
     if batch > n:
         raise ConfigError(f"train.batch_size={batch} exceeds the number of training examples n={n}")
     method.check_batch_size(batch)
+    # n-SAM's one ascent point comes from the whole training set; with full batches that is the batch
+    ascent = (data.X, data.y) if method.name == "sam" and method.m is None and method.ascent == "train" and batch < n else None
     optimizer = torch.optim.SGD(model.parameters(), lr=training.lr)
     if not traj.history:
         traj.history.append(measure(model, data, traj.iterations))
@@ -145,7 +206,7 @@ def train(
             idx = torch.randperm(n, generator=generator)[:batch]
             X, y = data.X[idx], data.y[idx]
         optimizer.zero_grad(set_to_none=True)
-        method_gradients(model, method, X, y, training.engine)
+        method_gradients(model, method, X, y, training.engine, ascent)
         optimizer.step()
         traj.iterations += 1
         if traj.iterations % training.log_every == 0:

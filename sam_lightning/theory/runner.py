@@ -60,8 +60,9 @@ def describe(payload: dict) -> str:
     """The lines printed at the end of a job."""
     if payload["problem"] == "relu_1d":
         lines = [f"{name}: slope total variation {format_mean_ci(s['slope_tv_mean'], s['slope_tv_ci_low'], s['slope_tv_ci_high'])} "
-                 f"(mean, 95% CI over {s['inits']} inits), "
-                 f"train loss <= {s['train_loss_max']:.2e}" for name, s in payload["methods"].items()]
+                 f"(mean, 95% CI over {s['inits']} inits), train loss <= {s['train_loss_max']:.2e}, "
+                 f"|f(x_i) - y_i| <= {s['max_residual']:.2g} after gradient-flow time <= {s['time_max']:.3g}"
+                 for name, s in payload["methods"].items()]
         return "\n".join(lines + [f"figure: {payload['figure']}"])
     def fmt(x):
         return "nan" if x is None else f"{x:.4g}"
@@ -86,9 +87,10 @@ def run_job(cfg: DictConfig) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     started = time.time()
     metrics = run_metrics(cfg, run_dir)
-    label = TheoryMethod.from_mapping(config["method"]).display_name()
+    batch = config["train"]["batch_size"] if config["problem"] == "diag_net" else None  # None: the whole training set
+    label = TheoryMethod.from_mapping(config["method"]).display_name(batch)
     if config["problem"] == "diag_net" and config["switch"]["at"] is not None:
-        label += " -> " + TheoryMethod.from_mapping(config["switch"]["to"]).display_name()
+        label += " -> " + TheoryMethod.from_mapping(config["switch"]["to"]).display_name(batch)
     diverged = bool(metrics.get("diverged"))
     payload = {
         "status": "diverged" if diverged else "finished",

@@ -34,11 +34,15 @@ def _chunk_gradients(w: Tensor, Xc: Tensor, yc: Tensor) -> tuple[Tensor, Tensor]
     return 2 * w * h, residual
 
 
-def diag_msam_gradients(model, X: Tensor, y: Tensor, *, rho: float, m: int | None, normalize: bool = False, eps: float = 1e-12) -> Tensor:
+def diag_msam_gradients(
+    model, X: Tensor, y: Tensor, *, rho: float, m: int | None, normalize: bool = False, eps: float = 1e-12,
+    ascent: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
     """Set `p.grad` of `model.w_plus`, `model.w_minus` to the m-SAM gradient; returns the loss at w.
 
     `model` is a `DiagonalLinearNet`; chunks are consecutive, as in `chunk_slices`. rho = 0 with
-    m = None is plain gradient descent.
+    m = None is plain gradient descent. ascent: (X, y) of the whole training set, whose gradient gives
+    every chunk its ascent point (n-SAM on a mini-batch, `diag_net.TrainingSetAscent`).
     """
     k = len(chunk_slices(X.shape[0], m))  # same validation and chunking as the shared step
     d = X.shape[1]
@@ -47,6 +51,9 @@ def diag_msam_gradients(model, X: Tensor, y: Tensor, *, rho: float, m: int | Non
         yc = y.reshape(k, -1)
         w = torch.cat([model.w_plus.detach(), model.w_minus.detach()])
         g, residual = _chunk_gradients(w, Xc, yc)
+        if ascent is not None:
+            Xa, ya = ascent
+            g = _chunk_gradients(w, torch.cat([Xa, -Xa], dim=1).unsqueeze(0), ya.unsqueeze(0))[0].expand(k, -1)
         if normalize:
             scale = rho / (torch.linalg.vector_norm(g, dim=1, keepdim=True) + eps)
         else:
