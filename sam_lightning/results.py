@@ -36,6 +36,18 @@ def _float(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def job_overrides() -> list[str] | None:
+    """This Hydra job's command-line overrides (`hydra.overrides.task`, what .hydra/overrides.yaml
+    holds), or None outside a Hydra job. Recorded in results.json so that the file alone says which
+    group of a sweep the run belongs to (sweep.py reads it when .hydra/ is gone)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else None
+    except Exception:  # noqa: BLE001 - no Hydra context: nothing to record
+        return None
+
+
 def status_of(exception: BaseException) -> str:
     """The status a run ends with when `exception` stops it."""
     if isinstance(exception, TrainingDiverged):
@@ -59,6 +71,8 @@ class ResultsWriter(pl.Callback):
         self.path = Path(run_dir) / RESULTS_FILE
         self.config = config
         self.extra = dict(extra or {})
+        if "overrides" not in self.extra and (overrides := job_overrides()) is not None:
+            self.extra["overrides"] = overrides
         self.history: list[dict] = []
         self.started = time.time()
         self.wall_time_before = 0.0  # from earlier, resumed segments of the same run

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 import pandas as pd
+import yaml
 
 from sam_lightning.naming import group_keys, method_label, sweep_name
 from sam_lightning.stats import bootstrap_ci, format_mean_ci
@@ -185,6 +186,52 @@ def test_unfinished_and_unreadable_jobs_are_listed_and_one_seed_has_no_interval(
     assert (single["excluded"], rows[("erm", "")]["excluded"], rows[("sam_m32", "0.05")]["excluded"]) == ("1 running", "1 unreadable", "")
     line = next(ln for ln in text.splitlines() if ln.startswith("sam_m32") and " 0.1 " in ln)
     assert "[" not in line  # no interval from one seed
+
+
+def _sweep_py(root: Path, out: Path, *args: str) -> str:
+    """sweep.py's output with the folders named <dir> and <out>, so that two folders can be compared."""
+    proc = subprocess.run([sys.executable, "sweep.py", str(root), "--out", str(out), "--no-plots", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.replace(str(out), "<out>").replace(str(root), "<dir>")
+
+
+def test_the_results_json_files_alone_make_the_same_tables(sweep_dir, tmp_path):
+    # Every job records its overrides in results.json, as .hydra/overrides.yaml holds them
+    # (the skipped jobs and the failed one, run by submitit in its own process, too).
+    jobs = sorted(p.parent for p in sweep_dir.glob("*/results.json"))
+    assert len(jobs) == 9
+    for job in jobs:
+        assert json.loads((job / "results.json").read_text())["overrides"] == yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+    bare = tmp_path / "bare"
+    for job in jobs:
+        (bare / job.name).mkdir(parents=True)
+        shutil.copyfile(job / "results.json", bare / job.name / "results.json")
+    # --export copies the same files, less the failed job (it ended in no result).
+    proc = subprocess.run([sys.executable, "sweep.py", str(sweep_dir), "--export", str(tmp_path / "exported")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    failed = next(j.name for j in jobs if "batch_size=48" in j.name)
+    assert proc.stdout.splitlines()[0] == f"exported 8 job(s) to {tmp_path / 'exported'}: 8 new, 0 updated, 0 unchanged"
+    assert f"  {failed}: failed" in proc.stdout
+    assert sorted(p.relative_to(tmp_path / "exported") for p in (tmp_path / "exported").rglob("*")
+                  if p.is_file()) == sorted(Path(j.name) / "results.json" for j in jobs if j.name != failed)
+
+    paired = ("--paired", "seed", "--baseline", "erm")
+    texts = {name: _sweep_py(root, tmp_path / name / "summary", *paired)
+             for name, root in (("original", sweep_dir), ("bare", bare), ("exported", tmp_path / "exported"))}
+    assert texts["original"] == texts["bare"]
+    assert "paired differences to erm (same seed)" in texts["original"] and f"{failed}: failed" in texts["original"]
+    start = texts["original"].index("\n\nexcluded (1 job(s)")
+    assert texts["exported"] == texts["original"][:start] + texts["original"][texts["original"].index("\n\n", start + 2):]
+    for name in ("summary.csv", "paired.csv", "summary.md"):
+        original = (tmp_path / "original" / "summary" / name).read_text().replace(str(sweep_dir), "<dir>")
+        assert original == (tmp_path / "bare" / "summary" / name).read_text().replace(str(bare), "<dir>")
+    for name in ("summary.csv", "paired.csv"):
+        assert (tmp_path / "original" / "summary" / name).read_text() == (tmp_path / "exported" / "summary" / name).read_text()
+    assert (tmp_path / "original" / "summary" / "runs.csv").read_text() == (tmp_path / "bare" / "summary" / "runs.csv").read_text()
+    rows = _csv(tmp_path / "original" / "summary" / "paired.csv")
+    assert [(r["method"], r["method.rho"], r["n_pairs"]) for r in rows] == [("sam_m32", "0.05", "2"), ("sam_m32", "0.1", "2")]
 
 
 def _exact_bootstrap_quantiles(values, q=(0.025, 0.975)):

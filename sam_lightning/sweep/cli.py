@@ -5,6 +5,8 @@
     python sweep.py <dir> --metric best          # best epoch (on validation when the runs have a split)
     python sweep.py multirun/theory/<date>/<time>  # theory runs: test loss (--metric auto)
     python sweep.py --wandb ENTITY/PROJECT --group rho_grid/2026-11-28/10-00-00
+    python sweep.py <dir> --paired seed --baseline erm   # and each row minus ERM at the same seed
+    python sweep.py <dir> --export docs/results/<name>   # copy the finished jobs' results.json only
 
 Exit status: 0 with a table, 1 when no job finished, 2 for bad input.
 """
@@ -18,10 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from sam_lightning.sweep import paired as pairing
 from sam_lightning.sweep import table
 from sam_lightning.sweep.collect import SweepInputError, collect
 
 OUTPUT_NAMES = ("summary.csv", "summary.md", "runs.csv")
+PAIRED_CSV = "paired.csv"
 PLOT_AT_BEST_VAL = "best_val_epoch_test_error"  # test_error_at_best_val as the plots name it
 
 
@@ -38,6 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "of results.json. With a validation split the best rho is chosen on the validation "
                         "counterpart (final_val_error, best_val_error, final_val_loss)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    p.add_argument("--paired", metavar="KEY", help="also a paired table: each row minus the --baseline run of the same KEY "
+                                                   "(seed), per KEY and as a mean with its CI; written to paired.csv and summary.md")
+    p.add_argument("--baseline", metavar="METHOD", help="with --paired: the method label as the table shows it (erm, sam, sam_m128, ...)")
+    p.add_argument("--export", metavar="FOLDER", help="copy only the results.json of every job that ended (finished, diverged, "
+                                                      "skipped) into FOLDER/<job folder>/, e.g. docs/results/<name>; no table")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead of folders")
     p.add_argument("--group", help="with --wandb: the W&B group (a multirun's is its folder below multirun/)")
     p.add_argument("--no-report", action="store_true", help="with --wandb: do not log the summary back to W&B")
@@ -48,15 +57,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("give a multirun folder, e.g. python sweep.py multirun/2026-11-28/10-00-00")
     if bool(args.wandb) != bool(args.group):
         p.error("--wandb and --group go together")
+    if bool(args.paired) != bool(args.baseline):
+        p.error("--paired and --baseline go together, e.g. --paired seed --baseline erm")
+    if args.export and args.wandb:
+        p.error("--export copies job folders: give multirun folders, not --wandb")
     if args.metric not in ("auto", *table.METRICS) and not args.metric.startswith(("final_", "best_")):
         p.error(f"--metric: auto, {', '.join(table.METRICS)} or a final_*/best_* key, got {args.metric!r}")
     return args
 
 
 def summarize(runs: pd.DataFrame, histories: dict, sources: list[str], out: Path, metric: str = "auto",
-              plots: bool = True, echo=print) -> tuple[pd.DataFrame, dict]:
+              plots: bool = True, echo=print, paired: tuple[str, str] | None = None) -> tuple[pd.DataFrame, dict]:
     """The whole aggregation: prints the table, writes runs.csv, summary.csv, summary.md and the PNGs
-    into `out`. sweep.py and the end-of-multirun Hydra callback both call it."""
+    into `out`. sweep.py and the end-of-multirun Hydra callback both call it. `paired` = (key,
+    baseline method): also the paired table, printed, in paired.csv and in summary.md."""
     summary, info = table.aggregate(runs, metric)
     echo(table.report(summary, info, runs, sources))
     out.mkdir(parents=True, exist_ok=True)
@@ -64,6 +78,14 @@ def summarize(runs: pd.DataFrame, histories: dict, sources: list[str], out: Path
     if summary.empty:
         return summary, info
     table.summary_csv(summary, info).to_csv(out / "summary.csv", index=False)
+    written = [*OUTPUT_NAMES]
+    paired_md = ""
+    if paired:
+        frame, pinfo = pairing.paired(runs, info, *paired)
+        echo("\n" + pairing.report(frame, pinfo))
+        pairing.paired_csv(frame, pinfo).to_csv(out / PAIRED_CSV, index=False)
+        paired_md = "\n" + pairing.report(frame, pinfo, markdown=True)
+        written.append(PAIRED_CSV)
     images = []
     if plots:
         from sam_lightning import plots as plotting  # matplotlib only when plotting
@@ -76,8 +98,8 @@ def summarize(runs: pd.DataFrame, histories: dict, sources: list[str], out: Path
         by_rho = plotting.sweep_vs_rho(summary, plot_info, out / f"{name}_vs_rho.png")
         by_row = None if by_rho else plotting.sweep_points(summary, plot_info, plot_runs, out / f"{name}_by_row.png")
         images = [p for p in (by_rho, by_row, plotting.sweep_curves(summary, plot_info, plot_runs, histories, out / f"{name}_curves.png")) if p]
-    (out / "summary.md").write_text(table.report(summary, info, runs, sources, markdown=True, images=[str(i) for i in images]))
-    echo(f"\nwrote {', '.join(str(out / n) for n in (*OUTPUT_NAMES, *(i.name for i in images)))}")
+    (out / "summary.md").write_text(table.report(summary, info, runs, sources, markdown=True, images=[str(i) for i in images]) + paired_md)
+    echo(f"\nwrote {', '.join(str(out / n) for n in (*written, *(i.name for i in images)))}")
     info["images"] = images
     return summary, info
 
@@ -92,6 +114,8 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.export:
+        return _export(args.dirs, args.export)
     try:
         if args.wandb:
             from sam_lightning.sweep.wandb_io import collect_wandb
@@ -101,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runs, histories = collect(args.dirs)
             sources = list(args.dirs)
+        if args.paired:
+            pairing.check(runs, args.paired, args.baseline)
     except SweepInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -110,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: --out {out} cannot be created ({err.strerror or err}); choose a writable folder", file=sys.stderr)
         return 2
-    summary, info = summarize(runs, histories, sources, out, args.metric, plots=not args.no_plots)
+    summary, info = summarize(runs, histories, sources, out, args.metric, plots=not args.no_plots,
+                              paired=(args.paired, args.baseline) if args.paired else None)
     if summary.empty:
         print(f"\nerror: none of the {len(runs)} job(s) finished with {info['metric']}; see {out / 'runs.csv'}", file=sys.stderr)
         return 1
@@ -120,4 +147,22 @@ def main(argv: list[str] | None = None) -> int:
         shown = table.display_frame(summary, info)
         url = log_report(args.wandb, args.group, list(shown.columns), shown.values.tolist(), info.get("images", []))
         print(f"W&B report run: {url}")
+    return 0
+
+
+def _export(dirs: list[str], target: str) -> int:
+    from sam_lightning.sweep.export import describe, export
+
+    try:
+        done = export(dirs, target)
+    except SweepInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: --export {target}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    print(describe(done, target))
+    if not done.written:
+        print(f"error: no job below {', '.join(dirs)} has ended yet: nothing to export", file=sys.stderr)
+        return 1
     return 0

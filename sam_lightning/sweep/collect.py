@@ -4,7 +4,10 @@ A job folder is one that holds results.json or Hydra's .hydra/ (a job that start
 results.json). Every job becomes one row of a pandas DataFrame: its name, status and reason, its
 seed, its final metrics (every `final_*` / `best_*` number of results.json, and
 `test_error_at_best_val`) and one `key:<override>` column per command-line override that can
-define a group (none for `method.rho` of a method that ignores it: ERM). A job whose status is not
+define a group (none for `method.rho` of a method that ignores it: ERM). The overrides come from
+the job's .hydra/overrides.yaml, else from the `overrides` list results.json records (so a folder of
+bare results.json files, as committed under docs/results/, makes the same table), else from the
+config (`pseudo_overrides`: a run without either). A job whose status is not
 `finished` (failed, diverged, interrupted, running, missing, unreadable, skipped) keeps its row,
 so that tables can name it, but is never averaged. The per-epoch (or per-step) histories are returned beside it.
 """
@@ -58,6 +61,12 @@ def pseudo_overrides(config: dict) -> list[str]:
     return [f"{k}={v}" for k, v in pairs if v is not None]
 
 
+def recorded_overrides(payload: dict) -> list[str] | None:
+    """The job's overrides as train.py records them in results.json (`hydra.overrides.task`), or None."""
+    overrides = payload.get("overrides")
+    return [str(o) for o in overrides] if isinstance(overrides, list) else None
+
+
 def _clip(text, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -74,6 +83,8 @@ def record(name: str, payload: dict, overrides: list[str] | None) -> dict:
            "method_label": method_label(config.get("method") or {})}
     row.update({k: float(v) for k, v in payload.items()
                 if (k.startswith(("final_", "best_")) or k in EXTRA_METRICS) and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if overrides is None:
+        overrides = recorded_overrides(payload)
     keys = group_keys(pseudo_overrides(config) if overrides is None else overrides, config)
     # ERM at every rho of a grid is one run: one group, never a best rho. A job without its config
     # (unreadable, never started) is known by its `method=` override.
