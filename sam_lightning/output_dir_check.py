@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -23,6 +24,9 @@ def _check(path: str, key: str) -> None:
 
 class WritableOutputDir(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        # Hydra sets this config as the HydraConfig right after the callbacks' on_run_start; doing
+        # it first lets the folder's ${hydra:runtime.choices...} interpolations resolve here.
+        HydraConfig.instance().set_config(config)
         _check(str(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:

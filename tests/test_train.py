@@ -88,6 +88,7 @@ def test_cli_smoke_preset_learns(tmp_path):
     assert "`Trainer.fit` stopped" in (tmp_path / "train.log").read_text()  # Lightning's messages reach the run's log
     console = proc.stdout + proc.stderr
     assert "litlogger" not in console and "GPU available" not in console and "LeafSpec" not in console
+    assert "warning" not in console.lower(), [line for line in console.splitlines() if "warning" in line.lower()]
 
 
 def test_cli_missing_data_fails_fast_with_one_clear_line(tmp_path):
