@@ -123,3 +123,14 @@ def test_training_failure_is_recorded_not_lost(tiny_cfg, monkeypatch):
     results = json.load(open(f"{cfg.paths.output_dir}/results.json"))
     assert results["status"] == "failed" and "loss is nan" in results["reason"]
     assert results["config"]["seed"] == cfg.seed  # the failure record keeps the run's config
+
+
+def test_cli_default_run_folder_starts_without_a_warning(tmp_path):
+    # The default hydra.run.dir (outputs/<date>/<time>_<method>_<data>, under the working folder)
+    # is checked for writability before Hydra creates it: silently, and for real.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, "trainer.log_every_n_steps=1", "callbacks=none"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning" not in (proc.stdout + proc.stderr).lower(), proc.stderr[-3000:]
+    assert len(list((tmp_path / "outputs").glob("*/*_sam_m32_synthetic/results.json"))) == 1
