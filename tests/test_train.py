@@ -134,3 +134,11 @@ def test_cli_default_run_folder_starts_without_a_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warning" not in (proc.stdout + proc.stderr).lower(), proc.stderr[-3000:]
     assert len(list((tmp_path / "outputs").glob("*/*_sam_m32_synthetic/results.json"))) == 1
+
+
+def test_cli_multirun_with_a_failed_job_prints_the_table_and_exits_non_zero(tmp_path):
+    proc = run_cli("-m", *TINY, "method.m=32,48", f"hydra.sweep.dir={tmp_path}", "hydra/launcher=basic")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "test error" in proc.stdout and "summary.csv" in proc.stdout  # the finished job's table came first
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: 1 job(s) of this multirun did not finish")]
+    assert len(errors) == 1 and "(failed)" in errors[0], proc.stderr[-3000:]
