@@ -103,3 +103,15 @@ def test_laptop_regimes_train_on_every_source(preset, data_source, tmp_path):
     out = train(cfg)
     assert out["status"] == "finished" and out["final_val_error"] is not None and out["final_train_eval_error"] is not None
     assert out["data_sizes"]["val"] == round(0.1 * 256)
+
+
+def test_eval_command_gives_the_runs_own_final_errors(data_source, tmp_path):
+    from eval import evaluate
+
+    run = train(compose_config(tiny_on(data_source, "data.val_fraction=0.25", "data.batch_size=64", "data.train_fraction=0.5",
+                                       f"paths.output_dir={tmp_path / 'run'}")))
+    out = evaluate(compose_config([f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}", "device=cpu", f"out_dir={tmp_path / 'eval'}"],
+                                  config_name="evaluate", tree="analysis"))
+    assert out["test_error"] == pytest.approx(run["final_test_error"], abs=1e-6)
+    assert out["val_error"] == pytest.approx(run["final_val_error"], abs=1e-6)
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["checkpoint"]["epoch"] == 0
