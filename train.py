@@ -41,6 +41,7 @@ from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
 from sam_lightning.sweep.duplicates import skip_if_duplicate
+from sam_lightning.threads import choose_threads, cpu_name
 from sam_lightning.train_checks import check_train_config
 from sam_lightning.wandb_mode import resolve_mode
 
@@ -105,6 +106,16 @@ def use_channels_last(cfg: DictConfig) -> bool:
     return on_gpu(cfg) if cfg.channels_last == "auto" else bool(cfg.channels_last)
 
 
+def set_cpu_threads(setting) -> int:
+    """torch's CPU threads for this run (cpu_threads, sam_lightning/threads.py), logged and recorded."""
+    if setting != "auto" and not (isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1):
+        raise ConfigError(f"cpu_threads={setting!r}: must be auto or an integer >= 1")
+    threads = choose_threads(setting)
+    torch.set_num_threads(threads)
+    log.info("CPU threads: %d (cpu_threads=%s; %s)", threads, setting, cpu_name())
+    return threads
+
+
 def selection_metric(cfg: DictConfig) -> str:
     """checkpoint.monitor: what "best" means for checkpoints and early stopping. auto: the
     validation error when the run holds out a validation split, else the test error."""
@@ -118,6 +129,7 @@ def train(cfg: DictConfig) -> dict:
     """Runs one training job and returns what results.json holds. Raises on failure."""
     quiet_lightning(on_cpu=not on_gpu(cfg))
     check_train_config(cfg)
+    threads = set_cpu_threads(cfg.get("cpu_threads", "auto"))
     method = instantiate_method(cfg.method)
     model_spec, optim = ModelSpec.from_mapping(cfg.model), OptimSpec.from_mapping(cfg.optim)
     method.check_batch_size(cfg.data.batch_size)
@@ -139,7 +151,7 @@ def train(cfg: DictConfig) -> dict:
         check_resume(cfg.ckpt_path, model)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s width %d, %s norm: %s parameters; method %s", model_spec.arch, model_spec.width, model_spec.norm, f"{n_params:,}", method.name)
-    results = ResultsWriter(run_dir, config, extra={"parameters": n_params})
+    results = ResultsWriter(run_dir, config, extra={"parameters": n_params, "cpu_threads": threads, "cpu": cpu_name()})
     logger = make_logger(cfg, run_dir, config)
     trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch()])
     wandb_dir = None
