@@ -23,6 +23,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolver before composition
 import sam_lightning.theory.spec  # noqa: F401 - registers the ${div:a,b} resolver before composition
 from sam_lightning.cli import FAILED, fail, is_multirun, run_hydra_job
 from sam_lightning.config import ConfigError

@@ -26,6 +26,7 @@ from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 import sam_lightning.open_config_node  # noqa: F401 - trainer.<any argument>=... composes without "+"
+import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolver of the default run folder
 from sam_lightning.callbacks.divergence import DivergenceGuard, TrainingDiverged
 from sam_lightning.callbacks.from_config import instantiate_callbacks
 from sam_lightning.callbacks.progress import progress_bar
@@ -40,6 +41,7 @@ from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
+from sam_lightning.run_dir import clear_run_dir
 from sam_lightning.sweep.duplicates import skip_if_duplicate
 from sam_lightning.train_checks import check_train_config
 from sam_lightning.wandb_mode import resolve_mode
@@ -122,6 +124,8 @@ def train(cfg: DictConfig) -> dict:
     model_spec, optim = ModelSpec.from_mapping(cfg.model), OptimSpec.from_mapping(cfg.optim)
     method.check_batch_size(cfg.data.batch_size)
     run_dir = make_run_dir(cfg.paths.output_dir)
+    if cfg.get("overwrite") is True and not cfg.get("ckpt_path"):
+        clear_run_dir(run_dir)  # the earlier run's results and checkpoints must not mix with this one's
     # The variant's name is recorded beside its settings (results.json, W&B, sweep tables).
     OmegaConf.update(cfg, "method.name", method.name, force_add=True)
     OmegaConf.update(cfg, "checkpoint.monitor", selection_metric(cfg), force_add=True)

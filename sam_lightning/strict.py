@@ -26,7 +26,7 @@ BOOLEANS: dict[str, dict[str, tuple[str, ...]]] = {
         "channels_last": ("auto",), "data_on_device": ("auto",),
         "data.augment": (), "data.download": (), "data.eval_train": (), "data.standardize": (),
         "method.normalize": (), "method.project": (), "method.bn_ascent_updates_stats": (),
-        "optim.nesterov": (), "logger.log_model": ("all",), **_TRAINER,
+        "optim.nesterov": (), "logger.log_model": ("all",), "overwrite": (), **_TRAINER,
     },
     "sharpness": {"one_step": (), "tf32": (), "progress": (), "data.augment": (), "data.download": (),
                   "data.eval_train": (), "data.standardize": ()},

@@ -11,6 +11,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from sam_lightning.config import ConfigError, check_data_settings
+from sam_lightning.run_dir import check_run_dir
 from sam_lightning.strict import callback_arguments, check_booleans
 from sam_lightning.wandb_mode import MODES
 
@@ -106,6 +107,7 @@ def check_logger(cfg: DictConfig) -> None:
 def check_train_config(cfg: DictConfig) -> None:
     """Every check above; raises ConfigError at the first bad value."""
     check_booleans(cfg, "train")
+    check_run_dir(cfg.paths.output_dir, cfg.get("ckpt_path"), cfg.get("overwrite", False))
     seed = cfg.get("seed")
     if not _is_int(seed) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2^32)")

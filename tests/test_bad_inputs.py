@@ -289,3 +289,48 @@ def test_every_boolean_of_conf_is_checked():
     callback_arguments = {"save_on_train_epoch_end", "auto_insert_metric_name", "enable_version_counter"}  # by their classes' defaults
     missing = sorted(path for name, path in found if name not in known | callback_arguments)
     assert not missing, missing
+
+
+# -- one run, one folder -----------------------------------------------------------------------------
+def _earlier_run(folder: Path) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("- method=sam\n")
+    (folder / "results.json").write_text(json.dumps({"status": "finished", "config": {"method": {"name": "sam"}}}))
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "epoch099.ckpt").write_text("the earlier run's")
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "paths.output_dir"])
+def test_a_folder_that_holds_a_run_is_refused(key, tmp_path, capfd, monkeypatch):
+    folder = tmp_path / "run"
+    _earlier_run(folder)
+    got = run_entry("train", [*TINY, "method=erm", f"{key}={folder}"], monkeypatch)
+    check_one_line(capfd.readouterr().err, got, 2, "already holds a run")
+    assert json.loads((folder / "results.json").read_text())["status"] == "finished"  # left as it was
+    assert (folder / ".hydra" / "overrides.yaml").read_text() == "- method=sam\n"
+    assert (folder / "checkpoints" / "epoch099.ckpt").exists()
+
+
+def test_overwrite_replaces_the_earlier_run(tmp_path, capfd, monkeypatch):
+    folder = tmp_path / "run"
+    _earlier_run(folder)
+    got = run_entry("train", [*TINY, "method=erm", f"hydra.run.dir={folder}", "overwrite=true"], monkeypatch)
+    assert got == 0, capfd.readouterr().err[-2000:]
+    assert json.loads((folder / "results.json").read_text())["config"]["method"]["name"] == "erm"
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+
+
+def test_two_runs_started_together_write_two_folders(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "callbacks=none", f"seed={seed}"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    results = sorted(tmp_path.glob("outputs/*/*/results.json"))
+    assert len(results) == 2, [str(p) for p in tmp_path.rglob("*")][:20]
+    assert sorted(json.loads(p.read_text())["config"]["seed"] for p in results) == [0, 1]
+    # not by luck of the clock: the default folder ends with a token drawn once per process
+    import re
+
+    assert all(re.search(r"_[0-9a-f]{6}$", p.parent.name) for p in results), [p.parent.name for p in results]
