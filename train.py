@@ -8,7 +8,8 @@
     python train.py experiment=smoke callbacks=none   # no checkpoints
 
 Each run directory holds results.json, train.log, checkpoints/ (the `callbacks` group) and the
-logger's files. results.json's status is finished, diverged, interrupted or failed (README, Outputs).
+logger's files. results.json's status is finished, diverged, interrupted, preempted, skipped or failed
+(README, Outputs).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Checkpoint
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 import sam_lightning.open_config_node  # noqa: F401 - trainer.<any argument>=... composes without "+"
 import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolver of the default run folder
 from sam_lightning.callbacks.divergence import DivergenceGuard, TrainingDiverged
+from sam_lightning.callbacks.preemption import Preempted, Preemption
 from sam_lightning.callbacks.from_config import instantiate_callbacks
 from sam_lightning.callbacks.progress import progress_bar
 from sam_lightning.callbacks.rng_state import RNGState
@@ -145,10 +147,13 @@ def train(cfg: DictConfig) -> dict:
     log.info("model %s width %d, %s norm: %s parameters; method %s", model_spec.arch, model_spec.width, model_spec.norm, f"{n_params:,}", method.name)
     results = ResultsWriter(run_dir, config, extra={"parameters": n_params})
     logger = make_logger(cfg, run_dir, config)
-    trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch()])
+    preemption = Preemption(run_dir)
+    trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption])
     wandb_dir = None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except SIGTERMException as stop:  # Lightning's answer to SIGTERM, after the step in progress: exit 143, not 0
+        raise Preempted(f"preempted (SIGTERM) at step {trainer.global_step}; resume with ckpt_path={preemption.saved}") from stop
     finally:
         if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
             run = logger.experiment
@@ -214,7 +219,7 @@ def main(cfg: DictConfig) -> float:
             pass
 
     try:
-        out = run_hydra_job(train, cfg, (ConfigError, CheckpointError, DataUnavailableError, TrainingDiverged), record)
+        out = run_hydra_job(train, cfg, (ConfigError, CheckpointError, DataUnavailableError, TrainingDiverged, Preempted), record)
     except KeyboardInterrupt:  # Ctrl-C before Lightning took over (during the data load); Lightning handles it later
         record("KeyboardInterrupt: stopped before training started", status="interrupted")
         fail("interrupted (Ctrl-C) before training started")
