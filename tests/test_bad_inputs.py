@@ -334,3 +334,14 @@ def test_two_runs_started_together_write_two_folders(tmp_path):
     import re
 
     assert all(re.search(r"_[0-9a-f]{6}$", p.parent.name) for p in results), [p.parent.name for p in results]
+
+
+def test_a_checkpoint_with_code_is_refused_without_advising_weights_only_false(tmp_path):
+    import pickle
+
+    from sam_lightning.checkpoints import CheckpointError, load_checkpoint
+
+    (tmp_path / "code.ckpt").write_bytes(pickle.dumps(Path("/")))  # unpickling it would construct an object
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "code.ckpt")
+    assert "code.ckpt" in str(err.value) and "weights_only" not in str(err.value) and "False" not in str(err.value)
