@@ -8,7 +8,8 @@
     python train.py experiment=smoke callbacks=none   # no checkpoints
 
 Each run directory holds results.json, train.log, checkpoints/ (the `callbacks` group) and the
-logger's files. results.json's status is finished, diverged, interrupted or failed (README, Outputs).
+logger's files. results.json's status is finished, diverged, interrupted, preempted, skipped or failed
+(README, Outputs).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Checkpoint
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 import sam_lightning.open_config_node  # noqa: F401 - trainer.<any argument>=... composes without "+"
+import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolver of the default run folder
 from sam_lightning.callbacks.divergence import DivergenceGuard, TrainingDiverged
+from sam_lightning.callbacks.preemption import Preempted, Preemption
 from sam_lightning.callbacks.from_config import instantiate_callbacks
 from sam_lightning.callbacks.progress import progress_bar
 from sam_lightning.callbacks.rng_state import RNGState
@@ -40,6 +43,7 @@ from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
+from sam_lightning.run_dir import clear_run_dir
 from sam_lightning.sweep.duplicates import skip_if_duplicate
 from sam_lightning.threads import choose_threads, cpu_name
 from sam_lightning.train_checks import check_train_config
@@ -134,6 +138,8 @@ def train(cfg: DictConfig) -> dict:
     model_spec, optim = ModelSpec.from_mapping(cfg.model), OptimSpec.from_mapping(cfg.optim)
     method.check_batch_size(cfg.data.batch_size)
     run_dir = make_run_dir(cfg.paths.output_dir)
+    if cfg.get("overwrite") is True and not cfg.get("ckpt_path"):
+        clear_run_dir(run_dir)  # the earlier run's results and checkpoints must not mix with this one's
     # The variant's name is recorded beside its settings (results.json, W&B, sweep tables).
     OmegaConf.update(cfg, "method.name", method.name, force_add=True)
     OmegaConf.update(cfg, "checkpoint.monitor", selection_metric(cfg), force_add=True)
@@ -153,10 +159,13 @@ def train(cfg: DictConfig) -> dict:
     log.info("model %s width %d, %s norm: %s parameters; method %s", model_spec.arch, model_spec.width, model_spec.norm, f"{n_params:,}", method.name)
     results = ResultsWriter(run_dir, config, extra={"parameters": n_params, "cpu_threads": threads, "cpu": cpu_name()})
     logger = make_logger(cfg, run_dir, config)
-    trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch()])
+    preemption = Preemption(run_dir)
+    trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption])
     wandb_dir = None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except SIGTERMException as stop:  # Lightning's answer to SIGTERM, after the step in progress: exit 143, not 0
+        raise Preempted(f"preempted (SIGTERM) at step {trainer.global_step}; resume with ckpt_path={preemption.saved}") from stop
     finally:
         if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
             run = logger.experiment
@@ -222,7 +231,7 @@ def main(cfg: DictConfig) -> float:
             pass
 
     try:
-        out = run_hydra_job(train, cfg, (ConfigError, CheckpointError, DataUnavailableError, TrainingDiverged), record)
+        out = run_hydra_job(train, cfg, (ConfigError, CheckpointError, DataUnavailableError, TrainingDiverged, Preempted), record)
     except KeyboardInterrupt:  # Ctrl-C before Lightning took over (during the data load); Lightning handles it later
         record("KeyboardInterrupt: stopped before training started", status="interrupted")
         fail("interrupted (Ctrl-C) before training started")

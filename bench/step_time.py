@@ -33,17 +33,21 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sam_lightning.config import ModelSpec, OptimSpec  # noqa: E402
+from sam_lightning.cli import run_or_fail  # noqa: E402
+from sam_lightning.config import NORMS, ConfigError, ModelSpec, OptimSpec  # noqa: E402
 from sam_lightning.data import ImageDataModule  # noqa: E402
 from sam_lightning.data.device_loader import DeviceBatches  # noqa: E402
 from sam_lightning.models import build_model  # noqa: E402
 from sam_lightning.module import SAMClassifier, l2_penalty  # noqa: E402
 from sam_lightning.quiet import quiet_lightning, silence_deprecations  # noqa: E402
 from sam_lightning.sam import erm_gradients, sam_gradients  # noqa: E402
+from sam_lightning.strict import check_booleans  # noqa: E402
 from sam_lightning.variants import ERM, SAM  # noqa: E402
 
 L2 = 5e-4
 WARMUP = 3
+ENGINES = ("loop", "vmap")
+PRECISIONS = ("fp32", "bf16")
 silence_deprecations()
 
 
@@ -190,9 +194,58 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _choices(cfg: DictConfig, key: str, allowed: tuple) -> None:
+    values = cfg.get(key)
+    if not OmegaConf.is_list(values) or not len(values):
+        raise ConfigError(f"{key}={values!r}: must be a non-empty list, e.g. {key}=[{allowed[0]}]")
+    for value in values:
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def _positive_ints(cfg: DictConfig, key: str) -> None:
+    values = cfg.get(key)
+    values = list(values) if OmegaConf.is_list(values) else [values]
+    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+        raise ConfigError(f"{key}={cfg.get(key)!r}: must be integers >= 1")
+
+
+def check_options(cfg: DictConfig) -> tuple[torch.device, Path]:
+    """Every option checked before anything is measured (ConfigError, one line): the device and the
+    output file too, so that a bad `out` does not fail after the whole benchmark."""
+    check_booleans(cfg, "bench")
+    _choices(cfg, "engines", ENGINES)
+    _choices(cfg, "precisions", PRECISIONS)
+    _choices(cfg, "norms", NORMS)
+    for key in ("width", "steps", "rounds", "epoch_images", "batch_sizes", "m"):
+        _positive_ints(cfg, key)
+    if cfg.threads is not None:
+        _positive_ints(cfg, "threads")
+    try:
+        device = torch.device(cfg.device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"device={cfg.device!r}: not a device (cpu, cuda, cuda:N)") from err
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={cfg.device!r}: must be cpu, cuda or cuda:N")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device={cfg.device}: no such CUDA device here; use device=cpu")
+    out = Path(hydra.utils.to_absolute_path(cfg.out))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"out={cfg.out}: its folder cannot be created ({err.strerror or err})") from err
+    if out.is_dir():
+        raise ConfigError(f"out={cfg.out} is a folder; give a file name, e.g. out={out / 'results.json'}")
+    return device, out
+
+
 @hydra.main(version_base="1.3", config_path="../conf/bench", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    device = torch.device(cfg.device)
+    run_or_fail(bench, cfg, (ConfigError,), required="out=FILE")
+
+
+def bench(cfg: DictConfig) -> None:
+    device, out = check_options(cfg)
     quiet_lightning(on_cpu=device.type == "cpu")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -216,8 +269,6 @@ def main(cfg: DictConfig) -> None:
         result["loader_batches_per_s"] = rates
         print(f"training data: DataLoader {rates['DataLoader']:.0f} batches/s, device-resident {rates['device-resident']:.0f} batches/s "
               f"({rates['device-resident'] / rates['DataLoader']:.1f}x)")
-    out = Path(hydra.utils.to_absolute_path(cfg.out))
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}", flush=True)
 

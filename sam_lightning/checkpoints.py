@@ -13,6 +13,7 @@ with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,16 @@ def _mismatch(model: nn.Module, state: Mapping[str, Tensor]) -> str | None:
     return "; ".join(parts) or None
 
 
+def _load_error(err: BaseException) -> str:
+    """torch.load's error in a few words, without its advice to retry with weights_only=False: that
+    would run whatever code an untrusted file holds."""
+    text = " ".join(str(err).split())
+    if "weights_only" in text or "Weights only load failed" in text:
+        unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        return f"it holds {unsupported.group(1)}, not only tensors" if unsupported else "it holds objects other than tensors"
+    return text.split(". ")[0] if text else type(err).__name__
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a train.py checkpoint with `weights_only=True` and check its weights fit its hyper-parameters."""
     path = Path(path).expanduser()
@@ -105,8 +116,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - unpickling raises many types; all mean "not usable"
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({first_line})") from err
+        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({_load_error(err)}); "
+                              "it is not a checkpoint written by train.py, or it holds more than tensors and numbers") from err
     hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
     if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict) or not isinstance(raw.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not a checkpoint written by train.py (needs hyper_parameters.model, num_classes and state_dict)")

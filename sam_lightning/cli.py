@@ -6,6 +6,10 @@ import dataclasses
 import sys
 
 
+# The exit codes of every entry point: a run that failed or diverged, and input refused before it ran.
+FAILED, BAD_INPUT = 1, 2
+
+
 def is_multirun() -> bool:
     """True inside a Hydra multirun job (`-m`), where a failure must not stop the other jobs."""
     try:
@@ -42,22 +46,24 @@ def run_or_fail(run, cfg, errors: tuple[type[BaseException], ...], required: str
 def run_hydra_job(job, cfg, known: tuple[type[BaseException], ...], record_failure):
     """`job(cfg)` for a Hydra entry point. A known error (bad config, missing data) is reported in
     one line, any other with its traceback; either way `record_failure(reason)` keeps it (in
-    results.json). In a multirun the other jobs go on (returns None); otherwise exit 1."""
+    results.json). In a multirun the other jobs go on (returns None); otherwise the exit code says
+    which: 2 for bad input (a known error), 1 for a run that failed or diverged (an error's
+    `exit_code` attribute wins: TrainingDiverged has 1)."""
     import logging
     import traceback
 
     try:
         return job(cfg)
     except known as err:
-        reason, short = f"{type(err).__name__}: {err}", str(err)
+        reason, short, code = f"{type(err).__name__}: {err}", str(err), getattr(err, "exit_code", BAD_INPUT)
     except Exception as err:  # noqa: BLE001 - recorded, then reported
-        reason, short = f"{type(err).__name__}: {err}", None
+        reason, short, code = f"{type(err).__name__}: {err}", None, FAILED
         traceback.print_exc()
     record_failure(reason)
     if is_multirun():
         logging.getLogger("sam_lightning").error("job failed: %s", reason)  # sweep.py lists it
         return None
-    fail(short or reason)
+    fail(short or reason, code=code)
 
 
 def instantiate_method(node):

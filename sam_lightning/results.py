@@ -8,6 +8,8 @@ rename over the old one). `status` is one of
     finished     trainer.max_epochs done (or stopped early by an early_stopping callback)
     diverged     the training loss became NaN or infinite; `diverged_at` names the epoch and step
     interrupted  stopped by Ctrl-C (KeyboardInterrupt)
+    preempted    stopped by SIGTERM or SIGUSR1 (a scheduler); checkpoints/last.ckpt holds the step it stopped at
+    skipped      an ERM job of a rho grid that repeats another job (sam_lightning.sweep.duplicates)
     failed       any other error; `reason` holds it
 """
 
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sam_lightning.callbacks.divergence import TrainingDiverged
 from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
@@ -54,6 +57,8 @@ def status_of(exception: BaseException) -> str:
         return "diverged"
     if isinstance(exception, KeyboardInterrupt):
         return "interrupted"
+    if isinstance(exception, SIGTERMException):
+        return "preempted"
     return "failed"
 
 

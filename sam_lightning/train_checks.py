@@ -11,6 +11,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from sam_lightning.config import ConfigError, check_data_settings
+from sam_lightning.run_dir import check_run_dir
+from sam_lightning.strict import callback_arguments, check_booleans
 from sam_lightning.wandb_mode import MODES
 
 
@@ -42,16 +44,56 @@ def check_data(cfg: DictConfig) -> None:
     if data.get("name") == "synthetic":
         for key in ("n_train", "n_test", "num_classes"):
             require_int(f"data.{key}", data.get(key), 1 if key != "num_classes" else 2)
+        noise = data.get("noise", 0.6)
+        if not _is_number(noise) or noise < 0:
+            raise ConfigError(f"data.noise={noise!r}: must be a number >= 0 (the per-pixel noise of the synthetic images)")
+        kept = max(1, round(fraction * data.n_train))  # as sam_lightning.data.splits
+        check_batches_per_device(cfg, kept - round(val * kept))
+
+
+def check_batches_per_device(cfg: DictConfig, n_train: int) -> None:
+    """Each device trains on its share of the training set with full batches only (the incomplete
+    last batch is dropped): a share below data.batch_size would train nothing. The data module
+    checks it again on the loaded data (any source); this is the early check for synthetic data."""
+    devices = cfg.trainer.get("devices")
+    world = devices if _is_int(devices) and devices > 0 else 1
+    world *= cfg.trainer.get("num_nodes", 1) if _is_int(cfg.trainer.get("num_nodes", 1)) else 1
+    if n_train // world < cfg.data.batch_size:
+        per = f" ({n_train // world} per device on {world} devices)" if world > 1 else ""
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} exceeds the {n_train} training images{per}: lower data.batch_size")
 
 
 def check_trainer(cfg: DictConfig) -> None:
     require_int("trainer.max_epochs", cfg.trainer.get("max_epochs"), 1,
                 " (the run's length; the LR schedule and the ERM->SAM switch are fractions of it)")
+    for key in ("limit_train_batches", "max_steps"):
+        value = cfg.trainer.get(key)
+        if value is not None and _is_number(value) and value == 0:
+            raise ConfigError(f"trainer.{key}={value}: the run would train nothing (null or -1: no limit)")
     checkpoint = cfg.get("checkpoint") or {}
     if "top_k" in checkpoint:
         require_int("checkpoint.top_k", checkpoint.top_k, -1, " (-1: all)")
     if "every_n_epochs" in checkpoint:
         require_int("checkpoint.every_n_epochs", checkpoint.every_n_epochs, 0, " (0: none)")
+
+
+def check_callbacks(cfg: DictConfig) -> None:
+    """The callbacks group: numeric arguments are numbers (callbacks.early_stopping.patience=abc would
+    train, then fail at the first comparison), and no StochasticWeightAveraging (its BatchNorm
+    epoch and learning-rate phase assume Lightning's automatic optimization; the SAM step is manual)."""
+    from pytorch_lightning.callbacks import StochasticWeightAveraging
+    from hydra.utils import get_class
+
+    for name, entry in (cfg.get("callbacks") or {}).items():
+        for key, value, param in callback_arguments(entry):
+            if _is_number(param.default) and not _is_number(value):
+                raise ConfigError(f"callbacks.{name}.{key}={value!r}: must be a number")
+        try:
+            cls = get_class(entry["_target_"]) if entry is not None and "_target_" in entry else None
+        except Exception:  # noqa: BLE001 - reported when instantiated
+            cls = None
+        if isinstance(cls, type) and issubclass(cls, StochasticWeightAveraging):
+            raise ConfigError(f"callbacks.{name}: StochasticWeightAveraging does not work with the manual SAM step (its BatchNorm epoch would take SAM steps); average checkpoints instead")
 
 
 def check_logger(cfg: DictConfig) -> None:
@@ -64,9 +106,12 @@ def check_logger(cfg: DictConfig) -> None:
 
 def check_train_config(cfg: DictConfig) -> None:
     """Every check above; raises ConfigError at the first bad value."""
+    check_booleans(cfg, "train")
+    check_run_dir(cfg.paths.output_dir, cfg.get("ckpt_path"), cfg.get("overwrite", False))
     seed = cfg.get("seed")
     if not _is_int(seed) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2^32)")
     check_trainer(cfg)
     check_data(cfg)
+    check_callbacks(cfg)
     check_logger(cfg)

@@ -171,3 +171,17 @@ def data_source(request, source_trees, skip_cifar_md5, tmp_path):
 def tiny_on(source: list[str], *overrides: str) -> list[str]:
     """TINY with its synthetic data replaced by `source` (a `data_source` value)."""
     return [o for o in TINY if not o.startswith("data.")] + list(source) + list(overrides)
+
+
+class SigtermAtStep(pl.Callback):
+    """Sends this process SIGTERM after training step `step`, as a scheduler preempting the job does.
+    From the command line: +callbacks.term._target_=conftest.SigtermAtStep +callbacks.term.step=6"""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -77,65 +77,89 @@ def paths(tmp_path_factory) -> Path:
 
 IMAGEFOLDER = ["data=imagefolder", "data.cache_dir=null"]
 
-# (case id, overrides after TINY, what the error line must contain, exit code: 1 for train.py and
-# theory.py, as for any failed run; 2 for bad input to sweep.py and the analysis commands)
+# (case id, overrides after TINY, what the error line must contain, exit code: 2 for bad input to
+# every command; 1 is a run that failed or diverged)
 TRAIN_CASES = [
-    ("rho_not_a_number", ["method.rho=abc"], "method.rho='abc'", 1),
-    ("lr_not_a_number", ["optim.lr=fast"], "optim.lr='fast'", 1),
-    ("momentum_not_a_number", ["optim.momentum=abc"], "optim.momentum='abc'", 1),
-    ("m_not_a_number", ["method.m=big"], "method.m='big'", 1),
-    ("seed_not_a_number", ["seed=abc"], "seed='abc'", 1),
-    ("seed_negative", ["seed=-1"], "seed=-1", 1),
-    ("batch_size_zero", ["data.batch_size=0"], "data.batch_size=0", 1),
-    ("batch_size_not_a_number", ["data.batch_size=abc"], "data.batch_size='abc'", 1),
-    ("eval_batch_size_zero", ["eval_batch_size=0"], "eval_batch_size=0", 1),
-    ("batch_larger_than_training_set", ["data.n_train=64", "data.batch_size=128", "method.m=null"], "data.batch_size=128 exceeds the 64", 1),
-    ("synthetic_no_training_images", ["data.n_train=0"], "data.n_train=0", 1),
-    ("width_zero", ["model.width=0"], "model.width=0", 1),
-    ("gn_groups_not_dividing_width", ["norm=group", "model.gn_groups=3"], "model.gn_groups=3", 1),
-    ("unknown_norm", ["model.norm=layer"], "model.norm='layer'", 1),
-    ("unknown_method", ["method._target_=sam_lightning.variants.Adam"], "sam_lightning.variants.Adam", 1),
-    ("unknown_method_key", ["+method.alpha=0.5"], "method.alpha", 1),
-    ("m_not_dividing_batch", ["method.m=48"], "method.m=48", 1),
-    ("switch_at_out_of_range", ["method=erm_to_sam", "method.switch_at=2"], "method.switch_at=2", 1),
-    ("unknown_engine", ["method.engine=jit"], "method.engine='jit'", 1),
-    ("chunks_per_pass_zero", ["method.chunks_per_pass=0"], "method.chunks_per_pass=0", 1),
-    ("data_on_device_unknown", ["data_on_device=maybe"], "data_on_device='maybe'", 1),
-    ("grad_clip_negative", ["optim.grad_clip=-1"], "optim.grad_clip=-1", 1),
-    ("unknown_schedule", ["optim.schedule=linear"], "'linear'", 1),
-    ("label_noise_too_large", ["data.label_noise=1.5"], "data.label_noise", 1),
-    ("label_noise_not_a_number", ["data.label_noise=abc"], "data.label_noise='abc'", 1),
-    ("train_fraction_zero", ["data.train_fraction=0"], "data.train_fraction", 1),
-    ("max_epochs_zero", ["trainer.max_epochs=0"], "trainer.max_epochs=0", 1),
-    ("max_epochs_negative", ["trainer.max_epochs=-1"], "trainer.max_epochs=-1", 1),
-    ("unknown_trainer_argument", ["trainer.max_epoch=3"], "trainer.max_epoch", 1),
-    ("top_k_not_a_number", ["checkpoint.top_k=abc"], "checkpoint.top_k='abc'", 1),
-    ("every_n_epochs_negative", ["checkpoint.every_n_epochs=-1"], "checkpoint.every_n_epochs=-1", 1),
-    ("callback_class_missing", ["+callbacks.extra._target_=pytorch_lightning.callbacks.NoSuchCallback"], "NoSuchCallback", 1),
-    ("logger_mode_typo", ["logger=wandb", "logger.mode=offlien"], "logger.mode='offlien'", 1),
-    ("logger_name_unknown", ["logger.name=tensorboard"], "logger.name='tensorboard'", 1),
-    ("ckpt_path_missing", [f"ckpt_path={TMP}/missing.ckpt"], "missing.ckpt", 1),
-    ("ckpt_path_garbage", [f"ckpt_path={TMP}/garbage.ckpt"], "garbage.ckpt", 1),
-    ("ckpt_path_other_width", [f"ckpt_path={TMP}/wide.ckpt"], "width=8", 1),
-    ("ckpt_path_other_arch", [f"ckpt_path={TMP}/r34.ckpt"], "preact_resnet34", 1),
-    ("ckpt_path_other_max_epochs", [f"ckpt_path={TMP}/planned4.ckpt"], "trainer.max_epochs=4", 1),
-    ("init_from_missing", [f"init_from={TMP}/missing.ckpt"], "missing.ckpt", 1),
-    ("init_from_other_width", [f"init_from={TMP}/wide.ckpt"], "width=8", 1),
-    ("init_from_garbage", [f"init_from={TMP}/garbage.ckpt"], "garbage.ckpt", 1),
-    ("output_dir_under_a_file", [f"paths.output_dir={TMP}/a_file/run"], "a_file/run", 1),
-    ("hydra_run_dir_under_a_file", [f"hydra.run.dir={TMP}/a_file/run"], "a_file/run", 1),
-    ("cifar_missing_without_download", ["data=cifar10", "data.root=/nonexistent", "data.download=false"], "/nonexistent", 1),
-    ("imagefolder_missing_root", [*IMAGEFOLDER, "data.root=/nonexistent"], "/nonexistent", 1),
-    ("imagefolder_empty_class", [*IMAGEFOLDER, f"data.root={TMP}/empty_class"], "train/bird holds no images", 1),
-    ("imagefolder_class_only_in_test", [*IMAGEFOLDER, f"data.root={TMP}/test_only_class"], "horse", 1),
-    ("imagefolder_truncated_jpeg", [*IMAGEFOLDER, f"data.root={TMP}/truncated_jpeg"], "cut.jpg", 1),
-    ("imagefolder_not_an_image", [*IMAGEFOLDER, f"data.root={TMP}/not_an_image"], "notes.png", 1),
+    ("rho_not_a_number", ["method.rho=abc"], "method.rho='abc'", 2),
+    ("lr_not_a_number", ["optim.lr=fast"], "optim.lr='fast'", 2),
+    ("momentum_not_a_number", ["optim.momentum=abc"], "optim.momentum='abc'", 2),
+    ("m_not_a_number", ["method.m=big"], "method.m='big'", 2),
+    ("seed_not_a_number", ["seed=abc"], "seed='abc'", 2),
+    ("seed_negative", ["seed=-1"], "seed=-1", 2),
+    ("batch_size_zero", ["data.batch_size=0"], "data.batch_size=0", 2),
+    ("batch_size_not_a_number", ["data.batch_size=abc"], "data.batch_size='abc'", 2),
+    ("eval_batch_size_zero", ["eval_batch_size=0"], "eval_batch_size=0", 2),
+    ("batch_larger_than_training_set", ["data.n_train=64", "data.batch_size=128", "method.m=null"], "data.batch_size=128 exceeds the 64", 2),
+    ("synthetic_no_training_images", ["data.n_train=0"], "data.n_train=0", 2),
+    ("width_zero", ["model.width=0"], "model.width=0", 2),
+    ("gn_groups_not_dividing_width", ["norm=group", "model.gn_groups=3"], "model.gn_groups=3", 2),
+    ("unknown_norm", ["model.norm=layer"], "model.norm='layer'", 2),
+    ("unknown_method", ["method._target_=sam_lightning.variants.Adam"], "sam_lightning.variants.Adam", 2),
+    ("unknown_method_key", ["+method.alpha=0.5"], "method.alpha", 2),
+    ("m_not_dividing_batch", ["method.m=48"], "method.m=48", 2),
+    ("switch_at_out_of_range", ["method=erm_to_sam", "method.switch_at=2"], "method.switch_at=2", 2),
+    ("unknown_engine", ["method.engine=jit"], "method.engine='jit'", 2),
+    ("chunks_per_pass_zero", ["method.chunks_per_pass=0"], "method.chunks_per_pass=0", 2),
+    ("data_on_device_unknown", ["data_on_device=maybe"], "data_on_device='maybe'", 2),
+    ("grad_clip_negative", ["optim.grad_clip=-1"], "optim.grad_clip=-1", 2),
+    ("unknown_schedule", ["optim.schedule=linear"], "'linear'", 2),
+    ("label_noise_too_large", ["data.label_noise=1.5"], "data.label_noise", 2),
+    ("label_noise_not_a_number", ["data.label_noise=abc"], "data.label_noise='abc'", 2),
+    ("train_fraction_zero", ["data.train_fraction=0"], "data.train_fraction", 2),
+    ("max_epochs_zero", ["trainer.max_epochs=0"], "trainer.max_epochs=0", 2),
+    ("max_epochs_negative", ["trainer.max_epochs=-1"], "trainer.max_epochs=-1", 2),
+    ("unknown_trainer_argument", ["trainer.max_epoch=3"], "trainer.max_epoch", 2),
+    ("top_k_not_a_number", ["checkpoint.top_k=abc"], "checkpoint.top_k='abc'", 2),
+    ("every_n_epochs_negative", ["checkpoint.every_n_epochs=-1"], "checkpoint.every_n_epochs=-1", 2),
+    ("callback_class_missing", ["+callbacks.extra._target_=pytorch_lightning.callbacks.NoSuchCallback"], "NoSuchCallback", 2),
+    ("logger_mode_typo", ["logger=wandb", "logger.mode=offlien"], "logger.mode='offlien'", 2),
+    ("logger_name_unknown", ["logger.name=tensorboard"], "logger.name='tensorboard'", 2),
+    ("ckpt_path_missing", [f"ckpt_path={TMP}/missing.ckpt"], "missing.ckpt", 2),
+    ("ckpt_path_garbage", [f"ckpt_path={TMP}/garbage.ckpt"], "garbage.ckpt", 2),
+    ("ckpt_path_other_width", [f"ckpt_path={TMP}/wide.ckpt"], "width=8", 2),
+    ("ckpt_path_other_arch", [f"ckpt_path={TMP}/r34.ckpt"], "preact_resnet34", 2),
+    ("ckpt_path_other_max_epochs", [f"ckpt_path={TMP}/planned4.ckpt"], "trainer.max_epochs=4", 2),
+    ("init_from_missing", [f"init_from={TMP}/missing.ckpt"], "missing.ckpt", 2),
+    ("init_from_other_width", [f"init_from={TMP}/wide.ckpt"], "width=8", 2),
+    ("init_from_garbage", [f"init_from={TMP}/garbage.ckpt"], "garbage.ckpt", 2),
+    ("output_dir_under_a_file", [f"paths.output_dir={TMP}/a_file/run"], "a_file/run", 2),
+    ("hydra_run_dir_under_a_file", [f"hydra.run.dir={TMP}/a_file/run"], "a_file/run", 2),
+    ("cifar_missing_without_download", ["data=cifar10", "data.root=/nonexistent", "data.download=false"], "/nonexistent", 2),
+    ("imagefolder_missing_root", [*IMAGEFOLDER, "data.root=/nonexistent"], "/nonexistent", 2),
+    ("imagefolder_empty_class", [*IMAGEFOLDER, f"data.root={TMP}/empty_class"], "train/bird holds no images", 2),
+    ("imagefolder_class_only_in_test", [*IMAGEFOLDER, f"data.root={TMP}/test_only_class"], "horse", 2),
+    ("imagefolder_truncated_jpeg", [*IMAGEFOLDER, f"data.root={TMP}/truncated_jpeg"], "cut.jpg", 2),
+    ("imagefolder_not_an_image", [*IMAGEFOLDER, f"data.root={TMP}/not_an_image"], "notes.png", 2),
+    # booleans take true/false only: any other word would silently turn the option on
+    ("augment_off", ["data.augment=off"], "data.augment='off'", 2),
+    ("eval_train_yes", ["data.eval_train=yes"], "data.eval_train='yes'", 2),
+    ("channels_last_maybe", ["channels_last=maybe"], "channels_last='maybe'", 2),
+    ("nesterov_on", ["optim.nesterov=on"], "optim.nesterov='on'", 2),
+    ("normalize_no", ["method.normalize=no"], "method.normalize='no'", 2),
+    ("progress_bar_off", ["trainer.enable_progress_bar=off"], "trainer.enable_progress_bar='off'", 2),
+    ("callback_boolean_off", ["callbacks.last_checkpoint.save_on_train_epoch_end=off"], "callbacks.last_checkpoint.save_on_train_epoch_end='off'", 2),
+    # runs that would train nothing
+    ("limit_train_batches_zero", ["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0", 2),
+    ("max_steps_zero", ["trainer.max_steps=0"], "trainer.max_steps=0", 2),
+    ("no_full_batch_per_device", ["trainer.devices=3", "data.batch_size=128", "method.m=null"], "85 per device on 3 devices", 2),
+    # values checked before anything trains
+    ("early_stopping_patience_not_a_number", ["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=abc"], "callbacks.early_stopping.patience='abc'", 2),
+    ("synthetic_noise_negative", ["data.noise=-1"], "data.noise=-1", 2),
+    ("swa_refused", ["+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging", "+callbacks.swa.swa_lrs=0.01"], "StochasticWeightAveraging", 2),
 ]
 
 OTHER_CASES = [
-    ("theory_d_zero", "theory", ["data.d=0"], "data.d=0", 1),
-    ("theory_d_not_a_number", "theory", ["data.d=abc"], "data.d='abc'", 1),
-    ("theory_rho_not_a_number", "theory", ["method=sam_m1", "method.rho=abc"], "method.rho='abc'", 1),
+    ("theory_d_zero", "theory", ["data.d=0"], "data.d=0", 2),
+    ("theory_d_not_a_number", "theory", ["data.d=abc"], "data.d='abc'", 2),
+    ("theory_rho_not_a_number", "theory", ["method=sam_m1", "method.rho=abc"], "method.rho='abc'", 2),
+    ("theory_iterations_zero", "theory", ["experiment=diag_net", "train.iterations=0"], "train.iterations=0", 2),
+    ("theory_normalize_no", "theory", ["method=sam", "method.normalize=no"], "method.normalize='no'", 2),
+    ("sharpness_one_step_no", "sharpness", [f"ckpt={TMP}/good.ckpt", "one_step=no"], "one_step='no'", 2),
+    ("interpolation_recompute_bn_off", "interpolation", [f"ckpt_a={TMP}/good.ckpt", f"ckpt_b={TMP}/good.ckpt", "recompute_bn=off"], "recompute_bn='off'", 2),
+    ("bench_unknown_engine", "bench", ["engines=[jit]"], "'jit'", 2),
+    ("bench_unknown_precision", "bench", ["precisions=[fp8]"], "'fp8'", 2),
+    ("bench_out_under_a_file", "bench", [f"out={TMP}/a_file/bench.json"], "a_file/bench.json", 2),
+    ("bench_channels_last_maybe", "bench", ["channels_last=[maybe]"], "channels_last='maybe'", 2),
     ("sweep_out_under_a_file", "sweep", [f"{TMP}/runs", "--out", f"{TMP}/a_file/summary"], "a_file/summary", 2),
     ("sweep_missing_folder", "sweep", [f"{TMP}/nowhere"], "nowhere", 2),
     ("sharpness_ckpt_missing", "sharpness", [f"ckpt={TMP}/missing.ckpt"], "missing.ckpt", 2),
@@ -147,7 +171,8 @@ def _fill(args: list[str], root: Path) -> list[str]:
     return [a.replace(TMP, str(root)) for a in args]
 
 
-SCRIPTS = {"train": ROOT / "train.py", "theory": ROOT / "theory.py"}
+SCRIPTS = {"train": ROOT / "train.py", "theory": ROOT / "theory.py", "bench": ROOT / "bench" / "step_time.py"}
+MODULES = {"sharpness": "sam_lightning.analysis.sharpness", "interpolation": "sam_lightning.analysis.interpolation"}
 
 
 def run_entry(module: str, args: list[str], monkeypatch) -> int:
@@ -158,7 +183,7 @@ def run_entry(module: str, args: list[str], monkeypatch) -> int:
 
         return main(args)
     script = SCRIPTS.get(module)
-    monkeypatch.setattr(sys, "argv", [str(script or "sharpness"), *args])
+    monkeypatch.setattr(sys, "argv", [str(script or module), *args])
     GlobalHydra.instance().clear()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -166,7 +191,7 @@ def run_entry(module: str, args: list[str], monkeypatch) -> int:
         if script is not None:
             runpy.run_path(str(script), run_name="__main__")
         else:
-            runpy.run_module("sam_lightning.analysis.sharpness", run_name="__main__", alter_sys=True)
+            runpy.run_module(MODULES[module], run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else 1
     except KeyboardInterrupt:  # escaped the entry point: report it, do not end the test session
@@ -199,7 +224,7 @@ def test_train_refuses_in_one_line(overrides, names, code, paths, tmp_path, capf
 
 @pytest.mark.parametrize(("module", "args", "names", "code"), [c[1:] for c in OTHER_CASES], ids=[c[0] for c in OTHER_CASES])
 def test_other_commands_refuse_in_one_line(module, args, names, code, paths, tmp_path, capfd, monkeypatch):
-    if module in ("theory", "sharpness"):
+    if module in ("theory", "sharpness", "interpolation"):
         key = "hydra.run.dir" if module == "theory" else "out_dir"
         args = [*args, f"{key}={tmp_path / 'out'}"]
     got = run_entry(module, _fill(args, paths), monkeypatch)
@@ -210,4 +235,113 @@ def test_the_command_line_answers_as_the_in_process_entry_point(paths, tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "train.py", *TINY, f"hydra.run.dir={paths / 'a_file' / 'run'}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    check_one_line(proc.stderr, proc.returncode, 1, "a_file/run")
+    check_one_line(proc.stderr, proc.returncode, 2, "a_file/run")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_bench_refuses_cuda_without_a_gpu(capfd, monkeypatch):
+    got = run_entry("bench", ["device=cuda"], monkeypatch)
+    check_one_line(capfd.readouterr().err, got, 2, "device=cuda")
+
+
+SEARCH_SPACES = {
+    "log_interval_below_zero": "optim.lr=tag(log, interval(-1, 0.5))",
+    "reversed_interval": "method.rho=interval(0.5, 0.1)",
+}
+
+
+@pytest.mark.parametrize("space", SEARCH_SPACES.values(), ids=SEARCH_SPACES.keys())
+def test_bad_optuna_search_space_is_one_line_before_any_trial(space, tmp_path, capfd, monkeypatch):
+    pytest.importorskip("optuna")
+    got = run_entry("train", [*TINY, "hparams_search=rho_optuna", space, f"hydra.sweep.dir={tmp_path}"], monkeypatch)
+    check_one_line(capfd.readouterr().err, got, 2, space.split("=", 1)[0])
+    assert not list(tmp_path.glob("*/results.json"))
+
+
+def test_diverged_theory_run_exits_1_as_training(tmp_path, capfd, monkeypatch):
+    got = run_entry("theory", ["experiment=diag_net", "train.iterations=50", "train.log_every=10", "train.lr=100", f"hydra.run.dir={tmp_path}"], monkeypatch)
+    check_one_line(capfd.readouterr().err, got, 1, "diverged")
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
+
+
+def test_every_boolean_of_conf_is_checked():
+    """Each true/false default in conf/ is a key the strict check knows (a new one must be added)."""
+    import yaml
+
+    from sam_lightning.strict import BOOLEANS
+
+    known = {key.rsplit(".", 1)[-1] for keys in BOOLEANS.values() for key in keys}
+    known |= {"chdir", "plots"}  # Hydra's own settings and its callbacks' arguments
+    found = set()
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, path)
+        elif isinstance(node, bool):
+            found.add((path.rsplit(".", 1)[-1], path))
+
+    for file in (ROOT / "conf").rglob("*.yaml"):
+        walk(yaml.safe_load(file.read_text()), "")
+    callback_arguments = {"save_on_train_epoch_end", "auto_insert_metric_name", "enable_version_counter"}  # by their classes' defaults
+    missing = sorted(path for name, path in found if name not in known | callback_arguments)
+    assert not missing, missing
+
+
+# -- one run, one folder -----------------------------------------------------------------------------
+def _earlier_run(folder: Path) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("- method=sam\n")
+    (folder / "results.json").write_text(json.dumps({"status": "finished", "config": {"method": {"name": "sam"}}}))
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "epoch099.ckpt").write_text("the earlier run's")
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "paths.output_dir"])
+def test_a_folder_that_holds_a_run_is_refused(key, tmp_path, capfd, monkeypatch):
+    folder = tmp_path / "run"
+    _earlier_run(folder)
+    got = run_entry("train", [*TINY, "method=erm", f"{key}={folder}"], monkeypatch)
+    check_one_line(capfd.readouterr().err, got, 2, "already holds a run")
+    assert json.loads((folder / "results.json").read_text())["status"] == "finished"  # left as it was
+    assert (folder / ".hydra" / "overrides.yaml").read_text() == "- method=sam\n"
+    assert (folder / "checkpoints" / "epoch099.ckpt").exists()
+
+
+def test_overwrite_replaces_the_earlier_run(tmp_path, capfd, monkeypatch):
+    folder = tmp_path / "run"
+    _earlier_run(folder)
+    got = run_entry("train", [*TINY, "method=erm", f"hydra.run.dir={folder}", "overwrite=true"], monkeypatch)
+    assert got == 0, capfd.readouterr().err[-2000:]
+    assert json.loads((folder / "results.json").read_text())["config"]["method"]["name"] == "erm"
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+
+
+def test_two_runs_started_together_write_two_folders(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "callbacks=none", f"seed={seed}"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    results = sorted(tmp_path.glob("outputs/*/*/results.json"))
+    assert len(results) == 2, [str(p) for p in tmp_path.rglob("*")][:20]
+    assert sorted(json.loads(p.read_text())["config"]["seed"] for p in results) == [0, 1]
+    # not by luck of the clock: the default folder ends with a token drawn once per process
+    import re
+
+    assert all(re.search(r"_[0-9a-f]{6}$", p.parent.name) for p in results), [p.parent.name for p in results]
+
+
+def test_a_checkpoint_with_code_is_refused_without_advising_weights_only_false(tmp_path):
+    import pickle
+
+    from sam_lightning.checkpoints import CheckpointError, load_checkpoint
+
+    (tmp_path / "code.ckpt").write_bytes(pickle.dumps(Path("/")))  # unpickling it would construct an object
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "code.ckpt")
+    assert "code.ckpt" in str(err.value) and "weights_only" not in str(err.value) and "False" not in str(err.value)

@@ -326,7 +326,7 @@ def test_command_line_multirun_writes_one_results_file_per_job(tmp_path):
 
 def test_command_line_bad_rho_is_a_one_line_error(tmp_path):
     proc = run_cli("experiment=diag_net", "method=sam_m1", "method.rho=-0.5", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "error: method.rho must be >= 0, got -0.5"
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
 

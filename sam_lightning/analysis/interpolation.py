@@ -44,8 +44,10 @@ from sam_lightning.checkpoints import (
     require_same_architecture,
 )
 from sam_lightning.cli import run_or_fail
+from sam_lightning.config import ConfigError
 from sam_lightning.data.sources import DataUnavailableError
 from sam_lightning.jsonio import atomic_write_json
+from sam_lightning.strict import check_booleans
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ def t_grid(cfg: DictConfig) -> list[float]:
 
 def run(cfg: DictConfig) -> dict:
     """Everything the command does; returns what interpolation.json holds."""
+    check_booleans(cfg, "interpolation")
     ts = t_grid(cfg)
     device = resolve_device(cfg.device)
     torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
@@ -172,7 +175,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../../conf/analysis", config_name="interpolation")
 def main(cfg: DictConfig) -> None:
-    run_or_fail(run, cfg, (AnalysisConfigError, CheckpointError, DataUnavailableError), required="ckpt_a=PATH ckpt_b=PATH")
+    run_or_fail(run, cfg, (AnalysisConfigError, ConfigError, CheckpointError, DataUnavailableError), required="ckpt_a=PATH ckpt_b=PATH")
 
 
 if __name__ == "__main__":

@@ -47,10 +47,12 @@ import sam_lightning.open_config_node  # noqa: F401 - the open `data` node of co
 from sam_lightning import plots
 from sam_lightning.checkpoints import CheckpointError, data_config_for, load_checkpoint
 from sam_lightning.cli import run_or_fail
+from sam_lightning.config import ConfigError
 from sam_lightning.data.sources import DataUnavailableError
 from sam_lightning.jsonio import atomic_write_json
 from sam_lightning.sam import frozen_bn_running_stats
 from sam_lightning.stats import format_mean_ci, mean_ci
+from sam_lightning.strict import check_booleans
 from sam_lightning.variants import projected_ascent
 from sam_lightning.variants.base import tree_norm
 
@@ -256,6 +258,7 @@ def summary_table(records: list[dict]) -> pd.DataFrame:
 
 def run(cfg: DictConfig) -> dict:
     """Everything the command does; returns what sharpness.json holds."""
+    check_booleans(cfg, "sharpness")
     s = Settings.from_config(cfg)
     device = resolve_device(cfg.device)
     torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)  # a max of loss differences wants full fp32 convs
@@ -301,7 +304,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../../conf/analysis", config_name="sharpness")
 def main(cfg: DictConfig) -> None:
-    run_or_fail(run, cfg, (AnalysisConfigError, CheckpointError, DataUnavailableError), required="ckpt=PATH")
+    run_or_fail(run, cfg, (AnalysisConfigError, ConfigError, CheckpointError, DataUnavailableError), required="ckpt=PATH")
 
 
 if __name__ == "__main__":

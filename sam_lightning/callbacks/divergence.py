@@ -26,6 +26,8 @@ EPOCH_KEYS = ("train/loss", "train/objective")
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite; results.json records status `diverged`."""
 
+    exit_code = 1  # a run that failed, not bad input (sam_lightning.cli)
+
     def __init__(self, loss: float, epoch: int, step: int, what: str = "the loss") -> None:
         self.loss, self.epoch, self.step = loss, epoch, step
         super().__init__(f"training diverged: {what} is {loss} at epoch {epoch}, step {step}; try a smaller optim.lr (or method.rho)")

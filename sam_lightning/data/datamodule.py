@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from sam_lightning.callbacks.preemption import ResumableEpoch
 from sam_lightning.config import ConfigError
 from sam_lightning.data.augment import normalize, random_crop_flip
 from sam_lightning.data.device_loader import DeviceBatches
@@ -22,6 +23,19 @@ from sam_lightning.data.sources import CIFAR_STATS, download_cifar
 from sam_lightning.data.splits import Splits, load_splits
 
 log = logging.getLogger("train")
+
+
+class ResumableDataLoader(ResumableEpoch, DataLoader):
+    """The training DataLoader, resumable mid-epoch (a preempted run's last.ckpt): see ResumableEpoch."""
+
+    def __iter__(self):
+        skip, now = self._begin_epoch()
+        iterator = super().__iter__()
+        if skip:
+            for _ in range(skip):  # the first batch draws the epoch's order, as in the uninterrupted run
+                next(iterator)
+            torch.set_rng_state(now)
+        return iterator
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -86,8 +100,11 @@ class ImageDataModule(pl.LightningDataModule):
         s = self.splits
         device = self._device_for_batches()
         if device is not None:
-            return DeviceBatches((s.train_x, s.train_y, s.train_true_y), self.batch_size, device)
-        return DataLoader(TensorDataset(s.train_x, s.train_y, s.train_true_y), batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+            loader = DeviceBatches((s.train_x, s.train_y, s.train_true_y), self.batch_size, device)
+        else:
+            loader = ResumableDataLoader(TensorDataset(s.train_x, s.train_y, s.train_true_y), batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+        loader.trainer = self.trainer
+        return loader
 
     def _eval_loader(self, x, y) -> DataLoader:
         return DataLoader(TensorDataset(x, y), batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())

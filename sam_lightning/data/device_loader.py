@@ -14,8 +14,10 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from sam_lightning.callbacks.preemption import ResumableEpoch
 
-class DeviceBatches:
+
+class DeviceBatches(ResumableEpoch):
     """An iterable of (images, labels, true labels) batches of `batch_size`, reshuffled per epoch."""
 
     def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, device: torch.device | str) -> None:
@@ -27,12 +29,15 @@ class DeviceBatches:
         return len(self.tensors[0]) // self.batch_size  # the last incomplete batch is dropped
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        skip, now = self._begin_epoch()  # resuming mid-epoch: the same order, from the first untrained batch
         n = len(self.tensors[0])
         # The DataLoader's iterator draws its workers' base seed, then RandomSampler draws the seed of
         # the order, both from the global RNG: draw the same two numbers.
         torch.empty((), dtype=torch.int64).random_()
         seed = int(torch.empty((), dtype=torch.int64).random_().item())
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        for i in range(len(self)):
+        if now is not None:
+            torch.set_rng_state(now)
+        for i in range(skip, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield tuple(t[idx] for t in self.tensors)

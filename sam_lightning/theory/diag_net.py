@@ -212,12 +212,12 @@ def train(
         if traj.iterations % training.log_every == 0:
             row = measure(model, data, traj.iterations)
             traj.history.append(row)
-            if row["train/loss"] is None:
+            if row["train/loss"] is None or row["test/loss"] is None:  # non-finite: as train.py's divergence
                 traj.diverged = True
                 return traj
     if traj.history[-1]["step"] != traj.iterations:
         traj.history.append(measure(model, data, traj.iterations))
-    traj.diverged = traj.history[-1]["train/loss"] is None
+    traj.diverged = traj.history[-1]["train/loss"] is None or traj.history[-1]["test/loss"] is None
     return traj
 
 

@@ -66,8 +66,8 @@ class ReluSettings:
     def __post_init__(self) -> None:
         if self.width < 1 or self.inits < 1:
             raise ConfigError(f"relu.width and relu.inits must be >= 1, got {self.width}, {self.inits}")
-        if self.lr <= 0 or self.iterations < 0:
-            raise ConfigError(f"relu.lr must be > 0 and relu.iterations >= 0, got {self.lr}, {self.iterations}")
+        if self.lr <= 0 or self.iterations < 1:
+            raise ConfigError(f"relu.lr must be > 0 and relu.iterations >= 1, got {self.lr}, {self.iterations}")
         if self.hidden_scale <= 0 or self.output_scale <= 0:
             raise ConfigError("relu.hidden_scale and relu.output_scale must be > 0")
         if self.sam_lr_schedule not in SCHEDULES:

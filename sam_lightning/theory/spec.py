@@ -137,8 +137,8 @@ class DiagTraining:
             raise ConfigError(f"train.alpha must be > 0, got {self.alpha}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
-        if self.iterations < 0:
-            raise ConfigError(f"train.iterations must be >= 0, got {self.iterations}")
+        if self.iterations < 1:
+            raise ConfigError(f"train.iterations={self.iterations}: must be >= 1 (a run of no step trains nothing)")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"train.batch_size must be a positive integer or null, got {self.batch_size}")
         if self.log_every < 1:

@@ -1,0 +1,83 @@
+"""Preemption: SIGTERM (what SLURM and most schedulers send before they kill a job), or SIGUSR1,
+saves `checkpoints/last.ckpt` at the next step boundary, records status `preempted` and exits 143.
+
+Lightning's own machinery does the signal part: its signal connector sets `trainer.received_sigterm`
+and the training loop raises `SIGTERMException` after the step in progress (under SLURM with auto-
+requeue, Lightning also handles SIGUSR1 and requeues the job). Outside SLURM, SIGUSR1 is routed the
+same way as SIGTERM. `on_exception` writes the checkpoint; train.py turns the exception into
+`Preempted` (exit status 143, as a process ended by SIGTERM), which a scheduler reads as "not
+done": resuming with ckpt_path=<run dir>/checkpoints/last.ckpt goes on from that very step, with
+the epoch's batch order and random states (`ResumableEpoch`).
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+PREEMPTED_EXIT = 143  # 128 + SIGTERM
+
+
+class Preempted(Exception):
+    """The run stopped on SIGTERM/SIGUSR1 after saving last.ckpt; results.json says `preempted`."""
+
+    exit_code = PREEMPTED_EXIT
+
+
+class Preemption(pl.Callback):
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / "checkpoints" / "last.ckpt"
+        self.saved: Path | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # SIGUSR1 as SIGTERM, unless someone (Lightning's SLURM requeue) handles it already.
+        if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            connector = trainer._signal_connector
+
+            def notify(signum, frame) -> None:
+                connector.received_sigterm = True
+
+            try:
+                signal.signal(signal.SIGUSR1, notify)
+            except ValueError:  # not the main thread
+                pass
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(str(self.path))
+            self.saved = self.path
+
+
+class ResumableEpoch:
+    """What a training loader needs to resume mid-epoch exactly (Lightning's stateful-loader hooks):
+    the global torch RNG state its epoch's order was drawn from and the batches already trained.
+    A loader that resumes sets the RNG to that state, draws the same order, skips the trained
+    batches, then gives the RNG back the state the checkpoint holds (restored by RNGState)."""
+
+    trainer: pl.Trainer | None = None  # set by the data module: where the trained batches are counted
+    _epoch_rng: torch.Tensor | None = None
+    _resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        done = 0
+        if self.trainer is not None:
+            done = int(self.trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+        return {"epoch_rng": self._epoch_rng, "done": done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state if state.get("epoch_rng") is not None and state.get("done") else None
+
+    def _begin_epoch(self) -> tuple[int, torch.Tensor | None]:
+        """Before the epoch's iterator draws anything: (batches to skip, RNG state to put back after)."""
+        if self._resume is None:
+            self._epoch_rng = torch.get_rng_state()
+            return 0, None
+        state, self._resume = self._resume, None
+        now = torch.get_rng_state()
+        self._epoch_rng = state["epoch_rng"]
+        torch.set_rng_state(state["epoch_rng"].cpu())
+        return int(state["done"]), now
