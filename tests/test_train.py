@@ -133,7 +133,7 @@ def test_cli_default_run_folder_starts_without_a_warning(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warning" not in (proc.stdout + proc.stderr).lower(), proc.stderr[-3000:]
-    assert len(list((tmp_path / "outputs").glob("*/*_sam_m32_synthetic/results.json"))) == 1
+    assert len(list((tmp_path / "outputs").glob("*/*_sam_m32_synthetic_*/results.json"))) == 1
 
 
 def test_cli_multirun_with_a_failed_job_prints_the_table_and_exits_non_zero(tmp_path):

@@ -86,7 +86,7 @@ class Points:
 def select_points(arrays: Splits, split: str, n: int | None, seed: int, device: torch.device, key: str, at_most: bool = False) -> Points:
     """`n` images of `split` drawn without replacement by `seed` (None: all, in order); with
     `at_most`, a smaller data set is taken whole instead of refused."""
-    x, y = {"train": (arrays.train_x, arrays.train_y), "val": (arrays.val_x, arrays.val_y), "test": (arrays.test_x, arrays.test_y)}[split]
+    x, y = getattr(arrays, f"{split}_x"), getattr(arrays, f"{split}_y")
     if n is not None and at_most:
         n = min(n, len(y))
     if n is not None:
