@@ -113,19 +113,26 @@ def read_job(job: Path, name: str) -> tuple[dict, list[dict]]:
     return record(name, payload, overrides), list(payload.get("history") or [])
 
 
-def collect(roots: list[str | os.PathLike]) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
-    """Every job below the given folders: one row each (finished or not), and {job: history}."""
-    rows, histories = [], {}
+def iter_jobs(roots: list[str | os.PathLike], check=None):
+    """(job folder, its name in tables) for every job below the given folders; a name is relative
+    to its root, prefixed by the root's name when there are several. `check(root)` runs first."""
     for root in map(Path, roots):
         if not root.is_dir():
             raise SweepInputError(f"{root}: no such folder")
+        if check is not None:
+            check(root)
         jobs = find_job_dirs(root)
         if not jobs:
             raise SweepInputError(f"{root}: no job folders (none holds results.json or .hydra/)")
         for job in jobs:
             name = str(job.relative_to(root)) if job != root else job.name
-            if len(roots) > 1:
-                name = f"{root.name}/{name}"
-            row, histories[name] = read_job(job, name)
-            rows.append(row)
+            yield job, (f"{root.name}/{name}" if len(roots) > 1 else name)
+
+
+def collect(roots: list[str | os.PathLike]) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
+    """Every job below the given folders: one row each (finished or not), and {job: history}."""
+    rows, histories = [], {}
+    for job, name in iter_jobs(roots):
+        row, histories[name] = read_job(job, name)
+        rows.append(row)
     return pd.DataFrame(rows), histories

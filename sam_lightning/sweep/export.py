@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from sam_lightning.jsonio import atomic_write_json
-from sam_lightning.sweep.collect import RESULTS_FILE, SweepInputError, find_job_dirs, recorded_overrides
+from sam_lightning.sweep.collect import RESULTS_FILE, SweepInputError, iter_jobs, recorded_overrides
 
 EXPORTED = ("finished", "diverged", "skipped")
 
@@ -88,43 +88,37 @@ def export(roots: list[str | os.PathLike], target: str | os.PathLike) -> Export:
     before it writes anything; raises SweepInputError with one line."""
     target = Path(target)
     plan, done = [], Export()
-    for root in map(Path, roots):
-        if not root.is_dir():
-            raise SweepInputError(f"{root}: no such folder")
+
+    def outside(root: Path) -> None:
         if _inside(target, root):
             raise SweepInputError(f"--export {target} is inside {root}: its copies would be read as jobs of the sweep; "
                                   "export into a folder outside it, e.g. docs/results/<name>")
-        jobs = find_job_dirs(root)
-        if not jobs:
-            raise SweepInputError(f"{root}: no job folders (none holds results.json or .hydra/)")
-        for job in jobs:
-            name = str(job.relative_to(root)) if job != root else job.name
-            if len(roots) > 1:
-                name = f"{root.name}/{name}"
-            payload, why = _job_payload(job)
-            if payload is None:
-                done.left_out.append((name, why))
+
+    for job, name in iter_jobs(roots, check=outside):
+        payload, why = _job_payload(job)
+        if payload is None:
+            done.left_out.append((name, why))
+            continue
+        augmented = _with_overrides(job, payload)
+        content = (json.dumps(augmented, indent=2, default=str) if augmented is not None
+                   else (job / RESULTS_FILE).read_text())
+        dest = target / name / RESULTS_FILE
+        if dest.is_file():
+            old = dest.read_text()
+            if old == content:
+                done.unchanged.append(name)
                 continue
-            augmented = _with_overrides(job, payload)
-            content = (json.dumps(augmented, indent=2, default=str) if augmented is not None
-                       else (job / RESULTS_FILE).read_text())
-            dest = target / name / RESULTS_FILE
-            if dest.is_file():
-                old = dest.read_text()
-                if old == content:
-                    done.unchanged.append(name)
-                    continue
-                try:
-                    same_run = json.loads(old).get("config") == payload.get("config")
-                except (ValueError, AttributeError):
-                    same_run = False
-                if not same_run:
-                    raise SweepInputError(f"{dest} holds another run (its config differs) under the same job name; "
-                                          "export into another folder")
-                done.updated.append(name)
-            else:
-                done.new.append(name)
-            plan.append((job, augmented, dest))
+            try:
+                same_run = json.loads(old).get("config") == payload.get("config")
+            except (ValueError, AttributeError):
+                same_run = False
+            if not same_run:
+                raise SweepInputError(f"{dest} holds another run (its config differs) under the same job name; "
+                                      "export into another folder")
+            done.updated.append(name)
+        else:
+            done.new.append(name)
+        plan.append((job, augmented, dest))
     for job, augmented, dest in plan:
         if augmented is not None:
             atomic_write_json(dest, augmented)
