@@ -1,0 +1,44 @@
+"""The results committed under docs/results/ (results.json files only): each regime's criterion holds
+in them, and sweep.py makes the document's tables from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from sam_lightning.sweep.cli import main as sweep_main
+
+RESULTS = ROOT / "docs" / "results"
+
+
+def runs_of(preset: str, method: str) -> list[dict]:
+    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / preset).glob("*/results.json"))]
+    return [r for r in runs if r["status"] == "finished" and r["config"]["method"].get("name") == method]
+
+
+def test_regime_a_erm_fits_its_training_set_before_the_second_lr_drop():
+    erm = runs_of("laptop_sam_vs_erm", "erm")
+    if not erm:
+        pytest.skip("no committed laptop_sam_vs_erm runs")
+    for run in erm:
+        second_drop = round(0.75 * run["config"]["trainer"]["max_epochs"])
+        before = [h["train_eval/error"] for h in run["history"] if h.get("train_eval/error") is not None and h["epoch"] < second_drop]
+        assert before and min(before) <= 0.01, (run["config"]["seed"], before[-3:])
+
+
+def test_regime_c_erm_fits_most_flipped_labels():
+    erm = runs_of("laptop_label_noise", "erm")
+    if not erm:
+        pytest.skip("no committed laptop_label_noise runs")
+    for run in erm:
+        assert run["final_noisy_fit"] > 0.5, (run["config"]["seed"], run["final_noisy_fit"])
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in RESULTS.iterdir()) if RESULTS.is_dir() else [])
+def test_sweep_makes_the_documents_tables_from_the_committed_results(preset, tmp_path, capsys):
+    code = sweep_main([str(RESULTS / preset), "--paired", "seed", "--baseline", "erm", "--no-plots", "--out", str(tmp_path)])
+    assert code == 0
+    assert "paired differences to erm" in capsys.readouterr().out
