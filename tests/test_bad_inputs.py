@@ -109,6 +109,11 @@ TRAIN_CASES = [
     ("max_epochs_zero", ["trainer.max_epochs=0"], "trainer.max_epochs=0", 2),
     ("max_epochs_negative", ["trainer.max_epochs=-1"], "trainer.max_epochs=-1", 2),
     ("unknown_trainer_argument", ["trainer.max_epoch=3"], "trainer.max_epoch", 2),
+    # typos: named with the key they meant, before any data is read (the CIFAR root here does not exist)
+    ("trainer_argument_typo_before_the_data", ["data=cifar10", "data.root=/nonexistent", "data.download=false", "trainer.max_epoch=3"],
+     "did you mean max_epochs", 2),
+    ("data_key_typo_added_with_plus", ["+data.batch_sise=64"], "did you mean batch_size", 2),
+    ("data_key_unknown_added_with_plus", ["+data.colour=red"], "data.colour", 2),
     ("top_k_not_a_number", ["checkpoint.top_k=abc"], "checkpoint.top_k='abc'", 2),
     ("every_n_epochs_negative", ["checkpoint.every_n_epochs=-1"], "checkpoint.every_n_epochs=-1", 2),
     ("callback_class_missing", ["+callbacks.extra._target_=pytorch_lightning.callbacks.NoSuchCallback"], "NoSuchCallback", 2),
