@@ -66,11 +66,28 @@ def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
     # W&B's debug logs and cache in the run's folder, not the home directory (WANDB_CACHE_DIR moves them).
     os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb" / "cache"))
     names = wandb_names(cfg)  # one group per sweep, job_type = method, name = the job's overrides
-    return pl.loggers.WandbLogger(
+    logger = pl.loggers.WandbLogger(
         project=lc.project, entity=lc.entity, group=names["group"], job_type=names["job_type"],
         tags=list(lc.tags), name=names["name"], save_dir=str(run_dir), mode=mode,
         log_model=lc.log_model, config={**config, "hydra": names["hydra"]}, reinit="finish_previous",
     )
+    logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; W&B warns that it has no effect
+    return logger
+
+
+def finish_wandb(logger, results: ResultsWriter, run_dir: Path) -> Path | None:
+    """The W&B run's summary (the errors, parameter count, wall time) and files (results.json,
+    train.log, uploaded at its end), then the run closed. Returns its folder; None when disabled."""
+    run = logger.experiment
+    summary = {**results.summary(), "wall_time_s": round(results.wall_time(), 3), "parameters": results.extra.get("parameters")}
+    run.summary.update({k: v for k, v in summary.items() if v is not None})
+    if not run.disabled:
+        for path in (results.path, run_dir / "train.log"):
+            if path.exists():
+                run.save(str(path), base_path=str(run_dir), policy="end")
+    wandb_dir = None if run.disabled else Path(run.dir).parent
+    run.finish()
+    return wandb_dir
 
 
 def make_run_dir(path: str) -> Path:
@@ -168,10 +185,7 @@ def train(cfg: DictConfig) -> dict:
         raise Preempted(f"preempted (SIGTERM) at step {trainer.global_step}; resume with ckpt_path={preemption.saved}") from stop
     finally:
         if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
-            run = logger.experiment
-            run.summary.update({k: v for k, v in results.summary().items() if v is not None})
-            wandb_dir = Path(run.dir).parent
-            run.finish()
+            wandb_dir = finish_wandb(logger, results, run_dir)
     payload = results.write("finished" if not trainer.interrupted else "interrupted")
     if trainer.is_global_zero:
         print(summary_line(payload), flush=True)

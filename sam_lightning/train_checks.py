@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from sam_lightning.config import ConfigError, check_data_settings
 from sam_lightning.run_dir import check_run_dir
 from sam_lightning.strict import callback_arguments, check_booleans
-from sam_lightning.wandb_mode import MODES
+from sam_lightning.wandb_mode import MODES, api_key_known
 
 
 def _is_int(value) -> bool:
@@ -149,6 +149,9 @@ def check_logger(cfg: DictConfig) -> None:
         raise ConfigError(f"logger.name={name!r}: must be wandb or csv (logger=wandb, logger=csv)")
     if name == "wandb" and cfg.logger.get("mode") not in MODES:
         raise ConfigError(f"logger.mode={cfg.logger.get('mode')!r}: must be one of {', '.join(MODES)}")
+    if name == "wandb" and cfg.logger.get("mode") == "online" and not api_key_known():
+        raise ConfigError("logger.mode=online needs a W&B API key (WANDB_API_KEY, or `wandb login`); "
+                          "logger.mode=offline logs here (wandb sync uploads later), logger.mode=auto chooses")
 
 
 def check_train_config(cfg: DictConfig) -> None:

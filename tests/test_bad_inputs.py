@@ -119,6 +119,7 @@ TRAIN_CASES = [
     ("callback_class_missing", ["+callbacks.extra._target_=pytorch_lightning.callbacks.NoSuchCallback"], "NoSuchCallback", 2),
     ("logger_mode_typo", ["logger=wandb", "logger.mode=offlien"], "logger.mode='offlien'", 2),
     ("logger_name_unknown", ["logger.name=tensorboard"], "logger.name='tensorboard'", 2),
+    ("wandb_online_without_an_api_key", ["logger=wandb", "logger.mode=online"], "logger.mode=online needs a W&B API key", 2),
     ("ckpt_path_missing", [f"ckpt_path={TMP}/missing.ckpt"], "missing.ckpt", 2),
     ("ckpt_path_garbage", [f"ckpt_path={TMP}/garbage.ckpt"], "garbage.ckpt", 2),
     ("ckpt_path_other_width", [f"ckpt_path={TMP}/wide.ckpt"], "width=8", 2),
