@@ -43,7 +43,8 @@ from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
-from sam_lightning.run_dir import clear_run_dir
+from sam_lightning.resume import csv_logger, earlier_wandb_id
+from sam_lightning.run_dir import clear_run_dir, folder_of_run
 from sam_lightning.sweep.duplicates import skip_if_duplicate
 from sam_lightning.threads import choose_threads, cpu_name
 from sam_lightning.train_checks import check_train_config
@@ -53,10 +54,11 @@ log = logging.getLogger("train")
 silence_deprecations()
 
 
-def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
+def make_logger(cfg: DictConfig, run_dir: Path, config: dict, resume_step: int | None = None):
+    """resume_step: the global step of the checkpoint a run resumes in its own folder (its logs go on)."""
     lc = cfg.logger
     if lc.name == "csv":
-        return pl.loggers.CSVLogger(save_dir=str(run_dir), name="", version="csv")
+        return csv_logger(run_dir, resume_step)
     if lc.name != "wandb":
         raise ConfigError(f"logger.name must be wandb or csv, got {lc.name!r}")
     mode, why = resolve_mode(lc.mode)
@@ -70,6 +72,7 @@ def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
         project=lc.project, entity=lc.entity, group=names["group"], job_type=names["job_type"],
         tags=list(lc.tags), name=names["name"], save_dir=str(run_dir), mode=mode,
         log_model=lc.log_model, config={**config, "hydra": names["hydra"]}, reinit="finish_previous",
+        id=earlier_wandb_id(run_dir) if resume_step is not None else None,
     )
     logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; W&B warns that it has no effect
     return logger
@@ -170,12 +173,15 @@ def train(cfg: DictConfig) -> dict:
     )
     if cfg.get("init_from"):
         load_backbone_weights(model, cfg.init_from)
+    resume_step = None
     if cfg.get("ckpt_path"):
-        check_resume(cfg.ckpt_path, model)
+        ckpt = check_resume(cfg.ckpt_path, model)
+        if (folder := folder_of_run(cfg.ckpt_path)) is not None and folder.resolve() == run_dir.resolve():
+            resume_step = ckpt.global_step or 0  # resumed in place: the folder's logs go on
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s width %d, %s norm: %s parameters; method %s", model_spec.arch, model_spec.width, model_spec.norm, f"{n_params:,}", method.name)
     results = ResultsWriter(run_dir, config, extra={"parameters": n_params, "cpu_threads": threads, "cpu": cpu_name()})
-    logger = make_logger(cfg, run_dir, config)
+    logger = make_logger(cfg, run_dir, config, resume_step)
     preemption = Preemption(run_dir)
     trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption])
     wandb_dir = None
@@ -218,7 +224,7 @@ def load_backbone_weights(model: SAMClassifier, path: str) -> None:
     log.info("initialized the weights from %s (epoch %s)", path, ckpt.epoch)
 
 
-def check_resume(path: str, model: SAMClassifier) -> None:
+def check_resume(path: str, model: SAMClassifier):
     """ckpt_path: the same checks as init_from, and the same planned length. The LR schedule and
     the ERM->SAM switch epoch are fractions of trainer.max_epochs: resuming with another value
     would silently give another run, so it is refused; training longer is a new run."""
@@ -230,6 +236,7 @@ def check_resume(path: str, model: SAMClassifier) -> None:
             f"not {asked}: resume with trainer.max_epochs={planned}, or train longer on purpose "
             f"as a new run from its weights: init_from={path} trainer.max_epochs={asked}"
         )
+    return ckpt
 
 
 @hydra.main(version_base="1.3", config_path="conf/train", config_name="train")
