@@ -202,11 +202,16 @@ def train(cfg: DictConfig) -> dict:
 
 
 def summary_line(payload: dict) -> str:
-    """The run's answer in one line: final and best test error, and how long it took."""
-    final, best = payload.get("final_test_error"), payload.get("best_test_error")
-    errors = "no test evaluation" if final is None else (
-        f"final test error {100 * final:.2f}%, best {100 * best:.2f}% (epoch {payload.get('best_epoch')})")
-    return f"{payload['status']}: {errors}; {payload.get('epochs_done')} epoch(s) in {payload.get('wall_time_s', 0):.0f} s"
+    """The run's answer in one line: final and best test error (epochs counted from 1, as the progress
+    bar and the plots count them), and how long it took. A fast_dev_run says that its errors come from
+    one batch (an ImageFolder test set is ordered by class: its first batch holds one or two classes)."""
+    final, best, epochs = payload.get("final_test_error"), payload.get("best_test_error"), payload.get("epochs_done")
+    at = "" if payload.get("best_epoch") is None else f" (epoch {payload['best_epoch'] + 1} of {epochs})"
+    errors = "no test evaluation" if final is None else f"final test error {100 * final:.2f}%, best {100 * best:.2f}%{at}"
+    if dev := (payload.get("config") or {}).get("trainer", {}).get("fast_dev_run"):
+        batches = "one batch" if dev is True or dev == 1 else f"{dev} batches"
+        errors += f" (fast_dev_run: {batches} of training and of test, not a test error)"
+    return f"{payload['status']}: {errors}; {epochs} epoch(s) in {payload.get('wall_time_s', 0):.0f} s"
 
 
 def checked_checkpoint(path: str, key: str, model: SAMClassifier):

@@ -200,3 +200,22 @@ def test_cli_multirun_with_a_failed_job_prints_the_table_and_exits_non_zero(tmp_
     assert "test error" in proc.stdout and "summary.csv" in proc.stdout  # the finished job's table came first
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: 1 job(s) of this multirun did not finish")]
     assert len(errors) == 1 and "(failed)" in errors[0], proc.stderr[-3000:]
+
+
+def test_console_counts_epochs_from_one_as_the_plots():
+    from types import SimpleNamespace
+
+    from sam_lightning.callbacks.progress import RichTestProgressBar
+    from train import summary_line
+
+    bar = RichTestProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=4)
+    assert bar._get_train_description(0).strip() == "Epoch 1/4"
+    payload = {"status": "finished", "final_test_error": 0.2, "best_test_error": 0.1, "best_epoch": 0, "epochs_done": 4, "wall_time_s": 3}
+    assert "(epoch 1 of 4)" in summary_line(payload)
+
+
+def test_fast_dev_run_says_its_errors_are_from_one_batch(tiny_cfg, capsys):
+    train(tiny_cfg("trainer.fast_dev_run=true"))
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("finished")]
+    assert "fast_dev_run" in line and "one batch" in line
