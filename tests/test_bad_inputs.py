@@ -310,7 +310,8 @@ def _earlier_run(folder: Path) -> None:
 def test_a_folder_that_holds_a_run_is_refused(key, tmp_path, capfd, monkeypatch):
     folder = tmp_path / "run"
     _earlier_run(folder)
-    got = run_entry("train", [*TINY, "method=erm", f"{key}={folder}"], monkeypatch)
+    elsewhere = [f"hydra.run.dir={tmp_path / 'hydra'}"] if key != "hydra.run.dir" else []  # Hydra's own folder under tmp too
+    got = run_entry("train", [*TINY, "method=erm", f"{key}={folder}", *elsewhere], monkeypatch)
     check_one_line(capfd.readouterr().err, got, 2, "already holds a run")
     assert json.loads((folder / "results.json").read_text())["status"] == "finished"  # left as it was
     assert (folder / ".hydra" / "overrides.yaml").read_text() == "- method=sam\n"
