@@ -43,7 +43,8 @@ from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
-from sam_lightning.run_dir import clear_run_dir
+from sam_lightning.resume import csv_logger, earlier_wandb_id
+from sam_lightning.run_dir import clear_run_dir, folder_of_run
 from sam_lightning.sweep.duplicates import skip_if_duplicate
 from sam_lightning.threads import choose_threads, cpu_name
 from sam_lightning.train_checks import check_train_config
@@ -53,10 +54,11 @@ log = logging.getLogger("train")
 silence_deprecations()
 
 
-def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
+def make_logger(cfg: DictConfig, run_dir: Path, config: dict, resume_step: int | None = None):
+    """resume_step: the global step of the checkpoint a run resumes in its own folder (its logs go on)."""
     lc = cfg.logger
     if lc.name == "csv":
-        return pl.loggers.CSVLogger(save_dir=str(run_dir), name="", version="csv")
+        return csv_logger(run_dir, resume_step)
     if lc.name != "wandb":
         raise ConfigError(f"logger.name must be wandb or csv, got {lc.name!r}")
     mode, why = resolve_mode(lc.mode)
@@ -66,11 +68,29 @@ def make_logger(cfg: DictConfig, run_dir: Path, config: dict):
     # W&B's debug logs and cache in the run's folder, not the home directory (WANDB_CACHE_DIR moves them).
     os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb" / "cache"))
     names = wandb_names(cfg)  # one group per sweep, job_type = method, name = the job's overrides
-    return pl.loggers.WandbLogger(
+    logger = pl.loggers.WandbLogger(
         project=lc.project, entity=lc.entity, group=names["group"], job_type=names["job_type"],
         tags=list(lc.tags), name=names["name"], save_dir=str(run_dir), mode=mode,
         log_model=lc.log_model, config={**config, "hydra": names["hydra"]}, reinit="finish_previous",
+        id=earlier_wandb_id(run_dir) if resume_step is not None else None,
     )
+    logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; W&B warns that it has no effect
+    return logger
+
+
+def finish_wandb(logger, results: ResultsWriter, run_dir: Path) -> Path | None:
+    """The W&B run's summary (the errors, parameter count, wall time) and files (results.json,
+    train.log, uploaded at its end), then the run closed. Returns its folder; None when disabled."""
+    run = logger.experiment
+    summary = {**results.summary(), "wall_time_s": round(results.wall_time(), 3), "parameters": results.extra.get("parameters")}
+    run.summary.update({k: v for k, v in summary.items() if v is not None})
+    if not run.disabled:
+        for path in (results.path, run_dir / "train.log"):
+            if path.exists():
+                run.save(str(path), base_path=str(run_dir), policy="end")
+    wandb_dir = None if run.disabled else Path(run.dir).parent
+    run.finish()
+    return wandb_dir
 
 
 def make_run_dir(path: str) -> Path:
@@ -153,12 +173,15 @@ def train(cfg: DictConfig) -> dict:
     )
     if cfg.get("init_from"):
         load_backbone_weights(model, cfg.init_from)
+    resume_step = None
     if cfg.get("ckpt_path"):
-        check_resume(cfg.ckpt_path, model)
+        ckpt = check_resume(cfg.ckpt_path, model)
+        if (folder := folder_of_run(cfg.ckpt_path)) is not None and folder.resolve() == run_dir.resolve():
+            resume_step = ckpt.global_step or 0  # resumed in place: the folder's logs go on
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s width %d, %s norm: %s parameters; method %s", model_spec.arch, model_spec.width, model_spec.norm, f"{n_params:,}", method.name)
     results = ResultsWriter(run_dir, config, extra={"parameters": n_params, "cpu_threads": threads, "cpu": cpu_name()})
-    logger = make_logger(cfg, run_dir, config)
+    logger = make_logger(cfg, run_dir, config, resume_step)
     preemption = Preemption(run_dir)
     trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption])
     wandb_dir = None
@@ -168,10 +191,7 @@ def train(cfg: DictConfig) -> dict:
         raise Preempted(f"preempted (SIGTERM) at step {trainer.global_step}; resume with ckpt_path={preemption.saved}") from stop
     finally:
         if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
-            run = logger.experiment
-            run.summary.update({k: v for k, v in results.summary().items() if v is not None})
-            wandb_dir = Path(run.dir).parent
-            run.finish()
+            wandb_dir = finish_wandb(logger, results, run_dir)
     payload = results.write("finished" if not trainer.interrupted else "interrupted")
     if trainer.is_global_zero:
         print(summary_line(payload), flush=True)
@@ -182,11 +202,16 @@ def train(cfg: DictConfig) -> dict:
 
 
 def summary_line(payload: dict) -> str:
-    """The run's answer in one line: final and best test error, and how long it took."""
-    final, best = payload.get("final_test_error"), payload.get("best_test_error")
-    errors = "no test evaluation" if final is None else (
-        f"final test error {100 * final:.2f}%, best {100 * best:.2f}% (epoch {payload.get('best_epoch')})")
-    return f"{payload['status']}: {errors}; {payload.get('epochs_done')} epoch(s) in {payload.get('wall_time_s', 0):.0f} s"
+    """The run's answer in one line: final and best test error (epochs counted from 1, as the progress
+    bar and the plots count them), and how long it took. A fast_dev_run says that its errors come from
+    one batch (an ImageFolder test set is ordered by class: its first batch holds one or two classes)."""
+    final, best, epochs = payload.get("final_test_error"), payload.get("best_test_error"), payload.get("epochs_done")
+    at = "" if payload.get("best_epoch") is None else f" (epoch {payload['best_epoch'] + 1} of {epochs})"
+    errors = "no test evaluation" if final is None else f"final test error {100 * final:.2f}%, best {100 * best:.2f}%{at}"
+    if dev := (payload.get("config") or {}).get("trainer", {}).get("fast_dev_run"):
+        batches = "one batch" if dev is True or dev == 1 else f"{dev} batches"
+        errors += f" (fast_dev_run: {batches} of training and of test, not a test error)"
+    return f"{payload['status']}: {errors}; {epochs} epoch(s) in {payload.get('wall_time_s', 0):.0f} s"
 
 
 def checked_checkpoint(path: str, key: str, model: SAMClassifier):
@@ -204,7 +229,7 @@ def load_backbone_weights(model: SAMClassifier, path: str) -> None:
     log.info("initialized the weights from %s (epoch %s)", path, ckpt.epoch)
 
 
-def check_resume(path: str, model: SAMClassifier) -> None:
+def check_resume(path: str, model: SAMClassifier):
     """ckpt_path: the same checks as init_from, and the same planned length. The LR schedule and
     the ERM->SAM switch epoch are fractions of trainer.max_epochs: resuming with another value
     would silently give another run, so it is refused; training longer is a new run."""
@@ -216,6 +241,7 @@ def check_resume(path: str, model: SAMClassifier) -> None:
             f"not {asked}: resume with trainer.max_epochs={planned}, or train longer on purpose "
             f"as a new run from its weights: init_from={path} trainer.max_epochs={asked}"
         )
+    return ckpt
 
 
 @hydra.main(version_base="1.3", config_path="conf/train", config_name="train")

@@ -5,7 +5,10 @@ In a multirun every job is its own W&B run:
                (logger.group=NAME sets it; single runs default to <data>-<model>)
     job_type = the method: erm, sam, sam_m128, sam_const, ... (logger.job_type=NAME sets it)
     name     = the job's overrides, e.g. method.rho=0.1,method=sam_m128,seed=2
-and its config carries hydra.overrides and hydra.group_key (the overrides minus the seed and
+A single run is named <method label>-<data>-<model>-s<seed> and the overrides that set it apart
+(sam_m128-cifar10-preact_resnet18-s0,method.rho=0.2; `single_run_name`). Every run's config holds
+hydra.overrides and hydra.command (the command line that runs the job again); a multirun job's
+config also carries hydra.group_key (the overrides minus the seed and
 bookkeeping keys), so that "Group by hydra.group_key" in the W&B table averages over seeds as
 sweep.py does. `group_keys` is the grouping rule of both.
 """
@@ -99,6 +102,41 @@ def sweep_name(sweep_dir: str) -> str:
     return PurePath(sweep_dir).name or str(sweep_dir)
 
 
+# Shown by the single-run name itself (<method label>-<data>-<model>-s<seed>), not repeated after it.
+IN_NAME_KEYS = frozenset({"method", "method.m", "method.normalize", "method.name", "data", "data.name", "model", "model.arch", "run_name"})
+
+
+def single_run_name(cfg, overrides) -> str:
+    """The W&B name of a single run: run_name when given, else <method label>-<data>-<model>-s<seed>
+    (sam_m32, sam_m128, sam_const, ...: method_label), then the overrides that make it another run
+    (method.rho=0.2, optim.lr=0.05; not the seed, logger.tags or other bookkeeping), comma-separated."""
+    if cfg.get("run_name"):
+        return str(cfg.run_name)
+    base = f"{method_label(cfg.method)}-{cfg.data.name}-{cfg.model.arch}-s{cfg.seed}"
+    config = OmegaConf.to_container(cfg, resolve=False)
+    extra = [f"{k}={v}" for k, v in group_keys(overrides, config).items() if k not in IN_NAME_KEYS]
+    return ",".join([base, *extra])
+
+
+def command_line(overrides) -> str:
+    """The command that runs this job again: python <script> <its overrides>, each shell-quoted."""
+    import shlex
+    import sys
+
+    script = PurePath(sys.argv[0]).name if sys.argv and sys.argv[0] else "train.py"
+    return " ".join(["python", script, *(shlex.quote(str(o)) for o in overrides)])
+
+
+def _task_overrides() -> list[str]:
+    """The job's command-line overrides (hydra.overrides.task); [] outside a Hydra job."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+    except (ImportError, ValueError):
+        return []
+
+
 def _hydra_job():
     """(sweep dir, job num, overrides, override_dirname) in a multirun, else None."""
     try:
@@ -117,16 +155,17 @@ def wandb_names(cfg) -> dict:
     """group, job_type, name and the hydra section to log for this job (see the module doc)."""
     lc = cfg.logger
     job = _hydra_job()
+    overrides = job[2] if job else _task_overrides()
     names = {
         "group": lc.group or (sweep_name(job[0]) if job else f"{cfg.data.name}-{cfg.model.arch}"),
         "job_type": lc.job_type or method_label(cfg.method),
-        "name": (job[3] or cfg.run_name) if job else cfg.run_name,
-        "hydra": {},
+        "name": (job[3] or single_run_name(cfg, overrides)) if job else single_run_name(cfg, overrides),
+        "hydra": {"overrides": overrides, "command": command_line(overrides)},
     }
     if job:
         sweep_dir, num, overrides, _ = job
         names["hydra"] = {
-            "sweep_dir": sweep_dir, "job_num": num, "overrides": overrides,
+            **names["hydra"], "sweep_dir": sweep_dir, "job_num": num,
             "group_key": ",".join(f"{k}={v}" for k, v in group_keys(overrides, OmegaConf.to_container(cfg, resolve=False)).items()),
         }
     return names

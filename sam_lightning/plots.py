@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from sam_lightning.stats import bootstrap_ci, format_mean_ci
 
@@ -32,13 +33,23 @@ def color(i: int) -> str:
     return COLORS[i % len(COLORS)]
 
 
+def _two_and_five(value: float, _pos=None) -> str:
+    """Minor log ticks labelled at 2 and 5 times a power of ten only (0.02, 0.05, 0.2, ...)."""
+    return f"{value:g}" if value > 0 and round(value / 10 ** np.floor(np.log10(value))) in (2, 5) else ""
+
+
 def rho_axis(ax, rhos: Sequence[float], label: str = "rho") -> None:
-    """rho on a log axis ticked at the values run: the same scale in every plot."""
+    """rho on a log axis ticked at the values run: the same scale in every plot. Values sampled by
+    a search (many, or closer than a factor 1.3 to each other) would collide: plain log ticks then."""
     rhos = sorted({float(r) for r in rhos if r is not None and np.isfinite(r) and r > 0})
     ax.set_xscale("log")
-    if rhos:
+    gridded = len(rhos) <= 8 and all(b >= 1.3 * a for a, b in zip(rhos, rhos[1:]))
+    if rhos and gridded:
         ax.set_xticks(rhos, [f"{r:g}" for r in rhos])
         ax.xaxis.set_minor_locator(NullLocator())
+    elif rhos:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_two_and_five))
     ax.set_xlabel(f"{label} (log scale)")
 
 
@@ -87,10 +98,13 @@ def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | 
     lies below every other rho's."""
     if RHO not in info["groups"] or (pd.to_numeric(summary[RHO], errors="coerce") > 0).sum() < 2:
         return None
+    families = _families(summary, info["groups"])
+    if len(families) > 4 and all(len(members) == 1 for _, members in families):
+        return _trials_vs_rho(summary, info, path)
     what, scale = _what(info["metric"])
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
-    for i, (label, members) in enumerate(_families(summary, info["groups"])):
+    for i, (label, members) in enumerate(families):
         members = members.sort_values(RHO)
         label = f"{label} ({_seeds(members)})"
         positive = pd.to_numeric(members[RHO], errors="coerce") > 0
@@ -116,6 +130,38 @@ def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | 
     return _save(fig, path)
 
 
+def _trials_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path:
+    """An optimizing sweeper's trials (Optuna): every row its own sampled rho and other values, so
+    one point per trial, coloured by the other sampled value when there is one (a colour bar, not
+    one legend entry per value), the best trial ringed."""
+    what, scale = _what(info["metric"])
+    others = [c for c in info["groups"] if c != RHO and pd.to_numeric(summary[c], errors="coerce").notna().all()]
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    x, y = summary[RHO].astype(float).to_numpy(), scale * summary["mean"].to_numpy()
+    err = np.nan_to_num(scale * np.abs(np.vstack([summary["mean"] - summary["ci_low"], summary["ci_high"] - summary["mean"]])))
+    ax.errorbar(x, y, yerr=err, ls="none", color="0.6", capsize=2, zorder=1)
+    if len(others) == 1:
+        values = pd.to_numeric(summary[others[0]]).to_numpy(dtype=float)
+        positive = (values > 0).all()
+        norm = LogNorm(values.min(), values.max()) if positive and values.max() > values.min() else None
+        points = ax.scatter(x, y, c=values, cmap="viridis", norm=norm, s=30, zorder=3)
+        bar = fig.colorbar(points, ax=ax, label=others[0][len(KEY):] + (" (log scale)" if norm is not None else ""))
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        bar.ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
+    else:
+        ax.scatter(x, y, color=color(0), s=30, zorder=3)
+    best = int(np.nanargmin(y))
+    ax.plot([x[best]], [y[best]], marker="o", ms=12, mfc="none", mec="black", ls="none", zorder=4, label="best trial")
+    rho_axis(ax, x)
+    _log_if_wide(ax, y)
+    ax.set_ylabel(what)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{what.capitalize()} against rho: one point per trial ({len(summary)} trials)", fontsize=9)
+    return _save(fig, path)
+
+
 def sweep_points(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, path: str | Path) -> Path | None:
     """The metric of every table row (paper Fig. 1 style): mean over seeds with its 95% CI, each
     seed as a dot. For sweeps whose rows are not a curve against rho (sweep_vs_rho draws those)."""
@@ -127,7 +173,7 @@ def sweep_points(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, path: st
     ax = fig.subplots()
     for y, (i, row) in enumerate(summary.iloc[::-1].iterrows()):
         seeds = scale * metric.reindex(row["jobs"]).dropna().to_numpy()
-        ax.plot(seeds, np.full(len(seeds), y), ls="none", marker=".", ms=6, color=color(i), alpha=0.5)
+        ax.plot(seeds, np.full(len(seeds), y), ls="none", marker=".", ms=6, color=color(i), alpha=0.5, zorder=4)  # above the whiskers
         err = np.nan_to_num(scale * np.abs([[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]))
         ax.errorbar([scale * row["mean"]], [y], xerr=err, marker="o", ms=6, capsize=4, color=color(i))
     names = [f"{_family_label(row, info['groups'])} ({_seeds(summary.loc[[i]])})" for i, row in summary.iloc[::-1].iterrows()]

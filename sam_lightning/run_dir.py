@@ -3,6 +3,8 @@
 * `${run_token:}` in the default `hydra.run.dir` (conf/train/train.yaml, conf/theory/theory.yaml):
   a short random token drawn once per process, so that two runs started in the same second get two
   folders. Multirun job folders keep Hydra's names (the sweep folder and the job's number).
+* `${resume_dir:${ckpt_path},<default>}`: a run resumed from <run folder>/checkpoints/*.ckpt
+  continues in that folder, not in a new one.
 * `check_run_dir`: a folder that already holds a run's results.json is refused, unless the run
   resumes that very run (ckpt_path inside the folder) or says `overwrite=true`. Called by a Hydra
   callback before Hydra writes .hydra/ into the folder, and by train.py for paths.output_dir.
@@ -25,6 +27,25 @@ from sam_lightning.jsonio import RESULTS_FILE
 _TOKEN = secrets.token_hex(3)  # one per process: every resolution of the run folder agrees
 
 OmegaConf.register_new_resolver("run_token", lambda: _TOKEN, replace=True)
+
+
+def folder_of_run(ckpt_path) -> Path | None:
+    """The run folder that holds `ckpt_path` (<folder>/checkpoints/*.ckpt beside <folder>/results.json), else None."""
+    if not ckpt_path:
+        return None
+    path = Path(str(ckpt_path)).expanduser()
+    folder = path.parent.parent if path.parent.name == "checkpoints" else None
+    return folder if folder is not None and (folder / RESULTS_FILE).is_file() else None
+
+
+def resume_dir(ckpt_path, default: str) -> str:
+    """hydra.run.dir: a run resumed from a checkpoint in its run folder continues in that folder
+    (results.json, metrics.csv and the W&B run go on); any other run gets `default`."""
+    folder = folder_of_run(ckpt_path)
+    return str(folder) if folder is not None else default
+
+
+OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)
 
 # What a run writes into its folder, removed by overwrite=true (.hydra/ is rewritten by Hydra).
 RUN_FILES = (RESULTS_FILE, "noisy_labels.json", "checkpoints", "csv", "wandb")

@@ -8,12 +8,17 @@ The model, method and optimizer settings are checked by their own dataclasses (`
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import difflib
+import functools
+import inspect
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
 
 from sam_lightning.config import ConfigError, check_data_settings
 from sam_lightning.run_dir import check_run_dir
 from sam_lightning.strict import callback_arguments, check_booleans
-from sam_lightning.wandb_mode import MODES
+from sam_lightning.wandb_mode import MODES, api_key_known
 
 
 def _is_int(value) -> bool:
@@ -29,7 +34,48 @@ def require_int(key: str, value, minimum: int, why: str = "") -> None:
         raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}{why}")
 
 
+DATA_OPTIONS = Path(__file__).resolve().parents[1] / "conf" / "train" / "data"
+
+
+def did_you_mean(word: str, known) -> str:
+    """"; did you mean X?" for the known word closest to a typo (difflib), else ""."""
+    close = difflib.get_close_matches(str(word), sorted(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+@functools.cache
+def data_keys() -> frozenset[str]:
+    """Every key a data option of conf/train/data/ sets (the union over the options)."""
+    keys: set[str] = set()
+    for path in DATA_OPTIONS.glob("*.yaml"):
+        keys |= set(OmegaConf.load(path)) - {"defaults"}
+    return frozenset(keys)
+
+
+def check_data_keys(cfg: DictConfig) -> None:
+    """A key added to the data node (`+data.batch_sise=64`) that no data option knows: refused, not ignored."""
+    known = data_keys()
+    for key in cfg.data:
+        if key not in known:
+            raise ConfigError(f"data.{key} is not a data setting{did_you_mean(key, known)} (the keys of conf/train/data/*.yaml)")
+
+
+def trainer_arguments() -> set[str]:
+    """The pl.Trainer arguments the trainer node may set (the logger, callbacks and folder come from the run)."""
+    import pytorch_lightning as pl
+
+    return set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks", "default_root_dir"}
+
+
+def check_trainer_keys(cfg: DictConfig) -> None:
+    known = trainer_arguments()
+    for key in cfg.trainer:
+        if key not in known:
+            raise ConfigError(f"trainer.{key} is not a pl.Trainer argument{did_you_mean(key, known)} (see the Lightning Trainer documentation)")
+
+
 def check_data(cfg: DictConfig) -> None:
+    check_data_keys(cfg)
     data = cfg.data
     require_int("data.batch_size", data.get("batch_size"), 1)
     require_int("eval_batch_size", cfg.get("eval_batch_size"), 1)
@@ -64,6 +110,7 @@ def check_batches_per_device(cfg: DictConfig, n_train: int) -> None:
 
 
 def check_trainer(cfg: DictConfig) -> None:
+    check_trainer_keys(cfg)
     require_int("trainer.max_epochs", cfg.trainer.get("max_epochs"), 1,
                 " (the run's length; the LR schedule and the ERM->SAM switch are fractions of it)")
     for key in ("limit_train_batches", "max_steps"):
@@ -102,6 +149,9 @@ def check_logger(cfg: DictConfig) -> None:
         raise ConfigError(f"logger.name={name!r}: must be wandb or csv (logger=wandb, logger=csv)")
     if name == "wandb" and cfg.logger.get("mode") not in MODES:
         raise ConfigError(f"logger.mode={cfg.logger.get('mode')!r}: must be one of {', '.join(MODES)}")
+    if name == "wandb" and cfg.logger.get("mode") == "online" and not api_key_known():
+        raise ConfigError("logger.mode=online needs a W&B API key (WANDB_API_KEY, or `wandb login`); "
+                          "logger.mode=offline logs here (wandb sync uploads later), logger.mode=auto chooses")
 
 
 def check_train_config(cfg: DictConfig) -> None:

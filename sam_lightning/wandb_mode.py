@@ -14,11 +14,17 @@ from urllib.parse import urlparse
 MODES = ("auto", "online", "offline", "disabled")
 
 
-def _api_key_known(host: str) -> bool:
+def _host() -> str:
+    return urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+
+
+def api_key_known(host: str | None = None) -> bool:
+    """Whether W&B has a key for `host` (the W&B server): WANDB_API_KEY, or the netrc file (NETRC or ~/.netrc)."""
+    host = host or _host()
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return netrc.netrc(os.environ.get("NETRC") or None).authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
 
@@ -40,8 +46,8 @@ def resolve_mode(requested: str = "auto") -> tuple[str, str | None]:
         return ("offline" if env == "dryrun" else env), None
     if requested != "auto":
         return requested, None
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    if not _api_key_known(host):
+    host = _host()
+    if not api_key_known(host):
         return "offline", "no W&B API key (WANDB_API_KEY or ~/.netrc)"
     if not _reachable(host):
         return "offline", f"{host} is unreachable"

@@ -60,6 +60,35 @@ def _offline_wandb(monkeypatch, tmp_path):
     monkeypatch.setenv("NETRC", os.devnull)
 
 
+def _tree_entries(*folders: Path, depth: int = 3) -> set[str]:
+    """The paths below `folders`, `depth` levels deep (dated run folders: outputs/<date>/<run>, outputs/analysis/<date>/<run>)."""
+    found: set[str] = set()
+
+    def walk(folder: Path, left: int) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        for entry in entries:
+            found.add(entry.path)
+            if left > 1 and entry.is_dir(follow_symlinks=False):
+                walk(Path(entry.path), left - 1)
+
+    for folder in folders:
+        walk(folder, depth)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_into_the_tree():
+    """Tests write under tmp paths: a run folder left in the repository's outputs/ or multirun/ fails the test that left it."""
+    watched = (ROOT / "outputs", ROOT / "multirun")
+    before = _tree_entries(*watched)
+    yield
+    left = sorted(_tree_entries(*watched) - before)
+    assert not left, f"written into the repository tree: {left[:5]}"
+
+
 class StopAfterEpoch(pl.Callback):
     """A run stopped at the end of epoch `epoch` (after its checkpoints), as if killed there.
     Added from the command line: +callbacks.stop._target_=conftest.StopAfterEpoch +callbacks.stop.epoch=0"""

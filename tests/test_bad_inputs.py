@@ -109,11 +109,17 @@ TRAIN_CASES = [
     ("max_epochs_zero", ["trainer.max_epochs=0"], "trainer.max_epochs=0", 2),
     ("max_epochs_negative", ["trainer.max_epochs=-1"], "trainer.max_epochs=-1", 2),
     ("unknown_trainer_argument", ["trainer.max_epoch=3"], "trainer.max_epoch", 2),
+    # typos: named with the key they meant, before any data is read (the CIFAR root here does not exist)
+    ("trainer_argument_typo_before_the_data", ["data=cifar10", "data.root=/nonexistent", "data.download=false", "trainer.max_epoch=3"],
+     "did you mean max_epochs", 2),
+    ("data_key_typo_added_with_plus", ["+data.batch_sise=64"], "did you mean batch_size", 2),
+    ("data_key_unknown_added_with_plus", ["+data.colour=red"], "data.colour", 2),
     ("top_k_not_a_number", ["checkpoint.top_k=abc"], "checkpoint.top_k='abc'", 2),
     ("every_n_epochs_negative", ["checkpoint.every_n_epochs=-1"], "checkpoint.every_n_epochs=-1", 2),
     ("callback_class_missing", ["+callbacks.extra._target_=pytorch_lightning.callbacks.NoSuchCallback"], "NoSuchCallback", 2),
     ("logger_mode_typo", ["logger=wandb", "logger.mode=offlien"], "logger.mode='offlien'", 2),
     ("logger_name_unknown", ["logger.name=tensorboard"], "logger.name='tensorboard'", 2),
+    ("wandb_online_without_an_api_key", ["logger=wandb", "logger.mode=online"], "logger.mode=online needs a W&B API key", 2),
     ("ckpt_path_missing", [f"ckpt_path={TMP}/missing.ckpt"], "missing.ckpt", 2),
     ("ckpt_path_garbage", [f"ckpt_path={TMP}/garbage.ckpt"], "garbage.ckpt", 2),
     ("ckpt_path_other_width", [f"ckpt_path={TMP}/wide.ckpt"], "width=8", 2),
@@ -304,7 +310,8 @@ def _earlier_run(folder: Path) -> None:
 def test_a_folder_that_holds_a_run_is_refused(key, tmp_path, capfd, monkeypatch):
     folder = tmp_path / "run"
     _earlier_run(folder)
-    got = run_entry("train", [*TINY, "method=erm", f"{key}={folder}"], monkeypatch)
+    elsewhere = [f"hydra.run.dir={tmp_path / 'hydra'}"] if key != "hydra.run.dir" else []  # Hydra's own folder under tmp too
+    got = run_entry("train", [*TINY, "method=erm", f"{key}={folder}", *elsewhere], monkeypatch)
     check_one_line(capfd.readouterr().err, got, 2, "already holds a run")
     assert json.loads((folder / "results.json").read_text())["status"] == "finished"  # left as it was
     assert (folder / ".hydra" / "overrides.yaml").read_text() == "- method=sam\n"

@@ -92,8 +92,8 @@ def test_fig2_preset_finds_each_methods_checkpoints_of_a_fig16_sweep(tmp_path, n
         expand_checkpoints([f"{tmp_path}/**/*method=gsam,*/last.ckpt"], ["GSAM"])
 
 
-def test_fig2_preset_without_its_sweep_folder_is_one_line():
-    proc = subprocess.run([sys.executable, "-m", "sam_lightning.analysis.sharpness", "experiment=laptop_fig2"], cwd=ROOT,
+def test_fig2_preset_without_its_sweep_folder_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sam_lightning.analysis.sharpness", "experiment=laptop_fig2", f"out_dir={tmp_path}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: sweep is required: add sweep=..."], proc.stderr[-2000:]
 

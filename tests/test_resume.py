@@ -35,3 +35,40 @@ def test_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(tmp_path, ti
     assert resumed["history"] == whole["history"]
     if "method=erm_to_sam" in overrides:
         assert [h["train/perturbed"] for h in resumed["history"]] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("logger", ["csv", "wandb"])
+def test_resume_from_the_command_line_continues_the_run_in_its_own_folder(tmp_path, logger):
+    import csv
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TINY
+    from wandb_log import run_contents
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    args = [*TINY, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", f"logger={logger}", *(["logger.mode=offline"] if logger == "wandb" else [])]
+
+    def train_cli(*more: str) -> None:  # run from tmp_path: a new default run folder would land under tmp_path/outputs
+        proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, *more], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = tmp_path / "run"
+    train_cli(*stop_after(0), f"hydra.run.dir={run}")
+    train_cli("ckpt_path=run/checkpoints/last.ckpt")
+    assert not (tmp_path / "outputs").exists()  # no second folder
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "finished" and results["epochs_done"] == 2
+    assert [h["epoch"] for h in results["history"]] == [0, 1]
+    if logger == "csv":
+        rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+        tested = [r["epoch"] for r in rows if r.get("test/error")]
+        assert tested == ["0", "1"], rows  # the first segment's rows kept, none repeated
+        assert [r["epoch"] for r in rows if r.get("train/loss")] == ["0", "1"], rows
+    else:
+        files = sorted(run.glob("wandb/offline-run-*/*.wandb"))
+        assert len(files) == 2
+        ids = {run_contents(f)[2]["id"] for f in files}
+        assert len(ids) == 1, ids  # one W&B run, resumed

@@ -412,3 +412,61 @@ def test_optuna_preset_runs_trials_and_a_failed_trial_does_not_stop_the_study(tm
     objective = [p["final_val_error"] if p.get("final_val_error") is not None else p["final_test_error"] for p in payloads]
     assert best == pytest.approx(min(objective))
     assert "method.rho" in out[out.index("Best value"):] and "optim.lr" in out[out.index("Best value"):]
+
+
+def _figure_of(monkeypatch, draw):
+    """The matplotlib figure a sweep plot saves (drawn on an Agg canvas to measure its labels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    import sam_lightning.plots as plots
+
+    saved = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi=110: saved.append(fig) or path)
+    assert draw() is not None
+    (fig,) = saved
+    FigureCanvasAgg(fig).draw()
+    return fig
+
+
+def _optuna_trials(n: int = 14) -> pd.DataFrame:
+    """An Optuna study's jobs: trial_<k> folders, each with its own sampled (rho, lr), one seed."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rhos = np.exp(rng.uniform(np.log(0.01), np.log(0.5), n))
+    rhos[1], rhos[2] = 0.051, 0.053  # close rho values: their tick labels would overlap
+    lrs = np.exp(rng.uniform(np.log(0.01), np.log(0.4), n))
+    return pd.DataFrame([{"job": f"trial_{k}", "status": "finished", "seed": 0, "final_test_error": 0.2 + 0.01 * k,
+                          "final_train_error": 0.0, KEY + "method.rho": float(rho), KEY + "optim.lr": float(lr)}
+                         for k, (rho, lr) in enumerate(zip(rhos, lrs))])
+
+
+def test_optuna_trials_have_a_trial_column_and_a_readable_plot_against_rho(tmp_path, monkeypatch):
+    from sam_lightning.plots import sweep_vs_rho
+    from sam_lightning.sweep.table import display_frame
+
+    summary, info = aggregate(_optuna_trials())
+    table = display_frame(summary, info)
+    assert table.columns[0] == "trial" and sorted(table["trial"].astype(int)) == list(range(14))
+    fig = _figure_of(monkeypatch, lambda: sweep_vs_rho(summary, info, tmp_path / "vs_rho.png"))
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    assert legend is None or len(legend.get_texts()) <= 2  # not one entry per sampled lr
+    renderer = fig.canvas.get_renderer()
+    lo, hi = ax.get_xlim()
+    labels = [t for t in ax.get_xticklabels() if t.get_text() and lo <= t.get_position()[0] <= hi]
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in labels]
+
+
+def test_by_row_plot_draws_the_seed_dots_above_the_whiskers(tmp_path, monkeypatch):
+    from sam_lightning.plots import sweep_points
+
+    runs = pd.DataFrame([{"job": f"j{i}", "status": "finished", "seed": seed, "final_test_error": 0.2 + 0.05 * seed + 0.1 * (m == "b"),
+                          "final_train_error": 0.0, KEY + "method": m} for i, (m, seed) in enumerate([("a", 0), ("a", 1), ("b", 0), ("b", 1)])])
+    summary, info = aggregate(runs)
+    fig = _figure_of(monkeypatch, lambda: sweep_points(summary, info, runs, tmp_path / "by_row.png"))
+    ax = fig.axes[0]
+    dots = [line for line in ax.lines if line.get_marker() == "." and len(line.get_xdata()) == 2]
+    whiskers = [c for c in ax.collections]  # the errorbars' interval lines
+    assert dots and whiskers and min(d.get_zorder() for d in dots) > max(w.get_zorder() for w in whiskers)

@@ -76,6 +76,64 @@ def test_wandb_offline_run_holds_config_and_final_metrics(tiny_cfg, capsys, monk
     assert run["project"] == "sam-lightning"
 
 
+def _offline_run_file(run_dir):
+    (run_file,) = (run_dir / "wandb").glob("offline-run-*/*.wandb")
+    return run_file
+
+
+def test_wandb_run_records_the_command_its_files_and_its_preset(tmp_path):
+    # WANDB_SILENT unset, as for a user: W&B's own warnings would show
+    env_silent = os.environ.pop("WANDB_SILENT", None)
+    try:
+        proc = run_cli(*TINY, "trainer.log_every_n_steps=1", "method=sam_m128", "logger=wandb", "logger.mode=offline", "logger.tags=[paper]",
+                       f"hydra.run.dir={tmp_path}")
+    finally:
+        if env_silent is not None:
+            os.environ["WANDB_SILENT"] = env_silent
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert "anonymous" not in console and "warning" not in console.lower(), console[-3000:]
+    results = json.load(open(tmp_path / "results.json"))
+    config, summary, run = run_contents(_offline_run_file(tmp_path))
+    assert "method=sam_m128" in config["hydra"]["overrides"] and "logger.tags=[paper]" in config["hydra"]["overrides"]
+    assert config["hydra"]["command"].startswith("python train.py ") and "method=sam_m128" in config["hydra"]["command"]
+    assert run["name"].startswith("sam_m128-synthetic-"), run["name"]  # the preset, not only its class
+    assert "paper" not in run["name"] and run["tags"] == ["paper"]
+    assert summary["parameters"] == results["parameters"] > 0 and summary["wall_time_s"] > 0
+    files = next((tmp_path / "wandb").glob("offline-run-*")) / "files"
+    assert json.loads((files / "results.json").read_text())["status"] == "finished"
+    assert "CPU threads" in (files / "train.log").read_text()
+
+
+def test_wandb_run_names_keep_the_preset_and_its_overrides():
+    from sam_lightning.naming import single_run_name
+
+    def name(*overrides):
+        from conftest import compose_config
+
+        return single_run_name(compose_config([*TINY, "logger=wandb", *overrides]), list(overrides))
+
+    assert name("method=sam_m32") != name("method=sam_m128") != name("method=sam_m4")
+    assert name("method=sam_m32").startswith("sam_m32-synthetic-preact_resnet18-s0")
+    assert "method.rho=0.2" in name("method=sam_m32", "method.rho=0.2")
+    assert name("method=sam_m32", "seed=3", "logger.tags=[x]", "trainer.enable_progress_bar=false") == name("method=sam_m32", "seed=3")
+
+
+def test_wandb_disabled_prints_no_run_folder(tiny_cfg, capsys):
+    train(tiny_cfg("logger=wandb", "logger.mode=disabled"))
+    out = capsys.readouterr().out
+    assert "finished:" in out and "W&B run:" not in out
+
+
+def test_cli_multirun_leaves_logger_tags_out_of_folder_names(tmp_path):
+    proc = run_cli("-m", *TINY, "seed=0", "logger=wandb", "logger.mode=offline", "logger.tags=[paper]", f"hydra.sweep.dir={tmp_path}", "hydra/launcher=basic")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (job,) = [p for p in tmp_path.iterdir() if (p / "results.json").exists()]
+    assert "paper" not in job.name and "tags" not in job.name
+    _, _, run = run_contents(_offline_run_file(job))
+    assert "paper" not in run["name"] and run["tags"] == ["paper"]
+
+
 def test_cli_smoke_preset_learns(tmp_path):
     # About 25 s on 2 idle cores; the time limit here only catches a preset grown far too big.
     proc = run_cli("experiment=smoke", f"hydra.run.dir={tmp_path}", "trainer.enable_progress_bar=false", timeout=300)
@@ -142,3 +200,22 @@ def test_cli_multirun_with_a_failed_job_prints_the_table_and_exits_non_zero(tmp_
     assert "test error" in proc.stdout and "summary.csv" in proc.stdout  # the finished job's table came first
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: 1 job(s) of this multirun did not finish")]
     assert len(errors) == 1 and "(failed)" in errors[0], proc.stderr[-3000:]
+
+
+def test_console_counts_epochs_from_one_as_the_plots():
+    from types import SimpleNamespace
+
+    from sam_lightning.callbacks.progress import RichTestProgressBar
+    from train import summary_line
+
+    bar = RichTestProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=4)
+    assert bar._get_train_description(0).strip() == "Epoch 1/4"
+    payload = {"status": "finished", "final_test_error": 0.2, "best_test_error": 0.1, "best_epoch": 0, "epochs_done": 4, "wall_time_s": 3}
+    assert "(epoch 1 of 4)" in summary_line(payload)
+
+
+def test_fast_dev_run_says_its_errors_are_from_one_batch(tiny_cfg, capsys):
+    train(tiny_cfg("trainer.fast_dev_run=true"))
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("finished")]
+    assert "fast_dev_run" in line and "one batch" in line

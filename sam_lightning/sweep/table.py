@@ -18,6 +18,7 @@ rho of a grid: the same run as at the first, see sweep.duplicates) are left out 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -180,6 +181,14 @@ def _what(metric: str) -> str:
     return metric.removeprefix("final_").replace("_", " ") + (" %" if is_error(metric) else "")
 
 
+def trial_number(jobs) -> int | None:
+    """k of an optimizing sweeper's one-job row (its folder trial_<k>, conf/train/hparams_search), else None."""
+    if not isinstance(jobs, list) or len(jobs) != 1:
+        return None
+    match = re.search(r"(?:^|/)trial_(\d+)$", str(jobs[0]))
+    return int(match.group(1)) if match else None
+
+
 def display_frame(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
     """The table as text cells: percent for errors, 3 significant digits for losses. With a
     validation split, the validation column comes before the test column."""
@@ -187,6 +196,9 @@ def display_frame(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
     pct = is_error(metric)
     scale, spec = (100.0, ".2f") if pct else (1.0, ".3g")
     out = pd.DataFrame({k[len(KEY):]: summary[k].map(_cell) for k in info["groups"]})
+    trials = [trial_number(jobs) for jobs in summary["jobs"]] if "jobs" in summary else []
+    if trials and all(t is not None for t in trials):  # an Optuna study: each row is one trial
+        out.insert(0, "trial", [str(t) for t in trials])
     out["seeds"] = summary["n_seeds"].astype(str)
     for prefix, col in ((("val_", info["val_metric"]),) if info.get("val_metric") else ()) + (("", metric),):
         out[f"{_what(col)} (95% CI)"] = [format_mean_ci(r[prefix + "mean"], r[prefix + "ci_low"], r[prefix + "ci_high"], scale, spec)
