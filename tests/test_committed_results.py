@@ -15,7 +15,7 @@ RESULTS = ROOT / "docs" / "results"
 
 
 def runs_of(preset: str, method: str) -> list[dict]:
-    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / preset).glob("*/results.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / preset).rglob("results.json"))]
     return [r for r in runs if r["status"] == "finished" and r["config"]["method"].get("name") == method]
 
 
