@@ -46,6 +46,7 @@ from sam_lightning.results import ResultsWriter, write_failure
 from sam_lightning.resume import csv_logger, earlier_wandb_id
 from sam_lightning.run_dir import clear_run_dir, folder_of_run
 from sam_lightning.sweep.duplicates import skip_if_duplicate
+from sam_lightning.fingerprint import fingerprint, first_difference
 from sam_lightning.threads import choose_threads, cpu_name
 from sam_lightning.train_checks import check_train_config
 from sam_lightning.wandb_mode import resolve_mode
@@ -169,8 +170,11 @@ def train(cfg: DictConfig) -> dict:
     datamodule = ImageDataModule(cfg.data, batch_size=cfg.data.batch_size, eval_batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, on_device=cfg.data_on_device)
     model = SAMClassifier(
         model=model_spec, method=method, optim=optim, num_classes=num_classes_of(cfg.data), max_epochs=cfg.trainer.max_epochs,
-        channels_last=use_channels_last(cfg), track_label_noise=cfg.data.get("label_noise", 0.0) > 0,
+        channels_last=use_channels_last(cfg), track_label_noise=cfg.data.get("label_noise", 0.0) > 0, fingerprint=fingerprint(config),
     )
+    if cfg.get("init_from") and cfg.get("ckpt_path"):
+        raise ConfigError("init_from and ckpt_path together: ckpt_path resumes a run (weights, optimizer, epoch), init_from starts "
+                          "a new one from weights only; give one of them")
     if cfg.get("init_from"):
         load_backbone_weights(model, cfg.init_from)
     resume_step = None
@@ -241,6 +245,11 @@ def check_resume(path: str, model: SAMClassifier):
             f"not {asked}: resume with trainer.max_epochs={planned}, or train longer on purpose "
             f"as a new run from its weights: init_from={path} trainer.max_epochs={asked}"
         )
+    if ckpt.fingerprint is not None and model.hparams.fingerprint is not None:
+        diff = first_difference(ckpt.fingerprint, model.hparams.fingerprint)
+        if diff:
+            raise ConfigError(f"ckpt_path={path} is another experiment ({diff}): resume it with its own settings, "
+                              f"or start a new run from its weights with init_from={path}")
     return ckpt
 
 

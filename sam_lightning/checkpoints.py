@@ -41,6 +41,7 @@ class Checkpoint:
     epoch: int | None = None
     global_step: int | None = None
     max_epochs: int | None = None  # the run's planned length (its LR schedule and switch epoch follow it)
+    fingerprint: dict | None = None  # what defines the run (sam_lightning/fingerprint.py); None in older checkpoints
 
     @property
     def architecture(self) -> dict:
@@ -128,6 +129,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path=path, model=dict(hparams["model"]), num_classes=int(hparams.get("num_classes", 0)),
         method=dict(hparams.get("method") or {}), state_dict=state,
         epoch=raw.get("epoch"), global_step=raw.get("global_step"), max_epochs=hparams.get("max_epochs"),
+        fingerprint=hparams.get("fingerprint"),
     )
     try:
         model = build_model(num_classes=ckpt.num_classes, **ckpt.model)

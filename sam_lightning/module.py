@@ -63,12 +63,14 @@ class SAMClassifier(pl.LightningModule):
 
     EVAL_SETS = ("test", "val", "train_eval")  # what the datamodule's evaluation loaders may be (its eval_sets)
 
-    def __init__(self, model: ModelSpec, method: Variant | ERM, optim: OptimSpec, num_classes: int, max_epochs: int, channels_last: bool = False, track_label_noise: bool = False) -> None:
+    def __init__(self, model: ModelSpec, method: Variant | ERM, optim: OptimSpec, num_classes: int, max_epochs: int, channels_last: bool = False,
+                 track_label_noise: bool = False, fingerprint: dict | None = None) -> None:
         super().__init__()
         # logger=False: the loggers get the resolved Hydra config from train.py, not this copy of it.
+        # fingerprint: what defines the run (sam_lightning/fingerprint.py), checked when resuming.
         self.save_hyperparameters({
             "model": asdict(model), "method": method_hparams(method), "optim": asdict(optim), "num_classes": num_classes,
-            "max_epochs": max_epochs, "channels_last": channels_last, "track_label_noise": track_label_noise,
+            "max_epochs": max_epochs, "channels_last": channels_last, "track_label_noise": track_label_noise, "fingerprint": fingerprint,
         }, logger=False)
         self.method, self.optim = method, optim
         self.backbone = build_model(num_classes=num_classes, **asdict(model))

@@ -72,3 +72,16 @@ def test_resume_from_the_command_line_continues_the_run_in_its_own_folder(tmp_pa
         assert len(files) == 2
         ids = {run_contents(f)[2]["id"] for f in files}
         assert len(ids) == 1, ids  # one W&B run, resumed
+
+
+def test_resume_refuses_another_experiment_and_init_from_with_ckpt_path(tmp_path, tiny_cfg):
+    from sam_lightning.config import ConfigError
+
+    train(tiny_cfg(f"paths.output_dir={tmp_path / 'sam'}", "trainer.max_epochs=2", *stop_after(0)))
+    last = tmp_path / "sam/checkpoints/last.ckpt"
+    for other, key in ((["method=erm"], "method._target_"), (["data.label_noise=0.2"], "data.label_noise"), (["seed=3"], "data.seed")):
+        with pytest.raises(ConfigError, match="another experiment") as err:
+            train(tiny_cfg(f"paths.output_dir={tmp_path / 'sam'}", "trainer.max_epochs=2", f"ckpt_path={last}", *other))
+        assert key in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="init_from and ckpt_path together"):
+        train(tiny_cfg(f"paths.output_dir={tmp_path / 'other'}", "trainer.max_epochs=2", f"ckpt_path={last}", f"init_from={last}"))
