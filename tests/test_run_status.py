@@ -88,3 +88,18 @@ def test_ctrl_c_before_training_is_interrupted_too(tmp_path, capfd, monkeypatch)
     code = run_entry("train", [*TINY, f"hydra.run.dir={tmp_path}"], monkeypatch)
     assert code == 1 and "Traceback" not in capfd.readouterr().err
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "interrupted"
+
+
+def test_a_non_finite_test_loss_is_divergence_and_never_a_best_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    # The training loss stays finite; the evaluation of epoch 0 sees NaN logits.
+    forward = SAMClassifier.validation_step
+
+    def nan_logits(self, batch, batch_idx, dataloader_idx=0):
+        x, y = batch
+        return forward(self, (x * float("nan"), y), batch_idx, dataloader_idx)
+
+    monkeypatch.setattr(SAMClassifier, "validation_step", nan_logits)
+    with pytest.raises(FloatingPointError, match="test/loss"):
+        train(tiny_cfg("trainer.max_epochs=2", f"paths.output_dir={tmp_path}"))
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
+    assert not list((tmp_path / "checkpoints").glob("best-*.ckpt"))

@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 
 EPOCH_KEYS = ("train/loss", "train/objective")
+EVAL_LOSSES = ("test/loss", "val/loss")  # a model whose evaluation loss is not finite has diverged too
 
 
 class TrainingDiverged(FloatingPointError):
@@ -48,6 +49,15 @@ class DivergenceGuard(pl.Callback):
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check(trainer)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Before the checkpoint callbacks' on_validation_end: such weights never become a "best" checkpoint.
+        if trainer.sanity_checking:
+            return
+        for key in EVAL_LOSSES:
+            value = trainer.callback_metrics.get(key)
+            if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
+                raise TrainingDiverged(float(value), trainer.current_epoch, trainer.global_step, what=f"the evaluation's {key}")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check(trainer)
