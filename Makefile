@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # torch/torchvision first, pinned to the wheels this project is tested with; override for others,
-# e.g. make install TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu126"
+# e.g. make install TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu126".
+# TORCH=cpu takes PyTorch's CPU-only wheels (no CUDA libraries: a far smaller .venv on a laptop).
+TORCH ?= default
+ifeq ($(TORCH),cpu)
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu
+endif
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
