@@ -212,6 +212,9 @@ def summary_line(payload: dict) -> str:
     final, best, epochs = payload.get("final_test_error"), payload.get("best_test_error"), payload.get("epochs_done")
     at = "" if payload.get("best_epoch") is None else f" (epoch {payload['best_epoch'] + 1} of {epochs})"
     errors = "no test evaluation" if final is None else f"final test error {100 * final:.2f}%, best {100 * best:.2f}%{at}"
+    if payload.get("test_error_at_best_val") is not None:  # early stopping chosen on validation, not on test
+        errors += (f"; at the best validation epoch ({payload['best_val_epoch'] + 1}): test error "
+                   f"{100 * payload['test_error_at_best_val']:.2f}%, validation error {100 * payload['best_val_error']:.2f}%")
     if dev := (payload.get("config") or {}).get("trainer", {}).get("fast_dev_run"):
         batches = "one batch" if dev is True or dev == 1 else f"{dev} batches"
         errors += f" (fast_dev_run: {batches} of training and of test, not a test error)"

@@ -219,3 +219,12 @@ def test_fast_dev_run_says_its_errors_are_from_one_batch(tiny_cfg, capsys):
     train(tiny_cfg("trainer.fast_dev_run=true"))
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("finished")]
     assert "fast_dev_run" in line and "one batch" in line
+
+
+def test_summary_line_reads_early_stopping_on_validation_when_there_is_a_split():
+    from train import summary_line
+
+    payload = {"status": "finished", "final_test_error": 0.48, "best_test_error": 0.47, "best_epoch": 99, "epochs_done": 150,
+               "test_error_at_best_val": 0.479, "best_val_epoch": 109, "best_val_error": 0.43, "wall_time_s": 100}
+    assert "at the best validation epoch (110): test error 47.90%, validation error 43.00%" in summary_line(payload)
+    assert "validation" not in summary_line({**payload, "test_error_at_best_val": None})
