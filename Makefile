@@ -12,7 +12,7 @@ endif
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-gpu clean
+.PHONY: install demo lint test bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) train.py experiment=demo
 	@echo "The same comparison on CIFAR-10 (ResNet-18, 200 epochs, 3 seeds, one GPU per job):"
 	@echo "  $(PY) train.py -m method=erm,sam seed=0,1,2 trainer=gpu"
+
+lint: $(STAMP)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
