@@ -16,7 +16,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import sam_lightning.open_config_node  # noqa: F401 - data.root=... composes without "+"
-from sam_lightning.analysis.evaluation import AnalysisConfigError, DataCache, loss_and_error, resolve_device, select_points
+from sam_lightning.analysis.evaluation import (
+    AnalysisConfigError,
+    DataCache,
+    loss_and_error,
+    resolve_device,
+    select_points,
+)
 from sam_lightning.checkpoints import CheckpointError, data_config_for, load_checkpoint
 from sam_lightning.cli import run_or_fail
 from sam_lightning.data import DataUnavailableError
@@ -39,7 +45,12 @@ def evaluate(cfg: DictConfig) -> dict:
         loss, error = loss_and_error(model, points, cfg.batch_size)
         errors[f"{split}_error"], errors[f"{split}_loss"] = error, loss
         print(f"{split}: error {100 * error:.2f}%, loss {loss:.4f} on {len(points)} images", flush=True)
-    payload = {"status": "finished", **errors, "checkpoint": ckpt.describe(), "data": OmegaConf.to_container(data_cfg, resolve=True)}
+    payload = {
+        "status": "finished",
+        **errors,
+        "checkpoint": ckpt.describe(),
+        "data": OmegaConf.to_container(data_cfg, resolve=True),
+    }
     out = Path(cfg.out_dir) / RESULTS_FILE
     atomic_write_json(out, payload)
     print(f"results: {out}", flush=True)

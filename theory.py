@@ -27,8 +27,8 @@ import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolve
 import sam_lightning.theory.spec  # noqa: F401 - registers the ${div:a,b} resolver before composition
 from sam_lightning.cli import FAILED, fail, is_multirun, run_hydra_job
 from sam_lightning.config import ConfigError
-from sam_lightning.strict import check_booleans
 from sam_lightning.results import write_failure
+from sam_lightning.strict import check_booleans
 from sam_lightning.theory.runner import run_job
 
 
@@ -37,7 +37,9 @@ def check_dimension(cfg: DictConfig) -> None:
     into a division by zero inside the config, before the settings' own checks could name it."""
     d = cfg.get("data", {}).get("d") if cfg.get("problem") == "diag_net" else 1
     if not isinstance(d, int) or isinstance(d, bool) or d < 1:
-        raise ConfigError(f"data.d={d!r}: must be an integer >= 1 (the dimension; step sizes and radii are in units of 1/d)")
+        raise ConfigError(
+            f"data.d={d!r}: must be an integer >= 1 (the dimension; step sizes and radii are in units of 1/d)"
+        )
 
 
 def job(cfg: DictConfig) -> dict:

@@ -14,9 +14,9 @@ logger's files. results.json's status is finished, diverged, interrupted, preemp
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-import inspect
 from pathlib import Path
 
 import hydra
@@ -29,8 +29,8 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException, SI
 import sam_lightning.open_config_node  # noqa: F401 - trainer.<any argument>=... composes without "+"
 import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolver of the default run folder
 from sam_lightning.callbacks.divergence import DivergenceGuard, TrainingDiverged
-from sam_lightning.callbacks.preemption import Preempted, Preemption
 from sam_lightning.callbacks.from_config import instantiate_callbacks
+from sam_lightning.callbacks.preemption import Preempted, Preemption
 from sam_lightning.callbacks.progress import progress_bar
 from sam_lightning.callbacks.rng_state import RNGState
 from sam_lightning.callbacks.switch import MethodSwitch
@@ -39,6 +39,7 @@ from sam_lightning.cli import fail, instantiate_method, run_hydra_job
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.data import DataUnavailableError, ImageDataModule
 from sam_lightning.data.sources import num_classes_of
+from sam_lightning.fingerprint import fingerprint, first_difference
 from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
@@ -46,7 +47,6 @@ from sam_lightning.results import ResultsWriter, write_failure
 from sam_lightning.resume import csv_logger, earlier_wandb_id
 from sam_lightning.run_dir import clear_run_dir, folder_of_run
 from sam_lightning.sweep.duplicates import skip_if_duplicate
-from sam_lightning.fingerprint import fingerprint, first_difference
 from sam_lightning.threads import choose_threads, cpu_name
 from sam_lightning.train_checks import check_train_config
 from sam_lightning.wandb_mode import resolve_mode
@@ -70,9 +70,17 @@ def make_logger(cfg: DictConfig, run_dir: Path, config: dict, resume_step: int |
     os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb" / "cache"))
     names = wandb_names(cfg)  # one group per sweep, job_type = method, name = the job's overrides
     logger = pl.loggers.WandbLogger(
-        project=lc.project, entity=lc.entity, group=names["group"], job_type=names["job_type"],
-        tags=list(lc.tags), name=names["name"], save_dir=str(run_dir), mode=mode,
-        log_model=lc.log_model, config={**config, "hydra": names["hydra"]}, reinit="finish_previous",
+        project=lc.project,
+        entity=lc.entity,
+        group=names["group"],
+        job_type=names["job_type"],
+        tags=list(lc.tags),
+        name=names["name"],
+        save_dir=str(run_dir),
+        mode=mode,
+        log_model=lc.log_model,
+        config={**config, "hydra": names["hydra"]},
+        reinit="finish_previous",
         id=earlier_wandb_id(run_dir) if resume_step is not None else None,
     )
     logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; W&B warns that it has no effect
@@ -83,7 +91,11 @@ def finish_wandb(logger, results: ResultsWriter, run_dir: Path) -> Path | None:
     """The W&B run's summary (the errors, parameter count, wall time) and files (results.json,
     train.log, uploaded at its end), then the run closed. Returns its folder; None when disabled."""
     run = logger.experiment
-    summary = {**results.summary(), "wall_time_s": round(results.wall_time(), 3), "parameters": results.extra.get("parameters")}
+    summary = {
+        **results.summary(),
+        "wall_time_s": round(results.wall_time(), 3),
+        "parameters": results.extra.get("parameters"),
+    }
     run.summary.update({k: v for k, v in summary.items() if v is not None})
     if not run.disabled:
         for path in (results.path, run_dir / "train.log"):
@@ -99,7 +111,9 @@ def make_run_dir(path: str) -> Path:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"paths.output_dir={path} cannot be created ({err.strerror or err}); choose a writable folder") from err
+        raise ConfigError(
+            f"paths.output_dir={path} cannot be created ({err.strerror or err}); choose a writable folder"
+        ) from err
     return run_dir
 
 
@@ -111,7 +125,9 @@ def make_trainer(cfg: DictConfig, run_dir: Path, logger, always_on: list[pl.Call
     known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks", "default_root_dir"}
     unknown = sorted(set(args) - known)
     if unknown:
-        raise ConfigError(f"trainer.{unknown[0]} is not a pl.Trainer argument (see the Lightning Trainer documentation)")
+        raise ConfigError(
+            f"trainer.{unknown[0]} is not a pl.Trainer argument (see the Lightning Trainer documentation)"
+        )
     group = instantiate_callbacks(cfg.get("callbacks"), checkpointing=bool(args.get("enable_checkpointing", True)))
     if args.get("enable_progress_bar", True):
         always_on = [*always_on, progress_bar()]
@@ -124,7 +140,9 @@ def make_trainer(cfg: DictConfig, run_dir: Path, logger, always_on: list[pl.Call
 
 
 def on_gpu(cfg: DictConfig) -> bool:
-    return cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available())
+    return cfg.trainer.accelerator in ("gpu", "cuda") or (
+        cfg.trainer.accelerator == "auto" and torch.cuda.is_available()
+    )
 
 
 def use_channels_last(cfg: DictConfig) -> bool:
@@ -167,14 +185,28 @@ def train(cfg: DictConfig) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = ImageDataModule(cfg.data, batch_size=cfg.data.batch_size, eval_batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, on_device=cfg.data_on_device)
+    datamodule = ImageDataModule(
+        cfg.data,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
+        num_workers=cfg.num_workers,
+        on_device=cfg.data_on_device,
+    )
     model = SAMClassifier(
-        model=model_spec, method=method, optim=optim, num_classes=num_classes_of(cfg.data), max_epochs=cfg.trainer.max_epochs,
-        channels_last=use_channels_last(cfg), track_label_noise=cfg.data.get("label_noise", 0.0) > 0, fingerprint=fingerprint(config),
+        model=model_spec,
+        method=method,
+        optim=optim,
+        num_classes=num_classes_of(cfg.data),
+        max_epochs=cfg.trainer.max_epochs,
+        channels_last=use_channels_last(cfg),
+        track_label_noise=cfg.data.get("label_noise", 0.0) > 0,
+        fingerprint=fingerprint(config),
     )
     if cfg.get("init_from") and cfg.get("ckpt_path"):
-        raise ConfigError("init_from and ckpt_path together: ckpt_path resumes a run (weights, optimizer, epoch), init_from starts "
-                          "a new one from weights only; give one of them")
+        raise ConfigError(
+            "init_from and ckpt_path together: ckpt_path resumes a run (weights, optimizer, epoch), init_from starts "
+            "a new one from weights only; give one of them"
+        )
     if cfg.get("init_from"):
         load_backbone_weights(model, cfg.init_from)
     resume_step = None
@@ -183,16 +215,27 @@ def train(cfg: DictConfig) -> dict:
         if (folder := folder_of_run(cfg.ckpt_path)) is not None and folder.resolve() == run_dir.resolve():
             resume_step = ckpt.global_step or 0  # resumed in place: the folder's logs go on
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s width %d, %s norm: %s parameters; method %s", model_spec.arch, model_spec.width, model_spec.norm, f"{n_params:,}", method.name)
+    log.info(
+        "model %s width %d, %s norm: %s parameters; method %s",
+        model_spec.arch,
+        model_spec.width,
+        model_spec.norm,
+        f"{n_params:,}",
+        method.name,
+    )
     results = ResultsWriter(run_dir, config, extra={"parameters": n_params, "cpu_threads": threads, "cpu": cpu_name()})
     logger = make_logger(cfg, run_dir, config, resume_step)
     preemption = Preemption(run_dir)
-    trainer = make_trainer(cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption])
+    trainer = make_trainer(
+        cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption]
+    )
     wandb_dir = None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except SIGTERMException as stop:  # Lightning's answer to SIGTERM, after the step in progress: exit 143, not 0
-        raise Preempted(f"preempted (SIGTERM) at step {trainer.global_step}; resume with ckpt_path={preemption.saved}") from stop
+        raise Preempted(
+            f"preempted (SIGTERM) at step {trainer.global_step}; resume with ckpt_path={preemption.saved}"
+        ) from stop
     finally:
         if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
             wandb_dir = finish_wandb(logger, results, run_dir)
@@ -211,10 +254,14 @@ def summary_line(payload: dict) -> str:
     one batch (an ImageFolder test set is ordered by class: its first batch holds one or two classes)."""
     final, best, epochs = payload.get("final_test_error"), payload.get("best_test_error"), payload.get("epochs_done")
     at = "" if payload.get("best_epoch") is None else f" (epoch {payload['best_epoch'] + 1} of {epochs})"
-    errors = "no test evaluation" if final is None else f"final test error {100 * final:.2f}%, best {100 * best:.2f}%{at}"
+    errors = (
+        "no test evaluation" if final is None else f"final test error {100 * final:.2f}%, best {100 * best:.2f}%{at}"
+    )
     if payload.get("test_error_at_best_val") is not None:  # early stopping chosen on validation, not on test
-        errors += (f"; at the best validation epoch ({payload['best_val_epoch'] + 1}): test error "
-                   f"{100 * payload['test_error_at_best_val']:.2f}%, validation error {100 * payload['best_val_error']:.2f}%")
+        errors += (
+            f"; at the best validation epoch ({payload['best_val_epoch'] + 1}): test error "
+            f"{100 * payload['test_error_at_best_val']:.2f}%, validation error {100 * payload['best_val_error']:.2f}%"
+        )
     if dev := (payload.get("config") or {}).get("trainer", {}).get("fast_dev_run"):
         batches = "one batch" if dev is True or dev == 1 else f"{dev} batches"
         errors += f" (fast_dev_run: {batches} of training and of test, not a test error)"
@@ -251,8 +298,10 @@ def check_resume(path: str, model: SAMClassifier):
     if ckpt.fingerprint is not None and model.hparams.fingerprint is not None:
         diff = first_difference(ckpt.fingerprint, model.hparams.fingerprint)
         if diff:
-            raise ConfigError(f"ckpt_path={path} is another experiment ({diff}): resume it with its own settings, "
-                              f"or start a new run from its weights with init_from={path}")
+            raise ConfigError(
+                f"ckpt_path={path} is another experiment ({diff}): resume it with its own settings, "
+                f"or start a new run from its weights with init_from={path}"
+            )
     return ckpt
 
 
@@ -269,7 +318,9 @@ def main(cfg: DictConfig) -> float:
             pass
 
     try:
-        out = run_hydra_job(train, cfg, (ConfigError, CheckpointError, DataUnavailableError, TrainingDiverged, Preempted), record)
+        out = run_hydra_job(
+            train, cfg, (ConfigError, CheckpointError, DataUnavailableError, TrainingDiverged, Preempted), record
+        )
     except KeyboardInterrupt:  # Ctrl-C before Lightning took over (during the data load); Lightning handles it later
         record("KeyboardInterrupt: stopped before training started", status="interrupted")
         fail("interrupted (Ctrl-C) before training started")

@@ -57,7 +57,17 @@ def sync(device: torch.device) -> None:
 
 
 def make_data(batch_size: int, n_batches: int) -> ImageDataModule:
-    cfg = OmegaConf.create({"name": "synthetic", "n_train": batch_size * n_batches, "n_test": batch_size, "num_classes": 10, "seed": 0, "augment": True, "crop_padding": 4})
+    cfg = OmegaConf.create(
+        {
+            "name": "synthetic",
+            "n_train": batch_size * n_batches,
+            "n_test": batch_size,
+            "num_classes": 10,
+            "seed": 0,
+            "augment": True,
+            "crop_padding": 4,
+        }
+    )
     dm = ImageDataModule(cfg, batch_size=batch_size, on_device=False)
     dm.setup()
     return dm
@@ -69,6 +79,7 @@ def gradient_step(method, model, params):
         if isinstance(method, ERM):
             return erm_gradients(model, params, F.cross_entropy, x, y, regularizer=reg)
         return sam_gradients(model, params, F.cross_entropy, x, y, method, regularizer=reg)
+
     return run
 
 
@@ -90,13 +101,31 @@ def median_step_time(step, batch, device, steps: int, precision: str) -> float:
 def step_rows(cfg: DictConfig) -> list[dict]:
     """One row per (setting, method): the settings are batch size x norm x precision x channels_last x compile."""
     rows = []
-    for batch_size, norm, precision, cl, compiled in itertools.product(cfg.batch_sizes, cfg.norms, cfg.precisions, cfg.channels_last, cfg.compile):
+    for batch_size, norm, precision, cl, compiled in itertools.product(
+        cfg.batch_sizes, cfg.norms, cfg.precisions, cfg.channels_last, cfg.compile
+    ):
         methods = [("ERM", ERM(), "-"), ("SAM (m = batch)", SAM(m=None), "-")]
-        methods += [(f"m-SAM (m = {m})", SAM(m=m, engine=engine), engine) for m in cfg.m if m < batch_size for engine in cfg.engines]
+        methods += [
+            (f"m-SAM (m = {m})", SAM(m=m, engine=engine), engine)
+            for m in cfg.m
+            if m < batch_size
+            for engine in cfg.engines
+        ]
         for label, method, engine in methods:
-            rows.append({"batch": batch_size, "norm": norm, "precision": precision, "channels_last": cl, "compile": compiled,
-                         "method": label, "m": getattr(method, "m", None) or (batch_size if label.startswith("SAM") else None),
-                         "engine": engine, "_method": method, "times": []})
+            rows.append(
+                {
+                    "batch": batch_size,
+                    "norm": norm,
+                    "precision": precision,
+                    "channels_last": cl,
+                    "compile": compiled,
+                    "method": label,
+                    "m": getattr(method, "m", None) or (batch_size if label.startswith("SAM") else None),
+                    "engine": engine,
+                    "_method": method,
+                    "times": [],
+                }
+            )
     return rows
 
 
@@ -108,7 +137,9 @@ def run_step_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
             key = (row["batch"], row["norm"], row["precision"], row["channels_last"], row["compile"])
             if key not in setups:
                 torch.manual_seed(0)
-                model = build_model("preact_resnet18", 10, width=cfg.width, norm=row["norm"], gn_groups=max(1, cfg.width // 2)).to(device)
+                model = build_model(
+                    "preact_resnet18", 10, width=cfg.width, norm=row["norm"], gn_groups=max(1, cfg.width // 2)
+                ).to(device)
                 fmt = torch.channels_last if row["channels_last"] else torch.contiguous_format
                 model = model.to(memory_format=fmt)
                 x = torch.randn(row["batch"], 3, 32, 32, device=device).contiguous(memory_format=fmt)
@@ -118,14 +149,23 @@ def run_step_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
                 setups[key] = (net, params, (x, y))
             net, params, batch = setups[key]
             try:
-                row["times"].append(median_step_time(gradient_step(row["_method"], net, params), batch, device, cfg.steps, row["precision"]))
+                row["times"].append(
+                    median_step_time(
+                        gradient_step(row["_method"], net, params), batch, device, cfg.steps, row["precision"]
+                    )
+                )
             except Exception as err:  # noqa: BLE001 - a combination that does not run is a result too
                 row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
         print(f"  step round done ({len(rows)} measurements)", flush=True)
     for row in rows:
         row["ms"] = 1000 * statistics.median(row["times"]) if row["times"] and "error" not in row else None
     for row in rows:  # ratio to SAM (m = batch) in the same setting
-        base = next(r for r in rows if r["method"] == "SAM (m = batch)" and all(r[k] == row[k] for k in ("batch", "norm", "precision", "channels_last", "compile")))
+        base = next(
+            r
+            for r in rows
+            if r["method"] == "SAM (m = batch)"
+            and all(r[k] == row[k] for k in ("batch", "norm", "precision", "channels_last", "compile"))
+        )
         row["vs_sam"] = row["ms"] / base["ms"] if row["ms"] and base["ms"] else None
         row["epoch_s"] = row["ms"] / 1000 * (cfg.epoch_images // row["batch"]) if row["ms"] else None
         del row["_method"], row["times"]
@@ -159,14 +199,28 @@ def loop_times(cfg: DictConfig, device: torch.device) -> dict:
             opt.step()
             sync(device)
             stamps.append(time.perf_counter())
-        out["plain"].append(statistics.median(b - a for a, b in zip(stamps[WARMUP:], stamps[WARMUP + 1:])))
+        out["plain"].append(statistics.median(b - a for a, b in zip(stamps[WARMUP:], stamps[WARMUP + 1 :])))
         torch.manual_seed(0)
-        module = SAMClassifier(ModelSpec(width=cfg.width), SAM(m=None), OptimSpec(l2=L2, schedule="constant"), num_classes=10, max_epochs=1)
+        module = SAMClassifier(
+            ModelSpec(width=cfg.width), SAM(m=None), OptimSpec(l2=L2, schedule="constant"), num_classes=10, max_epochs=1
+        )
         clock = StepClock()
-        trainer = pl.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock], log_every_n_steps=50)
+        trainer = pl.Trainer(
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=1,
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=[clock],
+            log_every_n_steps=50,
+        )
         trainer.fit(module, datamodule=dm)
-        out["lightning"].append(statistics.median(b - a for a, b in zip(clock.stamps[WARMUP:], clock.stamps[WARMUP + 1:])))
+        out["lightning"].append(
+            statistics.median(b - a for a, b in zip(clock.stamps[WARMUP:], clock.stamps[WARMUP + 1 :]))
+        )
     return {k: 1000 * statistics.median(v) for k, v in out.items()}
 
 
@@ -175,7 +229,10 @@ def loader_rates(cfg: DictConfig, device: torch.device) -> dict:
     batch_size = cfg.batch_sizes[0]
     dm = make_data(batch_size, 40)
     s = dm.splits
-    paths = {"DataLoader": dm.train_dataloader(), "device-resident": DeviceBatches((s.train_x, s.train_y, s.train_true_y), batch_size, device)}
+    paths = {
+        "DataLoader": dm.train_dataloader(),
+        "device-resident": DeviceBatches((s.train_x, s.train_y, s.train_true_y), batch_size, device),
+    }
     rates = {k: [] for k in paths}
     for _ in range(cfg.rounds):
         for name, loader in paths.items():
@@ -249,26 +306,48 @@ def bench(cfg: DictConfig) -> None:
     quiet_lightning(on_cpu=device.type == "cpu")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"PreAct ResNet-18 width {cfg.width}, {device.type} ({hardware}), torch {torch.__version__}; median of {cfg.steps} steps x {cfg.rounds} rounds", flush=True)
+    hardware = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"PreAct ResNet-18 width {cfg.width}, {device.type} ({hardware}), torch {torch.__version__}; median of {cfg.steps} steps x {cfg.rounds} rounds",
+        flush=True,
+    )
     rows = run_step_rows(cfg, device)
-    result = {"device": device.type, "hardware": hardware, "torch": torch.__version__, "config": OmegaConf.to_container(cfg), "steps": rows}
+    result = {
+        "device": device.type,
+        "hardware": hardware,
+        "torch": torch.__version__,
+        "config": OmegaConf.to_container(cfg),
+        "steps": rows,
+    }
 
-    print("\n| batch | norm | precision | channels_last | compile | method | engine | ms/step | vs SAM (m = batch) | epoch s (est.) |")
+    print(
+        "\n| batch | norm | precision | channels_last | compile | method | engine | ms/step | vs SAM (m = batch) | epoch s (est.) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch']} | {r['norm']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['method']} | {r['engine']} | "
-              f"{fmt(r['ms'], '.1f')} | {fmt(r['vs_sam'], '.2f')} | {fmt(r['epoch_s'], '.1f')} |" + (f" {r['error']}" if "error" in r else ""))
+        print(
+            f"| {r['batch']} | {r['norm']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['method']} | {r['engine']} | "
+            f"{fmt(r['ms'], '.1f')} | {fmt(r['vs_sam'], '.2f')} | {fmt(r['epoch_s'], '.1f')} |"
+            + (f" {r['error']}" if "error" in r else "")
+        )
     if cfg.loops:
         loops = loop_times(cfg, device)
         result["loops_ms"] = {**loops, "lightning/plain": loops["lightning"] / loops["plain"]}
-        print(f"\nSAM training loop: plain PyTorch {loops['plain']:.1f} ms/step, Lightning {loops['lightning']:.1f} ms/step, "
-              f"Lightning / plain = {loops['lightning'] / loops['plain']:.2f}")
+        print(
+            f"\nSAM training loop: plain PyTorch {loops['plain']:.1f} ms/step, Lightning {loops['lightning']:.1f} ms/step, "
+            f"Lightning / plain = {loops['lightning'] / loops['plain']:.2f}"
+        )
     if cfg.loaders:
         rates = loader_rates(cfg, device)
         result["loader_batches_per_s"] = rates
-        print(f"training data: DataLoader {rates['DataLoader']:.0f} batches/s, device-resident {rates['device-resident']:.0f} batches/s "
-              f"({rates['device-resident'] / rates['DataLoader']:.1f}x)")
+        print(
+            f"training data: DataLoader {rates['DataLoader']:.0f} batches/s, device-resident {rates['device-resident']:.0f} batches/s "
+            f"({rates['device-resident'] / rates['DataLoader']:.1f}x)"
+        )
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}", flush=True)
 

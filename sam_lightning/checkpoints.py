@@ -62,8 +62,11 @@ class Checkpoint:
 
     def describe(self) -> dict:
         return {
-            "path": str(self.path), "architecture": self.architecture, "method": self.method,
-            "epoch": self.epoch, "global_step": self.global_step,
+            "path": str(self.path),
+            "architecture": self.architecture,
+            "method": self.method,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
         }
 
     def build_backbone(self, device: torch.device | str = "cpu") -> nn.Module:
@@ -90,7 +93,11 @@ def _mismatch(model: nn.Module, state: Mapping[str, Tensor]) -> str | None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     parts = []
     for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
         if items:
@@ -105,7 +112,11 @@ def _load_error(err: BaseException) -> str:
     text = " ".join(str(err).split())
     if "weights_only" in text or "Weights only load failed" in text:
         unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        return f"it holds {unsupported.group(1)}, not only tensors" if unsupported else "it holds objects other than tensors"
+        return (
+            f"it holds {unsupported.group(1)}, not only tensors"
+            if unsupported
+            else "it holds objects other than tensors"
+        )
     return text.split(". ")[0] if text else type(err).__name__
 
 
@@ -117,18 +128,31 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - unpickling raises many types; all mean "not usable"
-        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({_load_error(err)}); "
-                              "it is not a checkpoint written by train.py, or it holds more than tensors and numbers") from err
+        raise CheckpointError(
+            f"{path}: cannot be read as a weights-only checkpoint ({_load_error(err)}); "
+            "it is not a checkpoint written by train.py, or it holds more than tensors and numbers"
+        ) from err
     hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
-    if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict) or not isinstance(raw.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: not a checkpoint written by train.py (needs hyper_parameters.model, num_classes and state_dict)")
-    state = {k[len(PREFIX):]: v for k, v in raw["state_dict"].items() if k.startswith(PREFIX)}
+    if (
+        not isinstance(hparams, dict)
+        or not isinstance(hparams.get("model"), dict)
+        or not isinstance(raw.get("state_dict"), dict)
+    ):
+        raise CheckpointError(
+            f"{path}: not a checkpoint written by train.py (needs hyper_parameters.model, num_classes and state_dict)"
+        )
+    state = {k[len(PREFIX) :]: v for k, v in raw["state_dict"].items() if k.startswith(PREFIX)}
     if not state:
         raise CheckpointError(f"{path}: its state_dict holds no '{PREFIX}*' weights")
     ckpt = Checkpoint(
-        path=path, model=dict(hparams["model"]), num_classes=int(hparams.get("num_classes", 0)),
-        method=dict(hparams.get("method") or {}), state_dict=state,
-        epoch=raw.get("epoch"), global_step=raw.get("global_step"), max_epochs=hparams.get("max_epochs"),
+        path=path,
+        model=dict(hparams["model"]),
+        num_classes=int(hparams.get("num_classes", 0)),
+        method=dict(hparams.get("method") or {}),
+        state_dict=state,
+        epoch=raw.get("epoch"),
+        global_step=raw.get("global_step"),
+        max_epochs=hparams.get("max_epochs"),
         fingerprint=hparams.get("fingerprint"),
     )
     try:
@@ -137,7 +161,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: cannot build its model {_arch_text(ckpt.architecture)} ({err})") from err
     problem = _mismatch(model, state)
     if problem:
-        raise CheckpointError(f"{path}: weights do not match its architecture {_arch_text(ckpt.architecture)}: {problem}")
+        raise CheckpointError(
+            f"{path}: weights do not match its architecture {_arch_text(ckpt.architecture)}: {problem}"
+        )
     return ckpt
 
 
@@ -151,7 +177,9 @@ def load_for_model(path: str | Path, key: str, model: Mapping, num_classes: int)
         raise CheckpointError(f"{key}: {err}") from err
     expected = architecture_of(model, num_classes)
     if ckpt.architecture != expected:
-        raise CheckpointError(f"{key}={path} holds a model {_arch_text(ckpt.architecture)}, the configured model is {_arch_text(expected)}")
+        raise CheckpointError(
+            f"{key}={path} holds a model {_arch_text(ckpt.architecture)}, the configured model is {_arch_text(expected)}"
+        )
     return ckpt
 
 
@@ -191,5 +219,7 @@ def data_config_for(ckpt: Checkpoint, override: Mapping | None = None) -> DictCo
             f"{ckpt.path}: no run config found next to it (results.json two folders up); choose the data with data=cifar10 (or another conf/train/data option)"
         )
     if merged.get("num_classes") not in (None, ckpt.num_classes):
-        raise CheckpointError(f"{ckpt.path}: the model has {ckpt.num_classes} classes but data {merged.name} has {merged.num_classes}")
+        raise CheckpointError(
+            f"{ckpt.path}: the model has {ckpt.num_classes} classes but data {merged.name} has {merged.num_classes}"
+        )
     return merged

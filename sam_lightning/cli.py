@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-
 # The exit codes of every entry point: a run that failed or diverged, and input refused before it ran.
 FAILED, BAD_INPUT = 1, 2
 
@@ -77,7 +76,9 @@ def instantiate_method(node):
     values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     target = values.get("_target_")
     if not target:
-        raise ConfigError("method._target_ is missing: a method config names its variant class, e.g. _target_: sam_lightning.variants.SAM")
+        raise ConfigError(
+            "method._target_ is missing: a method config names its variant class, e.g. _target_: sam_lightning.variants.SAM"
+        )
     try:
         cls = get_class(target)
     except Exception as err:  # noqa: BLE001 - any import failure is a bad _target_

@@ -50,7 +50,9 @@ def check_fields(cls, section: str, values: Mapping) -> None:
     for key, value in values.items():
         if not _accepts(hints[key], value):
             wanted = " or ".join(getattr(a, "__name__", str(a)) for a in (typing.get_args(hints[key]) or (hints[key],)))
-            raise ConfigError(f"{section}.{key}={value!r} is not a valid value: expected {wanted.replace('NoneType', 'null')}")
+            raise ConfigError(
+                f"{section}.{key}={value!r} is not a valid value: expected {wanted.replace('NoneType', 'null')}"
+            )
 
 
 SCHEDULES = ("piecewise", "cosine", "constant")
@@ -88,8 +90,14 @@ class ModelSpec:
             raise ConfigError(f"model.init={self.init!r}: must be one of {', '.join(INITS)}")
         if self.gn_groups is None:
             object.__setattr__(self, "gn_groups", max(1, self.width // 2))
-        if not isinstance(self.gn_groups, int) or self.gn_groups < 1 or (self.norm == "group" and self.width % self.gn_groups):
-            raise ConfigError(f"model.gn_groups={self.gn_groups!r}: must be a positive divisor of model.width={self.width}")
+        if (
+            not isinstance(self.gn_groups, int)
+            or self.gn_groups < 1
+            or (self.norm == "group" and self.width % self.gn_groups)
+        ):
+            raise ConfigError(
+                f"model.gn_groups={self.gn_groups!r}: must be a positive divisor of model.width={self.width}"
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> ModelSpec:

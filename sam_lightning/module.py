@@ -63,15 +63,33 @@ class SAMClassifier(pl.LightningModule):
 
     EVAL_SETS = ("test", "val", "train_eval")  # what the datamodule's evaluation loaders may be (its eval_sets)
 
-    def __init__(self, model: ModelSpec, method: Variant | ERM, optim: OptimSpec, num_classes: int, max_epochs: int, channels_last: bool = False,
-                 track_label_noise: bool = False, fingerprint: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: ModelSpec,
+        method: Variant | ERM,
+        optim: OptimSpec,
+        num_classes: int,
+        max_epochs: int,
+        channels_last: bool = False,
+        track_label_noise: bool = False,
+        fingerprint: dict | None = None,
+    ) -> None:
         super().__init__()
         # logger=False: the loggers get the resolved Hydra config from train.py, not this copy of it.
         # fingerprint: what defines the run (sam_lightning/fingerprint.py), checked when resuming.
-        self.save_hyperparameters({
-            "model": asdict(model), "method": method_hparams(method), "optim": asdict(optim), "num_classes": num_classes,
-            "max_epochs": max_epochs, "channels_last": channels_last, "track_label_noise": track_label_noise, "fingerprint": fingerprint,
-        }, logger=False)
+        self.save_hyperparameters(
+            {
+                "model": asdict(model),
+                "method": method_hparams(method),
+                "optim": asdict(optim),
+                "num_classes": num_classes,
+                "max_epochs": max_epochs,
+                "channels_last": channels_last,
+                "track_label_noise": track_label_noise,
+                "fingerprint": fingerprint,
+            },
+            logger=False,
+        )
         self.method, self.optim = method, optim
         self.backbone = build_model(num_classes=num_classes, **asdict(model))
         self.channels_last = channels_last
@@ -96,14 +114,20 @@ class SAMClassifier(pl.LightningModule):
     def configure_optimizers(self):
         o = self.optim
         decay = o.l2 if o.l2_mode == "weight_decay" else 0.0
-        opt = torch.optim.SGD(self.backbone.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=decay)
+        opt = torch.optim.SGD(
+            self.backbone.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=decay
+        )
         return [opt], [lr_schedule(opt, o.schedule, self.hparams.max_epochs)]
 
     def on_train_start(self) -> None:
         from sam_lightning.callbacks.switch import MethodSwitch
 
-        if isinstance(self.method, SwitchedSAM) and not any(isinstance(c, MethodSwitch) for c in self.trainer.callbacks):
-            raise ConfigError(f"method {self.method.name} needs the MethodSwitch callback (sam_lightning.callbacks.switch) in the Trainer's callbacks")
+        if isinstance(self.method, SwitchedSAM) and not any(
+            isinstance(c, MethodSwitch) for c in self.trainer.callbacks
+        ):
+            raise ConfigError(
+                f"method {self.method.name} needs the MethodSwitch callback (sam_lightning.callbacks.switch) in the Trainer's callbacks"
+            )
 
     # -- the step ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -121,7 +145,9 @@ class SAMClassifier(pl.LightningModule):
         if self.method.ascent_batch == "random":
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "random_train_batch"):
-                raise RuntimeError("method.ascent_batch=random needs the ImageDataModule (trainer.fit(..., datamodule=...))")
+                raise RuntimeError(
+                    "method.ascent_batch=random needs the ImageDataModule (trainer.fit(..., datamodule=...))"
+                )
             return datamodule.random_train_batch(len(y), x.device)
         previous, self._previous_batch = self._previous_batch, (x.detach(), y.detach())
         return previous if previous is not None and len(previous[1]) == len(y) else (None, None)
@@ -129,8 +155,13 @@ class SAMClassifier(pl.LightningModule):
     def _report_engine(self, batch_size: int) -> None:
         if not self._engine_reported and self.trainer.is_global_zero:
             n = len(chunk_slices(batch_size, self.method.m))
-            log.info("m-SAM engine: %s (%d chunk(s) of %d examples per batch, method.engine=%s)",
-                     choose_engine(self.method, self.backbone, n, batch_size // n), n, batch_size // n, self.method.engine)
+            log.info(
+                "m-SAM engine: %s (%d chunk(s) of %d examples per batch, method.engine=%s)",
+                choose_engine(self.method, self.backbone, n, batch_size // n),
+                n,
+                batch_size // n,
+                self.method.engine,
+            )
         self._engine_reported = True
 
     def _gradients(self, x: Tensor, y: Tensor, lr: float):
@@ -139,17 +170,30 @@ class SAMClassifier(pl.LightningModule):
         if self.optim.l2_mode == "loss" and self.optim.l2 > 0:
             regularizer = lambda weights: l2_penalty(weights, self.optim.l2)  # noqa: E731
         if not self.perturbing:
-            return erm_gradients(self.backbone, params, F.cross_entropy, x, y, regularizer=regularizer, backward=self.manual_backward)
+            return erm_gradients(
+                self.backbone, params, F.cross_entropy, x, y, regularizer=regularizer, backward=self.manual_backward
+            )
         self._report_engine(len(y))
         xa, ya = self._ascent_batch(x, y) if isinstance(self.method, NSAM) else (None, None)
         return sam_gradients(
-            self.backbone, params, F.cross_entropy, x, y, self.method, rho=self.current_rho(lr),
-            ascent_inputs=xa, ascent_targets=ya, regularizer=regularizer, backward=self.manual_backward,
+            self.backbone,
+            params,
+            F.cross_entropy,
+            x,
+            y,
+            self.method,
+            rho=self.current_rho(lr),
+            ascent_inputs=xa,
+            ascent_targets=ya,
+            regularizer=regularizer,
+            backward=self.manual_backward,
         )
 
     def _images(self, x: Tensor) -> Tensor:
         """The batch in the weights' dtype (float64 under trainer.precision=64-true) and memory format."""
-        return x.to(dtype=self.dtype, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        return x.to(
+            dtype=self.dtype, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
+        )
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = self._images(batch[0]), batch[1]
@@ -170,10 +214,19 @@ class SAMClassifier(pl.LightningModule):
         self.log("train/error", self.train_error, prog_bar=True, **epoch)
         self.log("train/objective", self.train_objective, **epoch)
         # Equal on every device; sync_dist only averages them once, at the epoch's end.
-        self.log_dict({"train/lr": lr, "train/rho": self.current_rho(lr), "train/perturbed": float(self.perturbing)}, sync_dist=True, **epoch)
+        self.log_dict(
+            {"train/lr": lr, "train/rho": self.current_rho(lr), "train/perturbed": float(self.perturbing)},
+            sync_dist=True,
+            **epoch,
+        )
         if self.hparams.track_label_noise and len(batch) > 2:
             self._log_label_noise(out.logits, y, batch[2])
-        steps = {"step/loss": out.loss, "step/grad_norm": out.grad_norm, "step/perturbation_norm": out.perturbation_norm, "step/lr": lr}
+        steps = {
+            "step/loss": out.loss,
+            "step/grad_norm": out.grad_norm,
+            "step/perturbation_norm": out.perturbation_norm,
+            "step/lr": lr,
+        }
         if out.perturbed_loss is not None:
             steps["step/perturbed_loss"] = out.perturbed_loss
         self.log_dict(steps, on_step=True, on_epoch=False)

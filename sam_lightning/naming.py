@@ -21,13 +21,20 @@ from pathlib import PurePath
 import yaml
 from omegaconf import OmegaConf
 
-
 SEED_KEYS = frozenset({"seed"})
 # Bookkeeping: where and how a run is logged or placed, never what it computes.
-NEUTRAL_KEYS = frozenset({
-    "ckpt_path", "num_workers", "eval_batch_size", "channels_last",
-    "trainer.devices", "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-})
+NEUTRAL_KEYS = frozenset(
+    {
+        "ckpt_path",
+        "num_workers",
+        "eval_batch_size",
+        "channels_last",
+        "trainer.devices",
+        "trainer.enable_progress_bar",
+        "trainer.enable_model_summary",
+        "trainer.log_every_n_steps",
+    }
+)
 NEUTRAL_PREFIXES = ("logger", "paths", "hydra", "sweep", "hparams_search")
 
 
@@ -96,14 +103,16 @@ def sweep_name(sweep_dir: str) -> str:
     """multirun/rho_grid/2026-11-28/10-00-00 -> rho_grid/2026-11-28/10-00-00; /elsewhere/x -> x."""
     parts = PurePath(sweep_dir).parts
     if "multirun" in parts:
-        below = parts[len(parts) - parts[::-1].index("multirun"):]
+        below = parts[len(parts) - parts[::-1].index("multirun") :]
         if below:
             return "/".join(below)
     return PurePath(sweep_dir).name or str(sweep_dir)
 
 
 # Shown by the single-run name itself (<method label>-<data>-<model>-s<seed>), not repeated after it.
-IN_NAME_KEYS = frozenset({"method", "method.m", "method.normalize", "method.name", "data", "data.name", "model", "model.arch", "run_name"})
+IN_NAME_KEYS = frozenset(
+    {"method", "method.m", "method.normalize", "method.name", "data", "data.name", "model", "model.arch", "run_name"}
+)
 
 
 def single_run_name(cfg, overrides) -> str:
@@ -165,7 +174,11 @@ def wandb_names(cfg) -> dict:
     if job:
         sweep_dir, num, overrides, _ = job
         names["hydra"] = {
-            **names["hydra"], "sweep_dir": sweep_dir, "job_num": num,
-            "group_key": ",".join(f"{k}={v}" for k, v in group_keys(overrides, OmegaConf.to_container(cfg, resolve=False)).items()),
+            **names["hydra"],
+            "sweep_dir": sweep_dir,
+            "job_num": num,
+            "group_key": ",".join(
+                f"{k}={v}" for k, v in group_keys(overrides, OmegaConf.to_container(cfg, resolve=False)).items()
+            ),
         }
     return names

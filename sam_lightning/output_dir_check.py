@@ -18,7 +18,11 @@ def _check(path: str, key: str) -> None:
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        print(f"error: {key}={path} cannot be created ({err.strerror or err}); choose a writable folder with {key}=...", file=sys.stderr, flush=True)
+        print(
+            f"error: {key}={path} cannot be created ({err.strerror or err}); choose a writable folder with {key}=...",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(2)  # as the entry points for any other refused setting
 
 

@@ -22,7 +22,18 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from sam_lightning.stats import bootstrap_ci, format_mean_ci
 
-COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:gray", "tab:cyan", "black")
+COLORS = (
+    "tab:blue",
+    "tab:red",
+    "tab:green",
+    "tab:purple",
+    "tab:orange",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:cyan",
+    "black",
+)
 KEY = "key:"  # the group columns of a sweep summary (sam_lightning.sweep.collect.KEY)
 RHO = KEY + "method.rho"
 CURVE_NAMES = {"train/noisy_fit": "flipped labels fitted", "train/clean_error": "train error, clean labels"}
@@ -68,6 +79,7 @@ def _log_if_wide(ax, values) -> None:
 
 # -- sweeps ---------------------------------------------------------------------------------------
 
+
 def _what(metric: str) -> tuple[str, float]:
     """('test error (%)', 100) or ('test loss', 1) for a results.json metric name."""
     name = metric.removeprefix("final_").replace("_", " ")
@@ -75,8 +87,15 @@ def _what(metric: str) -> tuple[str, float]:
 
 
 def _family_label(row: pd.Series, columns: list[str]) -> str:
-    parts = [str(row[c]) if c == KEY + "method" else f"{c[len(KEY):]}={row[c]:g}" if isinstance(row[c], float) else f"{c[len(KEY):]}={row[c]}"
-             for c in columns if pd.notna(row[c])]
+    parts = [
+        str(row[c])
+        if c == KEY + "method"
+        else f"{c[len(KEY) :]}={row[c]:g}"
+        if isinstance(row[c], float)
+        else f"{c[len(KEY) :]}={row[c]}"
+        for c in columns
+        if pd.notna(row[c])
+    ]
     return " ".join(parts) or "all runs"
 
 
@@ -89,7 +108,10 @@ def _families(summary: pd.DataFrame, groups: list[str]) -> list[tuple[str, pd.Da
     family = [c for c in groups if c != RHO]
     if not family:
         return [("all runs", summary)]
-    return [(_family_label(members.iloc[0], family), members) for _, members in summary.groupby(family, dropna=False, sort=False)]
+    return [
+        (_family_label(members.iloc[0], family), members)
+        for _, members in summary.groupby(family, dropna=False, sort=False)
+    ]
 
 
 def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | None:
@@ -109,14 +131,22 @@ def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | 
         label = f"{label} ({_seeds(members)})"
         positive = pd.to_numeric(members[RHO], errors="coerce") > 0
         for _, row in members[~positive].iterrows():  # no rho (ERM) or rho = 0: a baseline across the axis
-            ax.axhline(scale * row["mean"], ls="--", lw=1.2, color=color(i), label=label if pd.isna(row[RHO]) else f"{label}, rho=0")
+            ax.axhline(
+                scale * row["mean"],
+                ls="--",
+                lw=1.2,
+                color=color(i),
+                label=label if pd.isna(row[RHO]) else f"{label}, rho=0",
+            )
             if np.isfinite(row["ci_low"]):
                 ax.axhspan(scale * row["ci_low"], scale * row["ci_high"], color=color(i), alpha=0.15)
         members = members[positive]
         if members.empty:
             continue
         y = scale * members["mean"].to_numpy()
-        err = np.nan_to_num(scale * np.abs(np.vstack([members["mean"] - members["ci_low"], members["ci_high"] - members["mean"]])))
+        err = np.nan_to_num(
+            scale * np.abs(np.vstack([members["mean"] - members["ci_low"], members["ci_high"] - members["mean"]]))
+        )
         ax.errorbar(members[RHO].astype(float), y, yerr=err, marker="o", ms=4, capsize=3, color=color(i), label=label)
         for _, r in members[members["separated"]].iterrows():
             ax.plot([r[RHO]], [scale * r["mean"]], marker="*", ms=14, color=color(i), mec="black", zorder=5, ls="none")
@@ -125,7 +155,9 @@ def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | 
     ax.set_ylabel(what)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    star = "\nstar: the best rho of a method, its interval below every other rho's" if summary["separated"].any() else ""
+    star = (
+        "\nstar: the best rho of a method, its interval below every other rho's" if summary["separated"].any() else ""
+    )
     ax.set_title(f"{what.capitalize()} against rho: mean over seeds with 95% bootstrap interval{star}", fontsize=9)
     return _save(fig, path)
 
@@ -139,14 +171,16 @@ def _trials_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path:
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     x, y = summary[RHO].astype(float).to_numpy(), scale * summary["mean"].to_numpy()
-    err = np.nan_to_num(scale * np.abs(np.vstack([summary["mean"] - summary["ci_low"], summary["ci_high"] - summary["mean"]])))
+    err = np.nan_to_num(
+        scale * np.abs(np.vstack([summary["mean"] - summary["ci_low"], summary["ci_high"] - summary["mean"]]))
+    )
     ax.errorbar(x, y, yerr=err, ls="none", color="0.6", capsize=2, zorder=1)
     if len(others) == 1:
         values = pd.to_numeric(summary[others[0]]).to_numpy(dtype=float)
         positive = (values > 0).all()
         norm = LogNorm(values.min(), values.max()) if positive and values.max() > values.min() else None
         points = ax.scatter(x, y, c=values, cmap="viridis", norm=norm, s=30, zorder=3)
-        bar = fig.colorbar(points, ax=ax, label=others[0][len(KEY):] + (" (log scale)" if norm is not None else ""))
+        bar = fig.colorbar(points, ax=ax, label=others[0][len(KEY) :] + (" (log scale)" if norm is not None else ""))
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         bar.ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
     else:
@@ -173,10 +207,14 @@ def sweep_points(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, path: st
     ax = fig.subplots()
     for y, (i, row) in enumerate(summary.iloc[::-1].iterrows()):
         seeds = scale * metric.reindex(row["jobs"]).dropna().to_numpy()
-        ax.plot(seeds, np.full(len(seeds), y), ls="none", marker=".", ms=6, color=color(i), alpha=0.5, zorder=4)  # above the whiskers
+        ax.plot(
+            seeds, np.full(len(seeds), y), ls="none", marker=".", ms=6, color=color(i), alpha=0.5, zorder=4
+        )  # above the whiskers
         err = np.nan_to_num(scale * np.abs([[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]))
         ax.errorbar([scale * row["mean"]], [y], xerr=err, marker="o", ms=6, capsize=4, color=color(i))
-    names = [f"{_family_label(row, info['groups'])} ({_seeds(summary.loc[[i]])})" for i, row in summary.iloc[::-1].iterrows()]
+    names = [
+        f"{_family_label(row, info['groups'])} ({_seeds(summary.loc[[i]])})" for i, row in summary.iloc[::-1].iterrows()
+    ]
     ax.set_yticks(range(len(summary)), names, fontsize=8)
     ax.set_xlabel(what)
     ax.grid(alpha=0.3, axis="x")
@@ -208,7 +246,9 @@ def _band(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return np.array(lows), np.array(highs)
 
 
-def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, histories: dict, path: str | Path) -> Path | None:
+def sweep_curves(
+    summary: pd.DataFrame, info: dict, runs: pd.DataFrame, histories: dict, path: str | Path
+) -> Path | None:
     """Test (top) and train (bottom) metric over epochs or steps, mean over seeds with a 95% CI band;
     label-noise runs add train/noisy_fit and train/clean_error. One panel per method with one line
     per rho; when every method has a single row, one panel per metric with one line per method.
@@ -224,7 +264,11 @@ def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, historie
     panels = [("", summary)] if single else families
     family_of = {idx: i for i, (_, members) in enumerate(families) for idx in members.index}
     jobs = [j for js in summary["jobs"] for j in js]
-    keys = [k for k in (test_key, train_key, *extra_keys) if any(h.get(k) is not None for j in jobs for h in histories.get(j, []))]
+    keys = [
+        k
+        for k in (test_key, train_key, *extra_keys)
+        if any(h.get(k) is not None for j in jobs for h in histories.get(j, []))
+    ]
     if not keys:
         return None
     if single:  # one panel per metric: side by side, or a 2-column grid for more than two
@@ -247,10 +291,22 @@ def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, historie
                 if by_step:
                     frame = frame[frame.index > 0]  # log x: start at the first logged step, no line from 0
                 x, mean = frame.index.to_numpy(), scale * frame.mean(axis=1).to_numpy()
-                label = (_family_label(row, [k for k in info["groups"] if k != RHO]) if single
-                         else f"rho={row[RHO]:g}" if RHO in row and pd.notna(row[RHO]) else "no rho")
+                label = (
+                    _family_label(row, [k for k in info["groups"] if k != RHO])
+                    if single
+                    else f"rho={row[RHO]:g}"
+                    if RHO in row and pd.notna(row[RHO])
+                    else "no rho"
+                )
                 k = family_of[row.name] if single else i
-                ax.plot(x, mean, color=color(k), marker="o" if len(x) < 4 else None, ms=3, label=f"{label} ({frame.shape[1]} seed{'s' * (frame.shape[1] > 1)})")
+                ax.plot(
+                    x,
+                    mean,
+                    color=color(k),
+                    marker="o" if len(x) < 4 else None,
+                    ms=3,
+                    label=f"{label} ({frame.shape[1]} seed{'s' * (frame.shape[1] > 1)})",
+                )
                 low, high = _band(frame)
                 if np.isfinite(low).any():
                     ax.fill_between(x, scale * low, scale * high, color=color(k), alpha=0.2, lw=0)
@@ -270,11 +326,15 @@ def sweep_curves(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, historie
                 ax.set_yscale("log")  # losses: decades, as in the paper's Fig. 6
     what = what.removeprefix("best ")  # the curves are the logged values, whichever the table's metric
     quantity = what.replace("test ", "test and train ", 1) if len(keys) >= 2 else what
-    fig.suptitle(f"{quantity.capitalize()} over {'steps' if by_step else 'epochs'}: mean over seeds with 95% bootstrap band", fontsize=10)
+    fig.suptitle(
+        f"{quantity.capitalize()} over {'steps' if by_step else 'epochs'}: mean over seeds with 95% bootstrap band",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
 # -- analysis -------------------------------------------------------------------------------------
+
 
 def sharpness(records: Sequence[dict], path: str | Path) -> Path:
     """m-sharpness against rho (Fig. 2 style): the loss increase at the (approximate) worst point of
@@ -308,10 +368,21 @@ def sharpness(records: Sequence[dict], path: str | Path) -> Path:
             if repeats > 1:  # band: 95% CI over the checkpoints
                 spread = [bootstrap_ci(g["sharpness"].to_numpy()) or (np.nan, np.nan) for _, g in by_rho]
             else:  # band: the per-batch range of the one checkpoint
-                spread = [(min(g["per_batch"].iloc[0]), max(g["per_batch"].iloc[0])) if g["per_batch"].iloc[0] else (np.nan, np.nan) for _, g in by_rho]
-            axes[0][col].fill_between(rhos, [lo for lo, _ in spread], [hi for _, hi in spread], color=c, alpha=0.15, lw=0)
+                spread = [
+                    (min(g["per_batch"].iloc[0]), max(g["per_batch"].iloc[0]))
+                    if g["per_batch"].iloc[0]
+                    else (np.nan, np.nan)
+                    for _, g in by_rho
+                ]
+            axes[0][col].fill_between(
+                rhos, [lo for lo, _ in spread], [hi for _, hi in spread], color=c, alpha=0.15, lw=0
+            )
             if with_factor:
-                axes[1][col].plot(rhos, by_rho["suboptimality_factor"].apply(lambda v: pd.to_numeric(v, errors="coerce").mean()), **style)
+                axes[1][col].plot(
+                    rhos,
+                    by_rho["suboptimality_factor"].apply(lambda v: pd.to_numeric(v, errors="coerce").mean()),
+                    **style,
+                )
         values = [v for r in records if r["m"] == m for v in (r.get("per_batch") or [r["sharpness"]])]
         if min(values) > 0 and max(values) > 100 * min(values):  # e.g. train- vs eval-mode BN (Fig. 19)
             axes[0][col].set_yscale("log")
@@ -322,13 +393,18 @@ def sharpness(records: Sequence[dict], path: str | Path) -> Path:
             rho_axis(axes[1][col], [r["rho"] for r in records])
             axes[1][col].axhline(1.0, color="0.7", linewidth=0.8, zorder=0)
             axes[1][col].set(title=f"suboptimality factor, {steps} steps vs 1", ylabel="factor")
-    title = ("line: mean over batches and checkpoints\nband: 95% CI over checkpoints (one: per-batch range)" if any_repeats
-             else "line: mean over batches\nband: per-batch range")
+    title = (
+        "line: mean over batches and checkpoints\nband: 95% CI over checkpoints (one: per-batch range)"
+        if any_repeats
+        else "line: mean over batches\nband: per-batch range"
+    )
     axes[0][-1].legend(fontsize="small", title=title, title_fontsize="small")
     return _save(fig, path)
 
 
-def interpolation(points: Sequence[dict], path: str | Path, label_a: str, label_b: str, title: str = "", endpoints: dict | None = None) -> Path:
+def interpolation(
+    points: Sequence[dict], path: str | Path, label_a: str, label_b: str, title: str = "", endpoints: dict | None = None
+) -> Path:
     """Train/test loss and error along (1 - t) A + t B (Fig. 10 style); A at t = 0, B at t = 1.
     `endpoints` ({"a": metrics, "b": metrics}, each checkpoint as saved) are drawn as crosses."""
     ts = [p["t"] for p in points]
@@ -352,6 +428,7 @@ def interpolation(points: Sequence[dict], path: str | Path, label_a: str, label_
 
 
 # -- theory ---------------------------------------------------------------------------------------
+
 
 def relu_functions(nets: dict, data, path: str | Path, summary: dict) -> Path:
     """One panel per method: the learned functions of all inits over the data points (Fig. 7)."""

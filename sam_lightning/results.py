@@ -26,7 +26,16 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from sam_lightning.callbacks.divergence import TrainingDiverged
 from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
 
-TRAIN_KEYS = ("train/loss", "train/error", "train/objective", "train/lr", "train/rho", "train/perturbed", "train/clean_error", "train/noisy_fit")
+TRAIN_KEYS = (
+    "train/loss",
+    "train/error",
+    "train/objective",
+    "train/lr",
+    "train/rho",
+    "train/perturbed",
+    "train/clean_error",
+    "train/noisy_fit",
+)
 EVAL_KEYS = ("test/loss", "test/error", "val/loss", "val/error", "train_eval/loss", "train_eval/error")
 EPOCH_KEYS = TRAIN_KEYS + EVAL_KEYS
 
@@ -158,7 +167,15 @@ class ResultsWriter(pl.Callback):
         }
 
     def write(self, status: str, reason: str | None = None, epochs_done: int | None = None) -> dict:
-        payload = {"status": status, "reason": reason, **self.summary(), "wall_time_s": round(self.wall_time(), 3), **self.extra, "config": self.config, "history": self.history}
+        payload = {
+            "status": status,
+            "reason": reason,
+            **self.summary(),
+            "wall_time_s": round(self.wall_time(), 3),
+            **self.extra,
+            "config": self.config,
+            "history": self.history,
+        }
         atomic_write_json(self.path, payload)
         return payload
 

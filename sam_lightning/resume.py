@@ -42,7 +42,9 @@ def csv_logger(run_dir: Path, resume_step: int | None):
     csv_dir = run_dir / "csv"
     header, rows = earlier_rows(csv_dir, resume_step) if resume_step is not None else ([], [])
     if resume_step is not None and csv_dir.is_dir():
-        for old in csv_dir.iterdir():  # rewritten below and by the run (hparams.yaml); an empty folder raises no warning
+        for (
+            old
+        ) in csv_dir.iterdir():  # rewritten below and by the run (hparams.yaml); an empty folder raises no warning
             if old.is_file():
                 old.unlink()
     logger = pl.loggers.CSVLogger(save_dir=str(run_dir), name="", version="csv")
@@ -58,7 +60,9 @@ def csv_logger(run_dir: Path, resume_step: int | None):
 
 def earlier_wandb_id(run_dir: Path) -> str | None:
     """The id of the latest W&B run logged in <run dir>/wandb/ ((offline-)run-<date>_<time>-<id>)."""
-    runs = [p for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir() and p.name.split("-", 1)[0] in ("run", "offline")]
+    runs = [
+        p for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir() and p.name.split("-", 1)[0] in ("run", "offline")
+    ]
     if not runs:
         return None
     latest = max(runs, key=lambda p: p.name.split("run-", 1)[1])

@@ -58,7 +58,9 @@ def _inside(path: str | os.PathLike, folder: Path) -> bool:
         return False
 
 
-def check_run_dir(run_dir: str | os.PathLike, ckpt_path: str | None, overwrite: object, key: str = "paths.output_dir") -> None:
+def check_run_dir(
+    run_dir: str | os.PathLike, ckpt_path: str | None, overwrite: object, key: str = "paths.output_dir"
+) -> None:
     """Raises ConfigError when `run_dir` holds another run's results.json (see the module's doc)."""
     folder = Path(run_dir)
     if not (folder / RESULTS_FILE).is_file() or overwrite is True:

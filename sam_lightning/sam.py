@@ -306,12 +306,24 @@ def sam_gradients(
         e = None if drawn is None else {k: torch.stack([chunk[k] for chunk in drawn[start:stop]]) for k in w}
         part = slice(slices[start].start, slices[stop - 1].stop)  # chunks start..stop-1, stacked below
         d, report = vmap(chunk_step, in_dims=(0, 0, 0, 0, 0, 0, None if e is None else 0), randomness="different")(
-            copies, ascent_copies, *(_stack(t[part], size) for t in (inputs, targets, xa_all, ya_all)), e,
+            copies,
+            ascent_copies,
+            *(_stack(t[part], size) for t in (inputs, targets, xa_all, ya_all)),
+            e,
         )
         fold_chunk_statistics(model, buffers, copies)
         torch._foreach_add_(list(descent.values()), [d[k].sum(0) for k in descent])
         reports.append(report)
 
     backward(sum((p * (descent[k] / n)).sum() for k, p in zip(names, params)))
-    logits, loss, objective_value, loss_e, g_norm, e_norm = (torch.cat([r[i] for r in reports]).detach() for i in range(6))
-    return StepOutput(logits.reshape(-1, logits.shape[-1]), loss.mean(), objective_value.mean(), g_norm.mean(), e_norm.mean(), loss_e.mean())
+    logits, loss, objective_value, loss_e, g_norm, e_norm = (
+        torch.cat([r[i] for r in reports]).detach() for i in range(6)
+    )
+    return StepOutput(
+        logits.reshape(-1, logits.shape[-1]),
+        loss.mean(),
+        objective_value.mean(),
+        g_norm.mean(),
+        e_norm.mean(),
+        loss_e.mean(),
+    )

@@ -18,8 +18,9 @@ from scipy import stats
 N_RESAMPLES = 10_000  # seaborn uses 1000; more resamples only cost milliseconds and less jitter
 
 
-def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
-                 seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = 0.95, n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> tuple[float, float] | None:
     """(low, high) of the mean's percentile-bootstrap interval; None for fewer than 2 values."""
     data = np.asarray(values, dtype=float)
     if data.ndim != 1:
@@ -31,8 +32,15 @@ def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, n_resamples:
     # scipy >= 1.15 takes rng=; older releases only random_state=.
     gen = np.random.default_rng(seed)
     rng = {"rng": gen} if "rng" in inspect.signature(stats.bootstrap).parameters else {"random_state": gen}
-    res = stats.bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                          method="percentile", vectorized=True, **rng)
+    res = stats.bootstrap(
+        (data,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        vectorized=True,
+        **rng,
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
@@ -43,7 +51,9 @@ def mean_ci(values: Sequence[float], n_resamples: int = N_RESAMPLES) -> tuple[fl
     return (mean, *(ci or (math.nan, math.nan)))
 
 
-def format_mean_ci(mean: float, low: float = math.nan, high: float = math.nan, scale: float = 1.0, spec: str = ".3g") -> str:
+def format_mean_ci(
+    mean: float, low: float = math.nan, high: float = math.nan, scale: float = 1.0, spec: str = ".3g"
+) -> str:
     """The one way numbers over seeds are written: `mean [low, high]`, or `mean` without an interval."""
     if mean is None or not math.isfinite(mean):
         return "-"

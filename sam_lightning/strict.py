@@ -17,21 +17,50 @@ from sam_lightning.config import ConfigError
 
 # key -> the words it takes besides true and false
 _TRAINER = {
-    "trainer.benchmark": (), "trainer.deterministic": ("warn",), "trainer.enable_model_summary": (),
-    "trainer.enable_progress_bar": (), "trainer.enable_checkpointing": (), "trainer.sync_batchnorm": (),
-    "trainer.use_distributed_sampler": (), "trainer.inference_mode": (), "trainer.detect_anomaly": (),
+    "trainer.benchmark": (),
+    "trainer.deterministic": ("warn",),
+    "trainer.enable_model_summary": (),
+    "trainer.enable_progress_bar": (),
+    "trainer.enable_checkpointing": (),
+    "trainer.sync_batchnorm": (),
+    "trainer.use_distributed_sampler": (),
+    "trainer.inference_mode": (),
+    "trainer.detect_anomaly": (),
 }
 BOOLEANS: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {
-        "channels_last": ("auto",), "data_on_device": ("auto",),
-        "data.augment": (), "data.download": (), "data.eval_train": (), "data.standardize": (),
-        "method.normalize": (), "method.project": (), "method.bn_ascent_updates_stats": (),
-        "optim.nesterov": (), "logger.log_model": ("all",), "overwrite": (), **_TRAINER,
+        "channels_last": ("auto",),
+        "data_on_device": ("auto",),
+        "data.augment": (),
+        "data.download": (),
+        "data.eval_train": (),
+        "data.standardize": (),
+        "method.normalize": (),
+        "method.project": (),
+        "method.bn_ascent_updates_stats": (),
+        "optim.nesterov": (),
+        "logger.log_model": ("all",),
+        "overwrite": (),
+        **_TRAINER,
     },
-    "sharpness": {"one_step": (), "tf32": (), "progress": (), "data.augment": (), "data.download": (),
-                  "data.eval_train": (), "data.standardize": ()},
-    "interpolation": {"recompute_bn": (), "tf32": (), "progress": (), "data.augment": (), "data.download": (),
-                      "data.eval_train": (), "data.standardize": ()},
+    "sharpness": {
+        "one_step": (),
+        "tf32": (),
+        "progress": (),
+        "data.augment": (),
+        "data.download": (),
+        "data.eval_train": (),
+        "data.standardize": (),
+    },
+    "interpolation": {
+        "recompute_bn": (),
+        "tf32": (),
+        "progress": (),
+        "data.augment": (),
+        "data.download": (),
+        "data.eval_train": (),
+        "data.standardize": (),
+    },
     "theory": {"method.normalize": (), "switch.to.normalize": (), "relu.plot": ()},
     # lists of booleans: every element is checked
     "bench": {"loops": (), "loaders": (), "channels_last": (), "compile": ()},
@@ -101,5 +130,8 @@ def callback_arguments(entry):
         params = inspect.signature(get_class(entry["_target_"]).__init__).parameters
     except Exception:  # noqa: BLE001 - any import failure: instantiate_callbacks names it
         return []
-    return [(key, entry[key], params[key]) for key in entry
-            if key in params and not str(key).startswith("_") and entry[key] is not None]
+    return [
+        (key, entry[key], params[key])
+        for key in entry
+        if key in params and not str(key).startswith("_") and entry[key] is not None
+    ]

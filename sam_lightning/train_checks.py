@@ -38,7 +38,7 @@ DATA_OPTIONS = Path(__file__).resolve().parents[1] / "conf" / "train" / "data"
 
 
 def did_you_mean(word: str, known) -> str:
-    """"; did you mean X?" for the known word closest to a typo (difflib), else ""."""
+    """ "; did you mean X?" for the known word closest to a typo (difflib), else ""."""
     close = difflib.get_close_matches(str(word), sorted(known), n=1)
     return f"; did you mean {close[0]}?" if close else ""
 
@@ -57,7 +57,9 @@ def check_data_keys(cfg: DictConfig) -> None:
     known = data_keys()
     for key in cfg.data:
         if key not in known:
-            raise ConfigError(f"data.{key} is not a data setting{did_you_mean(key, known)} (the keys of conf/train/data/*.yaml)")
+            raise ConfigError(
+                f"data.{key} is not a data setting{did_you_mean(key, known)} (the keys of conf/train/data/*.yaml)"
+            )
 
 
 def trainer_arguments() -> set[str]:
@@ -71,7 +73,9 @@ def check_trainer_keys(cfg: DictConfig) -> None:
     known = trainer_arguments()
     for key in cfg.trainer:
         if key not in known:
-            raise ConfigError(f"trainer.{key} is not a pl.Trainer argument{did_you_mean(key, known)} (see the Lightning Trainer documentation)")
+            raise ConfigError(
+                f"trainer.{key} is not a pl.Trainer argument{did_you_mean(key, known)} (see the Lightning Trainer documentation)"
+            )
 
 
 def check_data(cfg: DictConfig) -> None:
@@ -80,8 +84,16 @@ def check_data(cfg: DictConfig) -> None:
     require_int("data.batch_size", data.get("batch_size"), 1)
     require_int("eval_batch_size", cfg.get("eval_batch_size"), 1)
     require_int("num_workers", cfg.get("num_workers"), 0)
-    label_noise, fraction, val = data.get("label_noise", 0.0), data.get("train_fraction", 1.0), data.get("val_fraction", 0.0)
-    for key, value in (("data.label_noise", label_noise), ("data.train_fraction", fraction), ("data.val_fraction", val)):
+    label_noise, fraction, val = (
+        data.get("label_noise", 0.0),
+        data.get("train_fraction", 1.0),
+        data.get("val_fraction", 0.0),
+    )
+    for key, value in (
+        ("data.label_noise", label_noise),
+        ("data.train_fraction", fraction),
+        ("data.val_fraction", val),
+    ):
         if not _is_number(value):
             raise ConfigError(f"{key}={value!r}: must be a number")
     check_data_settings(label_noise, fraction, val)
@@ -92,7 +104,9 @@ def check_data(cfg: DictConfig) -> None:
             require_int(f"data.{key}", data.get(key), 1 if key != "num_classes" else 2)
         noise = data.get("noise", 0.6)
         if not _is_number(noise) or noise < 0:
-            raise ConfigError(f"data.noise={noise!r}: must be a number >= 0 (the per-pixel noise of the synthetic images)")
+            raise ConfigError(
+                f"data.noise={noise!r}: must be a number >= 0 (the per-pixel noise of the synthetic images)"
+            )
         kept = max(1, round(fraction * data.n_train))  # as sam_lightning.data.splits
         check_batches_per_device(cfg, kept - round(val * kept))
 
@@ -106,13 +120,19 @@ def check_batches_per_device(cfg: DictConfig, n_train: int) -> None:
     world *= cfg.trainer.get("num_nodes", 1) if _is_int(cfg.trainer.get("num_nodes", 1)) else 1
     if n_train // world < cfg.data.batch_size:
         per = f" ({n_train // world} per device on {world} devices)" if world > 1 else ""
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} exceeds the {n_train} training images{per}: lower data.batch_size")
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} exceeds the {n_train} training images{per}: lower data.batch_size"
+        )
 
 
 def check_trainer(cfg: DictConfig) -> None:
     check_trainer_keys(cfg)
-    require_int("trainer.max_epochs", cfg.trainer.get("max_epochs"), 1,
-                " (the run's length; the LR schedule and the ERM->SAM switch are fractions of it)")
+    require_int(
+        "trainer.max_epochs",
+        cfg.trainer.get("max_epochs"),
+        1,
+        " (the run's length; the LR schedule and the ERM->SAM switch are fractions of it)",
+    )
     for key in ("limit_train_batches", "max_steps"):
         value = cfg.trainer.get(key)
         if value is not None and _is_number(value) and value == 0:
@@ -128,8 +148,8 @@ def check_callbacks(cfg: DictConfig) -> None:
     """The callbacks group: numeric arguments are numbers (callbacks.early_stopping.patience=abc would
     train, then fail at the first comparison), and no StochasticWeightAveraging (its BatchNorm
     epoch and learning-rate phase assume Lightning's automatic optimization; the SAM step is manual)."""
-    from pytorch_lightning.callbacks import StochasticWeightAveraging
     from hydra.utils import get_class
+    from pytorch_lightning.callbacks import StochasticWeightAveraging
 
     for name, entry in (cfg.get("callbacks") or {}).items():
         for key, value, param in callback_arguments(entry):
@@ -140,7 +160,9 @@ def check_callbacks(cfg: DictConfig) -> None:
         except Exception:  # noqa: BLE001 - reported when instantiated
             cls = None
         if isinstance(cls, type) and issubclass(cls, StochasticWeightAveraging):
-            raise ConfigError(f"callbacks.{name}: StochasticWeightAveraging does not work with the manual SAM step (its BatchNorm epoch would take SAM steps); average checkpoints instead")
+            raise ConfigError(
+                f"callbacks.{name}: StochasticWeightAveraging does not work with the manual SAM step (its BatchNorm epoch would take SAM steps); average checkpoints instead"
+            )
 
 
 def check_logger(cfg: DictConfig) -> None:
@@ -150,8 +172,10 @@ def check_logger(cfg: DictConfig) -> None:
     if name == "wandb" and cfg.logger.get("mode") not in MODES:
         raise ConfigError(f"logger.mode={cfg.logger.get('mode')!r}: must be one of {', '.join(MODES)}")
     if name == "wandb" and cfg.logger.get("mode") == "online" and not api_key_known():
-        raise ConfigError("logger.mode=online needs a W&B API key (WANDB_API_KEY, or `wandb login`); "
-                          "logger.mode=offline logs here (wandb sync uploads later), logger.mode=auto chooses")
+        raise ConfigError(
+            "logger.mode=online needs a W&B API key (WANDB_API_KEY, or `wandb login`); "
+            "logger.mode=offline logs here (wandb sync uploads later), logger.mode=auto chooses"
+        )
 
 
 def check_train_config(cfg: DictConfig) -> None:

@@ -93,7 +93,10 @@ def test_m_sharpness_of_a_linear_loss_averages_ceil_n_over_m_batches():
 
     assert [len(y) for _, y in batches] == [4, 4, 2] and result["n_batches"] == math.ceil(10 / 4)
     x = normalize(images, torch.zeros(3), torch.ones(3)).flatten(1)
-    per_batch = [rho * (signs(labels[s]).float()[:, None] * x[s]).mean(0).norm().item() for s in (slice(0, 4), slice(4, 8), slice(8, 10))]
+    per_batch = [
+        rho * (signs(labels[s]).float()[:, None] * x[s]).mean(0).norm().item()
+        for s in (slice(0, 4), slice(4, 8), slice(8, 10))
+    ]
     assert result["per_batch"] == pytest.approx(per_batch, rel=1e-4)
     assert result["sharpness"] == pytest.approx(sum(per_batch) / 3, rel=1e-4)
 
@@ -120,7 +123,9 @@ def test_iterates_never_leave_the_ball_and_the_model_comes_back_unchanged():
     assert global_norm(result.delta).item() == pytest.approx(rho, rel=1e-4)
     assert result.sharpness > 0
     with batchnorm_mode(model, "train"):  # the default step is 0.1 rho (App. D)
-        assert m_sharpness(model, [(x, y)], rho, ascent_steps=1, one_step=False)["max_delta_norm"] == pytest.approx(0.1 * rho, rel=1e-5)
+        assert m_sharpness(model, [(x, y)], rho, ascent_steps=1, one_step=False)["max_delta_norm"] == pytest.approx(
+            0.1 * rho, rel=1e-5
+        )
     after = model.state_dict()  # weights and BN running statistics, bit for bit
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not model.training  # batchnorm_mode put the eval-mode model back
@@ -133,7 +138,9 @@ def test_one_ascent_step_of_size_rho_is_the_sam_perturbation_of_the_training_ste
     with batchnorm_mode(model, "train"):
         grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
         single = ascend(model, F.cross_entropy, x, y, rho, steps=1, step_size=rho)
-        chunked = m_sharpness(model, [(x[:4], y[:4]), (x[4:], y[4:])], rho, ascent_steps=1, ascent_step_mult=1.0, one_step=False)
+        chunked = m_sharpness(
+            model, [(x[:4], y[:4]), (x[4:], y[4:])], rho, ascent_steps=1, ascent_step_mult=1.0, one_step=False
+        )
     for d, e in zip(single.delta, [rho * g / global_norm(grads) for g in grads]):  # SAM's e = rho g / ||g||
         torch.testing.assert_close(d, e, rtol=1e-6, atol=1e-9)
 
@@ -161,7 +168,11 @@ def test_eval_mode_sharpness_uses_running_statistics():
 
 # -- checkpoints --------------------------------------------------------------------------------------
 def save_checkpoint(path, model: nn.Module, width: int) -> str:
-    hparams = {"model": {"arch": "preact_resnet18", "width": width, "norm": "batch", "gn_groups": 2}, "num_classes": 3, "method": {"name": "erm"}}
+    hparams = {
+        "model": {"arch": "preact_resnet18", "width": width, "norm": "batch", "gn_groups": 2},
+        "num_classes": 3,
+        "method": {"name": "erm"},
+    }
     state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
     torch.save({"hyper_parameters": hparams, "state_dict": state, "epoch": 0}, path)
     return str(path)
@@ -178,7 +189,9 @@ def test_loading_refuses_other_architectures_and_unsafe_files_in_one_line(tmp_pa
     with pytest.raises(CheckpointError, match="weights do not match its architecture.*width=4.*wrong shape") as err:
         load_checkpoint(save_checkpoint(tmp_path / "lies.ckpt", tiny_net(width=2), width=4))
     failures.append(err)
-    torch.save({"hyper_parameters": {"model": {}}, "state_dict": {}, "when": datetime.date(2022, 7, 1)}, tmp_path / "code.ckpt")
+    torch.save(
+        {"hyper_parameters": {"model": {}}, "state_dict": {}, "when": datetime.date(2022, 7, 1)}, tmp_path / "code.ckpt"
+    )
     with pytest.raises(CheckpointError, match="weights-only") as err:  # not unpickled: refused
         load_checkpoint(tmp_path / "code.ckpt")
     failures.append(err)
@@ -238,14 +251,31 @@ def smoke_checkpoints(tmp_path_factory):
     paths = []
     for method in ("sam", "erm"):
         run_dir = root / method
-        train(compose_config([*TINY, "++trainer.limit_train_batches=2", "data.batch_size=32", f"method={method}", f"paths.output_dir={run_dir}"]))
+        train(
+            compose_config(
+                [
+                    *TINY,
+                    "++trainer.limit_train_batches=2",
+                    "data.batch_size=32",
+                    f"method={method}",
+                    f"paths.output_dir={run_dir}",
+                ]
+            )
+        )
         paths.append(run_dir / "checkpoints" / "last.ckpt")
     return paths
 
 
 def start(module: str, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", module, "progress=false", "device=cpu", *overrides], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "progress=false", "device=cpu", *overrides],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
@@ -258,17 +288,40 @@ def test_both_commands_write_json_and_png_from_two_smoke_checkpoints(smoke_check
     digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in smoke_checkpoints}
     # The sharpness command as a user runs it (its start-up, mostly imports, takes most of this
     # test); meanwhile the interpolation command in-process, through its Hydra config.
-    sharp = start("sam_lightning.analysis.sharpness", f"ckpt=[{sam_ckpt},{erm_ckpt}]", "labels=[SAM,ERM]", "rho=[0.05,0.1]", "m=[8]",
-                  "n=8", "ascent_steps=2", "bn=[train,eval]", f"out_dir={tmp_path / 'sharpness'}")
-    interpolation_run(compose_config(
-        [f"ckpt_a={erm_ckpt}", f"ckpt_b={sam_ckpt}", "t=[-0.25,0,0.5,1,1.25]", "train_points=32", "test_points=32", "bn_points=32",
-         "progress=false", "device=cpu", f"out_dir={tmp_path / 'interpolation'}"],
-        config_name="interpolation", tree="analysis",
-    ))
+    sharp = start(
+        "sam_lightning.analysis.sharpness",
+        f"ckpt=[{sam_ckpt},{erm_ckpt}]",
+        "labels=[SAM,ERM]",
+        "rho=[0.05,0.1]",
+        "m=[8]",
+        "n=8",
+        "ascent_steps=2",
+        "bn=[train,eval]",
+        f"out_dir={tmp_path / 'sharpness'}",
+    )
+    interpolation_run(
+        compose_config(
+            [
+                f"ckpt_a={erm_ckpt}",
+                f"ckpt_b={sam_ckpt}",
+                "t=[-0.25,0,0.5,1,1.25]",
+                "train_points=32",
+                "test_points=32",
+                "bn_points=32",
+                "progress=false",
+                "device=cpu",
+                f"out_dir={tmp_path / 'interpolation'}",
+            ],
+            config_name="interpolation",
+            tree="analysis",
+        )
+    )
     curve = json.loads((tmp_path / "interpolation" / "interpolation.json").read_text())
     assert [p["t"] for p in curve["curve"]] == [-0.25, 0.0, 0.5, 1.0, 1.25]
     assert curve["settings"]["recompute_bn"] is True and curve["settings"]["train_points"] == 32
-    assert all(math.isfinite(p[k]) for p in curve["curve"] for k in ("train_loss", "test_loss")) and curve["distance"] > 0
+    assert (
+        all(math.isfinite(p[k]) for p in curve["curve"] for k in ("train_loss", "test_loss")) and curve["distance"] > 0
+    )
     assert (tmp_path / "interpolation" / "interpolation.png").read_bytes()[:4] == b"\x89PNG"
 
     rc, err = finish(sharp)
@@ -286,19 +339,43 @@ def test_both_commands_write_json_and_png_from_two_smoke_checkpoints(smoke_check
 
 def test_interpolation_command_refuses_another_architecture_before_any_work(smoke_checkpoints, tmp_path):
     other = save_checkpoint(tmp_path / "other.ckpt", tiny_net(width=2), width=2)
-    cfg = compose_config([f"ckpt_a={smoke_checkpoints[0]}", f"ckpt_b={other}", f"out_dir={tmp_path / 'out'}"], config_name="interpolation", tree="analysis")
+    cfg = compose_config(
+        [f"ckpt_a={smoke_checkpoints[0]}", f"ckpt_b={other}", f"out_dir={tmp_path / 'out'}"],
+        config_name="interpolation",
+        tree="analysis",
+    )
     with pytest.raises(CheckpointError, match="another architecture") as err:
         interpolation_run(cfg)
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("data", [["data=synthetic", "data.n_train=256", "data.n_test=128"], ["data.root=/elsewhere"]], ids=["data_option", "data_root_alone"])
+@pytest.mark.parametrize(
+    "data",
+    [["data=synthetic", "data.n_train=256", "data.n_test=128"], ["data.root=/elsewhere"]],
+    ids=["data_option", "data_root_alone"],
+)
 def test_sharpness_takes_the_data_options_docs_analysis_md_documents(smoke_checkpoints, tmp_path, data):
     from sam_lightning.analysis.sharpness import run as sharpness_run
 
     for choice in (["data=imagefolder", "data.root=/some/tree"], ["data=cifar10"]):  # compose, as documented
-        assert compose_config(["ckpt=x", *choice], config_name="sharpness", tree="analysis").data.name == choice[0].split("=")[1]
-    cfg = compose_config([f"ckpt={smoke_checkpoints[0]}", *data, "rho=[0.1]", "m=[8]", "n=8", "ascent_steps=1", "progress=false",
-                          "device=cpu", f"out_dir={tmp_path}"], config_name="sharpness", tree="analysis")
+        assert (
+            compose_config(["ckpt=x", *choice], config_name="sharpness", tree="analysis").data.name
+            == choice[0].split("=")[1]
+        )
+    cfg = compose_config(
+        [
+            f"ckpt={smoke_checkpoints[0]}",
+            *data,
+            "rho=[0.1]",
+            "m=[8]",
+            "n=8",
+            "ascent_steps=1",
+            "progress=false",
+            "device=cpu",
+            f"out_dir={tmp_path}",
+        ],
+        config_name="sharpness",
+        tree="analysis",
+    )
     out = sharpness_run(cfg)
     assert out["checkpoints"][0]["data"] == "synthetic" and len(out["results"]) == 1

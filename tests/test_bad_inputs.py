@@ -68,8 +68,14 @@ def paths(tmp_path_factory) -> Path:
     (root / "a_file").write_text("a file where a folder is expected")
     job = root / "runs" / "0_seed=0"  # one finished job for sweep.py to read
     job.mkdir(parents=True)
-    config = {"method": {"name": "sam", "rho": 0.1, "m": None}, "data": {"name": "synthetic", "batch_size": 128}, "seed": 0}
-    (job / "results.json").write_text(json.dumps({"status": "finished", "final_test_error": 0.5, "config": config, "history": []}))
+    config = {
+        "method": {"name": "sam", "rho": 0.1, "m": None},
+        "data": {"name": "synthetic", "batch_size": 128},
+        "seed": 0,
+    }
+    (job / "results.json").write_text(
+        json.dumps({"status": "finished", "final_test_error": 0.5, "config": config, "history": []})
+    )
     for kind in ("empty_class", "test_only_class", "truncated_jpeg", "not_an_image"):
         _imagefolder(root / kind, kind)
     return root
@@ -89,7 +95,12 @@ TRAIN_CASES = [
     ("batch_size_zero", ["data.batch_size=0"], "data.batch_size=0", 2),
     ("batch_size_not_a_number", ["data.batch_size=abc"], "data.batch_size='abc'", 2),
     ("eval_batch_size_zero", ["eval_batch_size=0"], "eval_batch_size=0", 2),
-    ("batch_larger_than_training_set", ["data.n_train=64", "data.batch_size=128", "method.m=null"], "data.batch_size=128 exceeds the 64", 2),
+    (
+        "batch_larger_than_training_set",
+        ["data.n_train=64", "data.batch_size=128", "method.m=null"],
+        "data.batch_size=128 exceeds the 64",
+        2,
+    ),
     ("synthetic_no_training_images", ["data.n_train=0"], "data.n_train=0", 2),
     ("width_zero", ["model.width=0"], "model.width=0", 2),
     ("gn_groups_not_dividing_width", ["norm=group", "model.gn_groups=3"], "model.gn_groups=3", 2),
@@ -110,16 +121,30 @@ TRAIN_CASES = [
     ("max_epochs_negative", ["trainer.max_epochs=-1"], "trainer.max_epochs=-1", 2),
     ("unknown_trainer_argument", ["trainer.max_epoch=3"], "trainer.max_epoch", 2),
     # typos: named with the key they meant, before any data is read (the CIFAR root here does not exist)
-    ("trainer_argument_typo_before_the_data", ["data=cifar10", "data.root=/nonexistent", "data.download=false", "trainer.max_epoch=3"],
-     "did you mean max_epochs", 2),
+    (
+        "trainer_argument_typo_before_the_data",
+        ["data=cifar10", "data.root=/nonexistent", "data.download=false", "trainer.max_epoch=3"],
+        "did you mean max_epochs",
+        2,
+    ),
     ("data_key_typo_added_with_plus", ["+data.batch_sise=64"], "did you mean batch_size", 2),
     ("data_key_unknown_added_with_plus", ["+data.colour=red"], "data.colour", 2),
     ("top_k_not_a_number", ["checkpoint.top_k=abc"], "checkpoint.top_k='abc'", 2),
     ("every_n_epochs_negative", ["checkpoint.every_n_epochs=-1"], "checkpoint.every_n_epochs=-1", 2),
-    ("callback_class_missing", ["+callbacks.extra._target_=pytorch_lightning.callbacks.NoSuchCallback"], "NoSuchCallback", 2),
+    (
+        "callback_class_missing",
+        ["+callbacks.extra._target_=pytorch_lightning.callbacks.NoSuchCallback"],
+        "NoSuchCallback",
+        2,
+    ),
     ("logger_mode_typo", ["logger=wandb", "logger.mode=offlien"], "logger.mode='offlien'", 2),
     ("logger_name_unknown", ["logger.name=tensorboard"], "logger.name='tensorboard'", 2),
-    ("wandb_online_without_an_api_key", ["logger=wandb", "logger.mode=online"], "logger.mode=online needs a W&B API key", 2),
+    (
+        "wandb_online_without_an_api_key",
+        ["logger=wandb", "logger.mode=online"],
+        "logger.mode=online needs a W&B API key",
+        2,
+    ),
     ("ckpt_path_missing", [f"ckpt_path={TMP}/missing.ckpt"], "missing.ckpt", 2),
     ("ckpt_path_garbage", [f"ckpt_path={TMP}/garbage.ckpt"], "garbage.ckpt", 2),
     ("ckpt_path_other_width", [f"ckpt_path={TMP}/wide.ckpt"], "width=8", 2),
@@ -130,7 +155,12 @@ TRAIN_CASES = [
     ("init_from_garbage", [f"init_from={TMP}/garbage.ckpt"], "garbage.ckpt", 2),
     ("output_dir_under_a_file", [f"paths.output_dir={TMP}/a_file/run"], "a_file/run", 2),
     ("hydra_run_dir_under_a_file", [f"hydra.run.dir={TMP}/a_file/run"], "a_file/run", 2),
-    ("cifar_missing_without_download", ["data=cifar10", "data.root=/nonexistent", "data.download=false"], "/nonexistent", 2),
+    (
+        "cifar_missing_without_download",
+        ["data=cifar10", "data.root=/nonexistent", "data.download=false"],
+        "/nonexistent",
+        2,
+    ),
     ("imagefolder_missing_root", [*IMAGEFOLDER, "data.root=/nonexistent"], "/nonexistent", 2),
     ("imagefolder_empty_class", [*IMAGEFOLDER, f"data.root={TMP}/empty_class"], "train/bird holds no images", 2),
     ("imagefolder_class_only_in_test", [*IMAGEFOLDER, f"data.root={TMP}/test_only_class"], "horse", 2),
@@ -143,15 +173,38 @@ TRAIN_CASES = [
     ("nesterov_on", ["optim.nesterov=on"], "optim.nesterov='on'", 2),
     ("normalize_no", ["method.normalize=no"], "method.normalize='no'", 2),
     ("progress_bar_off", ["trainer.enable_progress_bar=off"], "trainer.enable_progress_bar='off'", 2),
-    ("callback_boolean_off", ["callbacks.last_checkpoint.save_on_train_epoch_end=off"], "callbacks.last_checkpoint.save_on_train_epoch_end='off'", 2),
+    (
+        "callback_boolean_off",
+        ["callbacks.last_checkpoint.save_on_train_epoch_end=off"],
+        "callbacks.last_checkpoint.save_on_train_epoch_end='off'",
+        2,
+    ),
     # runs that would train nothing
     ("limit_train_batches_zero", ["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0", 2),
     ("max_steps_zero", ["trainer.max_steps=0"], "trainer.max_steps=0", 2),
-    ("no_full_batch_per_device", ["trainer.devices=3", "data.batch_size=128", "method.m=null"], "85 per device on 3 devices", 2),
+    (
+        "no_full_batch_per_device",
+        ["trainer.devices=3", "data.batch_size=128", "method.m=null"],
+        "85 per device on 3 devices",
+        2,
+    ),
     # values checked before anything trains
-    ("early_stopping_patience_not_a_number", ["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=abc"], "callbacks.early_stopping.patience='abc'", 2),
+    (
+        "early_stopping_patience_not_a_number",
+        ["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=abc"],
+        "callbacks.early_stopping.patience='abc'",
+        2,
+    ),
     ("synthetic_noise_negative", ["data.noise=-1"], "data.noise=-1", 2),
-    ("swa_refused", ["+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging", "+callbacks.swa.swa_lrs=0.01"], "StochasticWeightAveraging", 2),
+    (
+        "swa_refused",
+        [
+            "+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging",
+            "+callbacks.swa.swa_lrs=0.01",
+        ],
+        "StochasticWeightAveraging",
+        2,
+    ),
 ]
 
 OTHER_CASES = [
@@ -161,7 +214,13 @@ OTHER_CASES = [
     ("theory_iterations_zero", "theory", ["experiment=diag_net", "train.iterations=0"], "train.iterations=0", 2),
     ("theory_normalize_no", "theory", ["method=sam", "method.normalize=no"], "method.normalize='no'", 2),
     ("sharpness_one_step_no", "sharpness", [f"ckpt={TMP}/good.ckpt", "one_step=no"], "one_step='no'", 2),
-    ("interpolation_recompute_bn_off", "interpolation", [f"ckpt_a={TMP}/good.ckpt", f"ckpt_b={TMP}/good.ckpt", "recompute_bn=off"], "recompute_bn='off'", 2),
+    (
+        "interpolation_recompute_bn_off",
+        "interpolation",
+        [f"ckpt_a={TMP}/good.ckpt", f"ckpt_b={TMP}/good.ckpt", "recompute_bn=off"],
+        "recompute_bn='off'",
+        2,
+    ),
     ("bench_unknown_engine", "bench", ["engines=[jit]"], "'jit'", 2),
     ("bench_unknown_precision", "bench", ["precisions=[fp8]"], "'fp8'", 2),
     ("bench_out_under_a_file", "bench", [f"out={TMP}/a_file/bench.json"], "a_file/bench.json", 2),
@@ -228,7 +287,9 @@ def test_train_refuses_in_one_line(overrides, names, code, paths, tmp_path, capf
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
 
 
-@pytest.mark.parametrize(("module", "args", "names", "code"), [c[1:] for c in OTHER_CASES], ids=[c[0] for c in OTHER_CASES])
+@pytest.mark.parametrize(
+    ("module", "args", "names", "code"), [c[1:] for c in OTHER_CASES], ids=[c[0] for c in OTHER_CASES]
+)
 def test_other_commands_refuse_in_one_line(module, args, names, code, paths, tmp_path, capfd, monkeypatch):
     if module in ("theory", "sharpness", "interpolation"):
         key = "hydra.run.dir" if module == "theory" else "out_dir"
@@ -239,8 +300,14 @@ def test_other_commands_refuse_in_one_line(module, args, names, code, paths, tmp
 
 def test_the_command_line_answers_as_the_in_process_entry_point(paths, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "train.py", *TINY, f"hydra.run.dir={paths / 'a_file' / 'run'}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "train.py", *TINY, f"hydra.run.dir={paths / 'a_file' / 'run'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     check_one_line(proc.stderr, proc.returncode, 2, "a_file/run")
 
 
@@ -265,7 +332,17 @@ def test_bad_optuna_search_space_is_one_line_before_any_trial(space, tmp_path, c
 
 
 def test_diverged_theory_run_exits_1_as_training(tmp_path, capfd, monkeypatch):
-    got = run_entry("theory", ["experiment=diag_net", "train.iterations=50", "train.log_every=10", "train.lr=100", f"hydra.run.dir={tmp_path}"], monkeypatch)
+    got = run_entry(
+        "theory",
+        [
+            "experiment=diag_net",
+            "train.iterations=50",
+            "train.log_every=10",
+            "train.lr=100",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        monkeypatch,
+    )
     check_one_line(capfd.readouterr().err, got, 1, "diverged")
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
 
@@ -292,7 +369,11 @@ def test_every_boolean_of_conf_is_checked():
 
     for file in (ROOT / "conf").rglob("*.yaml"):
         walk(yaml.safe_load(file.read_text()), "")
-    callback_arguments = {"save_on_train_epoch_end", "auto_insert_metric_name", "enable_version_counter"}  # by their classes' defaults
+    callback_arguments = {
+        "save_on_train_epoch_end",
+        "auto_insert_metric_name",
+        "enable_version_counter",
+    }  # by their classes' defaults
     missing = sorted(path for name, path in found if name not in known | callback_arguments)
     assert not missing, missing
 
@@ -310,7 +391,9 @@ def _earlier_run(folder: Path) -> None:
 def test_a_folder_that_holds_a_run_is_refused(key, tmp_path, capfd, monkeypatch):
     folder = tmp_path / "run"
     _earlier_run(folder)
-    elsewhere = [f"hydra.run.dir={tmp_path / 'hydra'}"] if key != "hydra.run.dir" else []  # Hydra's own folder under tmp too
+    elsewhere = (
+        [f"hydra.run.dir={tmp_path / 'hydra'}"] if key != "hydra.run.dir" else []
+    )  # Hydra's own folder under tmp too
     got = run_entry("train", [*TINY, "method=erm", f"{key}={folder}", *elsewhere], monkeypatch)
     check_one_line(capfd.readouterr().err, got, 2, "already holds a run")
     assert json.loads((folder / "results.json").read_text())["status"] == "finished"  # left as it was
@@ -329,8 +412,17 @@ def test_overwrite_replaces_the_earlier_run(tmp_path, capfd, monkeypatch):
 
 def test_two_runs_started_together_write_two_folders(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "callbacks=none", f"seed={seed}"], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *TINY, "callbacks=none", f"seed={seed}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (0, 1)
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]

@@ -13,20 +13,44 @@ TINY = ["width=4", "batch_sizes=[16]", "m=[4]", "steps=1", "rounds=1", "threads=
 
 def test_bench_runs_and_writes_its_table(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "bench/step_time.py", *TINY, f"out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "bench/step_time.py", *TINY, f"out={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     methods = {(r["norm"], r["method"], r["engine"]) for r in result["steps"]}
-    assert methods == {(n, m, e) for n in ("batch", "group") for m, e in [("ERM", "-"), ("SAM (m = batch)", "-"), ("m-SAM (m = 4)", "loop"), ("m-SAM (m = 4)", "vmap")]}
+    assert methods == {
+        (n, m, e)
+        for n in ("batch", "group")
+        for m, e in [("ERM", "-"), ("SAM (m = batch)", "-"), ("m-SAM (m = 4)", "loop"), ("m-SAM (m = 4)", "vmap")]
+    }
     assert all(r["ms"] > 0 and r["vs_sam"] > 0 for r in result["steps"])
-    assert result["loops_ms"]["lightning/plain"] > 0 and set(result["loader_batches_per_s"]) == {"DataLoader", "device-resident"}
+    assert result["loops_ms"]["lightning/plain"] > 0 and set(result["loader_batches_per_s"]) == {
+        "DataLoader",
+        "device-resident",
+    }
     assert "| m-SAM (m = 4) | vmap |" in proc.stdout
 
 
 def test_gpu_preset_composes_and_runs_its_grid_on_the_cpu(tmp_path):
     # The GPU preset's settings with a CPU and a tiny model: every row of its grid runs.
     out = tmp_path / "gpu.json"
-    cmd = [sys.executable, "bench/step_time.py", "preset=gpu", "device=cpu", *TINY, "precisions=[fp32]", "compile=[false]", "loops=false", "loaders=false", f"out={out}"]
+    cmd = [
+        sys.executable,
+        "bench/step_time.py",
+        "preset=gpu",
+        "device=cpu",
+        *TINY,
+        "precisions=[fp32]",
+        "compile=[false]",
+        "loops=false",
+        "loaders=false",
+        f"out={out}",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())["steps"]

@@ -37,18 +37,33 @@ def test_last_ckpt_holds_the_last_epoch_even_after_the_best_one(tiny_cfg, best_a
     run = cfg.paths.output_dir
     assert torch.load(f"{run}/checkpoints/last.ckpt", weights_only=True)["epoch"] == 2
     first_tested = every - 1  # the best one: the test error only grows
-    assert torch.load(f"{run}/checkpoints/best-epoch{first_tested:03d}.ckpt", weights_only=True)["epoch"] == first_tested
+    assert (
+        torch.load(f"{run}/checkpoints/best-epoch{first_tested:03d}.ckpt", weights_only=True)["epoch"] == first_tested
+    )
 
 
 def test_periodic_checkpoints_are_all_kept_and_top_k_keeps_the_k_best(tiny_cfg, best_at_epoch_0):
     cfg = tiny_cfg("trainer.max_epochs=3", "checkpoint.every_n_epochs=1", "checkpoint.top_k=2")
     train(cfg)
     run = cfg.paths.output_dir
-    assert ckpt_files(run) == {"last.ckpt", "epoch000.ckpt", "epoch001.ckpt", "epoch002.ckpt", "best-epoch000.ckpt", "best-epoch001.ckpt"}
-    assert [torch.load(f"{run}/checkpoints/epoch{e:03d}.ckpt", weights_only=True)["epoch"] for e in range(3)] == [0, 1, 2]
+    assert ckpt_files(run) == {
+        "last.ckpt",
+        "epoch000.ckpt",
+        "epoch001.ckpt",
+        "epoch002.ckpt",
+        "best-epoch000.ckpt",
+        "best-epoch001.ckpt",
+    }
+    assert [torch.load(f"{run}/checkpoints/epoch{e:03d}.ckpt", weights_only=True)["epoch"] for e in range(3)] == [
+        0,
+        1,
+        2,
+    ]
 
 
-@pytest.mark.parametrize("off", ["callbacks=none", "trainer.enable_checkpointing=false", "+trainer.enable_checkpointing=false"])
+@pytest.mark.parametrize(
+    "off", ["callbacks=none", "trainer.enable_checkpointing=false", "+trainer.enable_checkpointing=false"]
+)
 def test_checkpointing_off_writes_no_checkpoint_but_results(tiny_cfg, off):
     cfg = tiny_cfg(off)
     train(cfg)
@@ -65,7 +80,10 @@ def test_callback_options_combine_by_name():
     assert kinds("callbacks=default") == [ModelCheckpoint] * 3  # last, best, periodic
     assert kinds("callbacks=last_only") == [ModelCheckpoint]
     assert kinds("callbacks=none") == []
-    assert kinds("callbacks=[default,early_stopping,lr_monitor]") == [ModelCheckpoint] * 3 + [EarlyStopping, LearningRateMonitor]
+    assert kinds("callbacks=[default,early_stopping,lr_monitor]") == [ModelCheckpoint] * 3 + [
+        EarlyStopping,
+        LearningRateMonitor,
+    ]
     assert kinds("callbacks.best_checkpoint=null") == [ModelCheckpoint] * 2
     cfg = compose_config(["paths.output_dir=/tmp/unused"])
     assert instantiate_callbacks(cfg.callbacks, checkpointing=False) == []

@@ -4,7 +4,6 @@ in them, and sweep.py makes the document's tables from them."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -25,7 +24,11 @@ def test_regime_a_erm_fits_its_training_set_before_the_second_lr_drop():
         pytest.skip("no committed laptop_sam_vs_erm runs")
     for run in erm:
         second_drop = round(0.75 * run["config"]["trainer"]["max_epochs"])
-        before = [h["train_eval/error"] for h in run["history"] if h.get("train_eval/error") is not None and h["epoch"] < second_drop]
+        before = [
+            h["train_eval/error"]
+            for h in run["history"]
+            if h.get("train_eval/error") is not None and h["epoch"] < second_drop
+        ]
         assert before and min(before) <= 0.01, (run["config"]["seed"], before[-3:])
 
 
@@ -39,6 +42,8 @@ def test_regime_c_erm_fits_most_flipped_labels():
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in RESULTS.iterdir()) if RESULTS.is_dir() else [])
 def test_sweep_makes_the_documents_tables_from_the_committed_results(preset, tmp_path, capsys):
-    code = sweep_main([str(RESULTS / preset), "--paired", "seed", "--baseline", "erm", "--no-plots", "--out", str(tmp_path)])
+    code = sweep_main(
+        [str(RESULTS / preset), "--paired", "seed", "--baseline", "erm", "--no-plots", "--out", str(tmp_path)]
+    )
     assert code == 0
     assert "paired differences to erm" in capsys.readouterr().out

@@ -42,7 +42,11 @@ def test_paper_pairing_and_presets():
     assert compose_config(["data=cifar10"]).model.arch == "preact_resnet18"
     assert compose_config(["data=cifar100", "model=preact_resnet18"]).model.arch == "preact_resnet18"
     default = compose_config([])
-    assert (default.method._target_, default.method.rho, default.method.normalize) == ("sam_lightning.variants.SAM", 0.1, True)
+    assert (default.method._target_, default.method.rho, default.method.normalize) == (
+        "sam_lightning.variants.SAM",
+        0.1,
+        True,
+    )
     assert (default.optim.lr, default.optim.momentum, default.optim.l2) == (0.1, 0.9, 5e-4)
     assert (default.data.batch_size, default.trainer.max_epochs, default.model.width) == (128, 200, 64)
     assert default.optim.schedule == "piecewise" and default.optim.l2_mode == "loss"
@@ -62,7 +66,9 @@ def test_train_help_lists_exactly_the_training_groups():
 
     from conftest import ROOT
 
-    out = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     groups = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
     listed = {line.split(":")[0].strip() for line in groups.splitlines() if ": " in line}
     expected = {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"}

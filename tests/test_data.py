@@ -12,7 +12,11 @@ from sam_lightning.data.sources import make_synthetic
 
 
 def test_synthetic_is_deterministic_in_the_seed_and_balanced():
-    a, b, c = make_synthetic(200, 50, 10, seed=3), make_synthetic(200, 50, 10, seed=3), make_synthetic(200, 50, 10, seed=4)
+    a, b, c = (
+        make_synthetic(200, 50, 10, seed=3),
+        make_synthetic(200, 50, 10, seed=3),
+        make_synthetic(200, 50, 10, seed=4),
+    )
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
     assert not torch.equal(a.train_x, c.train_x)
     assert a.train_x.dtype == torch.uint8 and a.train_x.shape == (200, 3, 32, 32)
@@ -40,7 +44,9 @@ def test_synthetic_noise_knob_buries_the_signal():
     # The demo's setting (data.noise=2.5): each pixel carries far less class signal than at the default.
     easy, hard = make_synthetic(256, 100, 10, seed=0), make_synthetic(256, 100, 10, seed=0, noise=2.5)
     assert _within_over_between(hard) > 5 * _within_over_between(easy)
-    cfg = OmegaConf.create({"name": "synthetic", "n_train": 256, "n_test": 100, "num_classes": 10, "seed": 0, "noise": 2.5})
+    cfg = OmegaConf.create(
+        {"name": "synthetic", "n_train": 256, "n_test": 100, "num_classes": 10, "seed": 0, "noise": 2.5}
+    )
     assert torch.equal(load_source(cfg).train_x, hard.train_x)
     assert torch.equal(load_source(OmegaConf.create({**cfg, "noise": 0.6})).train_x, easy.train_x)
 
@@ -57,7 +63,14 @@ def test_random_crop_is_a_zero_padded_shift_and_flip_a_mirror():
             for dy in range(9)
             for dx in range(9)
             for flip in (False, True)
-            if torch.equal(out[i], (padded[i, :, dy : dy + 32, dx : dx + 32].flip(-1) if flip else padded[i, :, dy : dy + 32, dx : dx + 32]))
+            if torch.equal(
+                out[i],
+                (
+                    padded[i, :, dy : dy + 32, dx : dx + 32].flip(-1)
+                    if flip
+                    else padded[i, :, dy : dy + 32, dx : dx + 32]
+                ),
+            )
         ]
         assert matches, f"image {i} is not a shifted (mirrored) crop"
         shifts.add(matches[0])
@@ -79,7 +92,9 @@ def test_imagefolder_reads_a_tree_and_refuses_a_wrong_one(tmp_path):
         for k, cls in enumerate(("cat", "dog")):
             (tmp_path / split / cls).mkdir(parents=True)
             for i in range(3):
-                write_png(torch.full((3, 32, 32), 40 * k + i, dtype=torch.uint8), str(tmp_path / split / cls / f"{i}.png"))
+                write_png(
+                    torch.full((3, 32, 32), 40 * k + i, dtype=torch.uint8), str(tmp_path / split / cls / f"{i}.png")
+                )
     cfg = OmegaConf.create({"name": "imagefolder", "root": str(tmp_path), "cache_dir": str(tmp_path / "cache")})
     arrays = load_source(cfg)
     assert arrays.num_classes == 2 and arrays.train_x.shape == (6, 3, 32, 32)
@@ -96,7 +111,17 @@ def test_device_resident_batches_equal_the_dataloaders():
     from sam_lightning.data import ImageDataModule
     from sam_lightning.data.device_loader import DeviceBatches
 
-    cfg = OmegaConf.create({"name": "synthetic", "n_train": 100, "n_test": 10, "num_classes": 3, "seed": 0, "augment": True, "crop_padding": 4})
+    cfg = OmegaConf.create(
+        {
+            "name": "synthetic",
+            "n_train": 100,
+            "n_test": 10,
+            "num_classes": 3,
+            "seed": 0,
+            "augment": True,
+            "crop_padding": 4,
+        }
+    )
     runs = {}
     for on_device in (False, True):
         dm = ImageDataModule(cfg, batch_size=16, on_device=on_device)
@@ -114,7 +139,10 @@ def test_device_resident_batches_equal_the_dataloaders():
 def test_training_on_device_resident_data_gives_the_same_run(tiny_cfg, tmp_path):
     from train import train
 
-    runs = [train(tiny_cfg(f"data_on_device={flag}", "trainer.max_epochs=2", f"paths.output_dir={tmp_path / flag}")) for flag in ("false", "true")]
+    runs = [
+        train(tiny_cfg(f"data_on_device={flag}", "trainer.max_epochs=2", f"paths.output_dir={tmp_path / flag}"))
+        for flag in ("false", "true")
+    ]
     assert [h["train/loss"] for h in runs[0]["history"]] == [h["train/loss"] for h in runs[1]["history"]]
     assert runs[0]["final_test_error"] == runs[1]["final_test_error"]
 
@@ -131,7 +159,9 @@ def _tree(root, classes=("cat", "dog"), per_class=2):
 
 def test_imagefolder_cache_follows_the_tree_and_says_when_it_is_used(tmp_path, caplog):
     caplog.set_level("INFO", logger="sam_lightning.data.sources")
-    cfg = OmegaConf.create({"name": "imagefolder", "root": str(tmp_path / "tree"), "cache_dir": str(tmp_path / "cache")})
+    cfg = OmegaConf.create(
+        {"name": "imagefolder", "root": str(tmp_path / "tree"), "cache_dir": str(tmp_path / "cache")}
+    )
     _tree(tmp_path / "tree")
     assert load_source(cfg).num_classes == 2
     assert not any("using the decoded images cached" in r.message for r in caplog.records)

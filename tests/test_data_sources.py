@@ -22,11 +22,25 @@ def datamodule_for(cfg) -> ImageDataModule:
 
 
 def test_subset_validation_split_and_flipped_labels_are_what_the_batches_carry(data_source):
-    cfg = compose_config(tiny_on(data_source, "data.train_fraction=0.5", "data.val_fraction=0.25", "data.label_noise=0.6", "data.batch_size=32"))
+    cfg = compose_config(
+        tiny_on(
+            data_source,
+            "data.train_fraction=0.5",
+            "data.val_fraction=0.25",
+            "data.label_noise=0.6",
+            "data.batch_size=32",
+        )
+    )
     full = load_source(cfg.data)
     dm = datamodule_for(cfg)
     s = dm.splits
-    assert s.sizes() == {"train": 96, "val": 32, "test": 128, "num_classes": full.num_classes, "noisy_train": round(0.6 * 96)}
+    assert s.sizes() == {
+        "train": 96,
+        "val": 32,
+        "test": 128,
+        "num_classes": full.num_classes,
+        "noisy_train": round(0.6 * 96),
+    }
     # Every training and validation image is one of the source's training images, none in both.
     index = {bytes(x.flatten().tolist()): i for i, x in enumerate(full.train_x)}
     train_ids = [index[bytes(x.flatten().tolist())] for x in s.train_x]
@@ -39,13 +53,17 @@ def test_subset_validation_split_and_flipped_labels_are_what_the_batches_carry(d
     # The batches training sees carry the flipped labels, and the true ones beside them.
     seen_images, seen_labels, seen_true = (torch.cat(t) for t in zip(*dm.train_dataloader()))
     by_image = {bytes(x.flatten().tolist()): (int(y), int(t)) for x, y, t in zip(s.train_x, s.train_y, s.train_true_y)}
-    assert [by_image[bytes(x.flatten().tolist())] for x in seen_images] == list(zip(seen_labels.tolist(), seen_true.tolist()))
+    assert [by_image[bytes(x.flatten().tolist())] for x in seen_images] == list(
+        zip(seen_labels.tolist(), seen_true.tolist())
+    )
     assert int((seen_labels != seen_true).sum()) > 0.4 * len(seen_labels)
 
 
 def test_training_with_label_noise_and_a_subset_records_what_happened(data_source, tmp_path):
     common = ("data.train_fraction=0.5", "data.val_fraction=0.25", "trainer.max_epochs=3", "data.batch_size=32")
-    noisy = train(compose_config(tiny_on(data_source, *common, "data.label_noise=0.6", f"paths.output_dir={tmp_path / 'noisy'}")))
+    noisy = train(
+        compose_config(tiny_on(data_source, *common, "data.label_noise=0.6", f"paths.output_dir={tmp_path / 'noisy'}"))
+    )
     clean = train(compose_config(tiny_on(data_source, *common, f"paths.output_dir={tmp_path / 'clean'}")))
     assert noisy["data_sizes"]["train"] == clean["data_sizes"]["train"] == 96 and noisy["data_sizes"]["val"] == 32
     assert noisy["data_sizes"]["noisy_train"] == 58 and "noisy_train" not in clean["data_sizes"]
@@ -63,8 +81,19 @@ def test_training_with_label_noise_and_a_subset_records_what_happened(data_sourc
 
 def test_resume_on_every_source_is_exact(data_source, tmp_path):
     def run(name: str, *more: str) -> dict:
-        return train(compose_config(tiny_on(data_source, "trainer.max_epochs=2", "data.label_noise=0.25", "data.val_fraction=0.25",
-                                            "data.batch_size=64", f"paths.output_dir={tmp_path / name}", *more)))
+        return train(
+            compose_config(
+                tiny_on(
+                    data_source,
+                    "trainer.max_epochs=2",
+                    "data.label_noise=0.25",
+                    "data.val_fraction=0.25",
+                    "data.batch_size=64",
+                    f"paths.output_dir={tmp_path / name}",
+                    *more,
+                )
+            )
+        )
 
     whole = run("whole")
     run("stopped", *stop_after(0))
@@ -78,15 +107,53 @@ def test_analysis_commands_use_the_runs_own_training_points(data_source, tmp_pat
 
     ckpts = []
     for method in ("sam", "erm"):
-        train(compose_config(tiny_on(data_source, "++trainer.limit_train_batches=2", "data.batch_size=32", "data.train_fraction=0.5",
-                                     f"method={method}", f"paths.output_dir={tmp_path / method}")))
+        train(
+            compose_config(
+                tiny_on(
+                    data_source,
+                    "++trainer.limit_train_batches=2",
+                    "data.batch_size=32",
+                    "data.train_fraction=0.5",
+                    f"method={method}",
+                    f"paths.output_dir={tmp_path / method}",
+                )
+            )
+        )
         ckpts.append(tmp_path / method / "checkpoints" / "last.ckpt")
-    out = sharpness_run(compose_config([f"ckpt={ckpts[0]}", "rho=[0.1]", "m=[8]", "n=8", "ascent_steps=1", "progress=false", "device=cpu",
-                                        f"out_dir={tmp_path / 'sharpness'}"], config_name="sharpness", tree="analysis"))
+    out = sharpness_run(
+        compose_config(
+            [
+                f"ckpt={ckpts[0]}",
+                "rho=[0.1]",
+                "m=[8]",
+                "n=8",
+                "ascent_steps=1",
+                "progress=false",
+                "device=cpu",
+                f"out_dir={tmp_path / 'sharpness'}",
+            ],
+            config_name="sharpness",
+            tree="analysis",
+        )
+    )
     assert out["checkpoints"][0]["data"] == data_source[0].split("=")[1] and len(out["results"]) == 1
-    curve = interpolation_run(compose_config([f"ckpt_a={ckpts[1]}", f"ckpt_b={ckpts[0]}", "t=[0,1]", "train_points=300", "test_points=16",
-                                              "bn_points=16", "progress=false", "device=cpu", f"out_dir={tmp_path / 'interpolation'}"],
-                                             config_name="interpolation", tree="analysis"))
+    curve = interpolation_run(
+        compose_config(
+            [
+                f"ckpt_a={ckpts[1]}",
+                f"ckpt_b={ckpts[0]}",
+                "t=[0,1]",
+                "train_points=300",
+                "test_points=16",
+                "bn_points=16",
+                "progress=false",
+                "device=cpu",
+                f"out_dir={tmp_path / 'interpolation'}",
+            ],
+            config_name="interpolation",
+            tree="analysis",
+        )
+    )
     assert curve["settings"]["train_points"] == 128  # the run's 128 training images, not the source's 256
 
 
@@ -96,22 +163,48 @@ REGIMES = ("laptop_sam_vs_erm", "laptop_small_m", "laptop_label_noise")
 @pytest.mark.parametrize("preset", REGIMES)
 def test_laptop_regimes_train_on_every_source(preset, data_source, tmp_path):
     # The regime as composed (its subset, split, noise, norm, schedule), shrunk only in size and time.
-    cfg = compose_config([f"experiment={preset}", *data_source, "data.train_fraction=1.0", "model.width=4", "trainer.max_epochs=1",
-                          "+trainer.limit_train_batches=1", "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
-                          f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(
+        [
+            f"experiment={preset}",
+            *data_source,
+            "data.train_fraction=1.0",
+            "model.width=4",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=1",
+            "trainer.check_val_every_n_epoch=1",
+            "trainer.enable_progress_bar=false",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     assert cfg.data.val_fraction == 0.1 and cfg.data.seed == 0 and cfg.model.init == "paper"
     out = train(cfg)
-    assert out["status"] == "finished" and out["final_val_error"] is not None and out["final_train_eval_error"] is not None
+    assert (
+        out["status"] == "finished" and out["final_val_error"] is not None and out["final_train_eval_error"] is not None
+    )
     assert out["data_sizes"]["val"] == round(0.1 * 256)
 
 
 def test_eval_command_gives_the_runs_own_final_errors(data_source, tmp_path):
     from eval import evaluate
 
-    run = train(compose_config(tiny_on(data_source, "data.val_fraction=0.25", "data.batch_size=64", "data.train_fraction=0.5",
-                                       f"paths.output_dir={tmp_path / 'run'}")))
-    out = evaluate(compose_config([f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}", "device=cpu", f"out_dir={tmp_path / 'eval'}"],
-                                  config_name="evaluate", tree="analysis"))
+    run = train(
+        compose_config(
+            tiny_on(
+                data_source,
+                "data.val_fraction=0.25",
+                "data.batch_size=64",
+                "data.train_fraction=0.5",
+                f"paths.output_dir={tmp_path / 'run'}",
+            )
+        )
+    )
+    out = evaluate(
+        compose_config(
+            [f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}", "device=cpu", f"out_dir={tmp_path / 'eval'}"],
+            config_name="evaluate",
+            tree="analysis",
+        )
+    )
     assert out["test_error"] == pytest.approx(run["final_test_error"], abs=1e-6)
     assert out["val_error"] == pytest.approx(run["final_val_error"], abs=1e-6)
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["checkpoint"]["epoch"] == 0

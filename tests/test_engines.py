@@ -27,8 +27,15 @@ def conv_net(norm: str) -> nn.Module:
     torch.manual_seed(0)
     layer = {"group": lambda: nn.GroupNorm(2, 4), "batch": lambda: nn.BatchNorm2d(4), "none": nn.Identity}[norm]
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), layer(), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2), layer(), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+        nn.Conv2d(3, 4, 3, padding=1),
+        layer(),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, stride=2),
+        layer(),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     ).double()
 
 
@@ -49,8 +56,17 @@ def run(model, variant, engine, *, other=None, seed=None, regularizer=l2, x=None
     if seed is not None:
         torch.manual_seed(seed)
     xa, ya = other if other is not None else (None, None)
-    out = sam_gradients(net, list(net.parameters()), F.cross_entropy, x, y, replace(variant, engine=engine),
-                        ascent_inputs=xa, ascent_targets=ya, regularizer=regularizer)
+    out = sam_gradients(
+        net,
+        list(net.parameters()),
+        F.cross_entropy,
+        x,
+        y,
+        replace(variant, engine=engine),
+        ascent_inputs=xa,
+        ascent_targets=ya,
+        regularizer=regularizer,
+    )
     return [p.grad for p in net.parameters()], {k: b.clone() for k, b in net.named_buffers()}, out
 
 
@@ -88,16 +104,26 @@ def test_vmap_equals_loop_for_every_variant(name, m, norm):
 @pytest.mark.parametrize("m", [1, 4])
 def test_vmap_equals_loop_for_nsam(m):
     model, other = conv_net("group"), images(seed=7)
-    assert_same(run(model, NSAM(rho=0.5, m=m), "loop", other=other), run(model, NSAM(rho=0.5, m=m), "vmap", other=other))
+    assert_same(
+        run(model, NSAM(rho=0.5, m=m), "loop", other=other), run(model, NSAM(rho=0.5, m=m), "vmap", other=other)
+    )
 
 
 @pytest.mark.parametrize("bn_ascent_updates_stats", [True, False])
 @pytest.mark.parametrize("ascent_steps", [1, 2])
 @pytest.mark.parametrize("chunks_per_pass", [None, 3])
-def test_vmap_batchnorm_uses_per_chunk_statistics_and_the_loops_running_statistics(bn_ascent_updates_stats, ascent_steps, chunks_per_pass):
+def test_vmap_batchnorm_uses_per_chunk_statistics_and_the_loops_running_statistics(
+    bn_ascent_updates_stats, ascent_steps, chunks_per_pass
+):
     model = conv_net("batch")
     x, y = images(n=24)
-    variant = SAM(rho=0.5, m=4, ascent_steps=ascent_steps, bn_ascent_updates_stats=bn_ascent_updates_stats, chunks_per_pass=chunks_per_pass)
+    variant = SAM(
+        rho=0.5,
+        m=4,
+        ascent_steps=ascent_steps,
+        bn_ascent_updates_stats=bn_ascent_updates_stats,
+        chunks_per_pass=chunks_per_pass,
+    )
     loop, vmapped = run(model, variant, "loop", x=x, y=y), run(model, variant, "vmap", x=x, y=y)
     assert_same(loop, vmapped)
     passes = 6 * ((ascent_steps if bn_ascent_updates_stats else 0) + 1)  # 6 chunks

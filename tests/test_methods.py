@@ -73,11 +73,15 @@ def test_multi_step_ascent_matches_projected_steps_by_hand_and_stays_in_the_ball
         norm = global_norm(e)
         e = [ei * min(1.0, rho / float(norm)) for ei in e]
     out_net = copy.deepcopy(model)
-    out = sam_gradients(out_net, list(out_net.parameters()), F.cross_entropy, x, y, SAM(rho=rho, ascent_steps=3, ascent_step_mult=0.7))
+    out = sam_gradients(
+        out_net, list(out_net.parameters()), F.cross_entropy, x, y, SAM(rho=rho, ascent_steps=3, ascent_step_mult=0.7)
+    )
     assert_grads_close([p.grad for p in out_net.parameters()], grads_of(model, x, y, at=e))
     assert float(out.perturbation_norm) <= rho + 1e-9
     big = copy.deepcopy(model)  # large steps must be projected back onto the ball
-    out = sam_gradients(big, list(big.parameters()), F.cross_entropy, x, y, SAM(rho=rho, ascent_steps=5, ascent_step_mult=3.0))
+    out = sam_gradients(
+        big, list(big.parameters()), F.cross_entropy, x, y, SAM(rho=rho, ascent_steps=5, ascent_step_mult=3.0)
+    )
     assert float(out.perturbation_norm) == pytest.approx(rho, abs=1e-9)
 
 
@@ -101,7 +105,9 @@ def test_random_perturbation_has_norm_rho_and_restores_weights(m):
     x, y = fixed_batch()
     before = [p.detach().clone() for p in model.parameters()]
     torch.manual_seed(5)
-    out = sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, RandomPerturbation(rho=0.25, m=m, noise="sphere"))
+    out = sam_gradients(
+        model, list(model.parameters()), F.cross_entropy, x, y, RandomPerturbation(rho=0.25, m=m, noise="sphere")
+    )
     assert float(out.perturbation_norm) == pytest.approx(0.25, rel=1e-9)
     assert float(out.grad_norm) == 0.0  # no ascent gradient was computed
     for p, b in zip(model.parameters(), before):
@@ -117,7 +123,9 @@ def test_random_perturbation_defaults_to_the_papers_gaussian_noise(tiny_cfg):
     assert tiny_cfg("method=random").method.noise == "gaussian"
     torch.manual_seed(0)
     e = method.perturbation({"w": torch.zeros(100_000)}, None, method.rho)
-    assert float(e["w"].std()) == pytest.approx(method.sigma, rel=0.02) and float(e["w"].mean()) == pytest.approx(0.0, abs=1e-3 * method.sigma * 10)
+    assert float(e["w"].std()) == pytest.approx(method.sigma, rel=0.02) and float(e["w"].mean()) == pytest.approx(
+        0.0, abs=1e-3 * method.sigma * 10
+    )
 
 
 def test_constant_rho_is_projected_onto_the_ball_and_project_false_is_not():
@@ -128,15 +136,23 @@ def test_constant_rho_is_projected_onto_the_ball_and_project_false_is_not():
         g = {"a": torch.tensor([3.0, 4.0], dtype=torch.float64) * g_norm / 5.0}
         e = projected_ascent({"a": torch.zeros(2, dtype=torch.float64)}, lambda _e, g=g: g, rho, normalize=False)
         assert float(torch.linalg.vector_norm(e["a"])) == pytest.approx(min(rho * g_norm, rho), rel=1e-9)
-        free = projected_ascent({"a": torch.zeros(2, dtype=torch.float64)}, lambda _e, g=g: g, rho, normalize=False, project=False)
+        free = projected_ascent(
+            {"a": torch.zeros(2, dtype=torch.float64)}, lambda _e, g=g: g, rho, normalize=False, project=False
+        )
         assert float(torch.linalg.vector_norm(free["a"])) == pytest.approx(rho * g_norm, rel=1e-9)
         torch.testing.assert_close(e["a"] / torch.linalg.vector_norm(e["a"]), g["a"] / g_norm)
 
 
 def test_rho_schedule_follows_the_learning_rate(tiny_cfg):
-    out = train(tiny_cfg("trainer.max_epochs=4", "optim.schedule=piecewise", "method.rho_schedule=lr", "method.rho=0.2"))
+    out = train(
+        tiny_cfg("trainer.max_epochs=4", "optim.schedule=piecewise", "method.rho_schedule=lr", "method.rho=0.2")
+    )
     assert [h["train/rho"] for h in out["history"]] == pytest.approx([0.2, 0.2, 0.02, 0.002])
-    constant = train(tiny_cfg("trainer.max_epochs=2", "method.rho=0.2", "paths.output_dir=" + out["config"]["paths"]["output_dir"] + "2"))
+    constant = train(
+        tiny_cfg(
+            "trainer.max_epochs=2", "method.rho=0.2", "paths.output_dir=" + out["config"]["paths"]["output_dir"] + "2"
+        )
+    )
     assert [h["train/rho"] for h in constant["history"]] == pytest.approx([0.2, 0.2])
 
 
@@ -153,7 +169,11 @@ def test_switching_happens_at_the_planned_epoch_also_after_resume(tmp_path, tiny
         train(tiny_cfg(*common, "trainer.max_epochs=6", *resume))
     resumed = train(tiny_cfg(*common, "trainer.max_epochs=4", *resume))
     assert [h["train/perturbed"] for h in resumed["history"]] == [0.0, 0.0, 1.0, 1.0]
-    back = train(tiny_cfg("method=sam_to_erm", "method.switch_at=0.5", "trainer.max_epochs=2", f"paths.output_dir={tmp_path / 'b'}"))
+    back = train(
+        tiny_cfg(
+            "method=sam_to_erm", "method.switch_at=0.5", "trainer.max_epochs=2", f"paths.output_dir={tmp_path / 'b'}"
+        )
+    )
     assert [h["train/perturbed"] for h in back["history"]] == [1.0, 0.0]
 
 
@@ -167,7 +187,9 @@ def test_label_noise_flips_exactly_the_fraction_never_to_the_true_class():
     assert not torch.equal(flip_labels(labels, 0.6, 10, seed=4)[1], idx)
     assert len(set(noisy[idx].tolist())) == 10  # all classes are reachable
     assert torch.equal(flip_labels(labels, 0.0, 10, seed=3)[0], labels)
-    assert len(subset_indices(1000, 0.25, 0)) == 250 and torch.equal(subset_indices(1000, 0.25, 0), subset_indices(1000, 0.25, 0))
+    assert len(subset_indices(1000, 0.25, 0)) == 250 and torch.equal(
+        subset_indices(1000, 0.25, 0), subset_indices(1000, 0.25, 0)
+    )
 
 
 def test_noisy_fit_counts_a_hand_made_case():
@@ -214,7 +236,14 @@ def test_bad_data_parameters_fail_before_any_data_is_read(noise, fraction, tiny_
     with pytest.raises(ConfigError):
         check_data_settings(noise, fraction)
     with pytest.raises(ConfigError):
-        train(tiny_cfg(f"data.label_noise={noise}", f"data.train_fraction={fraction}", "data.root=/nonexistent", "data.name=cifar10"))
+        train(
+            tiny_cfg(
+                f"data.label_noise={noise}",
+                f"data.train_fraction={fraction}",
+                "data.root=/nonexistent",
+                "data.name=cifar10",
+            )
+        )
 
 
 @pytest.mark.parametrize("method", ["erm", "sam", "nsam", "random", "asam", "erm_to_sam", "sam_to_erm"])
@@ -232,7 +261,9 @@ def test_init_from_loads_weights_only_and_refuses_another_architecture(tmp_path,
 
     source = train(tiny_cfg(f"paths.output_dir={tmp_path / 'a'}"))
     ckpt = tmp_path / "a/checkpoints/last.ckpt"
-    hp = dict(model=ModelSpec("preact_resnet18", width=4), method=SAM(), optim=OptimSpec(), num_classes=10, max_epochs=1)
+    hp = dict(
+        model=ModelSpec("preact_resnet18", width=4), method=SAM(), optim=OptimSpec(), num_classes=10, max_epochs=1
+    )
     module = SAMClassifier(**hp)
     load_backbone_weights(module, str(ckpt))
     saved = torch.load(ckpt, weights_only=True)["state_dict"]

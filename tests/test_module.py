@@ -17,7 +17,15 @@ from sam_lightning.variants import ERM, SAM, Variant, VariantError
 TINY_MODEL = ModelSpec("preact_resnet18", width=2, norm="batch")
 
 
-def system(method: Variant | ERM, l2: float = 5e-4, l2_mode: str = "loss", schedule: str = "constant", max_epochs: int = 1, model: ModelSpec = TINY_MODEL, grad_clip=None) -> SAMClassifier:
+def system(
+    method: Variant | ERM,
+    l2: float = 5e-4,
+    l2_mode: str = "loss",
+    schedule: str = "constant",
+    max_epochs: int = 1,
+    model: ModelSpec = TINY_MODEL,
+    grad_clip=None,
+) -> SAMClassifier:
     torch.manual_seed(0)
     optim = OptimSpec(lr=LR, momentum=0.9, l2=l2, l2_mode=l2_mode, schedule=schedule, grad_clip=grad_clip)
     return SAMClassifier(model, method, optim, num_classes=3, max_epochs=max_epochs).double()
@@ -32,8 +40,14 @@ def batches(n_batches: int = 1, batch_size: int = 8):
 
 def fit(module: SAMClassifier, loader, **trainer_kwargs) -> pl.Trainer:
     trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, **trainer_kwargs,
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        **trainer_kwargs,
     )
     trainer.fit(module, train_dataloaders=loader)
     return trainer
@@ -71,7 +85,15 @@ def test_one_optimizer_step_per_batch(method):
     _, _, loader = batches(n_batches=3)
     module = system(method)
     calls = []
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     module.configure_optimizers = _count_steps(module.configure_optimizers, calls)
     trainer.fit(module, train_dataloaders=loader)
     assert trainer.global_step == 3
@@ -122,7 +144,10 @@ def test_bad_settings_fail_with_one_clear_line(cls, values, match):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("values,match", [({"rho": -1}, "method.rho"), ({"m": 0}, "method.m"), ({"chunks_per_pass": 0}, "method.chunks_per_pass")])
+@pytest.mark.parametrize(
+    "values,match",
+    [({"rho": -1}, "method.rho"), ({"m": 0}, "method.m"), ({"chunks_per_pass": 0}, "method.chunks_per_pass")],
+)
 def test_bad_variant_settings_fail_with_one_clear_line(values, match):
     with pytest.raises(VariantError, match=match):
         SAM(**values)

@@ -16,10 +16,23 @@ PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("fig*.yaml"))
 
 # table key -> the composed config's key
 KEYS = {
-    "data": "data.name", "model": "model.arch", "width": "model.width", "norm": "model.norm", "batch_size": "data.batch_size",
-    "epochs": "trainer.max_epochs", "lr": "optim.lr", "momentum": "optim.momentum", "l2": "optim.l2", "schedule": "optim.schedule",
-    "augment": "data.augment", "label_noise": "data.label_noise", "val_fraction": "data.val_fraction",
-    "standardize": "data.standardize", "init": "model.init", "sigma": "method.sigma", "ascent_steps": "method.ascent_steps",
+    "data": "data.name",
+    "model": "model.arch",
+    "width": "model.width",
+    "norm": "model.norm",
+    "batch_size": "data.batch_size",
+    "epochs": "trainer.max_epochs",
+    "lr": "optim.lr",
+    "momentum": "optim.momentum",
+    "l2": "optim.l2",
+    "schedule": "optim.schedule",
+    "augment": "data.augment",
+    "label_noise": "data.label_noise",
+    "val_fraction": "data.val_fraction",
+    "standardize": "data.standardize",
+    "init": "model.init",
+    "sigma": "method.sigma",
+    "ascent_steps": "method.ascent_steps",
     "rho_schedule": "method.rho_schedule",
 }
 
@@ -37,7 +50,11 @@ def settings(figure: str) -> dict:
 
 def test_paper_settings_table_covers_every_paper_preset():
     assert sorted(TABLE["figures"]) == PRESETS
-    unknown = {k for fig in TABLE["figures"] for k in TABLE["figures"][fig]} - set(KEYS) - {"source", "methods", "rho", "m", "rho_grid"}
+    unknown = (
+        {k for fig in TABLE["figures"] for k in TABLE["figures"][fig]}
+        - set(KEYS)
+        - {"source", "methods", "rho", "m", "rho_grid"}
+    )
     assert not unknown, f"table keys the test does not check: {unknown}"
 
 
@@ -51,18 +68,24 @@ def test_paper_settings_of_each_preset_match_the_paper(figure):
         if key not in want or want[key] is None:
             continue
         if path in grid:  # swept: the grid is the paper's
-            assert grid[path] == (want[key] if isinstance(want[key], list) else [want[key]]), f"{key}: swept {grid[path]}"
+            assert grid[path] == (want[key] if isinstance(want[key], list) else [want[key]]), (
+                f"{key}: swept {grid[path]}"
+            )
             continue
         if path.startswith("method.") and key not in TABLE["figures"][figure]:
             continue  # a method setting only where the figure states it
-        assert OmegaConf.select(base, path) == want[key], f"{key} ({path}) = {OmegaConf.select(base, path)!r}, the paper: {want[key]!r}"
+        assert OmegaConf.select(base, path) == want[key], (
+            f"{key} ({path}) = {OmegaConf.select(base, path)!r}, the paper: {want[key]!r}"
+        )
     # Per-method radii and chunk sizes, each method composed on its own as the sweep composes it.
     for key in ("rho", "m"):
         for method, value in (want.get(key) or {}).items():
             path = f"method.{key}"
             composed = OmegaConf.select(compose_config([f"experiment={figure}", f"method={method}"]), path)
             if path in grid:  # a list must be the grid; a value must be one of the grid's
-                assert (grid[path] == value) if isinstance(value, list) else (value in grid[path]), f"{method}: {key} grid {grid[path]}, the paper: {value}"
+                assert (grid[path] == value) if isinstance(value, list) else (value in grid[path]), (
+                    f"{method}: {key} grid {grid[path]}, the paper: {value}"
+                )
             else:
                 assert composed == value, f"{method}: {key} = {composed}, the paper: {value}"
 
@@ -99,18 +122,25 @@ def test_paper_settings_init_is_kaiming_fan_out_and_torch_init_is_pytorchs_defau
         fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
         assert float(conv.weight.std()) == pytest.approx(math.sqrt(2 / fan_out), rel=0.1), name
     assert float(paper.linear.bias.abs().max()) == 0.0
-    assert all(float(m.weight.min()) == 1.0 and float(m.bias.abs().max()) == 0.0 for m in paper.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(
+        float(m.weight.min()) == 1.0 and float(m.bias.abs().max()) == 0.0
+        for m in paper.modules()
+        if isinstance(m, nn.BatchNorm2d)
+    )
     # init=torch is exactly the model PyTorch's defaults give, draw for draw.
     torch.manual_seed(0)
     default = PreActResNet(ARCHITECTURES["preact_resnet18"], 10, 16)
     torch.manual_seed(0)
     torch_init = build_model("preact_resnet18", 10, width=16, init="torch")
     assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), torch_init.state_dict().values()))
+
     def conv_norm(model):  # all convolution weights as one vector
         return math.sqrt(sum(float((m.weight**2).sum()) for m in model.modules() if isinstance(m, nn.Conv2d)))
 
     torch.manual_seed(0)
-    assert conv_norm(build_model("preact_resnet18", 10, width=16)) / conv_norm(torch_init) == pytest.approx(2.19, abs=0.05)
+    assert conv_norm(build_model("preact_resnet18", 10, width=16)) / conv_norm(torch_init) == pytest.approx(
+        2.19, abs=0.05
+    )
 
 
 def test_paper_settings_inputs_are_raw_pixels_and_standardize_true_restores_the_old_ones(tmp_path):
@@ -121,7 +151,9 @@ def test_paper_settings_inputs_are_raw_pixels_and_standardize_true_restores_the_
 
     cfg = compose_config(["data=cifar10"])
     assert cfg.data.standardize is False and compose_config([]).model.init == "paper"
-    raw = OmegaConf.create({"name": "synthetic", "n_train": 16, "n_test": 8, "num_classes": 2, "seed": 0, "standardize": False})
+    raw = OmegaConf.create(
+        {"name": "synthetic", "n_train": 16, "n_test": 8, "num_classes": 2, "seed": 0, "standardize": False}
+    )
     arrays = load_source(raw)
     assert torch.equal(arrays.mean, torch.zeros(3)) and torch.equal(arrays.std, torch.ones(3))
     old = load_source(OmegaConf.merge(raw, {"standardize": True}))

@@ -23,9 +23,18 @@ CONF = ROOT / "conf" / "theory"
 TABLE = yaml.safe_load((ROOT / "docs" / "paper_settings_theory.yaml").read_text())["figures"]
 
 # table key -> the composed config's key, compared as they are
-PLAIN = {"d": "data.d", "n": "data.n", "kappa": "data.kappa", "draw": "data.source", "alpha": "train.alpha",
-         "step_size": "train.lr", "iterations": "train.iterations", "batch_size": "train.batch_size",
-         "switch_at": "switch.at", "normalize": "method.normalize"}
+PLAIN = {
+    "d": "data.d",
+    "n": "data.n",
+    "kappa": "data.kappa",
+    "draw": "data.source",
+    "alpha": "train.alpha",
+    "step_size": "train.lr",
+    "iterations": "train.iterations",
+    "batch_size": "train.batch_size",
+    "switch_at": "switch.at",
+    "normalize": "method.normalize",
+}
 SPECIAL = {"rho", "rho_after_switch", "rho_grid", "same_rho", "methods", "relu", "x", "y"}
 ABOUT = {"section", "sources", "presets"}  # where the values come from, and what runs them
 

@@ -21,9 +21,23 @@ STEPS = ["trainer.max_epochs=2", "data.batch_size=64"]  # 4 steps an epoch: step
 def test_sigterm_mid_epoch_is_preempted_and_resumes_exactly(tmp_path, tiny_cfg, on_device):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
     run = tmp_path / "preempted"
-    proc = subprocess.run([sys.executable, "train.py", *TINY, *STEPS, f"data_on_device={on_device}", f"hydra.run.dir={run}",
-                           "+callbacks.term._target_=conftest.SigtermAtStep", "+callbacks.term.step=6"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *TINY,
+            *STEPS,
+            f"data_on_device={on_device}",
+            f"hydra.run.dir={run}",
+            "+callbacks.term._target_=conftest.SigtermAtStep",
+            "+callbacks.term.step=6",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 143, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "preempted" in proc.stderr
     results = json.loads((run / "results.json").read_text())
@@ -32,7 +46,14 @@ def test_sigterm_mid_epoch_is_preempted_and_resumes_exactly(tmp_path, tiny_cfg, 
     assert stopped["global_step"] == 6 and stopped["epoch"] == 1  # the step it stopped at, not the last epoch's end
 
     whole = train(tiny_cfg(*STEPS, f"data_on_device={on_device}", f"paths.output_dir={tmp_path / 'whole'}"))
-    resumed = train(tiny_cfg(*STEPS, f"data_on_device={on_device}", f"paths.output_dir={run}", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
+    resumed = train(
+        tiny_cfg(
+            *STEPS,
+            f"data_on_device={on_device}",
+            f"paths.output_dir={run}",
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        )
+    )
     a = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=True)
     b = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 8

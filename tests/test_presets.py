@@ -12,7 +12,15 @@ PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if p.stem.
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_smoke_variant_runs(preset, tmp_path):
-    cfg = compose_config([f"experiment={preset}", "debug=smoke", f"paths.output_dir={tmp_path}", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"])
+    cfg = compose_config(
+        [
+            f"experiment={preset}",
+            "debug=smoke",
+            f"paths.output_dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+        ]
+    )
     assert cfg.data.name == "synthetic" and cfg.trainer.accelerator == "cpu"
     out = train(cfg)
     assert out["status"] == "finished" and out["epochs_done"] == cfg.trainer.max_epochs

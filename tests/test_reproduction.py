@@ -57,8 +57,16 @@ def test_laptop_presets_keep_their_scale_with_either_image_source(preset):
 
 @pytest.mark.parametrize("preset", sorted(LAPTOP))
 def test_laptop_presets_run_their_smoke_variant(preset, tmp_path):
-    cfg = compose_config([f"experiment={preset}", "debug=smoke", "data.train_fraction=1.0", "trainer.check_val_every_n_epoch=1", f"paths.output_dir={tmp_path}",
-                          "trainer.enable_progress_bar=false"])
+    cfg = compose_config(
+        [
+            f"experiment={preset}",
+            "debug=smoke",
+            "data.train_fraction=1.0",
+            "trainer.check_val_every_n_epoch=1",
+            f"paths.output_dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
     out = train(cfg)
     assert out["status"] == "finished" and out["final_test_error"] is not None
     if LAPTOP[preset][2]:  # label noise: the fit of flipped and clean labels, every epoch
@@ -70,7 +78,9 @@ def _fake_sweep(root: Path, nested: bool) -> dict[str, list[Path]]:
     made: dict[str, list[Path]] = {}
     for num, (method, seed) in enumerate((m, s) for m in ("sam_m4", "sam_m32", "sam_m128", "erm") for s in range(3)):
         name = f"{num}_data=imagefolder,experiment=laptop_fig16,method={method},seed={seed}"
-        job = root / (f"{num}_data.root=" if nested else "") / ("work/cifar," + name.split("_", 1)[1] if nested else name)
+        job = (
+            root / (f"{num}_data.root=" if nested else "") / ("work/cifar," + name.split("_", 1)[1] if nested else name)
+        )
         (job / "checkpoints").mkdir(parents=True)
         (job / "checkpoints" / "last.ckpt").touch()
         made.setdefault(method, []).append(job / "checkpoints" / "last.ckpt")
@@ -84,7 +94,11 @@ def test_fig2_preset_finds_each_methods_checkpoints_of_a_fig16_sweep(tmp_path, n
     assert (list(cfg.rho), list(cfg.m), cfg.ascent_steps) == ([0.025, 0.05, 0.1, 0.2], [128], 10)
     paths, labels = expand_checkpoints(list(cfg.ckpt), list(cfg.labels))
     assert labels == ["ERM"] * 3 + ["128-SAM"] * 3 + ["4-SAM"] * 3
-    expected = [(label, p) for label, method in (("ERM", "erm"), ("128-SAM", "sam_m128"), ("4-SAM", "sam_m4")) for p in made[method]]
+    expected = [
+        (label, p)
+        for label, method in (("ERM", "erm"), ("128-SAM", "sam_m128"), ("4-SAM", "sam_m4"))
+        for p in made[method]
+    ]
     assert sorted(zip(labels, map(Path, paths))) == sorted(expected)  # never m=32, and 128 is not 4
     # Plain paths pass as they are; a pattern without a match is one line.
     assert expand_checkpoints(["a.ckpt", "b.ckpt"], None) == (["a.ckpt", "b.ckpt"], None)
@@ -93,19 +107,37 @@ def test_fig2_preset_finds_each_methods_checkpoints_of_a_fig16_sweep(tmp_path, n
 
 
 def test_fig2_preset_without_its_sweep_folder_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sam_lightning.analysis.sharpness", "experiment=laptop_fig2", f"out_dir={tmp_path}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: sweep is required: add sweep=..."], proc.stderr[-2000:]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sam_lightning.analysis.sharpness", "experiment=laptop_fig2", f"out_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: sweep is required: add sweep=..."], (
+        proc.stderr[-2000:]
+    )
 
 
 def test_sharpness_table_is_mean_and_ci_over_checkpoints_sharing_a_label():
     def record(label, rho, value, factor):
-        return {"checkpoint": label, "bn": "train", "m": 128, "rho": rho, "sharpness": value, "suboptimality_factor": factor}
+        return {
+            "checkpoint": label,
+            "bn": "train",
+            "m": 128,
+            "rho": rho,
+            "sharpness": value,
+            "suboptimality_factor": factor,
+        }
 
     records = [record("ERM", rho, v * rho, 1.5) for v in (1.0, 2.0, 4.0) for rho in (0.05, 0.1)]
     records += [record("SAM", 0.05, 0.02, None)]
     table = summary_table(records)
-    assert table[["checkpoint", "rho", "n_checkpoints"]].values.tolist() == [["ERM", 0.05, 3], ["ERM", 0.1, 3], ["SAM", 0.05, 1]]
+    assert table[["checkpoint", "rho", "n_checkpoints"]].values.tolist() == [
+        ["ERM", 0.05, 3],
+        ["ERM", 0.1, 3],
+        ["SAM", 0.05, 1],
+    ]
     assert table["sharpness"][1] == format_mean_ci(*mean_ci([0.1, 0.2, 0.4])) and "[" in table["sharpness"][1]
     assert table["suboptimality_factor"].tolist() == ["1.5 [1.5, 1.5]", "1.5 [1.5, 1.5]", "-"]
     assert table["sharpness"][2] == "0.02"  # one checkpoint: no interval
@@ -116,10 +148,28 @@ def test_sweep_plots_rows_without_rho_and_the_label_noise_curves(tmp_path, monke
     for method, base in (("erm", 0.7), ("sam", 0.6)):
         for seed in range(3):
             job = f"{method}-{seed}"
-            runs.append({"job": job, "status": "finished", "reason": None, "seed": seed, KEY + "method": method,
-                         "final_test_error": base + 0.01 * seed, "best_test_error": base, "final_train_error": 0.5})
-            histories[job] = [{"epoch": e, "train/error": 0.9 - 0.1 * e, "train/noisy_fit": 0.05 * e, "train/clean_error": 0.8 - 0.1 * e,
-                               **({"test/error": base + 0.1} if e % 2 else {})} for e in range(4)]
+            runs.append(
+                {
+                    "job": job,
+                    "status": "finished",
+                    "reason": None,
+                    "seed": seed,
+                    KEY + "method": method,
+                    "final_test_error": base + 0.01 * seed,
+                    "best_test_error": base,
+                    "final_train_error": 0.5,
+                }
+            )
+            histories[job] = [
+                {
+                    "epoch": e,
+                    "train/error": 0.9 - 0.1 * e,
+                    "train/noisy_fit": 0.05 * e,
+                    "train/clean_error": 0.8 - 0.1 * e,
+                    **({"test/error": base + 0.1} if e % 2 else {}),
+                }
+                for e in range(4)
+            ]
     figures = []
     save = plots._save
     monkeypatch.setattr(plots, "_save", lambda fig, path, **kw: (figures.append(fig), save(fig, path, **kw))[1])
@@ -132,6 +182,10 @@ def test_sweep_plots_rows_without_rho_and_the_label_noise_curves(tmp_path, monke
     dots = [line.get_xdata() for line in ax.lines if line.get_marker() == "."]
     assert sorted(np.concatenate(dots).round(6).tolist()) == [60.0, 61.0, 62.0, 70.0, 71.0, 72.0]
     # curves: test, train, then how the flipped and the clean labels are fitted
-    assert [a.get_ylabel() for a in curves.axes] == ["test error (%)", "train error (%)", "flipped labels fitted (%)",
-                                                     "train error, clean labels (%)"]
+    assert [a.get_ylabel() for a in curves.axes] == [
+        "test error (%)",
+        "train error (%)",
+        "flipped labels fitted (%)",
+        "train error, clean labels (%)",
+    ]
     assert math.isclose(curves.axes[2].lines[0].get_ydata()[-1], 15.0)

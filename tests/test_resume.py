@@ -49,10 +49,23 @@ def test_resume_from_the_command_line_continues_the_run_in_its_own_folder(tmp_pa
     from wandb_log import run_contents
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
-    args = [*TINY, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", f"logger={logger}", *(["logger.mode=offline"] if logger == "wandb" else [])]
+    args = [
+        *TINY,
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        f"logger={logger}",
+        *(["logger.mode=offline"] if logger == "wandb" else []),
+    ]
 
     def train_cli(*more: str) -> None:  # run from tmp_path: a new default run folder would land under tmp_path/outputs
-        proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, *more], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *args, *more],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     run = tmp_path / "run"
@@ -79,9 +92,20 @@ def test_resume_refuses_another_experiment_and_init_from_with_ckpt_path(tmp_path
 
     train(tiny_cfg(f"paths.output_dir={tmp_path / 'sam'}", "trainer.max_epochs=2", *stop_after(0)))
     last = tmp_path / "sam/checkpoints/last.ckpt"
-    for other, key in ((["method=erm"], "method._target_"), (["data.label_noise=0.2"], "data.label_noise"), (["seed=3"], "data.seed")):
+    for other, key in (
+        (["method=erm"], "method._target_"),
+        (["data.label_noise=0.2"], "data.label_noise"),
+        (["seed=3"], "data.seed"),
+    ):
         with pytest.raises(ConfigError, match="another experiment") as err:
             train(tiny_cfg(f"paths.output_dir={tmp_path / 'sam'}", "trainer.max_epochs=2", f"ckpt_path={last}", *other))
         assert key in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="init_from and ckpt_path together"):
-        train(tiny_cfg(f"paths.output_dir={tmp_path / 'other'}", "trainer.max_epochs=2", f"ckpt_path={last}", f"init_from={last}"))
+        train(
+            tiny_cfg(
+                f"paths.output_dir={tmp_path / 'other'}",
+                "trainer.max_epochs=2",
+                f"ckpt_path={last}",
+                f"init_from={last}",
+            )
+        )

@@ -9,16 +9,18 @@ import stat
 
 import pytest
 from conftest import TINY
+from test_bad_inputs import check_one_line, run_entry
 
 from sam_lightning.jsonio import atomic_write_json
 from sam_lightning.module import SAMClassifier
 from sam_lightning.sweep.collect import collect
-from test_bad_inputs import check_one_line, run_entry
 from train import train
 
 
 @pytest.mark.parametrize("checked_every", [1, 50], ids=["checked_every_step", "checked_at_epoch_end"])
-def test_non_finite_loss_stops_the_run_as_diverged_and_sweep_keeps_it_apart(tiny_cfg, tmp_path, monkeypatch, checked_every):
+def test_non_finite_loss_stops_the_run_as_diverged_and_sweep_keeps_it_apart(
+    tiny_cfg, tmp_path, monkeypatch, checked_every
+):
     step = SAMClassifier.training_step
 
     def nan_from_step_4(self, batch, batch_idx):
@@ -26,7 +28,11 @@ def test_non_finite_loss_stops_the_run_as_diverged_and_sweep_keeps_it_apart(tiny
         return loss * float("nan") if self.global_step >= 4 else loss  # 2 steps per epoch: epoch 1, step 4
 
     monkeypatch.setattr(SAMClassifier, "training_step", nan_from_step_4)
-    cfg = tiny_cfg("trainer.max_epochs=3", f"trainer.log_every_n_steps={checked_every}", f"paths.output_dir={tmp_path / 'sweep' / 'job0'}")
+    cfg = tiny_cfg(
+        "trainer.max_epochs=3",
+        f"trainer.log_every_n_steps={checked_every}",
+        f"paths.output_dir={tmp_path / 'sweep' / 'job0'}",
+    )
     with pytest.raises(FloatingPointError, match="epoch 1, step 4"):
         train(cfg)
     results = json.loads((tmp_path / "sweep" / "job0" / "results.json").read_text())

@@ -149,9 +149,18 @@ def test_each_chunk_uses_its_own_batchnorm_statistics():
 def test_bn_running_stats_switch(ascent_updates):
     model = mlp(norm=True)
     x, y = fixed_batch()
-    _, expected = reference_update(model, x, y, rho=0.5, m=8, normalize=True, l2=0.0, ascent_updates_bn=ascent_updates, return_buffers=True)
+    _, expected = reference_update(
+        model, x, y, rho=0.5, m=8, normalize=True, l2=0.0, ascent_updates_bn=ascent_updates, return_buffers=True
+    )
     net = copy.deepcopy(model)
-    sam_gradients(net, list(net.parameters()), F.cross_entropy, x, y, SAM(rho=0.5, m=8, bn_ascent_updates_stats=ascent_updates, engine="loop"))
+    sam_gradients(
+        net,
+        list(net.parameters()),
+        F.cross_entropy,
+        x,
+        y,
+        SAM(rho=0.5, m=8, bn_ascent_updates_stats=ascent_updates, engine="loop"),
+    )
     got = dict(net.named_buffers())
     assert int(got["1.num_batches_tracked"]) == (4 if ascent_updates else 2)  # 2 chunks x passes
     for k in expected:

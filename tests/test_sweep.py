@@ -24,9 +24,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
-
 import pandas as pd
+import pytest
 import yaml
 
 from sam_lightning.naming import group_keys, method_label, sweep_name
@@ -38,9 +37,15 @@ from sam_lightning.sweep.wandb_io import run_from_api
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "experiment=smoke", "trainer.max_epochs=1", "data.n_train=256", "data.n_test=128",
-    "trainer.limit_train_batches=2", "model.width=4", "logger=csv",
-    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    "experiment=smoke",
+    "trainer.max_epochs=1",
+    "data.n_train=256",
+    "data.n_test=128",
+    "trainer.limit_train_batches=2",
+    "model.width=4",
+    "logger=csv",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
 ]
 
 
@@ -48,8 +53,9 @@ def _train(args: list[str], failing_job: bool = False) -> None:
     # One thread per process: on busy shared cores, torch's thread pool spins and a tiny job takes
     # ten times longer. A multirun with a job that did not finish exits 1 after its table.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "train.py", "-m", *TINY, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", *TINY, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == (1 if failing_job else 0), proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -61,8 +67,17 @@ def sweep_run(tmp_path_factory) -> tuple[Path, str]:
     _train(["method=erm,sam_m32", "method.rho=0.05,0.1", "seed=0", f"hydra.sweep.dir={out}"])
     printed = _train(["method=erm,sam_m32", "method.rho=0.05,0.1", "seed=1", f"hydra.sweep.dir={out}"])
     # The failing job goes through submitit's local executor: its own process, as on a cluster.
-    _train(["method=sam_m32", "data.batch_size=48", "seed=0", f"hydra.sweep.dir={out}",
-            "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"], failing_job=True)
+    _train(
+        [
+            "method=sam_m32",
+            "data.batch_size=48",
+            "seed=0",
+            f"hydra.sweep.dir={out}",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=5",
+        ],
+        failing_job=True,
+    )
     return out, printed
 
 
@@ -87,7 +102,9 @@ def _csv(path: Path) -> list[dict]:
 
 
 def test_multirun_folders_are_named_by_overrides(sweep_dir):
-    names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "summary")
+    names = sorted(
+        p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "summary"
+    )
     assert len(names) == 9  # 4 + 4 in the grids and the failing job; each command restarts the numbering
     assert any(n.startswith("3_") and "method=sam_m32" in n and "method.rho=0.1" in n and "seed=1" in n for n in names)
     assert not any("logger=" in n for n in names)
@@ -97,7 +114,9 @@ def test_multirun_folders_are_named_by_overrides(sweep_dir):
 def test_erm_trains_once_in_a_rho_grid(sweep_dir):
     # Hydra numbers the jobs method x rho: job 1 is ERM at rho = 0.1, the same run as job 0 (rho = 0.05).
     for seed in (0, 1):
-        jobs = {p.name.split("_", 1)[0]: p for p in sweep_dir.glob(f"[0-3]_*seed={seed}*") if "batch_size=48" not in p.name}
+        jobs = {
+            p.name.split("_", 1)[0]: p for p in sweep_dir.glob(f"[0-3]_*seed={seed}*") if "batch_size=48" not in p.name
+        }
         skipped = json.loads((jobs["1"] / "results.json").read_text())
         assert "method=erm" in jobs["1"].name and "method.rho=0.1" in jobs["1"].name
         assert skipped["status"] == "skipped" and skipped["history"] == [] and skipped["final_test_error"] is None
@@ -108,8 +127,13 @@ def test_erm_trains_once_in_a_rho_grid(sweep_dir):
 
 def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
     out = tmp_path / "summary"
-    proc = subprocess.run([sys.executable, "sweep.py", str(sweep_dir), "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "sweep.py", str(sweep_dir), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {(r["method"], r["method.rho"]): r for r in _csv(out / "summary.csv")}
     # ERM, in the grid but indifferent to rho: one group (rho empty), beside SAM's two rho points.
@@ -146,18 +170,26 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
     for png in ("test_error_vs_rho.png", "test_error_curves.png"):
         assert (out / png).stat().st_size > 5000
     header = next(ln for ln in (out / "summary.md").read_text().splitlines() if ln.startswith("| method"))
-    assert [c.strip() for c in header.strip("|").split("|")][:4] == ["method", "method.rho", "seeds", "test error % (95% CI)"]
+    assert [c.strip() for c in header.strip("|").split("|")][:4] == [
+        "method",
+        "method.rho",
+        "seeds",
+        "test error % (95% CI)",
+    ]
 
 
 def test_multirun_ends_with_the_sweep_table(sweep_run):
     sweep, printed = sweep_run
     # The second command's callback read the whole folder: the first command's jobs (seed 0) too.
-    table = printed[printed.index(f"sweep: {sweep}"):]
+    table = printed[printed.index(f"sweep: {sweep}") :]
     lines = [ln.split() for ln in table.splitlines()]
     assert ["method", "method.rho", "seeds"] == lines[next(i for i, ln in enumerate(lines) if ln[:1] == ["method"])][:3]
     rows = [ln for ln in lines if ln[:1] in (["erm"], ["sam_m32"])]
     assert len(rows) == 3 and all(ln[2] == "2" for ln in rows)  # ERM once, 2 seeds per row
-    assert "2 job(s) skipped: each repeats another job of the sweep (ERM at a second rho); its results.json names which." in table
+    assert (
+        "2 job(s) skipped: each repeats another job of the sweep (ERM at a second rho); its results.json names which."
+        in table
+    )
     assert "skipped: duplicate of job 0 (method=erm method.rho=0.05): method.rho has no effect on ERM" in printed
     assert (sweep / "summary" / "summary.csv").is_file() and (sweep / "summary" / "test_error_curves.png").is_file()
 
@@ -179,19 +211,31 @@ def test_unfinished_and_unreadable_jobs_are_listed_and_one_seed_has_no_interval(
     rows = {(r["method"], r["method.rho"]): r for r in _csv(tmp_path / "out" / "summary.csv")}
     single = rows[("sam_m32", "0.1")]
     assert single["n_seeds"] == "1" and single["ci_low"] == single["ci_high"] == ""
-    assert float(single["mean"]) == pytest.approx(_results(copy)[
-        next(n for n in jobs if "method.rho=0.1" in n and "sam_m32" in n and "seed=0" in n)]["final_test_error"])
+    assert float(single["mean"]) == pytest.approx(
+        _results(copy)[next(n for n in jobs if "method.rho=0.1" in n and "sam_m32" in n and "seed=0" in n)][
+            "final_test_error"
+        ]
+    )
     assert rows[("erm", "")]["n_runs"] == "1"
     # Each group says which of its jobs are missing; the failed job of another batch size is in none.
-    assert (single["excluded"], rows[("erm", "")]["excluded"], rows[("sam_m32", "0.05")]["excluded"]) == ("1 running", "1 unreadable", "")
+    assert (single["excluded"], rows[("erm", "")]["excluded"], rows[("sam_m32", "0.05")]["excluded"]) == (
+        "1 running",
+        "1 unreadable",
+        "",
+    )
     line = next(ln for ln in text.splitlines() if ln.startswith("sam_m32") and " 0.1 " in ln)
     assert "[" not in line  # no interval from one seed
 
 
 def _sweep_py(root: Path, out: Path, *args: str) -> str:
     """sweep.py's output with the folders named <dir> and <out>, so that two folders can be compared."""
-    proc = subprocess.run([sys.executable, "sweep.py", str(root), "--out", str(out), "--no-plots", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "sweep.py", str(root), "--out", str(out), "--no-plots", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.replace(str(out), "<out>").replace(str(root), "<dir>")
 
@@ -202,42 +246,63 @@ def test_the_results_json_files_alone_make_the_same_tables(sweep_dir, tmp_path):
     jobs = sorted(p.parent for p in sweep_dir.glob("*/results.json"))
     assert len(jobs) == 9
     for job in jobs:
-        assert json.loads((job / "results.json").read_text())["overrides"] == yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        assert json.loads((job / "results.json").read_text())["overrides"] == yaml.safe_load(
+            (job / ".hydra" / "overrides.yaml").read_text()
+        )
     bare = tmp_path / "bare"
     for job in jobs:
         (bare / job.name).mkdir(parents=True)
         shutil.copyfile(job / "results.json", bare / job.name / "results.json")
     # --export copies the same files, less the failed job (it ended in no result).
-    proc = subprocess.run([sys.executable, "sweep.py", str(sweep_dir), "--export", str(tmp_path / "exported")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "sweep.py", str(sweep_dir), "--export", str(tmp_path / "exported")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     failed = next(j.name for j in jobs if "batch_size=48" in j.name)
     assert proc.stdout.splitlines()[0] == f"exported 8 job(s) to {tmp_path / 'exported'}: 8 new, 0 updated, 0 unchanged"
     assert f"  {failed}: failed" in proc.stdout
-    assert sorted(p.relative_to(tmp_path / "exported") for p in (tmp_path / "exported").rglob("*")
-                  if p.is_file()) == sorted(Path(j.name) / "results.json" for j in jobs if j.name != failed)
+    assert sorted(
+        p.relative_to(tmp_path / "exported") for p in (tmp_path / "exported").rglob("*") if p.is_file()
+    ) == sorted(Path(j.name) / "results.json" for j in jobs if j.name != failed)
 
     paired = ("--paired", "seed", "--baseline", "erm")
-    texts = {name: _sweep_py(root, tmp_path / name / "summary", *paired)
-             for name, root in (("original", sweep_dir), ("bare", bare), ("exported", tmp_path / "exported"))}
+    texts = {
+        name: _sweep_py(root, tmp_path / name / "summary", *paired)
+        for name, root in (("original", sweep_dir), ("bare", bare), ("exported", tmp_path / "exported"))
+    }
     assert texts["original"] == texts["bare"]
     assert "paired differences to erm (same seed)" in texts["original"] and f"{failed}: failed" in texts["original"]
     start = texts["original"].index("\n\nexcluded (1 job(s)")
-    assert texts["exported"] == texts["original"][:start] + texts["original"][texts["original"].index("\n\n", start + 2):]
+    assert (
+        texts["exported"] == texts["original"][:start] + texts["original"][texts["original"].index("\n\n", start + 2) :]
+    )
     for name in ("summary.csv", "paired.csv", "summary.md"):
         original = (tmp_path / "original" / "summary" / name).read_text().replace(str(sweep_dir), "<dir>")
         assert original == (tmp_path / "bare" / "summary" / name).read_text().replace(str(bare), "<dir>")
     for name in ("summary.csv", "paired.csv"):
-        assert (tmp_path / "original" / "summary" / name).read_text() == (tmp_path / "exported" / "summary" / name).read_text()
-    assert (tmp_path / "original" / "summary" / "runs.csv").read_text() == (tmp_path / "bare" / "summary" / "runs.csv").read_text()
+        assert (tmp_path / "original" / "summary" / name).read_text() == (
+            tmp_path / "exported" / "summary" / name
+        ).read_text()
+    assert (tmp_path / "original" / "summary" / "runs.csv").read_text() == (
+        tmp_path / "bare" / "summary" / "runs.csv"
+    ).read_text()
     rows = _csv(tmp_path / "original" / "summary" / "paired.csv")
-    assert [(r["method"], r["method.rho"], r["n_pairs"]) for r in rows] == [("sam_m32", "0.05", "2"), ("sam_m32", "0.1", "2")]
+    assert [(r["method"], r["method.rho"], r["n_pairs"]) for r in rows] == [
+        ("sam_m32", "0.05", "2"),
+        ("sam_m32", "0.1", "2"),
+    ]
 
 
 def _exact_bootstrap_quantiles(values, q=(0.025, 0.975)):
     """Every one of the n^n resamples, equally likely: the exact bootstrap distribution of the mean."""
     n = len(values)
-    counts = Counter(round(float(np.mean([values[i] for i in idx])), 12) for idx in itertools.product(range(n), repeat=n))
+    counts = Counter(
+        round(float(np.mean([values[i] for i in idx])), 12) for idx in itertools.product(range(n), repeat=n)
+    )
     atoms, cum, out = sorted(counts), 0, []
     for level in q:
         cum = 0
@@ -265,24 +330,45 @@ def test_bootstrap_ci_known_cases():
 
 
 def test_group_keys():
-    a = group_keys(["method=sam_m32", "method.rho=0.10", "seed=3", "logger=wandb", "trainer.devices=1", "+sweep=rho_grid"])
+    a = group_keys(
+        ["method=sam_m32", "method.rho=0.10", "seed=3", "logger=wandb", "trainer.devices=1", "+sweep=rho_grid"]
+    )
     assert a == group_keys(["+sweep=rho_grid", "seed=0", "method.rho=0.1", "method=sam_m32"])
     assert a == {"method": "sam_m32", "method.rho": 0.1}
     assert group_keys(["+trainer.limit_train_batches=2"]) == {"trainer.limit_train_batches": 2}
     # A key the run's own config does not hold (a method without rho) does not split groups;
     # config group choices always count.
     erm = {"method": {"name": "erm"}, "seed": 1}
-    assert group_keys(["method=erm", "method.rho=0.4", "experiment=smoke", "seed=1"], erm) == {"experiment": "smoke", "method": "erm"}
+    assert group_keys(["method=erm", "method.rho=0.4", "experiment=smoke", "seed=1"], erm) == {
+        "experiment": "smoke",
+        "method": "erm",
+    }
 
 
 def test_aggregate_groups_by_what_varies_and_stars_only_a_separated_best():
     def runs(rows):
-        return pd.DataFrame([{"job": f"j{i}", "status": "finished", "seed": seed, "final_test_error": err, "final_train_error": 0.0,
-                              KEY + "method": method, **({KEY + "method.rho": rho} if rho is not None else {}), KEY + "data": "synthetic"}
-                             for i, (method, rho, seed, err) in enumerate(rows)])
+        return pd.DataFrame(
+            [
+                {
+                    "job": f"j{i}",
+                    "status": "finished",
+                    "seed": seed,
+                    "final_test_error": err,
+                    "final_train_error": 0.0,
+                    KEY + "method": method,
+                    **({KEY + "method.rho": rho} if rho is not None else {}),
+                    KEY + "data": "synthetic",
+                }
+                for i, (method, rho, seed, err) in enumerate(rows)
+            ]
+        )
 
     rows = [("erm", None, 0, 0.30), ("erm", None, 1, 0.32)]
-    rows += [("sam", rho, seed, base + 0.01 * seed) for rho, base in ((0.05, 0.20), (0.1, 0.10), (0.2, 0.25)) for seed in (0, 1, 2)]
+    rows += [
+        ("sam", rho, seed, base + 0.01 * seed)
+        for rho, base in ((0.05, 0.20), (0.1, 0.10), (0.2, 0.25))
+        for seed in (0, 1, 2)
+    ]
     summary, info = aggregate(runs(rows))
     assert info["groups"] == [KEY + "method", KEY + "method.rho"] and info["common"] == {"data": "synthetic"}
     assert summary[KEY + "method"].tolist() == ["erm", "sam", "sam", "sam"]
@@ -294,29 +380,51 @@ def test_aggregate_groups_by_what_varies_and_stars_only_a_separated_best():
     summary, _ = aggregate(runs(rows))
     assert summary.loc[summary["best"], KEY + "method.rho"].tolist() == [0.2] and not summary["separated"].any()
     # Without a varying key there is one row; a failed job is counted, not averaged.
-    one = pd.concat([runs(rows[:2]), pd.DataFrame([{"job": "x", "status": "diverged", "reason": "nan", KEY + "method": "erm"}])])
+    one = pd.concat(
+        [runs(rows[:2]), pd.DataFrame([{"job": "x", "status": "diverged", "reason": "nan", KEY + "method": "erm"}])]
+    )
     summary, info = aggregate(one)
-    assert len(summary) == 1 and summary["mean"].iloc[0] == pytest.approx(0.31) and summary["excluded"].iloc[0] == "1 diverged"
-    assert format_mean_ci(0.31, 0.30, 0.32, scale=100, spec=".2f") == "31.00 [30.00, 32.00]" and format_mean_ci(0.5) == "0.5"
+    assert (
+        len(summary) == 1
+        and summary["mean"].iloc[0] == pytest.approx(0.31)
+        and summary["excluded"].iloc[0] == "1 diverged"
+    )
+    assert (
+        format_mean_ci(0.31, 0.30, 0.32, scale=100, spec=".2f") == "31.00 [30.00, 32.00]"
+        and format_mean_ci(0.5) == "0.5"
+    )
 
 
 def test_names():
     assert sweep_name("multirun/rho_grid/2026-11-28/10-00-00") == "rho_grid/2026-11-28/10-00-00"
     assert sweep_name("/scratch/me/multirun/2026-11-28/10-00-00") == "2026-11-28/10-00-00"
     assert sweep_name("/tmp/elsewhere") == "elsewhere"
-    assert [method_label(m) for m in ({"name": "erm", "m": 4}, {"name": "sam", "m": None}, {"name": "sam", "m": 128},
-                                       {"name": "sam", "m": None, "normalize": False})] == ["erm", "sam", "sam_m128", "sam_const"]
+    assert [
+        method_label(m)
+        for m in (
+            {"name": "erm", "m": 4},
+            {"name": "sam", "m": None},
+            {"name": "sam", "m": 128},
+            {"name": "sam", "m": None, "normalize": False},
+        )
+    ] == ["erm", "sam", "sam_m128", "sam_const"]
 
 
 def test_wandb_runs_become_runs_and_problems():
     def fake(name, state="finished", done=2, err=0.3, job_type="sam"):
-        config = {"method": {"name": "sam", "rho": 0.1, "m": None}, "seed": int(name[-1]), "trainer": {"max_epochs": 2},
-                  "data": {"name": "synthetic", "batch_size": 128}, "model": {"arch": "preact_resnet18"},
-                  "hydra": {"overrides": ["method=sam", "method.rho=0.1", f"seed={name[-1]}"]}}
+        config = {
+            "method": {"name": "sam", "rho": 0.1, "m": None},
+            "seed": int(name[-1]),
+            "trainer": {"max_epochs": 2},
+            "data": {"name": "synthetic", "batch_size": 128},
+            "model": {"arch": "preact_resnet18"},
+            "hydra": {"overrides": ["method=sam", "method.rho=0.1", f"seed={name[-1]}"]},
+        }
         summary = {"final_test_error": err, "final_train_error": 0.1, "epochs_done": done}
         history = [{"epoch": 0, "test/error": 0.5}, {"epoch": 1, "test/error": err}]
-        return SimpleNamespace(name=name, state=state, config=config, summary=summary, job_type=job_type,
-                               scan_history=lambda keys: history)
+        return SimpleNamespace(
+            name=name, state=state, config=config, summary=summary, job_type=job_type, scan_history=lambda keys: history
+        )
 
     row, history = run_from_api(fake("s0"))
     assert (row[KEY + "method"], row[KEY + "method.rho"], row["seed"], row["final_test_error"]) == ("sam", 0.1, 0, 0.3)
@@ -355,7 +463,9 @@ def test_sweep_presets_compose():
         cfg = compose("train", overrides=["+sweep=rho_grid"], return_hydra_config=True)
         assert cfg.hydra.sweeper.params["method.rho"] == "0.025,0.05,0.1,0.2,0.3,0.4"
         assert cfg.hydra.sweeper.params.seed == "0,1,2" and cfg.hydra.mode == RunMode.MULTIRUN
-        slurm = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        slurm = compose(
+            "train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
+        )
         assert slurm.hydra.launcher.partition == "gpu" and slurm.hydra.launcher.gpus_per_node == 1
         assert "SlurmLauncher" in slurm.hydra.launcher._target_
         local = compose("train", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
@@ -371,7 +481,9 @@ def test_wandb_names_follow_the_sweep():
     from sam_lightning.naming import wandb_names
 
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "train"), version_base="1.3"):
-        cfg = compose("train", overrides=["method=sam", "method.rho=0.2", "seed=1", "logger=wandb"], return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=["method=sam", "method.rho=0.2", "seed=1", "logger=wandb"], return_hydra_config=True
+        )
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
         cfg.hydra.sweep.dir = "multirun/rho_grid/2026-11-28/10-00-00"
@@ -383,7 +495,11 @@ def test_wandb_names_follow_the_sweep():
         names = wandb_names(cfg)
     finally:
         HydraConfig.instance().cfg = None
-    assert (names["group"], names["job_type"], names["name"]) == ("rho_grid/2026-11-28/10-00-00", "sam", "method.rho=0.2,method=sam,seed=1")
+    assert (names["group"], names["job_type"], names["name"]) == (
+        "rho_grid/2026-11-28/10-00-00",
+        "sam",
+        "method.rho=0.2,method=sam,seed=1",
+    )
     assert names["hydra"]["group_key"] == "method=sam,method.rho=0.2" and names["hydra"]["job_num"] == 3
 
 
@@ -392,8 +508,14 @@ def test_optuna_preset_runs_trials_and_a_failed_trial_does_not_stop_the_study(tm
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def search(*args: str) -> str:
-        proc = subprocess.run([sys.executable, "train.py", "hparams_search=rho_optuna", *TINY, "hydra.sweeper.n_trials=2", *args],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "train.py", "hparams_search=rho_optuna", *TINY, "hydra.sweeper.n_trials=2", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         failing = "data.batch_size=48" in args  # a study whose trials failed ends with its table, then exits 1
         assert proc.returncode == (1 if failing else 0), proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc.stdout + proc.stderr
@@ -401,17 +523,24 @@ def test_optuna_preset_runs_trials_and_a_failed_trial_does_not_stop_the_study(tm
     # Every trial fails at once (m = 32 does not divide a batch of 48): each returns inf, the study ends normally.
     failed = search("method=sam_m32", "data.batch_size=48", f"hydra.sweep.dir={tmp_path / 'failing'}")
     assert "Best value: inf" in failed
-    assert [json.loads(p.read_text())["status"] for p in (tmp_path / "failing").glob("*/results.json")] == ["failed", "failed"]
+    assert [json.loads(p.read_text())["status"] for p in (tmp_path / "failing").glob("*/results.json")] == [
+        "failed",
+        "failed",
+    ]
     # Two real trials: different (rho, lr), the best value is one of their validation errors (test
     # errors for a run without a split), and the table ends the run.
     out = search(f"hydra.sweep.dir={tmp_path / 'ok'}")
     payloads = [json.loads(p.read_text()) for p in (tmp_path / "ok").glob("*/results.json")]
-    assert len(payloads) == 2 and len({(p["config"]["method"]["rho"], p["config"]["optim"]["lr"]) for p in payloads}) == 2
+    assert (
+        len(payloads) == 2 and len({(p["config"]["method"]["rho"], p["config"]["optim"]["lr"]) for p in payloads}) == 2
+    )
     assert {p["config"]["data"]["val_fraction"] for p in payloads} == {0.1}
     best = float(out.split("Best value: ")[1].split()[0])
-    objective = [p["final_val_error"] if p.get("final_val_error") is not None else p["final_test_error"] for p in payloads]
+    objective = [
+        p["final_val_error"] if p.get("final_val_error") is not None else p["final_test_error"] for p in payloads
+    ]
     assert best == pytest.approx(min(objective))
-    assert "method.rho" in out[out.index("Best value"):] and "optim.lr" in out[out.index("Best value"):]
+    assert "method.rho" in out[out.index("Best value") :] and "optim.lr" in out[out.index("Best value") :]
 
 
 def _figure_of(monkeypatch, draw):
@@ -436,9 +565,20 @@ def _optuna_trials(n: int = 14) -> pd.DataFrame:
     rhos = np.exp(rng.uniform(np.log(0.01), np.log(0.5), n))
     rhos[1], rhos[2] = 0.051, 0.053  # close rho values: their tick labels would overlap
     lrs = np.exp(rng.uniform(np.log(0.01), np.log(0.4), n))
-    return pd.DataFrame([{"job": f"trial_{k}", "status": "finished", "seed": 0, "final_test_error": 0.2 + 0.01 * k,
-                          "final_train_error": 0.0, KEY + "method.rho": float(rho), KEY + "optim.lr": float(lr)}
-                         for k, (rho, lr) in enumerate(zip(rhos, lrs))])
+    return pd.DataFrame(
+        [
+            {
+                "job": f"trial_{k}",
+                "status": "finished",
+                "seed": 0,
+                "final_test_error": 0.2 + 0.01 * k,
+                "final_train_error": 0.0,
+                KEY + "method.rho": float(rho),
+                KEY + "optim.lr": float(lr),
+            }
+            for k, (rho, lr) in enumerate(zip(rhos, lrs))
+        ]
+    )
 
 
 def test_optuna_trials_have_a_trial_column_and_a_readable_plot_against_rho(tmp_path, monkeypatch):
@@ -462,8 +602,19 @@ def test_optuna_trials_have_a_trial_column_and_a_readable_plot_against_rho(tmp_p
 def test_by_row_plot_draws_the_seed_dots_above_the_whiskers(tmp_path, monkeypatch):
     from sam_lightning.plots import sweep_points
 
-    runs = pd.DataFrame([{"job": f"j{i}", "status": "finished", "seed": seed, "final_test_error": 0.2 + 0.05 * seed + 0.1 * (m == "b"),
-                          "final_train_error": 0.0, KEY + "method": m} for i, (m, seed) in enumerate([("a", 0), ("a", 1), ("b", 0), ("b", 1)])])
+    runs = pd.DataFrame(
+        [
+            {
+                "job": f"j{i}",
+                "status": "finished",
+                "seed": seed,
+                "final_test_error": 0.2 + 0.05 * seed + 0.1 * (m == "b"),
+                "final_train_error": 0.0,
+                KEY + "method": m,
+            }
+            for i, (m, seed) in enumerate([("a", 0), ("a", 1), ("b", 0), ("b", 1)])
+        ]
+    )
     summary, info = aggregate(runs)
     fig = _figure_of(monkeypatch, lambda: sweep_points(summary, info, runs, tmp_path / "by_row.png"))
     ax = fig.axes[0]

@@ -19,8 +19,17 @@ from sam_lightning.sweep.cli import main as sweep_main
 TARGET = {"erm": "sam_lightning.variants.ERM", "sam": "sam_lightning.variants.SAM"}
 
 
-def _job(root: Path, num: int, method: str, seed: int, rho: float = 0.05, extra: dict | None = None,
-         hydra: bool = True, recorded: bool = False, **numbers) -> Path:
+def _job(
+    root: Path,
+    num: int,
+    method: str,
+    seed: int,
+    rho: float = 0.05,
+    extra: dict | None = None,
+    hydra: bool = True,
+    recorded: bool = False,
+    **numbers,
+) -> Path:
     """A job folder: results.json, and .hydra/overrides.yaml (hydra) or the overrides in results.json (recorded)."""
     settings = {"method": method, "method.rho": rho, "seed": seed, **(extra or {})}
     overrides = [f"{k}={v}" for k, v in settings.items()]
@@ -29,21 +38,38 @@ def _job(root: Path, num: int, method: str, seed: int, rho: float = 0.05, extra:
     if hydra:
         (job / ".hydra").mkdir()
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    config = {"seed": seed, "method": {"_target_": TARGET[method], "rho": rho}, "data": {"batch_size": 64},
-              "paths": {"output_dir": str(job)}}
+    config = {
+        "seed": seed,
+        "method": {"_target_": TARGET[method], "rho": rho},
+        "data": {"batch_size": 64},
+        "paths": {"output_dir": str(job)},
+    }
     for key, value in (extra or {}).items():
         section, name = key.split(".")
         config.setdefault(section, {})[name] = value
-    payload = {"status": "finished", "reason": None, "final_train_error": 0.0, **numbers,
-               **({"overrides": overrides} if recorded else {}), "config": config, "history": []}
+    payload = {
+        "status": "finished",
+        "reason": None,
+        "final_train_error": 0.0,
+        **numbers,
+        **({"overrides": overrides} if recorded else {}),
+        "config": config,
+        "history": [],
+    }
     (job / "results.json").write_text(json.dumps(payload))
     return job
 
 
 def _numbers(final: float, at_best_val: float) -> dict:
     """A run with a validation split: its final test error and its test error at the best validation epoch."""
-    return {"final_test_error": final, "best_test_error": final - 0.05, "final_val_error": final + 0.01,
-            "best_val_error": final - 0.01, "best_val_epoch": 3, "test_error_at_best_val": at_best_val}
+    return {
+        "final_test_error": final,
+        "best_test_error": final - 0.05,
+        "final_val_error": final + 0.01,
+        "best_val_error": final - 0.01,
+        "best_val_epoch": 3,
+        "test_error_at_best_val": at_best_val,
+    }
 
 
 # test_error_at_best_val per seed: ERM on 5 seeds, SAM at two rho values; SAM at rho 0.1 has a sixth
@@ -72,21 +98,33 @@ def _csv(path: Path) -> list[dict]:
 def test_paired_table_differences_per_seed_mean_interval_and_count(tmp_path, capsys):
     sweep = _paired_grid(tmp_path / "grid")
     out = tmp_path / "out"
-    assert sweep_main([str(sweep), "--out", str(out), "--no-plots", "--metric", "best", "--paired", "seed", "--baseline", "erm"]) == 0
+    assert (
+        sweep_main(
+            [str(sweep), "--out", str(out), "--no-plots", "--metric", "best", "--paired", "seed", "--baseline", "erm"]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     rows = {r["method.rho"]: r for r in _csv(out / "paired.csv")}
     assert set(rows) == {"0.05", "0.1"}  # every row but the baseline's
     for rho, values in SAM.items():
         diffs = np.array(values[:5]) - np.array(ERM)  # the table's metric: test error at the best validation epoch
         row = rows[str(rho)]
-        assert (row["metric"], row["baseline"], row["paired_on"], row["n_pairs"]) == ("test_error_at_best_val", "erm", "seed", "5")
+        assert (row["metric"], row["baseline"], row["paired_on"], row["n_pairs"]) == (
+            "test_error_at_best_val",
+            "erm",
+            "seed",
+            "5",
+        )
         assert [float(row[f"diff_seed_{s}"]) for s in range(5)] == pytest.approx(diffs.tolist())
         assert float(row["mean"]) == pytest.approx(diffs.mean())
-        assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx(bootstrap_ci(diffs))  # the project's one interval
+        assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx(
+            bootstrap_ci(diffs)
+        )  # the project's one interval
         assert int(row["n_below"]) == int((diffs < 0).sum())
     assert rows["0.1"]["unpaired"] == "5" and rows["0.05"]["unpaired"] == ""
 
-    section = text[text.index("paired differences to erm (same seed)"):]
+    section = text[text.index("paired differences to erm (same seed)") :]
     line = next(ln for ln in section.splitlines() if ln.startswith("sam") and " 0.05 " in ln).split()
     d = (np.array(SAM[0.05]) - np.array(ERM)) * 100
     lo, hi = (100 * v for v in bootstrap_ci(d / 100))
@@ -107,7 +145,10 @@ def test_with_three_seeds_a_footnote_says_the_interval_is_their_range(tmp_path, 
     for seed in range(3):
         _job(sweep, 2 * seed, "erm", seed, final_test_error=0.40 + 0.01 * seed)
         _job(sweep, 2 * seed + 1, "sam", seed, final_test_error=0.39 + 0.03 * seed)
-    assert sweep_main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots", "--paired", "seed", "--baseline", "erm"]) == 0
+    assert (
+        sweep_main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots", "--paired", "seed", "--baseline", "erm"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "With 2-3 seeds the interval is only their range [min, max], not a confidence interval" in text
     row = _csv(tmp_path / "out" / "paired.csv")[0]
@@ -121,10 +162,20 @@ def test_rows_pair_with_the_baseline_that_shares_their_other_keys(tmp_path, caps
     for batch, shift in ((64, 0.0), (16, 0.10)):
         for seed in range(2):
             _job(sweep, num, "erm", seed, extra={"data.batch_size": batch}, final_test_error=0.40 + shift + 0.01 * seed)
-            _job(sweep, num + 1, "sam", seed, extra={"data.batch_size": batch}, final_test_error=0.38 + shift + 0.02 * seed)
+            _job(
+                sweep,
+                num + 1,
+                "sam",
+                seed,
+                extra={"data.batch_size": batch},
+                final_test_error=0.38 + shift + 0.02 * seed,
+            )
             num += 2
     _job(sweep, num, "sam", 0, extra={"data.batch_size": 8}, final_test_error=0.1)  # no ERM at batch 8
-    assert sweep_main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots", "--paired", "seed", "--baseline", "erm"]) == 0
+    assert (
+        sweep_main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots", "--paired", "seed", "--baseline", "erm"])
+        == 0
+    )
     text = capsys.readouterr().out
     rows = {r["data.batch_size"]: r for r in _csv(tmp_path / "out" / "paired.csv")}
     # Each batch size against ERM at that batch size (rho, which ERM lacks, is not matched).
@@ -157,7 +208,16 @@ def test_a_folder_of_bare_results_json_makes_the_same_table(tmp_path, capsys):
     for seed in range(2):
         for root, kw in ((hydra, {"hydra": True}), (bare, {"hydra": False, "recorded": True})):
             _job(root, 2 * seed, "erm", seed, extra={"data.batch_size": 32}, final_test_error=0.4 + 0.01 * seed, **kw)
-            _job(root, 2 * seed + 1, "sam", seed, 0.1, extra={"data.batch_size": 32}, final_test_error=0.3 + 0.01 * seed, **kw)
+            _job(
+                root,
+                2 * seed + 1,
+                "sam",
+                seed,
+                0.1,
+                extra={"data.batch_size": 32},
+                final_test_error=0.3 + 0.01 * seed,
+                **kw,
+            )
     texts = []
     for root in (hydra, bare):
         assert sweep_main([str(root), "--out", str(tmp_path / f"out_{root.name}"), "--no-plots"]) == 0
@@ -168,8 +228,10 @@ def test_a_folder_of_bare_results_json_makes_the_same_table(tmp_path, capsys):
 
 def test_export_copies_results_json_only_and_adds_the_overrides_of_older_runs(tmp_path, capsys):
     sweep = tmp_path / "multirun" / "grid"
-    jobs = [_job(sweep, i, m, s, extra={"data.batch_size": 32}, final_test_error=0.3 + 0.01 * i)
-            for i, (m, s) in enumerate([("erm", 0), ("sam", 0), ("erm", 1), ("sam", 1)])]
+    jobs = [
+        _job(sweep, i, m, s, extra={"data.batch_size": 32}, final_test_error=0.3 + 0.01 * i)
+        for i, (m, s) in enumerate([("erm", 0), ("sam", 0), ("erm", 1), ("sam", 1)])
+    ]
     (jobs[0] / "checkpoints").mkdir()
     (jobs[0] / "checkpoints" / "last.ckpt").write_bytes(b"weights")
     (jobs[0] / "train.log").write_text("log")

@@ -31,10 +31,16 @@ def _job(root: Path, num: int, method: str, rho: float, seed: int, status: str =
 
 def _split(test: float, val: float | None, at_best_val: float | None = None, best_val: float | None = None) -> dict:
     """results.json numbers of a run; val=None: a run without a validation split (keys null)."""
-    return {"final_test_error": test, "best_test_error": test - 0.05, "best_epoch": 3,
-            "final_val_error": val, "final_val_loss": None if val is None else 2 * val,
-            "best_val_error": best_val if best_val is not None or val is None else val - 0.01,
-            "best_val_epoch": None if val is None else 2, "test_error_at_best_val": at_best_val}
+    return {
+        "final_test_error": test,
+        "best_test_error": test - 0.05,
+        "best_epoch": 3,
+        "final_val_error": val,
+        "final_val_loss": None if val is None else 2 * val,
+        "best_val_error": best_val if best_val is not None or val is None else val - 0.01,
+        "best_val_epoch": None if val is None else 2,
+        "test_error_at_best_val": at_best_val,
+    }
 
 
 # Validation and test disagree: validation prefers rho = 0.1, the test set rho = 0.2.
@@ -48,7 +54,14 @@ def _grid(root: Path, with_val: bool = True) -> Path:
         num += 1
         for rho, (val, test) in GRID.items():
             noise = 0.002 * seed
-            _job(root, num, "sam", rho, seed, **_split(test + noise, val + noise if with_val else None, at_best_val=0.5 - rho))
+            _job(
+                root,
+                num,
+                "sam",
+                rho,
+                seed,
+                **_split(test + noise, val + noise if with_val else None, at_best_val=0.5 - rho),
+            )
             num += 1
     return root
 
@@ -94,18 +107,29 @@ def test_best_metric_with_a_split_reports_the_test_error_at_the_best_validation_
     sweep = tmp_path / "best"
     # best_val_error prefers rho = 0.05, final_val_error rho = 0.1; best_test_error (min over epochs of
     # the test error) would say 0.2.
-    values = {0.05: dict(val=0.30, best_val=0.10, test=0.30, at_best_val=0.33),
-              0.1: dict(val=0.20, best_val=0.18, test=0.25, at_best_val=0.27),
-              0.2: dict(val=0.25, best_val=0.22, test=0.10, at_best_val=0.21)}
+    values = {
+        0.05: dict(val=0.30, best_val=0.10, test=0.30, at_best_val=0.33),
+        0.1: dict(val=0.20, best_val=0.18, test=0.25, at_best_val=0.27),
+        0.2: dict(val=0.25, best_val=0.22, test=0.10, at_best_val=0.21),
+    }
     for seed in (0, 1):
         for i, (rho, v) in enumerate(values.items()):
-            _job(sweep, 3 * seed + i, "sam", rho, seed, **_split(v["test"] + 0.01 * seed, v["val"], v["at_best_val"] + 0.01 * seed, v["best_val"]))
+            _job(
+                sweep,
+                3 * seed + i,
+                "sam",
+                rho,
+                seed,
+                **_split(v["test"] + 0.01 * seed, v["val"], v["at_best_val"] + 0.01 * seed, v["best_val"]),
+            )
     assert sweep_main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots", "--metric", "best"]) == 0
     text = capsys.readouterr().out
     rows = _summary(tmp_path / "out")
     assert {(r["metric"], r["chosen_on"]) for r in rows.values()} == {("test_error_at_best_val", "best_val_error")}
     assert [k for k, r in rows.items() if r["best_rho"] == "1"] == [("sam", "0.05")]
-    assert float(rows[("sam", "0.05")]["mean"]) == pytest.approx(0.335)  # early stopping on validation, not min over epochs
+    assert float(rows[("sam", "0.05")]["mean"]) == pytest.approx(
+        0.335
+    )  # early stopping on validation, not min over epochs
     header = [c.strip() for c in _table_header(text) if c.strip()]
     assert header[1:4] == ["seeds", "best val error % (95% CI)", "test error at best val % (95% CI)"]
     assert "33.50 [33.00, 34.00]" in text
@@ -135,7 +159,15 @@ def test_erm_in_a_rho_grid_is_one_row_never_best_and_skipped_jobs_are_counted(tm
         for seed in (0, 1):
             # ERM is the same run at every rho: identical numbers (runs from before the skip), or skipped.
             if rho == 0.1 and seed == 1:
-                _job(sweep, num, "erm", rho, seed, status="skipped", reason="duplicate of job 1 (method=erm method.rho=0.05)")
+                _job(
+                    sweep,
+                    num,
+                    "erm",
+                    rho,
+                    seed,
+                    status="skipped",
+                    reason="duplicate of job 1 (method=erm method.rho=0.05)",
+                )
             else:
                 _job(sweep, num, "erm", rho, seed, **_split(0.40 + 0.01 * seed, None))
             _job(sweep, num + 1, "sam", rho, seed, **_split(0.30 - rho + 0.01 * seed, None))
@@ -146,7 +178,10 @@ def test_erm_in_a_rho_grid_is_one_row_never_best_and_skipped_jobs_are_counted(tm
     assert set(rows) == {("erm", ""), ("sam", "0.05"), ("sam", "0.1")}
     erm = rows[("erm", "")]
     assert (erm["n_seeds"], erm["n_runs"], erm["best_rho"]) == ("2", "3", "0")  # seed 0's two runs count once
-    assert float(erm["mean"]) == pytest.approx(0.405) and (float(erm["ci_low"]), float(erm["ci_high"])) == pytest.approx((0.40, 0.41))
+    assert float(erm["mean"]) == pytest.approx(0.405) and (
+        float(erm["ci_low"]),
+        float(erm["ci_high"]),
+    ) == pytest.approx((0.40, 0.41))
     assert [k for k, r in rows.items() if r["best_rho"] == "1"] == [("sam", "0.1")]
     assert sum(1 for ln in text.splitlines() if ln.startswith("erm")) == 1
     assert "1 job(s) skipped" in text and "excluded" not in text and erm["excluded"] == ""
@@ -163,12 +198,21 @@ def test_find_duplicate_names_the_erm_job_at_the_grids_first_rho():
 
     assert [dup(i) is not None for i in range(8)] == [False, False, True, True, False, False, False, False]
     d = dup(3)
-    assert (d.job_num, d.overrides, d.describe()) == (1, ("method=erm", "method.rho=0.05", "seed=1"), "job 1 (method=erm method.rho=0.05 seed=1)")
+    assert (d.job_num, d.overrides, d.describe()) == (
+        1,
+        ("method=erm", "method.rho=0.05", "seed=1"),
+        "job 1 (method=erm method.rho=0.05 seed=1)",
+    )
     # The job must be the sweep's job of its number (another command's multirun.yaml never skips it).
     assert find_duplicate(sweep, jobs[3], "erm", 2) is None
     assert find_duplicate(sweep, ["method=erm", "method.rho=0.2", "seed=0"], "erm") is None
     # Without a rho axis, or with one value, nothing repeats.
-    assert find_duplicate(["method=erm,sam", "method.rho=0.1", "seed=0,1"], ["method=erm", "method.rho=0.1", "seed=1"], "erm", 1) is None
+    assert (
+        find_duplicate(
+            ["method=erm,sam", "method.rho=0.1", "seed=0,1"], ["method=erm", "method.rho=0.1", "seed=1"], "erm", 1
+        )
+        is None
+    )
     # A preset's axes (hydra.sweeper.params) come first, as Hydra's basic sweeper merges them;
     # a command-line value replaces a preset's.
     preset = ["method.rho=0.025,0.05,0.1", "seed=0,1,2", "+sweep=rho_grid", "method=erm,sam"]

@@ -1,6 +1,6 @@
 """The theory experiments: closed forms of App. A/B, engine equality, the Fig. 6 ordering, the entry point.
 
-    .venv/bin/python -m pytest tests/test_theory.py -q        # ~1 min on 2 cores
+.venv/bin/python -m pytest tests/test_theory.py -q        # ~1 min on 2 cores
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def one_thread():
 
 
 # -- closed forms (paper Eq. 5, Eq. 8, App. B) ----------------------------------------------------
+
 
 def tiny_problem(seed: int = 0, d: int = 5, n: int = 4) -> tuple[DiagonalLinearNet, SparseRegression]:
     """Random w (not the symmetric init, so w_+ and w_- differ) and a random regression problem."""
@@ -102,7 +103,14 @@ def test_perturbations_and_gradient_follow_eq8(m):
     rho, n = 0.3, data.X.shape[0]
     w = weights(rec)
     # The chunk loop: the recording model keeps every weight it sees, which a vectorized pass cannot.
-    sam_gradients(rec, [rec.w_plus, rec.w_minus], quarter_squared_error, data.X, data.y, SAM(rho=rho, m=m, normalize=False, project=False, engine="loop"))
+    sam_gradients(
+        rec,
+        [rec.w_plus, rec.w_minus],
+        quarter_squared_error,
+        data.X,
+        data.y,
+        SAM(rho=rho, m=m, normalize=False, project=False, engine="loop"),
+    )
     grads = [example_gradient(w, x, y) for x, y in zip(data.X, data.y)]
     if m == 1:  # w^i_{t+1/2} = w + rho grad l_i(w)
         points = [w + rho * g for g in grads]
@@ -126,6 +134,7 @@ def test_population_loss_is_the_gaussian_expectation():
 
 
 # -- the vectorized engine gives the iterates of the shared step code ------------------------------
+
 
 @pytest.mark.parametrize(
     "method,batch_size,tol",
@@ -174,11 +183,11 @@ def test_stochastic_nsam_ascends_on_the_whole_training_set():
 
 # -- the paper's code: the same network in another parametrization ---------------------------------
 
+
 def paper_code_step(u: np.ndarray, v: np.ndarray, X: np.ndarray, y: np.ndarray, gamma: float, rho: float, kind: str):
     """One step of the paper's code (diagonal_linear_nets/diag_nets.py), written out afresh: beta = u * v,
     loss ||X beta - y||^2 / (2n); n-SAM ascends by rho times the loss gradient, 1-SAM by 2 rho times
     example i's (u + 2 rho r_i x_i v), and GD is either with rho = 0."""
-    n = X.shape[0]
 
     def grads(u, v, X, y):  # per-row gradients of r_i^2 / 2: (r_i x_i v, r_i x_i u)
         r = X @ (u * v) if u.ndim == 1 else (X * u * v).sum(-1)
@@ -232,16 +241,28 @@ def test_paper_draw_reproduces_the_notebooks_printed_test_losses():
 
     def notebook_test_loss(method, lr):
         net = DiagonalLinearNet(30, 0.05)  # the notebook's u0 = 0.1
-        train(net, data, method, DiagTraining(alpha=0.05, lr=lr, iterations=10001, log_every=10001, engine="vectorized"), 10001, torch.Generator())
-        b = (net.w_plus ** 2 - net.w_minus ** 2).detach().numpy()
+        train(
+            net,
+            data,
+            method,
+            DiagTraining(alpha=0.05, lr=lr, iterations=10001, log_every=10001, engine="vectorized"),
+            10001,
+            torch.Generator(),
+        )
+        b = (net.w_plus**2 - net.w_minus**2).detach().numpy()
         return np.linalg.norm(X_test @ (b - beta)) ** 2 / 2000
 
     assert notebook_test_loss(TheoryMethod("erm"), 15 / 30) == pytest.approx(0.016445781003091926, rel=1e-9)
-    assert notebook_test_loss(TheoryMethod("sam", rho=rho_from_paper_code(0.1, 1), m=1), 15 / 30) == pytest.approx(0.0015339774886805526, rel=1e-9)
-    assert notebook_test_loss(TheoryMethod("sam", rho=rho_from_paper_code(0.1, None)), 10 / 30) == pytest.approx(0.016695513663723727, rel=1e-9)
+    assert notebook_test_loss(TheoryMethod("sam", rho=rho_from_paper_code(0.1, 1), m=1), 15 / 30) == pytest.approx(
+        0.0015339774886805526, rel=1e-9
+    )
+    assert notebook_test_loss(TheoryMethod("sam", rho=rho_from_paper_code(0.1, None)), 10 / 30) == pytest.approx(
+        0.016695513663723727, rel=1e-9
+    )
 
 
 # -- the Fig. 6 ordering, small and fast ----------------------------------------------------------
+
 
 def test_fig6_ordering_on_a_short_run():
     """1-SAM generalizes clearly better than GD; full-batch n-SAM stays close to GD (Theorem 1).
@@ -254,8 +275,14 @@ def test_fig6_ordering_on_a_short_run():
     training = DiagTraining(alpha=0.1, lr=2 / 30, iterations=1500, log_every=1500, engine="vectorized")
     ratio_1sam, ratio_nsam = [], []
     for seed in (0, 2, 3):
-        out = {key: run_diag_net(DiagProblem(), training, method, seed=seed)
-               for key, method in (("gd", TheoryMethod("erm")), ("n", TheoryMethod("sam", rho=2.5 / 30)), ("1", TheoryMethod("sam", rho=5 / 30, m=1)))}
+        out = {
+            key: run_diag_net(DiagProblem(), training, method, seed=seed)
+            for key, method in (
+                ("gd", TheoryMethod("erm")),
+                ("n", TheoryMethod("sam", rho=2.5 / 30)),
+                ("1", TheoryMethod("sam", rho=5 / 30, m=1)),
+            )
+        }
         assert max(o["final_train_loss"] for o in out.values()) < 5e-4, (seed, out)
         ratio_1sam.append(out["1"]["final_test_loss"] / out["gd"]["final_test_loss"])
         ratio_nsam.append(out["n"]["final_test_loss"] / out["gd"]["final_test_loss"])
@@ -265,10 +292,13 @@ def test_fig6_ordering_on_a_short_run():
 
 # -- GD -> 1-SAM switching and the line between solutions ------------------------------------------
 
+
 def test_switch_branches_from_the_reference_and_measures_the_line():
     problem, method = DiagProblem(d=8, n=6, kappa=2), TheoryMethod("erm")
     training = DiagTraining(alpha=0.2, lr=1 / 8, iterations=40, log_every=10, engine="shared")
-    out = run_diag_net(problem, training, method, seed=0, switch_at=20, switch_to=TheoryMethod("sam", rho=1.0, m=1), line_points=5)
+    out = run_diag_net(
+        problem, training, method, seed=0, switch_at=20, switch_to=TheoryMethod("sam", rho=1.0, m=1), line_points=5
+    )
     ref = out["reference"]
     assert out["history"][:3] == ref["history"][:3]  # iterations 0, 10, 20: same path before the switch
     assert out["history"][-1] != ref["history"][-1]
@@ -280,13 +310,20 @@ def test_switch_branches_from_the_reference_and_measures_the_line():
 
 # -- the Hydra entry point --------------------------------------------------------------------------
 
+
 def composed(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="theory", overrides=list(overrides))
 
 
 def test_entry_point_via_compose_api(tmp_path):
-    cfg = composed("experiment=diag_net", "method=sam_m1", "train.iterations=30", "train.log_every=10", f"paths.output_dir={tmp_path}")
+    cfg = composed(
+        "experiment=diag_net",
+        "method=sam_m1",
+        "train.iterations=30",
+        "train.log_every=10",
+        f"paths.output_dir={tmp_path}",
+    )
     assert cfg.method.rho == pytest.approx(5 / 30) and cfg.train.lr == pytest.approx(1 / 30) and cfg.method.m == 1
     payload = run_job(cfg)
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -299,10 +336,12 @@ def test_entry_point_via_compose_api(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides,message",
-    [(["method=sam_m1", "method.rho=-1"], "method.rho must be >= 0"),
-     (["method.name=adam"], "unknown method.name 'adam'"),
-     (["method=sam_m1", "train.batch_size=30"], "train.batch_size=30 exceeds the number of training examples n=20"),
-     (["method=sam", "method.m=3"], "method.m=3 must divide the batch size 20")],
+    [
+        (["method=sam_m1", "method.rho=-1"], "method.rho must be >= 0"),
+        (["method.name=adam"], "unknown method.name 'adam'"),
+        (["method=sam_m1", "train.batch_size=30"], "train.batch_size=30 exceeds the number of training examples n=20"),
+        (["method=sam", "method.m=3"], "method.m=3 must divide the batch size 20"),
+    ],
 )
 def test_bad_settings_fail_with_one_line(tmp_path, overrides, message):
     cfg = composed("experiment=diag_net", "train.iterations=2", f"paths.output_dir={tmp_path}", *overrides)
@@ -311,11 +350,20 @@ def test_bad_settings_fail_with_one_line(tmp_path, overrides, message):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "theory.py", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "theory.py", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_command_line_multirun_writes_one_results_file_per_job(tmp_path):
-    proc = run_cli("-m", "experiment=diag_net", "method=sam", "method.rho=0.1,0.2", "train.iterations=20", f"hydra.sweep.dir={tmp_path}")
+    proc = run_cli(
+        "-m",
+        "experiment=diag_net",
+        "method=sam",
+        "method.rho=0.1,0.2",
+        "train.iterations=20",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     files = sorted(tmp_path.glob("*/results.json"))
     assert len(files) == 2, [p.parent.name for p in tmp_path.iterdir()]
@@ -332,6 +380,7 @@ def test_command_line_bad_rho_is_a_one_line_error(tmp_path):
 
 
 # -- the 1-D ReLU network ---------------------------------------------------------------------------
+
 
 def test_slope_total_variation_is_exact():
     net = relu_1d.make_network(relu_1d.ReluSettings(width=30), seed=0)
@@ -384,7 +433,9 @@ def test_relu_vectorized_engine_matches_shared_step():
     assert results[0]["time"] == pytest.approx(40 * 2e-3) and results[2]["time"] == pytest.approx(2e-3 * (40 - 41 / 2))
     assert not torch.equal(shared[0].out.weight, relu_1d.make_network(settings, 0).out.weight)  # it did move
     stopping = relu_1d.ReluSettings(width=20, inits=2, iterations=40, lr=2e-3, stop_below=10.0)
-    first = [relu_1d.train_network(relu_1d.make_network(stopping, s), methods[0], stopping)["iterations"] for s in (0, 1)]
+    first = [
+        relu_1d.train_network(relu_1d.make_network(stopping, s), methods[0], stopping)["iterations"] for s in (0, 1)
+    ]
     second, _ = relu_1d.train_vectorized([relu_1d.make_network(stopping, s) for s in (0, 1)], methods[:1] * 2, stopping)
     assert first == [r["iterations"] for r in second] and min(first) < 40
 
@@ -401,6 +452,7 @@ def test_relu_experiment_writes_png_and_numbers(tmp_path):
 
 # -- tables: theory multiruns through the sweep aggregation ------------------------------------------
 
+
 def test_fig6_preset_is_a_multirun_ending_with_its_table(tmp_path):
     """The Fig. 6 preset, shortened: 3 methods x 2 seeds, the table printed at the end, the curves."""
     cfg = composed("experiment=fig6")
@@ -412,16 +464,28 @@ def test_fig6_preset_is_a_multirun_ending_with_its_table(tmp_path):
     assert hcfg.hydra.sweeper.params.method == "erm,sam,sam_m1" and hcfg.hydra.sweeper.params.seed == "0,1,2"
     assert "JoblibLauncher" in hcfg.hydra.launcher._target_ and hcfg.hydra.launcher.n_jobs == 2
     assert cfg.train.engine == "vectorized" and cfg.method.name == "erm"
-    proc = run_cli("experiment=fig6", "train.iterations=300", "train.log_every=50", "seed=0,1", "hydra/launcher=basic",
-                   f"hydra.sweep.dir={tmp_path}")
+    proc = run_cli(
+        "experiment=fig6",
+        "train.iterations=300",
+        "train.log_every=50",
+        "seed=0,1",
+        "hydra/launcher=basic",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table = proc.stdout[proc.stdout.index(f"sweep: {tmp_path}"):]
-    rows = {line.split()[0]: line.split() for line in table.splitlines() if line.split()[:1] in (["erm"], ["sam"], ["sam_m1"])}
+    table = proc.stdout[proc.stdout.index(f"sweep: {tmp_path}") :]
+    rows = {
+        line.split()[0]: line.split()
+        for line in table.splitlines()
+        if line.split()[:1] in (["erm"], ["sam"], ["sam_m1"])
+    }
     assert set(rows) == {"erm", "sam", "sam_m1"} and all(r[1] == "2" for r in rows.values())  # 2 seeds each
     assert "test loss (95% CI)" in table
     summary = {r["method"]: r for r in __import__("csv").DictReader(open(tmp_path / "summary" / "summary.csv"))}
     for method, row in summary.items():
-        losses = [json.loads(p.read_text())["final_test_loss"] for p in tmp_path.glob(f"*method={method},*/results.json")]
+        losses = [
+            json.loads(p.read_text())["final_test_loss"] for p in tmp_path.glob(f"*method={method},*/results.json")
+        ]
         assert len(losses) == 2 and float(row["mean"]) == pytest.approx(sum(losses) / 2)
         assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((min(losses), max(losses)))
     assert (tmp_path / "summary" / "test_loss_curves.png").stat().st_size > 5000
@@ -430,20 +494,38 @@ def test_fig6_preset_is_a_multirun_ending_with_its_table(tmp_path):
 def _theory_job(folder: Path, overrides: list[str], status: str, test: float | None, seed: int) -> None:
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    payload = {"status": status, "reason": None if status == "finished" else "the training loss became non-finite",
-               "final_test_loss": test, "final_train_loss": 1e-8, "config": {"seed": seed, "method": {"name": "sam", "rho": 0.1}},
-               "history": [{"step": 10, "train/loss": 1e-3, "test/loss": test}]}
+    payload = {
+        "status": status,
+        "reason": None if status == "finished" else "the training loss became non-finite",
+        "final_test_loss": test,
+        "final_train_loss": 1e-8,
+        "config": {"seed": seed, "method": {"name": "sam", "rho": 0.1}},
+        "history": [{"step": 10, "train/loss": 1e-3, "test/loss": test}],
+    }
     (folder / "results.json").write_text(json.dumps(payload))
 
 
 def test_rho_grid_table_by_method_and_rho_counts_diverged_runs(tmp_path, capsys):
     from sam_lightning.sweep.cli import main as sweep_main
 
-    jobs = [("sam_m1", 0.05, 0, 0.002), ("sam_m1", 0.05, 1, 0.004), ("sam_m1", 0.3, 0, 0.05), ("sam_m1", 0.3, 1, None),
-            ("sam", 0.05, 0, 0.010), ("sam", 0.05, 1, 0.012), ("sam", 0.3, 0, 0.011), ("sam", 0.3, 1, 0.013)]
+    jobs = [
+        ("sam_m1", 0.05, 0, 0.002),
+        ("sam_m1", 0.05, 1, 0.004),
+        ("sam_m1", 0.3, 0, 0.05),
+        ("sam_m1", 0.3, 1, None),
+        ("sam", 0.05, 0, 0.010),
+        ("sam", 0.05, 1, 0.012),
+        ("sam", 0.3, 0, 0.011),
+        ("sam", 0.3, 1, 0.013),
+    ]
     for i, (method, rho, seed, test) in enumerate(jobs):
-        _theory_job(tmp_path / f"{i}_job", [f"method={method}", f"method.rho={rho}", f"seed={seed}", "experiment=diag_net_rho_grid"],
-                    "finished" if test is not None else "diverged", test, seed)
+        _theory_job(
+            tmp_path / f"{i}_job",
+            [f"method={method}", f"method.rho={rho}", f"seed={seed}", "experiment=diag_net_rho_grid"],
+            "finished" if test is not None else "diverged",
+            test,
+            seed,
+        )
     assert sweep_main([str(tmp_path), "--no-plots"]) == 0
     text = capsys.readouterr().out
     lines = {tuple(ln.split()[:2]): ln for ln in text.splitlines() if ln.split()[:1] in (["sam"], ["sam_m1"])}

@@ -15,14 +15,26 @@ from wandb_log import run_contents
 from train import train
 
 RESULT_KEYS = {
-    "status", "reason", "final_test_error", "best_test_error", "best_epoch", "final_train_error",
-    "final_train_loss", "epochs_done", "wall_time_s", "config", "history", "data_sizes",
+    "status",
+    "reason",
+    "final_test_error",
+    "best_test_error",
+    "best_epoch",
+    "final_train_error",
+    "final_train_loss",
+    "epochs_done",
+    "wall_time_s",
+    "config",
+    "history",
+    "data_sizes",
 }
 
 
 def run_cli(*overrides: str, timeout: int = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def test_compose_api_run_writes_results_and_checkpoints(tiny_cfg):
@@ -51,7 +63,13 @@ def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, tiny_cfg):
 
 def test_resume_from_last_checkpoint_continues_the_run(tmp_path, tiny_cfg):
     first = train(tiny_cfg(f"paths.output_dir={tmp_path / 'r'}", "trainer.max_epochs=2", *stop_after(0)))
-    resumed = train(tiny_cfg(f"paths.output_dir={tmp_path / 'r'}", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'r/checkpoints/last.ckpt'}"))
+    resumed = train(
+        tiny_cfg(
+            f"paths.output_dir={tmp_path / 'r'}",
+            "trainer.max_epochs=2",
+            f"ckpt_path={tmp_path / 'r/checkpoints/last.ckpt'}",
+        )
+    )
     assert [h["epoch"] for h in resumed["history"]] == [0, 1]
     assert resumed["history"][0] == first["history"][0]
     assert resumed["global_step"] == 2 * first["global_step"]
@@ -70,7 +88,11 @@ def test_wandb_offline_run_holds_config_and_final_metrics(tiny_cfg, capsys, monk
     config, summary, run = run_contents(run_file)
     assert config["method"]["name"] == "sam" and config["seed"] == 0 and config["data"]["name"] == "synthetic"
     # The resolved Hydra config, not overwritten by Lightning's hyperparameter logging.
-    assert config["channels_last"] == "auto" and "max_epochs" not in config and config["method"]["_target_"] == "sam_lightning.variants.SAM"
+    assert (
+        config["channels_last"] == "auto"
+        and "max_epochs" not in config
+        and config["method"]["_target_"] == "sam_lightning.variants.SAM"
+    )
     assert summary["final_test_error"] == pytest.approx(out["final_test_error"])
     assert summary["test/error"] == pytest.approx(out["final_test_error"])
     assert run["project"] == "sam-lightning"
@@ -85,8 +107,15 @@ def test_wandb_run_records_the_command_its_files_and_its_preset(tmp_path):
     # WANDB_SILENT unset, as for a user: W&B's own warnings would show
     env_silent = os.environ.pop("WANDB_SILENT", None)
     try:
-        proc = run_cli(*TINY, "trainer.log_every_n_steps=1", "method=sam_m128", "logger=wandb", "logger.mode=offline", "logger.tags=[paper]",
-                       f"hydra.run.dir={tmp_path}")
+        proc = run_cli(
+            *TINY,
+            "trainer.log_every_n_steps=1",
+            "method=sam_m128",
+            "logger=wandb",
+            "logger.mode=offline",
+            "logger.tags=[paper]",
+            f"hydra.run.dir={tmp_path}",
+        )
     finally:
         if env_silent is not None:
             os.environ["WANDB_SILENT"] = env_silent
@@ -116,7 +145,9 @@ def test_wandb_run_names_keep_the_preset_and_its_overrides():
     assert name("method=sam_m32") != name("method=sam_m128") != name("method=sam_m4")
     assert name("method=sam_m32").startswith("sam_m32-synthetic-preact_resnet18-s0")
     assert "method.rho=0.2" in name("method=sam_m32", "method.rho=0.2")
-    assert name("method=sam_m32", "seed=3", "logger.tags=[x]", "trainer.enable_progress_bar=false") == name("method=sam_m32", "seed=3")
+    assert name("method=sam_m32", "seed=3", "logger.tags=[x]", "trainer.enable_progress_bar=false") == name(
+        "method=sam_m32", "seed=3"
+    )
 
 
 def test_wandb_disabled_prints_no_run_folder(tiny_cfg, capsys):
@@ -126,7 +157,16 @@ def test_wandb_disabled_prints_no_run_folder(tiny_cfg, capsys):
 
 
 def test_cli_multirun_leaves_logger_tags_out_of_folder_names(tmp_path):
-    proc = run_cli("-m", *TINY, "seed=0", "logger=wandb", "logger.mode=offline", "logger.tags=[paper]", f"hydra.sweep.dir={tmp_path}", "hydra/launcher=basic")
+    proc = run_cli(
+        "-m",
+        *TINY,
+        "seed=0",
+        "logger=wandb",
+        "logger.mode=offline",
+        "logger.tags=[paper]",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra/launcher=basic",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (job,) = [p for p in tmp_path.iterdir() if (p / "results.json").exists()]
     assert "paper" not in job.name and "tags" not in job.name
@@ -187,8 +227,14 @@ def test_cli_default_run_folder_starts_without_a_warning(tmp_path):
     # The default hydra.run.dir (outputs/<date>/<time>_<method>_<data>, under the working folder)
     # is checked for writability before Hydra creates it: silently, and for real.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, "trainer.log_every_n_steps=1", "callbacks=none"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *TINY, "trainer.log_every_n_steps=1", "callbacks=none"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warning" not in (proc.stdout + proc.stderr).lower(), proc.stderr[-3000:]
     assert len(list((tmp_path / "outputs").glob("*/*_sam_m32_synthetic_*/results.json"))) == 1
@@ -198,7 +244,9 @@ def test_cli_multirun_with_a_failed_job_prints_the_table_and_exits_non_zero(tmp_
     proc = run_cli("-m", *TINY, "method.m=32,48", f"hydra.sweep.dir={tmp_path}", "hydra/launcher=basic")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "test error" in proc.stdout and "summary.csv" in proc.stdout  # the finished job's table came first
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: 1 job(s) of this multirun did not finish")]
+    errors = [
+        line for line in proc.stderr.splitlines() if line.startswith("error: 1 job(s) of this multirun did not finish")
+    ]
     assert len(errors) == 1 and "(failed)" in errors[0], proc.stderr[-3000:]
 
 
@@ -211,7 +259,14 @@ def test_console_counts_epochs_from_one_as_the_plots():
     bar = RichTestProgressBar()
     bar._trainer = SimpleNamespace(max_epochs=4)
     assert bar._get_train_description(0).strip() == "Epoch 1/4"
-    payload = {"status": "finished", "final_test_error": 0.2, "best_test_error": 0.1, "best_epoch": 0, "epochs_done": 4, "wall_time_s": 3}
+    payload = {
+        "status": "finished",
+        "final_test_error": 0.2,
+        "best_test_error": 0.1,
+        "best_epoch": 0,
+        "epochs_done": 4,
+        "wall_time_s": 3,
+    }
     assert "(epoch 1 of 4)" in summary_line(payload)
 
 
@@ -224,7 +279,16 @@ def test_fast_dev_run_says_its_errors_are_from_one_batch(tiny_cfg, capsys):
 def test_summary_line_reads_early_stopping_on_validation_when_there_is_a_split():
     from train import summary_line
 
-    payload = {"status": "finished", "final_test_error": 0.48, "best_test_error": 0.47, "best_epoch": 99, "epochs_done": 150,
-               "test_error_at_best_val": 0.479, "best_val_epoch": 109, "best_val_error": 0.43, "wall_time_s": 100}
+    payload = {
+        "status": "finished",
+        "final_test_error": 0.48,
+        "best_test_error": 0.47,
+        "best_epoch": 99,
+        "epochs_done": 150,
+        "test_error_at_best_val": 0.479,
+        "best_val_epoch": 109,
+        "best_val_error": 0.43,
+        "wall_time_s": 100,
+    }
     assert "at the best validation epoch (110): test error 47.90%, validation error 43.00%" in summary_line(payload)
     assert "validation" not in summary_line({**payload, "test_error_at_best_val": None})

@@ -43,13 +43,24 @@ def test_a_variant_defined_outside_the_package_trains_through_train_py(tmp_path)
     (tmp_path / "conf" / "method" / "sign_sam.yaml").write_text(YAML)
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "train.py", *TINY, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "method=sign_sam",
-           "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}", "logger=csv"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        *TINY,
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "method=sign_sam",
+        "trainer.log_every_n_steps=1",
+        f"hydra.run.dir={run_dir}",
+        "logger=csv",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "finished"
-    assert results["config"]["method"]["_target_"] == "test_variant_plugin.SignSAM" and results["config"]["method"]["name"] == "sign_sam"
+    assert (
+        results["config"]["method"]["_target_"] == "test_variant_plugin.SignSAM"
+        and results["config"]["method"]["name"] == "sign_sam"
+    )
     with open(run_dir / "csv" / "metrics.csv") as f:
         norms = [float(r["step/perturbation_norm"]) for r in csv.DictReader(f) if r.get("step/perturbation_norm")]
     assert norms and all(abs(v - 3.0 * 0.05) < 1e-5 for v in norms)  # the toy's e, not SAM's (norm rho)

@@ -51,8 +51,14 @@ def run_contents(path: str | Path) -> tuple[dict, dict, dict]:
         elif kind == "summary":
             summary.update({u.key: json.loads(u.value_json) for u in r.summary.update})
         elif kind == "run":
-            run = {"group": r.run.run_group, "job_type": r.run.job_type, "name": r.run.display_name, "project": r.run.project,
-                   "tags": list(r.run.tags), "id": r.run.run_id}
+            run = {
+                "group": r.run.run_group,
+                "job_type": r.run.job_type,
+                "name": r.run.display_name,
+                "project": r.run.project,
+                "tags": list(r.run.tags),
+                "id": r.run.run_id,
+            }
             config.update({u.key: json.loads(u.value_json) for u in r.run.config.update})
         elif kind == "history":
             summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})

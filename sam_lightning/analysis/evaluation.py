@@ -61,7 +61,9 @@ class DataCache:
             self._arrays[key] = load_splits(cfg)
         arrays = self._arrays[key]
         if num_classes is not None and arrays.num_classes != num_classes:
-            raise AnalysisConfigError(f"data {cfg.name} has {arrays.num_classes} classes but the model predicts {num_classes}")
+            raise AnalysisConfigError(
+                f"data {cfg.name} has {arrays.num_classes} classes but the model predicts {num_classes}"
+            )
         return arrays
 
 
@@ -83,7 +85,9 @@ class Points:
             yield normalize(self.x[i : i + size], self.mean, self.std), self.y[i : i + size]
 
 
-def select_points(arrays: Splits, split: str, n: int | None, seed: int, device: torch.device, key: str, at_most: bool = False) -> Points:
+def select_points(
+    arrays: Splits, split: str, n: int | None, seed: int, device: torch.device, key: str, at_most: bool = False
+) -> Points:
     """`n` images of `split` drawn without replacement by `seed` (None: all, in order); with
     `at_most`, a smaller data set is taken whole instead of refused."""
     x, y = getattr(arrays, f"{split}_x"), getattr(arrays, f"{split}_y")

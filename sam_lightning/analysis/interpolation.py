@@ -24,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
+import sam_lightning.open_config_node  # noqa: F401 - the open `data` node of conf/analysis/
+from sam_lightning import plots
 from sam_lightning.analysis.evaluation import (
     AnalysisConfigError,
     DataCache,
@@ -35,8 +37,6 @@ from sam_lightning.analysis.evaluation import (
     resolve_device,
     select_points,
 )
-import sam_lightning.open_config_node  # noqa: F401 - the open `data` node of conf/analysis/
-from sam_lightning import plots
 from sam_lightning.checkpoints import (
     CheckpointError,
     data_config_for,
@@ -73,7 +73,14 @@ def parameter_distance(model: nn.Module, a: Mapping[str, Tensor], b: Mapping[str
     return torch.linalg.vector_norm(torch.stack([(a[n] - b[n]).float().norm() for n in names])).item()
 
 
-def evaluate_state(model: nn.Module, state: Mapping[str, Tensor], train: Points, test: Points, batch_size: int, bn_points: Points | None) -> dict:
+def evaluate_state(
+    model: nn.Module,
+    state: Mapping[str, Tensor],
+    train: Points,
+    test: Points,
+    batch_size: int,
+    bn_points: Points | None,
+) -> dict:
     """Train/test loss and error of `model` with `state` loaded (BN statistics recomputed if `bn_points`)."""
     model.load_state_dict(state)
     model.eval()
@@ -99,7 +106,12 @@ def interpolation_curve(
     """One dict per t: t, train_loss, train_error, test_loss, test_error."""
     curve = []
     for t in ts:
-        curve.append({"t": t, **evaluate_state(model, interpolate_state(state_a, state_b, t), train, test, batch_size, bn_points)})
+        curve.append(
+            {
+                "t": t,
+                **evaluate_state(model, interpolate_state(state_a, state_b, t), train, test, batch_size, bn_points),
+            }
+        )
         if on_point is not None:
             on_point()
     return curve
@@ -130,7 +142,9 @@ def run(cfg: DictConfig) -> dict:
     override = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
     data_a, data_b = data_config_for(a, override), data_config_for(b, override)
     if data_a.name != data_b.name:
-        raise AnalysisConfigError(f"the checkpoints were trained on different data ({data_a.name} vs {data_b.name}); choose one with data=...")
+        raise AnalysisConfigError(
+            f"the checkpoints were trained on different data ({data_a.name} vs {data_b.name}); choose one with data=..."
+        )
     if data_a != data_b:
         log.warning("the two runs' data configs differ; using ckpt_a's: %s", OmegaConf.to_container(data_a))
     arrays = DataCache().get(data_a, a.num_classes)
@@ -141,22 +155,43 @@ def run(cfg: DictConfig) -> dict:
     if cfg.recompute_bn and not recompute:
         log.info("no BatchNorm layers: recompute_bn has nothing to do")
     # The statistics are averaged in a different order than the evaluated training points.
-    bn_points = select_points(arrays, "train", cfg.bn_points, cfg.seed + 1, device, key="bn_points", at_most=True) if recompute else None
+    bn_points = (
+        select_points(arrays, "train", cfg.bn_points, cfg.seed + 1, device, key="bn_points", at_most=True)
+        if recompute
+        else None
+    )
     state_a = {k: v.to(device) for k, v in a.state_dict.items()}
     state_b = {k: v.to(device) for k, v in b.state_dict.items()}
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    with tqdm(total=len(ts) + 2, desc="interpolation", unit="point", disable=not cfg.progress, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(ts) + 2, desc="interpolation", unit="point", disable=not cfg.progress, dynamic_ncols=True
+    ) as bar:
         endpoints = {}
         for name, state in (("a", state_a), ("b", state_b)):
             endpoints[name] = evaluate_state(model, state, train, test, cfg.batch_size, None)
             bar.update()
-        curve = interpolation_curve(model, state_a, state_b, ts, train, test, batch_size=cfg.batch_size, bn_points=bn_points, on_point=bar.update)
+        curve = interpolation_curve(
+            model,
+            state_a,
+            state_b,
+            ts,
+            train,
+            test,
+            batch_size=cfg.batch_size,
+            bn_points=bn_points,
+            on_point=bar.update,
+        )
     payload = {
         "settings": {
-            "recompute_bn": recompute, "bn_points": len(bn_points) if recompute else None, "train_points": len(train),
-            "test_points": len(test), "seed": int(cfg.seed), "device": str(device), "data": data_a.name,
+            "recompute_bn": recompute,
+            "bn_points": len(bn_points) if recompute else None,
+            "train_points": len(train),
+            "test_points": len(test),
+            "seed": int(cfg.seed),
+            "device": str(device),
+            "data": data_a.name,
         },
         "a": {"label": labels[0], **a.describe()},
         "b": {"label": labels[1], **b.describe()},
@@ -166,16 +201,35 @@ def run(cfg: DictConfig) -> dict:
     }
     atomic_write_json(out_dir / "interpolation.json", payload)
     title = f"{data_a.name}, ||w_B - w_A|| = {payload['distance']:.2f}" + (", BN recomputed" if recompute else "")
-    plots.interpolation(curve, out_dir / "interpolation.png", labels[0], labels[1], title=title, endpoints=endpoints if recompute else None)
+    plots.interpolation(
+        curve,
+        out_dir / "interpolation.png",
+        labels[0],
+        labels[1],
+        title=title,
+        endpoints=endpoints if recompute else None,
+    )
     for p in curve:
-        log.info("t=%+.3f train loss %.4f err %.4f | test loss %.4f err %.4f", p["t"], p["train_loss"], p["train_error"], p["test_loss"], p["test_error"])
+        log.info(
+            "t=%+.3f train loss %.4f err %.4f | test loss %.4f err %.4f",
+            p["t"],
+            p["train_loss"],
+            p["train_error"],
+            p["test_loss"],
+            p["test_error"],
+        )
     print(f"interpolation.json and interpolation.png in {out_dir}", flush=True)
     return payload
 
 
 @hydra.main(version_base="1.3", config_path="../../conf/analysis", config_name="interpolation")
 def main(cfg: DictConfig) -> None:
-    run_or_fail(run, cfg, (AnalysisConfigError, ConfigError, CheckpointError, DataUnavailableError), required="ckpt_a=PATH ckpt_b=PATH")
+    run_or_fail(
+        run,
+        cfg,
+        (AnalysisConfigError, ConfigError, CheckpointError, DataUnavailableError),
+        required="ckpt_a=PATH ckpt_b=PATH",
+    )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
+import sam_lightning.open_config_node  # noqa: F401 - the open `data` node of conf/analysis/
+from sam_lightning import plots
 from sam_lightning.analysis.evaluation import (
     AnalysisConfigError,
     DataCache,
@@ -43,8 +45,6 @@ from sam_lightning.analysis.evaluation import (
     resolve_device,
     select_points,
 )
-import sam_lightning.open_config_node  # noqa: F401 - the open `data` node of conf/analysis/
-from sam_lightning import plots
 from sam_lightning.checkpoints import CheckpointError, data_config_for, load_checkpoint
 from sam_lightning.cli import run_or_fail
 from sam_lightning.config import ConfigError
@@ -85,7 +85,9 @@ def _error(logits: Tensor, y: Tensor) -> float | None:
     return (logits.argmax(dim=1) != y).float().mean().item()
 
 
-def ascend(model: nn.Module, criterion: Criterion, x: Tensor, y: Tensor, rho: float, *, steps: int, step_size: float) -> Ascent:
+def ascend(
+    model: nn.Module, criterion: Criterion, x: Tensor, y: Tensor, rho: float, *, steps: int, step_size: float
+) -> Ascent:
     """max_{||d|| <= rho} criterion(model_{w+d}(x), y) by `projected_ascent`; the weights are restored
     bit for bit afterwards (copied back, not subtracted)."""
     named = {k: p for k, p in model.named_parameters() if p.requires_grad}
@@ -96,7 +98,10 @@ def ascend(model: nn.Module, criterion: Criterion, x: Tensor, y: Tensor, rho: fl
 
     def move_to(e) -> None:  # the weights to w + e (w itself for e=None), by copy
         with torch.no_grad():
-            torch._foreach_copy_(params, list(origin.values()) if e is None else torch._foreach_add(list(origin.values()), list(e.values())))
+            torch._foreach_copy_(
+                params,
+                list(origin.values()) if e is None else torch._foreach_add(list(origin.values()), list(e.values())),
+            )
 
     def gradient(e) -> dict[str, Tensor]:
         nonlocal largest
@@ -120,8 +125,12 @@ def ascend(model: nn.Module, criterion: Criterion, x: Tensor, y: Tensor, rho: fl
     finally:
         move_to(None)
     return Ascent(
-        loss=at_w["loss"].item(), perturbed_loss=perturbed.item(), error=at_w["error"], perturbed_error=_error(logits, y),
-        max_delta_norm=largest.item(), delta=[d.detach() for d in delta.values()],
+        loss=at_w["loss"].item(),
+        perturbed_loss=perturbed.item(),
+        error=at_w["error"],
+        perturbed_error=_error(logits, y),
+        max_delta_norm=largest.item(),
+        delta=[d.detach() for d in delta.values()],
     )
 
 
@@ -200,13 +209,27 @@ class Settings:
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
         try:
-            n, ascent_steps, ascent_step_mult, seed = int(cfg.n), int(cfg.ascent_steps), float(cfg.ascent_step_mult), int(cfg.seed)
+            n, ascent_steps, ascent_step_mult, seed = (
+                int(cfg.n),
+                int(cfg.ascent_steps),
+                float(cfg.ascent_step_mult),
+                int(cfg.seed),
+            )
         except (TypeError, ValueError) as err:
-            raise AnalysisConfigError(f"n={cfg.n}, ascent_steps={cfg.ascent_steps}, ascent_step_mult={cfg.ascent_step_mult}, seed={cfg.seed}: need numbers") from err
+            raise AnalysisConfigError(
+                f"n={cfg.n}, ascent_steps={cfg.ascent_steps}, ascent_step_mult={cfg.ascent_step_mult}, seed={cfg.seed}: need numbers"
+            ) from err
         s = cls(
-            ckpts=as_list(cfg.ckpt, "ckpt", str), labels=None if cfg.labels is None else as_list(cfg.labels, "labels", str),
-            rhos=as_list(cfg.rho, "rho", float), ms=as_list(cfg.m, "m", int), bns=as_list(cfg.bn, "bn", str),
-            n=n, ascent_steps=ascent_steps, ascent_step_mult=ascent_step_mult, one_step=bool(cfg.one_step), seed=seed,
+            ckpts=as_list(cfg.ckpt, "ckpt", str),
+            labels=None if cfg.labels is None else as_list(cfg.labels, "labels", str),
+            rhos=as_list(cfg.rho, "rho", float),
+            ms=as_list(cfg.m, "m", int),
+            bns=as_list(cfg.bn, "bn", str),
+            n=n,
+            ascent_steps=ascent_steps,
+            ascent_step_mult=ascent_step_mult,
+            one_step=bool(cfg.one_step),
+            seed=seed,
         )
         if any(r <= 0 for r in s.rhos):
             raise AnalysisConfigError(f"rho={s.rhos}: every radius must be > 0")
@@ -215,7 +238,9 @@ class Settings:
         if any(bn not in BN_MODES for bn in s.bns):
             raise AnalysisConfigError(f"bn={s.bns}: each entry must be train or eval")
         if s.ascent_steps < 1 or s.ascent_step_mult <= 0:
-            raise AnalysisConfigError(f"ascent_steps={s.ascent_steps}, ascent_step_mult={s.ascent_step_mult}: need ascent_steps >= 1 and ascent_step_mult > 0")
+            raise AnalysisConfigError(
+                f"ascent_steps={s.ascent_steps}, ascent_step_mult={s.ascent_step_mult}: need ascent_steps >= 1 and ascent_step_mult > 0"
+            )
         if s.labels is not None and len(s.labels) != len(s.ckpts):
             raise AnalysisConfigError(f"labels has {len(s.labels)} entries for {len(s.ckpts)} checkpoints")
         return s
@@ -248,11 +273,17 @@ def summary_table(records: list[dict]) -> pd.DataFrame:
     rows = []
     for (label, bn, m, rho), group in frame.groupby(["checkpoint", "bn", "m", "rho"], sort=False):
         factor = group["suboptimality_factor"].astype(float).dropna()
-        rows.append({
-            "checkpoint": label, "bn": bn, "m": m, "rho": rho, "n_checkpoints": len(group),
-            "sharpness": format_mean_ci(*mean_ci(group["sharpness"].tolist())),
-            "suboptimality_factor": format_mean_ci(*mean_ci(factor.tolist())) if len(factor) else "-",
-        })
+        rows.append(
+            {
+                "checkpoint": label,
+                "bn": bn,
+                "m": m,
+                "rho": rho,
+                "n_checkpoints": len(group),
+                "sharpness": format_mean_ci(*mean_ci(group["sharpness"].tolist())),
+                "suboptimality_factor": format_mean_ci(*mean_ci(factor.tolist())) if len(factor) else "-",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -284,27 +315,66 @@ def run(cfg: DictConfig) -> dict:
                     for rho in s.rhos:
                         bar.set_postfix_str(f"checkpoint {k}/{len(ckpts)} bn={bn} m={m} rho={rho}")
                         with batchnorm_mode(model, bn):
-                            result = m_sharpness(model, batches, rho, ascent_steps=s.ascent_steps, ascent_step_mult=s.ascent_step_mult, one_step=s.one_step, on_batch=bar.update)
-                        records.append({"checkpoint": label, "bn": bn, "m": m, "rho": rho, "ascent_steps": s.ascent_steps, "step_size": round(s.ascent_step_mult * rho, 12), **result})
-                        log.info("%s bn=%s m=%d rho=%g: sharpness %.5f%s", label, bn, m, rho, result["sharpness"],
-                                 f", 1-step {result['one_step_sharpness']:.5f}" if s.one_step else "")
+                            result = m_sharpness(
+                                model,
+                                batches,
+                                rho,
+                                ascent_steps=s.ascent_steps,
+                                ascent_step_mult=s.ascent_step_mult,
+                                one_step=s.one_step,
+                                on_batch=bar.update,
+                            )
+                        records.append(
+                            {
+                                "checkpoint": label,
+                                "bn": bn,
+                                "m": m,
+                                "rho": rho,
+                                "ascent_steps": s.ascent_steps,
+                                "step_size": round(s.ascent_step_mult * rho, 12),
+                                **result,
+                            }
+                        )
+                        log.info(
+                            "%s bn=%s m=%d rho=%g: sharpness %.5f%s",
+                            label,
+                            bn,
+                            m,
+                            rho,
+                            result["sharpness"],
+                            f", 1-step {result['one_step_sharpness']:.5f}" if s.one_step else "",
+                        )
     table = summary_table(records)
     payload = {
-        "settings": {"n": s.n, "seed": s.seed, "ascent_steps": s.ascent_steps, "ascent_step_mult": s.ascent_step_mult, "one_step": s.one_step, "device": str(device)},
+        "settings": {
+            "n": s.n,
+            "seed": s.seed,
+            "ascent_steps": s.ascent_steps,
+            "ascent_step_mult": s.ascent_step_mult,
+            "one_step": s.one_step,
+            "device": str(device),
+        },
         "checkpoints": [{"label": lb, "data": d.name, **c.describe()} for c, lb, d in zip(ckpts, labels, data_cfgs)],
         "results": records,
         "summary": table.to_dict("records"),
     }
     atomic_write_json(out_dir / "sharpness.json", payload)
     plots.sharpness(records, out_dir / "sharpness.png")
-    print(table.to_markdown(index=False), "95% CI: percentile bootstrap over the checkpoints of a label (none for one).", sep="\n", flush=True)
+    print(
+        table.to_markdown(index=False),
+        "95% CI: percentile bootstrap over the checkpoints of a label (none for one).",
+        sep="\n",
+        flush=True,
+    )
     print(f"sharpness.json and sharpness.png in {out_dir}", flush=True)
     return payload
 
 
 @hydra.main(version_base="1.3", config_path="../../conf/analysis", config_name="sharpness")
 def main(cfg: DictConfig) -> None:
-    run_or_fail(run, cfg, (AnalysisConfigError, ConfigError, CheckpointError, DataUnavailableError), required="ckpt=PATH")
+    run_or_fail(
+        run, cfg, (AnalysisConfigError, ConfigError, CheckpointError, DataUnavailableError), required="ckpt=PATH"
+    )
 
 
 if __name__ == "__main__":

@@ -31,15 +31,19 @@ class TrainingDiverged(FloatingPointError):
 
     def __init__(self, loss: float, epoch: int, step: int, what: str = "the loss") -> None:
         self.loss, self.epoch, self.step = loss, epoch, step
-        super().__init__(f"training diverged: {what} is {loss} at epoch {epoch}, step {step}; try a smaller optim.lr (or method.rho)")
+        super().__init__(
+            f"training diverged: {what} is {loss} at epoch {epoch}, step {step}; try a smaller optim.lr (or method.rho)"
+        )
 
 
 class DivergenceGuard(pl.Callback):
     def __init__(self) -> None:
-        self._losses: list[torch.Tensor] = []       # since the last check, on the device
-        self._where: list[tuple[int, int]] = []     # their (epoch, step)
+        self._losses: list[torch.Tensor] = []  # since the last check, on the device
+        self._where: list[tuple[int, int]] = []  # their (epoch, step)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
             self._losses.append(loss.detach().float().reshape(-1)[0])
@@ -57,14 +61,18 @@ class DivergenceGuard(pl.Callback):
         for key in EVAL_LOSSES:
             value = trainer.callback_metrics.get(key)
             if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
-                raise TrainingDiverged(float(value), trainer.current_epoch, trainer.global_step, what=f"the evaluation's {key}")
+                raise TrainingDiverged(
+                    float(value), trainer.current_epoch, trainer.global_step, what=f"the evaluation's {key}"
+                )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check(trainer)
         for key in EPOCH_KEYS:  # reduced across devices already: every rank sees the same value
             value = trainer.callback_metrics.get(key)
             if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
-                raise TrainingDiverged(float(value), trainer.current_epoch, trainer.global_step, what=f"the epoch's mean {key}")
+                raise TrainingDiverged(
+                    float(value), trainer.current_epoch, trainer.global_step, what=f"the epoch's mean {key}"
+                )
 
     def _check(self, trainer: pl.Trainer) -> None:
         losses, where = self._losses, self._where
@@ -74,6 +82,8 @@ class DivergenceGuard(pl.Callback):
         # Any device's NaN stops every device: a lone rank raising would leave the others waiting.
         if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
             if not bad:  # another device diverged; this one names where it stands
-                raise TrainingDiverged(float("nan"), trainer.current_epoch, trainer.global_step, what="another device's loss")
+                raise TrainingDiverged(
+                    float("nan"), trainer.current_epoch, trainer.global_step, what="another device's loss"
+                )
             epoch, step = where[bad[0]]
             raise TrainingDiverged(values[bad[0]], epoch, step)

@@ -26,7 +26,9 @@ def instantiate_callbacks(entries: Mapping | None, checkpointing: bool = True) -
         if entry is None:
             continue
         if not isinstance(entry, Mapping) or "_target_" not in entry:
-            raise ConfigError(f"callbacks.{name} must be a mapping with a _target_ (a Lightning callback class), got {entry!r}")
+            raise ConfigError(
+                f"callbacks.{name} must be a mapping with a _target_ (a Lightning callback class), got {entry!r}"
+            )
         callback = instantiate_one_line(entry, f"callbacks.{name}")
         if not isinstance(callback, pl.Callback):
             raise ConfigError(f"callbacks.{name}: {entry['_target_']} is not a Lightning callback")

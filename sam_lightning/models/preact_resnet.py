@@ -63,7 +63,15 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet(nn.Module):
-    def __init__(self, blocks: tuple[int, ...], num_classes: int, width: int = 64, norm: str = "batch", gn_groups: int = 32, in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        blocks: tuple[int, ...],
+        num_classes: int,
+        width: int = 64,
+        norm: str = "batch",
+        gn_groups: int = 32,
+        in_channels: int = 3,
+    ) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"model.width must be positive, got {width}")
@@ -102,7 +110,15 @@ def paper_init(model: nn.Module) -> None:
             module.bias.zero_()
 
 
-def build_model(arch: str, num_classes: int, width: int = 64, norm: str = "batch", gn_groups: int = 32, in_channels: int = 3, init: str = "paper") -> PreActResNet:
+def build_model(
+    arch: str,
+    num_classes: int,
+    width: int = 64,
+    norm: str = "batch",
+    gn_groups: int = 32,
+    in_channels: int = 3,
+    init: str = "paper",
+) -> PreActResNet:
     if arch not in ARCHITECTURES:
         raise ValueError(f"model.arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
     if init not in INITS:

@@ -33,8 +33,15 @@ class SweepTable(Callback):
         try:
             runs, histories = collect([sweep_dir])
             print(flush=True)
-            summarize(runs, histories, [str(sweep_dir)], sweep_dir / "summary", self.metric, self.plots,
-                      echo=lambda text: print(text, flush=True))
+            summarize(
+                runs,
+                histories,
+                [str(sweep_dir)],
+                sweep_dir / "summary",
+                self.metric,
+                self.plots,
+                echo=lambda text: print(text, flush=True),
+            )
         except SweepInputError as err:
             print(f"error: no sweep table: {err}", flush=True)
         except Exception as err:  # noqa: BLE001 - the jobs are done; a table problem must not hide them
@@ -42,7 +49,11 @@ class SweepTable(Callback):
             print(f"error: no sweep table ({type(err).__name__}: {err}); run python sweep.py {sweep_dir}", flush=True)
         unfinished = failed_jobs(runs)
         if unfinished:
-            print(f"error: {len(unfinished)} job(s) of this multirun did not finish: {', '.join(unfinished)}", file=sys.stderr, flush=True)
+            print(
+                f"error: {len(unfinished)} job(s) of this multirun did not finish: {', '.join(unfinished)}",
+                file=sys.stderr,
+                flush=True,
+            )
             sys.exit(1)
 
 

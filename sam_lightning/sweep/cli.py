@@ -30,23 +30,41 @@ PLOT_AT_BEST_VAL = "best_val_epoch_test_error"  # test_error_at_best_val as the 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="sweep.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p = argparse.ArgumentParser(
+        prog="sweep.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
     p.add_argument("dirs", nargs="*", help="multirun folders (or single run folders) to aggregate together")
     p.add_argument("--out", help="where to write the CSV, Markdown and PNGs (default: <first dir>/summary)")
-    p.add_argument("--metric", default="auto",
-                   help="auto (test error, or test loss for runs without one), final (test error after the last "
-                        "epoch, the paper's), best (lowest over epochs; with a validation split: the test error at "
-                        "the epoch of lowest validation error), loss (final test loss), or any final_*/best_* key "
-                        "of results.json. With a validation split the best rho is chosen on the validation "
-                        "counterpart (final_val_error, best_val_error, final_val_loss)")
+    p.add_argument(
+        "--metric",
+        default="auto",
+        help="auto (test error, or test loss for runs without one), final (test error after the last "
+        "epoch, the paper's), best (lowest over epochs; with a validation split: the test error at "
+        "the epoch of lowest validation error), loss (final test loss), or any final_*/best_* key "
+        "of results.json. With a validation split the best rho is chosen on the validation "
+        "counterpart (final_val_error, best_val_error, final_val_loss)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
-    p.add_argument("--paired", metavar="KEY", help="also a paired table: each row minus the --baseline run of the same KEY "
-                                                   "(seed), per KEY and as a mean with its CI; written to paired.csv and summary.md")
-    p.add_argument("--baseline", metavar="METHOD", help="with --paired: the method label as the table shows it (erm, sam, sam_m128, ...)")
-    p.add_argument("--export", metavar="FOLDER", help="copy only the results.json of every job that ended (finished, diverged, "
-                                                      "skipped) into FOLDER/<job folder>/, e.g. docs/results/<name>; no table")
+    p.add_argument(
+        "--paired",
+        metavar="KEY",
+        help="also a paired table: each row minus the --baseline run of the same KEY "
+        "(seed), per KEY and as a mean with its CI; written to paired.csv and summary.md",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="METHOD",
+        help="with --paired: the method label as the table shows it (erm, sam, sam_m128, ...)",
+    )
+    p.add_argument(
+        "--export",
+        metavar="FOLDER",
+        help="copy only the results.json of every job that ended (finished, diverged, "
+        "skipped) into FOLDER/<job folder>/, e.g. docs/results/<name>; no table",
+    )
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead of folders")
     p.add_argument("--group", help="with --wandb: the W&B group (a multirun's is its folder below multirun/)")
     p.add_argument("--no-report", action="store_true", help="with --wandb: do not log the summary back to W&B")
@@ -66,8 +84,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def summarize(runs: pd.DataFrame, histories: dict, sources: list[str], out: Path, metric: str = "auto",
-              plots: bool = True, echo=print, paired: tuple[str, str] | None = None) -> tuple[pd.DataFrame, dict]:
+def summarize(
+    runs: pd.DataFrame,
+    histories: dict,
+    sources: list[str],
+    out: Path,
+    metric: str = "auto",
+    plots: bool = True,
+    echo=print,
+    paired: tuple[str, str] | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """The whole aggregation: prints the table, writes runs.csv, summary.csv, summary.md and the PNGs
     into `out`. sweep.py and the end-of-multirun Hydra callback both call it. `paired` = (key,
     baseline method): also the paired table, printed, in paired.csv and in summary.md."""
@@ -97,8 +123,18 @@ def summarize(runs: pd.DataFrame, histories: dict, sources: list[str], out: Path
             plot_runs = runs.rename(columns={table.AT_BEST_VAL: PLOT_AT_BEST_VAL})
         by_rho = plotting.sweep_vs_rho(summary, plot_info, out / f"{name}_vs_rho.png")
         by_row = None if by_rho else plotting.sweep_points(summary, plot_info, plot_runs, out / f"{name}_by_row.png")
-        images = [p for p in (by_rho, by_row, plotting.sweep_curves(summary, plot_info, plot_runs, histories, out / f"{name}_curves.png")) if p]
-    (out / "summary.md").write_text(table.report(summary, info, runs, sources, markdown=True, images=[str(i) for i in images]) + paired_md)
+        images = [
+            p
+            for p in (
+                by_rho,
+                by_row,
+                plotting.sweep_curves(summary, plot_info, plot_runs, histories, out / f"{name}_curves.png"),
+            )
+            if p
+        ]
+    (out / "summary.md").write_text(
+        table.report(summary, info, runs, sources, markdown=True, images=[str(i) for i in images]) + paired_md
+    )
     echo(f"\nwrote {', '.join(str(out / n) for n in (*written, *(i.name for i in images)))}")
     info["images"] = images
     return summary, info
@@ -134,12 +170,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        print(f"error: --out {out} cannot be created ({err.strerror or err}); choose a writable folder", file=sys.stderr)
+        print(
+            f"error: --out {out} cannot be created ({err.strerror or err}); choose a writable folder", file=sys.stderr
+        )
         return 2
-    summary, info = summarize(runs, histories, sources, out, args.metric, plots=not args.no_plots,
-                              paired=(args.paired, args.baseline) if args.paired else None)
+    summary, info = summarize(
+        runs,
+        histories,
+        sources,
+        out,
+        args.metric,
+        plots=not args.no_plots,
+        paired=(args.paired, args.baseline) if args.paired else None,
+    )
     if summary.empty:
-        print(f"\nerror: none of the {len(runs)} job(s) finished with {info['metric']}; see {out / 'runs.csv'}", file=sys.stderr)
+        print(
+            f"\nerror: none of the {len(runs)} job(s) finished with {info['metric']}; see {out / 'runs.csv'}",
+            file=sys.stderr,
+        )
         return 1
     if args.wandb and not args.no_report:
         from sam_lightning.sweep.wandb_io import log_report

@@ -57,7 +57,12 @@ def pseudo_overrides(config: dict) -> list[str]:
     """For a run without Hydra's overrides (a single run folder, a W&B run): the settings that
     define the experiment."""
     method, data, model = config.get("method", {}), config.get("data", {}), config.get("model", {})
-    pairs = [("method", method_label(method)), ("method.rho", method.get("rho")), ("data", data.get("name")), ("model", model.get("arch"))]
+    pairs = [
+        ("method", method_label(method)),
+        ("method.rho", method.get("rho")),
+        ("data", data.get("name")),
+        ("model", model.get("arch")),
+    ]
     return [f"{k}={v}" for k, v in pairs if v is not None]
 
 
@@ -79,10 +84,22 @@ def record(name: str, payload: dict, overrides: list[str] | None) -> dict:
     reason = payload.get("reason")
     if status != "finished" and not reason:
         reason = f"{payload.get('epochs_done', 0)} epoch(s) done"
-    row = {"job": name, "status": status, "reason": _clip(reason) if reason else "", "seed": config.get("seed"),
-           "method_label": method_label(config.get("method") or {})}
-    row.update({k: float(v) for k, v in payload.items()
-                if (k.startswith(("final_", "best_")) or k in EXTRA_METRICS) and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    row = {
+        "job": name,
+        "status": status,
+        "reason": _clip(reason) if reason else "",
+        "seed": config.get("seed"),
+        "method_label": method_label(config.get("method") or {}),
+    }
+    row.update(
+        {
+            k: float(v)
+            for k, v in payload.items()
+            if (k.startswith(("final_", "best_")) or k in EXTRA_METRICS)
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+        }
+    )
     if overrides is None:
         overrides = recorded_overrides(payload)
     keys = group_keys(pseudo_overrides(config) if overrides is None else overrides, config)
@@ -99,11 +116,19 @@ def read_job(job: Path, name: str) -> tuple[dict, list[dict]]:
     path = job / RESULTS_FILE
     overrides_file = job / ".hydra" / "overrides.yaml"
     try:
-        overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])] if overrides_file.is_file() else None
+        overrides = (
+            [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])] if overrides_file.is_file() else None
+        )
     except (OSError, yaml.YAMLError) as err:
         return {"job": name, "status": "unreadable", "reason": f".hydra/overrides.yaml: {_clip(err)}"}, []
     if not path.is_file():
-        return {**record(name, {"status": "missing", "reason": "no results.json: still starting, or killed before its first epoch"}, overrides or [])}, []
+        return {
+            **record(
+                name,
+                {"status": "missing", "reason": "no results.json: still starting, or killed before its first epoch"},
+                overrides or [],
+            )
+        }, []
     try:
         payload = json.loads(path.read_text())
         if not isinstance(payload, dict):

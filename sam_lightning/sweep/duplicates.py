@@ -58,8 +58,9 @@ def _rho_position(job: Sequence[str]) -> int | None:
     return found[0] if len(found) == 1 else None
 
 
-def find_duplicate(sweep_overrides: Sequence[str], job_overrides: Sequence[str], method: str,
-                   job_num: int | None = None) -> Duplicate | None:
+def find_duplicate(
+    sweep_overrides: Sequence[str], job_overrides: Sequence[str], method: str, job_num: int | None = None
+) -> Duplicate | None:
     """The earlier job that this one repeats, or None.
 
     sweep_overrides: the whole sweep's overrides (`hydra.sweeper.params` as `key=value`, then
@@ -85,7 +86,7 @@ def find_duplicate(sweep_overrides: Sequence[str], job_overrides: Sequence[str],
     first = jobs[0][pos]  # the rho axis keeps its position in every job; job 0 has the first value
     if job[pos] == first:
         return None
-    original = [*job[:pos], first, *job[pos + 1:]]
+    original = [*job[:pos], first, *job[pos + 1 :]]
     swept = [o for i, o in enumerate(original) if len({j[i] for j in jobs}) > 1]
     return Duplicate(jobs.index(original), tuple(original), tuple(swept))
 

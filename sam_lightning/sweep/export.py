@@ -91,8 +91,10 @@ def export(roots: list[str | os.PathLike], target: str | os.PathLike) -> Export:
 
     def outside(root: Path) -> None:
         if _inside(target, root):
-            raise SweepInputError(f"--export {target} is inside {root}: its copies would be read as jobs of the sweep; "
-                                  "export into a folder outside it, e.g. docs/results/<name>")
+            raise SweepInputError(
+                f"--export {target} is inside {root}: its copies would be read as jobs of the sweep; "
+                "export into a folder outside it, e.g. docs/results/<name>"
+            )
 
     for job, name in iter_jobs(roots, check=outside):
         payload, why = _job_payload(job)
@@ -100,8 +102,9 @@ def export(roots: list[str | os.PathLike], target: str | os.PathLike) -> Export:
             done.left_out.append((name, why))
             continue
         augmented = _with_overrides(job, payload)
-        content = (json.dumps(augmented, indent=2, default=str) if augmented is not None
-                   else (job / RESULTS_FILE).read_text())
+        content = (
+            json.dumps(augmented, indent=2, default=str) if augmented is not None else (job / RESULTS_FILE).read_text()
+        )
         dest = target / name / RESULTS_FILE
         if dest.is_file():
             old = dest.read_text()
@@ -113,8 +116,9 @@ def export(roots: list[str | os.PathLike], target: str | os.PathLike) -> Export:
             except (ValueError, AttributeError):
                 same_run = False
             if not same_run:
-                raise SweepInputError(f"{dest} holds another run (its config differs) under the same job name; "
-                                      "export into another folder")
+                raise SweepInputError(
+                    f"{dest} holds another run (its config differs) under the same job name; export into another folder"
+                )
             done.updated.append(name)
         else:
             done.new.append(name)
@@ -130,9 +134,13 @@ def export(roots: list[str | os.PathLike], target: str | os.PathLike) -> Export:
 
 def describe(done: Export, target: str | os.PathLike) -> str:
     """What the export did, in a few lines."""
-    lines = [f"exported {done.written} job(s) to {target}: {len(done.new)} new, {len(done.updated)} updated, "
-             f"{len(done.unchanged)} unchanged"]
+    lines = [
+        f"exported {done.written} job(s) to {target}: {len(done.new)} new, {len(done.updated)} updated, "
+        f"{len(done.unchanged)} unchanged"
+    ]
     if done.left_out:
-        lines.append(f"left out {len(done.left_out)} job(s) that did not end in a result (export again when they have):")
+        lines.append(
+            f"left out {len(done.left_out)} job(s) that did not end in a result (export again when they have):"
+        )
         lines += [f"  {name}: {why}" for name, why in done.left_out]
     return "\n".join(lines)

@@ -51,12 +51,17 @@ def check(runs: pd.DataFrame, on: str, baseline: str) -> None:
     col = unit_column(on)
     if col not in present or present[col].isna().all():
         have = (["seed"] if "seed" in present and present["seed"].notna().any() else []) + [
-            c[len(KEY):] for c in present.columns if c.startswith(KEY) and present[c].notna().any()]
+            c[len(KEY) :] for c in present.columns if c.startswith(KEY) and present[c].notna().any()
+        ]
         raise SweepInputError(f"--paired {on}: no run has that key; the runs have: {', '.join(have) or 'none'}")
     if not is_baseline(runs, baseline).any():
-        methods = sorted({str(m) for m in runs.get("method_label", pd.Series(dtype=object)).dropna()}
-                         | {str(m) for m in runs.get(KEY + "method", pd.Series(dtype=object)).dropna()})
-        raise SweepInputError(f"--baseline {baseline}: no runs of that method; the methods here: {', '.join(methods) or 'none'}")
+        methods = sorted(
+            {str(m) for m in runs.get("method_label", pd.Series(dtype=object)).dropna()}
+            | {str(m) for m in runs.get(KEY + "method", pd.Series(dtype=object)).dropna()}
+        )
+        raise SweepInputError(
+            f"--baseline {baseline}: no runs of that method; the methods here: {', '.join(methods) or 'none'}"
+        )
 
 
 def _unit_order(units) -> list:
@@ -67,7 +72,7 @@ def _unit_order(units) -> list:
 
 
 def _row_name(keys: dict, groups: list[str]) -> str:
-    named = [f"{g[len(KEY):]}={_cell(keys[g])}" for g in groups if not pd.isna(keys[g])]
+    named = [f"{g[len(KEY) :]}={_cell(keys[g])}" for g in groups if not pd.isna(keys[g])]
     return " ".join(named) or "all runs"
 
 
@@ -96,16 +101,34 @@ def paired(runs: pd.DataFrame, info: dict, on: str, baseline: str) -> tuple[pd.D
     if not bases:  # its runs failed, are still running, or lack the metric
         pinfo["why"] = f"no finished {baseline} run with {metric}: nothing to pair with"
         return empty, pinfo
-    match_keys = [g for g in groups if g[len(KEY):] not in LABEL_KEYS]
+    match_keys = [g for g in groups if g[len(KEY) :] not in LABEL_KEYS]
     out = []
     for row in (r for r in rows if not r["base"]):
-        found = [b for b in bases if all(pd.isna(row["keys"][g]) or pd.isna(b["keys"][g]) or row["keys"][g] == b["keys"][g]
-                                         for g in match_keys)]
-        entry = {**{g: row["keys"][g] for g in groups}, "baseline_row": "", "diffs": {}, "n": 0, "mean": math.nan,
-                 "ci_low": math.nan, "ci_high": math.nan, "below": 0, "unpaired": "", "note": ""}
+        found = [
+            b
+            for b in bases
+            if all(
+                pd.isna(row["keys"][g]) or pd.isna(b["keys"][g]) or row["keys"][g] == b["keys"][g] for g in match_keys
+            )
+        ]
+        entry = {
+            **{g: row["keys"][g] for g in groups},
+            "baseline_row": "",
+            "diffs": {},
+            "n": 0,
+            "mean": math.nan,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "below": 0,
+            "unpaired": "",
+            "note": "",
+        }
         if len(found) != 1:
-            entry["note"] = (f"no {baseline} row with the same {', '.join(g[len(KEY):] for g in match_keys) or 'keys'}" if not found
-                             else f"{len(found)} {baseline} rows match ({'; '.join(_row_name(b['keys'], match_keys) for b in found)})")
+            entry["note"] = (
+                f"no {baseline} row with the same {', '.join(g[len(KEY) :] for g in match_keys) or 'keys'}"
+                if not found
+                else f"{len(found)} {baseline} rows match ({'; '.join(_row_name(b['keys'], match_keys) for b in found)})"
+            )
             out.append(entry)
             continue
         base = found[0]
@@ -140,14 +163,15 @@ def display_frame(frame: pd.DataFrame, pinfo: dict) -> pd.DataFrame:
     """The paired table as text cells: keys, one column per seed, mean difference with CI, count below."""
     scale, spec, _ = _scale(pinfo["metric"])
     on, baseline = pinfo["on"], pinfo["baseline"]
-    out = pd.DataFrame({g[len(KEY):]: frame[g].map(_cell) for g in pinfo["groups"]})
+    out = pd.DataFrame({g[len(KEY) :]: frame[g].map(_cell) for g in pinfo["groups"]})
     if pinfo["baseline_rows"] > 1:
         out[f"vs {baseline}"] = frame["baseline_row"].replace("", "-")
     for u in pinfo["units"]:
         out[f"{on} {u}"] = [format(scale * d[u], spec) if u in d else "-" for d in frame["diffs"]]
     what = _what(pinfo["metric"]).removesuffix(" %")
     out[f"{what} minus {baseline} ({'pp, ' if is_error(pinfo['metric']) else ''}95% CI)"] = [
-        format_mean_ci(r["mean"], r["ci_low"], r["ci_high"], scale, spec) for _, r in frame.iterrows()]
+        format_mean_ci(r["mean"], r["ci_low"], r["ci_high"], scale, spec) for _, r in frame.iterrows()
+    ]
     out[f"below {baseline}"] = [f"{r['below']} of {r['n']}" if r["n"] else "-" for _, r in frame.iterrows()]
     return out
 
@@ -156,14 +180,18 @@ def notes(frame: pd.DataFrame, pinfo: dict) -> list[str]:
     """The lines under the paired table: what a difference is, the interval, rows left unpaired."""
     on, baseline, metric = pinfo["on"], pinfo["baseline"], pinfo["metric"]
     _, _, unit = _scale(metric)
-    lines = [f"paired on {on}: each row minus the {baseline} run of the same {on} ({_what(metric).removesuffix(' %')}"
-             f"{', ' + unit if unit else ''}; negative: below {baseline}). Keys only one of the two has (like method.rho) "
-             "are not matched; every other key they share is. 95% CI: percentile bootstrap of the mean difference "
-             f"over {on}s."]
+    lines = [
+        f"paired on {on}: each row minus the {baseline} run of the same {on} ({_what(metric).removesuffix(' %')}"
+        f"{', ' + unit if unit else ''}; negative: below {baseline}). Keys only one of the two has (like method.rho) "
+        "are not matched; every other key they share is. 95% CI: percentile bootstrap of the mean difference "
+        f"over {on}s."
+    ]
     counts = set(frame["n"]) if len(frame) else set()
     if counts & {2, 3}:
-        lines.append(f"With 2-3 {on}s the interval is only their range [min, max], not a confidence interval; "
-                     f"one {on} gives no interval.")
+        lines.append(
+            f"With 2-3 {on}s the interval is only their range [min, max], not a confidence interval; "
+            f"one {on} gives no interval."
+        )
     elif 1 in counts:
         lines.append(f"One {on} gives no interval.")
     for _, r in frame.iterrows():
@@ -182,14 +210,16 @@ def report(frame: pd.DataFrame, pinfo: dict, markdown: bool = False) -> str:
     if frame.empty:
         why = pinfo.get("why") or f"no finished row besides {pinfo['baseline']}'s to pair with it"
         return "\n".join(parts + ["", why + "."]) + ("\n" if markdown else "")
-    table = display_frame(frame, pinfo).to_markdown(index=False, tablefmt="pipe" if markdown else "simple", disable_numparse=True)
+    table = display_frame(frame, pinfo).to_markdown(
+        index=False, tablefmt="pipe" if markdown else "simple", disable_numparse=True
+    )
     parts += ["", table, ""] + [("- " if markdown else "") + line for line in notes(frame, pinfo)]
     return "\n".join(parts) + ("\n" if markdown else "")
 
 
 def paired_csv(frame: pd.DataFrame, pinfo: dict) -> pd.DataFrame:
     """paired.csv: one row per paired row; differences as fractions (as in results.json)."""
-    out = pd.DataFrame({g[len(KEY):]: frame[g] for g in pinfo["groups"]})
+    out = pd.DataFrame({g[len(KEY) :]: frame[g] for g in pinfo["groups"]})
     out.insert(0, "metric", pinfo["metric"])
     out.insert(1, "baseline", pinfo["baseline"])
     out.insert(2, "paired_on", pinfo["on"])

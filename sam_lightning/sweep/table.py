@@ -30,13 +30,20 @@ from sam_lightning.sweep.collect import KEY
 RHO = KEY + "method.rho"
 METRICS = {"final": "final_test_error", "best": "best_test_error", "loss": "final_test_loss"}
 # The validation metric that chooses rho for a test metric, when the runs have a validation split.
-VAL_OF = {"final_test_error": "final_val_error", "final_test_loss": "final_val_loss", "best_test_error": "best_val_error"}
+VAL_OF = {
+    "final_test_error": "final_val_error",
+    "final_test_loss": "final_val_loss",
+    "best_test_error": "best_val_error",
+}
 AT_BEST_VAL = "test_error_at_best_val"  # test error at the epoch of lowest validation error
 SKIPPED = "skipped"
-CI_NOTE = ("95% CI: percentile bootstrap of the mean over seeds (none for a single seed; with 2-3 seeds it is "
-           "their range).")
-BEST_NOTE = ("best rho: * the lowest mean among rows that differ only in rho, with an interval below all the "
-             "others'; (*) the lowest mean, intervals overlapping.")
+CI_NOTE = (
+    "95% CI: percentile bootstrap of the mean over seeds (none for a single seed; with 2-3 seeds it is their range)."
+)
+BEST_NOTE = (
+    "best rho: * the lowest mean among rows that differ only in rho, with an interval below all the "
+    "others'; (*) the lowest mean, intervals overlapping."
+)
 
 
 def resolve_metric(runs: pd.DataFrame, metric: str) -> str:
@@ -78,7 +85,7 @@ def group_columns(finished: pd.DataFrame) -> tuple[list[str], dict]:
         if values.isna().any() and values.notna().any() or values.dropna().nunique() > 1:
             varying.append(k)
         elif values.notna().all() and len(values):
-            common[k[len(KEY):]] = values.iloc[0]
+            common[k[len(KEY) :]] = values.iloc[0]
     return varying, common
 
 
@@ -94,11 +101,22 @@ def aggregate(runs: pd.DataFrame, metric: str = "auto") -> tuple[pd.DataFrame, d
         if col not in runs:
             runs[col] = np.nan
     done = (runs["status"] == "finished") & runs[metric].notna()
-    runs.loc[(runs["status"] == "finished") & runs[metric].isna(), ["status", "reason"]] = ["no-metric", f"finished without {metric}"]
+    runs.loc[(runs["status"] == "finished") & runs[metric].isna(), ["status", "reason"]] = [
+        "no-metric",
+        f"finished without {metric}",
+    ]
     finished = runs[done].copy()
     groups, common = group_columns(finished)
-    info = {"metric": metric, "val_metric": val, "chosen_on": val or metric, "train_metric": train, "common": common,
-            "groups": groups, "skipped": int(skipped.sum()), "no_metric": runs.loc[runs["status"] == "no-metric", "job"].tolist()}
+    info = {
+        "metric": metric,
+        "val_metric": val,
+        "chosen_on": val or metric,
+        "train_metric": train,
+        "common": common,
+        "groups": groups,
+        "skipped": int(skipped.sum()),
+        "no_metric": runs.loc[runs["status"] == "no-metric", "job"].tolist(),
+    }
     if finished.empty:
         return pd.DataFrame(), info
     by = groups or ["_all"]
@@ -106,8 +124,12 @@ def aggregate(runs: pd.DataFrame, metric: str = "auto") -> tuple[pd.DataFrame, d
     finished["_seed"] = finished["seed"].astype(object).where(finished["seed"].notna(), finished["job"])
     per_seed = finished.groupby([*by, "_seed"], dropna=False, sort=False)[numbers].mean().reset_index()
     grouped = per_seed.groupby(by, dropna=False, sort=False)
-    summary = grouped.agg(n_seeds=("_seed", "size"), seeds=("_seed", lambda s: " ".join(map(str, s))),
-                          mean=(metric, "mean"), train_mean=(train, "mean"))
+    summary = grouped.agg(
+        n_seeds=("_seed", "size"),
+        seeds=("_seed", lambda s: " ".join(map(str, s))),
+        mean=(metric, "mean"),
+        train_mean=(train, "mean"),
+    )
     for prefix, col in (("", metric), *([("val_", val)] if val else [])):
         if prefix:
             summary[prefix + "mean"] = grouped[col].mean()
@@ -136,7 +158,9 @@ def _excluded_counts(unfinished: pd.DataFrame, summary: pd.DataFrame, groups: li
     """Per row: how many jobs of that group did not finish, by status (e.g. `1 diverged`)."""
     counts = [dict() for _ in range(len(summary))]
     for _, job in unfinished.iterrows():
-        others = {c[len(KEY):]: job[c] for c in job.index if c.startswith(KEY) and c not in groups and pd.notna(job[c])}
+        others = {
+            c[len(KEY) :]: job[c] for c in job.index if c.startswith(KEY) and c not in groups and pd.notna(job[c])
+        }
         if any(common.get(k) != v for k, v in others.items()):
             continue  # a job outside every group (e.g. with a setting no finished run has)
         for i, row in summary.iterrows():
@@ -160,7 +184,7 @@ def _mark_best(summary: pd.DataFrame, groups: list[str], prefix: str = "") -> No
     mean, low, high = prefix + "mean", prefix + "ci_low", prefix + "ci_high"
     family = [c for c in groups if c != RHO]
     with_rho = summary[summary[RHO].notna() & summary[mean].notna()]
-    for _, members in (with_rho.groupby(family, dropna=False, sort=False) if family else [(None, with_rho)]):
+    for _, members in with_rho.groupby(family, dropna=False, sort=False) if family else [(None, with_rho)]:
         if members[RHO].nunique() < 2:
             continue
         best = members[mean].idxmin()
@@ -195,14 +219,16 @@ def display_frame(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
     metric, train = info["metric"], info["train_metric"]
     pct = is_error(metric)
     scale, spec = (100.0, ".2f") if pct else (1.0, ".3g")
-    out = pd.DataFrame({k[len(KEY):]: summary[k].map(_cell) for k in info["groups"]})
+    out = pd.DataFrame({k[len(KEY) :]: summary[k].map(_cell) for k in info["groups"]})
     trials = [trial_number(jobs) for jobs in summary["jobs"]] if "jobs" in summary else []
     if trials and all(t is not None for t in trials):  # an Optuna study: each row is one trial
         out.insert(0, "trial", [str(t) for t in trials])
     out["seeds"] = summary["n_seeds"].astype(str)
     for prefix, col in ((("val_", info["val_metric"]),) if info.get("val_metric") else ()) + (("", metric),):
-        out[f"{_what(col)} (95% CI)"] = [format_mean_ci(r[prefix + "mean"], r[prefix + "ci_low"], r[prefix + "ci_high"], scale, spec)
-                                        for _, r in summary.iterrows()]
+        out[f"{_what(col)} (95% CI)"] = [
+            format_mean_ci(r[prefix + "mean"], r[prefix + "ci_low"], r[prefix + "ci_high"], scale, spec)
+            for _, r in summary.iterrows()
+        ]
     out[_what(train)] = [format_mean_ci(v, scale=scale, spec=spec) for v in summary["train_mean"]]
     if summary["excluded"].astype(bool).any():
         out["not finished"] = summary["excluded"]
@@ -220,24 +246,39 @@ def chosen_line(info: dict) -> str:
     """One line: which split chose the best rho."""
     chosen, metric = info.get("chosen_on") or info["metric"], info["metric"]
     if info.get("val_metric"):
-        return (f"best rho chosen on validation ({_what(chosen).removesuffix(' %')}, mean over seeds; data.val_fraction "
-                f"held out of training); the test column ({_what(metric).removesuffix(' %')}) is reported, not used to choose.")
+        return (
+            f"best rho chosen on validation ({_what(chosen).removesuffix(' %')}, mean over seeds; data.val_fraction "
+            f"held out of training); the test column ({_what(metric).removesuffix(' %')}) is reported, not used to choose."
+        )
     if "_test_" in chosen:
         return f"best rho chosen on the test set ({_what(chosen).removesuffix(' %')}): no run has a validation split (data.val_fraction)."
     return f"best rho chosen on {_what(chosen).removesuffix(' %')}."
 
 
-def report(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, sources: list[str], markdown: bool = False,
-           images: Sequence[str] = ()) -> str:
+def report(
+    summary: pd.DataFrame,
+    info: dict,
+    runs: pd.DataFrame,
+    sources: list[str],
+    markdown: bool = False,
+    images: Sequence[str] = (),
+) -> str:
     """The console (tabulate's `simple`) or Markdown report: sources, common overrides, table, notes, excluded jobs."""
     code = (lambda s: f"`{s}`") if markdown else str
     parts = (["# Sweep summary", ""] if markdown else []) + [f"sweep: {', '.join(code(s) for s in sources)}"]
     if info["common"]:
-        parts += [""] * markdown + [f"common overrides: {code(' '.join(f'{k}={v}' for k, v in info['common'].items()))}"]
+        parts += [""] * markdown + [
+            f"common overrides: {code(' '.join(f'{k}={v}' for k, v in info['common'].items()))}"
+        ]
     if len(summary):
-        parts += ["", display_frame(summary, info).to_markdown(index=False, tablefmt="pipe" if markdown else "simple",
-                                                            disable_numparse=True), "",
-                  CI_NOTE + (" " + BEST_NOTE if summary["best"].any() else "")]
+        parts += [
+            "",
+            display_frame(summary, info).to_markdown(
+                index=False, tablefmt="pipe" if markdown else "simple", disable_numparse=True
+            ),
+            "",
+            CI_NOTE + (" " + BEST_NOTE if summary["best"].any() else ""),
+        ]
         if summary["best"].any():
             parts += [""] * markdown + [chosen_line(info)]
     bad = problems(runs)
@@ -245,12 +286,18 @@ def report(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, sources: list[
         parts += ["", f"excluded ({len(bad)} job(s) failed or unfinished):"]
         parts += [f"{'- ' if markdown else '  '}{code(r.job)}: {r.status}: {r.reason}" for r in bad.itertuples()]
     if info.get("no_metric"):
-        parts += ["", f"not in the table ({len(info['no_metric'])} finished job(s) without {info['metric']}"
-                      f"{', e.g. no validation split' if info['metric'] == AT_BEST_VAL else ''}): "
-                      + ", ".join(code(j) for j in info["no_metric"])]
+        parts += [
+            "",
+            f"not in the table ({len(info['no_metric'])} finished job(s) without {info['metric']}"
+            f"{', e.g. no validation split' if info['metric'] == AT_BEST_VAL else ''}): "
+            + ", ".join(code(j) for j in info["no_metric"]),
+        ]
     if info.get("skipped"):
-        parts += ["", f"{info['skipped']} job(s) skipped: each repeats another job of the sweep (ERM at a second rho); "
-                      "its results.json names which."]
+        parts += [
+            "",
+            f"{info['skipped']} job(s) skipped: each repeats another job of the sweep (ERM at a second rho); "
+            "its results.json names which.",
+        ]
     if markdown and images:
         parts += [""] + [f"![{i.rsplit('/', 1)[-1][:-4]}]({i.rsplit('/', 1)[-1]})" for i in images]
     return "\n".join(parts) + ("\n" if markdown else "")
@@ -258,7 +305,7 @@ def report(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, sources: list[
 
 def summary_csv(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
     """summary.csv: group keys by name, numbers as fractions (as in results.json)."""
-    out = summary.rename(columns={k: k[len(KEY):] for k in info["groups"]})
+    out = summary.rename(columns={k: k[len(KEY) :] for k in info["groups"]})
     out.insert(0, "metric", info["metric"])
     out.insert(1, "chosen_on", info.get("chosen_on") or info["metric"])
     if info.get("val_metric"):

@@ -23,7 +23,9 @@ API_TIMEOUT_S = 30
 def require_online() -> None:
     mode, why = resolve_mode("auto")
     if mode != "online":
-        raise SweepInputError(f"W&B is not available ({why or 'mode ' + mode}); aggregate the local multirun folder instead")
+        raise SweepInputError(
+            f"W&B is not available ({why or 'mode ' + mode}); aggregate the local multirun folder instead"
+        )
 
 
 def run_from_api(api_run) -> tuple[dict, list[dict]] | None:
@@ -43,10 +45,15 @@ def run_from_api(api_run) -> tuple[dict, list[dict]] | None:
     overrides = config.get("hydra", {}).get("overrides")
     payload = {**summary, "status": status, "reason": reason, "config": config}
     row = record(api_run.name, payload, list(overrides) if overrides else None)
-    history = [
-        {"epoch": int(h["epoch"]), "test/error": float(h["test/error"])}
-        for h in api_run.scan_history(keys=["epoch", "test/error"]) if h.get("test/error") is not None
-    ] if status == "finished" else []
+    history = (
+        [
+            {"epoch": int(h["epoch"]), "test/error": float(h["test/error"])}
+            for h in api_run.scan_history(keys=["epoch", "test/error"])
+            if h.get("test/error") is not None
+        ]
+        if status == "finished"
+        else []
+    )
     return row, history
 
 
@@ -73,11 +80,18 @@ def log_report(path: str, group: str, header: list[str], table: list[list], imag
     import wandb
 
     entity, project = path.split("/")
-    run = wandb.init(entity=entity, project=project, group=group, job_type=REPORT_JOB_TYPE,
-                     name=f"summary {group}", reinit="finish_previous")
+    run = wandb.init(
+        entity=entity,
+        project=project,
+        group=group,
+        job_type=REPORT_JOB_TYPE,
+        name=f"summary {group}",
+        reinit="finish_previous",
+    )
     try:
-        run.log({"summary": wandb.Table(columns=header, data=table),
-                 **{Path(i).stem: wandb.Image(str(i)) for i in images}})
+        run.log(
+            {"summary": wandb.Table(columns=header, data=table), **{Path(i).stem: wandb.Image(str(i)) for i in images}}
+        )
         return run.url or ""
     finally:
         run.finish()

@@ -35,11 +35,11 @@ from torch.func import functional_call, grad
 
 from sam_lightning.config import ConfigError
 from sam_lightning.sam import erm_gradients, sam_gradients
+from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod
+from sam_lightning.theory.vectorized import diag_msam_gradients
 from sam_lightning.variants import SAM
 from sam_lightning.variants.base import Params
 from sam_lightning.variants.sam import projected_ascent
-from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod
-from sam_lightning.theory.vectorized import diag_msam_gradients
 
 DTYPE = torch.float64  # losses fall to 1e-10 and below; float32 would round the tail away
 
@@ -102,7 +102,7 @@ def paper_draw(problem: DiagProblem, dtype: torch.dtype = DTYPE) -> SparseRegres
     X = rng.multivariate_normal(mean, cov, problem.n)
     rng.multivariate_normal(mean, cov, PAPER_TEST_POINTS)
     beta_star = rng.randn(problem.d)
-    beta_star[problem.kappa:] = 0
+    beta_star[problem.kappa :] = 0
     beta_star = np.abs(beta_star) / np.linalg.norm(beta_star)
     X_t, beta_t = torch.tensor(X, dtype=dtype), torch.tensor(beta_star, dtype=dtype)
     return SparseRegression(X_t, X_t @ beta_t, beta_t)
@@ -119,7 +119,9 @@ class TrainingSetAscent(SAM):
     ascent_gradient: Callable[[Params], Params]
 
     def perturbation(self, w: Params, grad_fn, rho) -> Params:
-        return projected_ascent(w, lambda e: self.ascent_gradient(w), rho, normalize=self.normalize, project=self.project)
+        return projected_ascent(
+            w, lambda e: self.ascent_gradient(w), rho, normalize=self.normalize, project=self.project
+        )
 
 
 def training_set_gradient(model: DiagonalLinearNet, X: Tensor, y: Tensor) -> Callable[[Params], Params]:
@@ -129,7 +131,11 @@ def training_set_gradient(model: DiagonalLinearNet, X: Tensor, y: Tensor) -> Cal
 
 
 def method_gradients(
-    model: DiagonalLinearNet, method: TheoryMethod, X: Tensor, y: Tensor, engine: str = "shared",
+    model: DiagonalLinearNet,
+    method: TheoryMethod,
+    X: Tensor,
+    y: Tensor,
+    engine: str = "shared",
     ascent: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Put this step's gradient into `p.grad`; returns the batch loss at the current w (at the
@@ -143,9 +149,24 @@ def method_gradients(
     if method.name == "erm":
         return erm_gradients(model, params, quarter_squared_error, X, y).loss
     if ascent is not None:
-        variant = TrainingSetAscent(rho=method.rho, normalize=method.normalize, project=False, ascent_gradient=training_set_gradient(model, *ascent))
+        variant = TrainingSetAscent(
+            rho=method.rho,
+            normalize=method.normalize,
+            project=False,
+            ascent_gradient=training_set_gradient(model, *ascent),
+        )
         return sam_gradients(model, params, quarter_squared_error, X, y, variant).loss
-    return sam_gradients(model, params, quarter_squared_error, X, y, rho=method.rho, m=method.m, normalize=method.normalize, project=False).loss
+    return sam_gradients(
+        model,
+        params,
+        quarter_squared_error,
+        X,
+        y,
+        rho=method.rho,
+        m=method.m,
+        normalize=method.normalize,
+        project=False,
+    ).loss
 
 
 @dataclass
@@ -195,7 +216,11 @@ def train(
         raise ConfigError(f"train.batch_size={batch} exceeds the number of training examples n={n}")
     method.check_batch_size(batch)
     # n-SAM's one ascent point comes from the whole training set; with full batches that is the batch
-    ascent = (data.X, data.y) if method.name == "sam" and method.m is None and method.ascent == "train" and batch < n else None
+    ascent = (
+        (data.X, data.y)
+        if method.name == "sam" and method.m is None and method.ascent == "train" and batch < n
+        else None
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=training.lr)
     if not traj.history:
         traj.history.append(measure(model, data, traj.iterations))
@@ -232,17 +257,21 @@ def summary(traj: Trajectory) -> dict:
     }
 
 
-def loss_along_line(w_a: Sequence[Tensor], w_b: Sequence[Tensor], data: SparseRegression, points: int = 21) -> list[dict]:
+def loss_along_line(
+    w_a: Sequence[Tensor], w_b: Sequence[Tensor], data: SparseRegression, points: int = 21
+) -> list[dict]:
     """Train and test loss at (1 - t) w_a + t w_b for t evenly spaced in [0, 1]; w = (w_+, w_-)."""
     rows = []
     for t in torch.linspace(0, 1, points, dtype=DTYPE).tolist():
         w_plus, w_minus = ((1 - t) * a + t * b for a, b in zip(w_a, w_b))
         beta = w_plus * w_plus - w_minus * w_minus
-        rows.append({
-            "t": t,
-            "train_loss": _finite(float(quarter_squared_error(data.X @ beta, data.y))),
-            "test_loss": _finite(population_loss(beta, data.beta_star)),
-        })
+        rows.append(
+            {
+                "t": t,
+                "train_loss": _finite(float(quarter_squared_error(data.X @ beta, data.y))),
+                "test_loss": _finite(population_loss(beta, data.beta_star)),
+            }
+        )
     return rows
 
 

@@ -71,7 +71,9 @@ class ReluSettings:
         if self.hidden_scale <= 0 or self.output_scale <= 0:
             raise ConfigError("relu.hidden_scale and relu.output_scale must be > 0")
         if self.sam_lr_schedule not in SCHEDULES:
-            raise ConfigError(f"unknown relu.sam_lr_schedule {self.sam_lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
+            raise ConfigError(
+                f"unknown relu.sam_lr_schedule {self.sam_lr_schedule!r}; choose one of {', '.join(SCHEDULES)}"
+            )
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown relu.engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.log_every < 1:
@@ -149,7 +151,17 @@ def train_network(net: OneHiddenReLU, method: TheoryMethod, settings: ReluSettin
         if method.name == "erm":
             out = erm_gradients(net, params, half_sum_squared_error, x, y)
         else:
-            out = sam_gradients(net, params, half_sum_squared_error, x, y, rho=method.rho, m=method.m, normalize=method.normalize, project=False)
+            out = sam_gradients(
+                net,
+                params,
+                half_sum_squared_error,
+                x,
+                y,
+                rho=method.rho,
+                m=method.m,
+                normalize=method.normalize,
+                project=False,
+            )
         loss = float(out.loss)
         if not math.isfinite(loss) or loss < settings.stop_below:
             optimizer.zero_grad(set_to_none=True)  # the loss was measured at w: stop before stepping
@@ -173,9 +185,14 @@ def fit(net: OneHiddenReLU) -> dict:
 
 # -- all runs at once -------------------------------------------------------------------------------
 
+
 def _stack(nets: list[OneHiddenReLU]) -> Tensor:
     """(runs, 3, width, 1): w, b and a of every network."""
-    return torch.stack([torch.stack([n.hidden.weight[:, 0], n.hidden.bias, n.out.weight[0]]) for n in nets]).detach().unsqueeze(-1)
+    return (
+        torch.stack([torch.stack([n.hidden.weight[:, 0], n.hidden.bias, n.out.weight[0]]) for n in nets])
+        .detach()
+        .unsqueeze(-1)
+    )
 
 
 def _unstack(params: Tensor, nets: list[OneHiddenReLU]) -> None:
@@ -200,12 +217,16 @@ def _gradients(params: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return grads, 0.5 * r.square().sum((1, 2))
 
 
-def train_vectorized(nets: list[OneHiddenReLU], methods: list[TheoryMethod], settings: ReluSettings) -> tuple[list[dict], list[dict]]:
+def train_vectorized(
+    nets: list[OneHiddenReLU], methods: list[TheoryMethod], settings: ReluSettings
+) -> tuple[list[dict], list[dict]]:
     """Train every (network, method) pair at once with full-batch steps of `methods[k]` (erm, or SAM
     with m=null); the same iterates as `train_network`, one run after another. Each run stops on its
     own (its step size becomes 0). Returns one result per run and the loss rows every log_every steps."""
     if any(m.name == "sam" and m.m is not None for m in methods):
-        raise ConfigError("relu.engine=vectorized takes full-batch SAM (method.m=null): use relu.engine=shared for m-SAM")
+        raise ConfigError(
+            "relu.engine=vectorized takes full-batch SAM (method.m=null): use relu.engine=shared for m-SAM"
+        )
     x, y = (t[:, 0] for t in training_data())
     params = _stack(nets)
     rho = torch.tensor([m.rho if m.name == "sam" else 0.0 for m in methods], dtype=DTYPE).view(-1, 1, 1, 1)
@@ -257,8 +278,11 @@ def run_relu_1d(method: TheoryMethod, settings: ReluSettings, seed: int, out_dir
     return {
         "final_train_loss": sam["train_loss_max"],
         "final_test_loss": None,  # no test distribution: the number to read is the slope variation
-        "slope_tv_erm": summary["ERM"]["slope_tv_mean"], "slope_tv_sam": sam["slope_tv_mean"],
-        "methods": summary, "figure": figure, "history": history,
+        "slope_tv_erm": summary["ERM"]["slope_tv_mean"],
+        "slope_tv_sam": sam["slope_tv_mean"],
+        "methods": summary,
+        "figure": figure,
+        "history": history,
     }
 
 
@@ -266,9 +290,14 @@ def method_summary(rows: list[dict]) -> dict:
     tv_mean, tv_low, tv_high = mean_ci([r["slope_tv"] for r in rows])
     losses = [r["final_train_loss"] for r in rows]
     return {
-        "slope_tv_mean": tv_mean, "slope_tv_ci_low": tv_low, "slope_tv_ci_high": tv_high,
-        "slope_tv_min": min(r["slope_tv"] for r in rows), "slope_tv_max": max(r["slope_tv"] for r in rows),
+        "slope_tv_mean": tv_mean,
+        "slope_tv_ci_low": tv_low,
+        "slope_tv_ci_high": tv_high,
+        "slope_tv_min": min(r["slope_tv"] for r in rows),
+        "slope_tv_max": max(r["slope_tv"] for r in rows),
         "train_loss_max": max((v for v in losses if v is not None), default=float("nan")),
-        "max_residual": max(r["max_residual"] for r in rows), "time_max": max(r["time"] for r in rows),
-        "inits": len(rows), "runs": rows,
+        "max_residual": max(r["max_residual"] for r in rows),
+        "time_max": max(r["time"] for r in rows),
+        "inits": len(rows),
+        "runs": rows,
     }

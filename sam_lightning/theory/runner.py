@@ -50,7 +50,11 @@ def run_metrics(cfg: DictConfig, run_dir: Path) -> dict:
     switch = _container(cfg.switch) or {}
     switch_to = switch.get("to")
     return run_diag_net(
-        problem, training, method, seed=int(cfg.seed), switch_at=switch.get("at"),
+        problem,
+        training,
+        method,
+        seed=int(cfg.seed),
+        switch_at=switch.get("at"),
         switch_to=None if switch_to is None else TheoryMethod.from_mapping(switch_to, "switch.to"),
         line_points=int(switch.get("line_points", 21)),
     )
@@ -59,22 +63,30 @@ def run_metrics(cfg: DictConfig, run_dir: Path) -> dict:
 def describe(payload: dict) -> str:
     """The lines printed at the end of a job."""
     if payload["problem"] == "relu_1d":
-        lines = [f"{name}: slope total variation {format_mean_ci(s['slope_tv_mean'], s['slope_tv_ci_low'], s['slope_tv_ci_high'])} "
-                 f"(mean, 95% CI over {s['inits']} inits), train loss <= {s['train_loss_max']:.2e}, "
-                 f"|f(x_i) - y_i| <= {s['max_residual']:.2g} after gradient-flow time <= {s['time_max']:.3g}"
-                 for name, s in payload["methods"].items()]
+        lines = [
+            f"{name}: slope total variation {format_mean_ci(s['slope_tv_mean'], s['slope_tv_ci_low'], s['slope_tv_ci_high'])} "
+            f"(mean, 95% CI over {s['inits']} inits), train loss <= {s['train_loss_max']:.2e}, "
+            f"|f(x_i) - y_i| <= {s['max_residual']:.2g} after gradient-flow time <= {s['time_max']:.3g}"
+            for name, s in payload["methods"].items()
+        ]
         return "\n".join(lines + [f"figure: {payload['figure']}"])
+
     def fmt(x):
         return "nan" if x is None else f"{x:.4g}"
-    text = (f"{payload['method']}: train loss {fmt(payload['final_train_loss'])}  test loss {fmt(payload['final_test_loss'])}  "
-            f"||beta||_1 {fmt(payload['final_beta_l1'])} (||beta*||_1 {payload['beta_star_l1']:.4g})  iterations {payload['iterations']}")
+
+    text = (
+        f"{payload['method']}: train loss {fmt(payload['final_train_loss'])}  test loss {fmt(payload['final_test_loss'])}  "
+        f"||beta||_1 {fmt(payload['final_beta_l1'])} (||beta*||_1 {payload['beta_star_l1']:.4g})  iterations {payload['iterations']}"
+    )
     if payload.get("diverged"):
         text += "  DIVERGED"
     if "reference" in payload:
         ref = payload["reference"]
         top = max((r["train_loss"] for r in payload["line"] if r["train_loss"] is not None), default=float("nan"))
-        text += (f"\nreference (no switch): train loss {fmt(ref['final_train_loss'])}  test loss {fmt(ref['final_test_loss'])}  "
-                 f"||beta||_1 {fmt(ref['final_beta_l1'])}\nhighest train loss on the line between the two solutions: {top:.3g}")
+        text += (
+            f"\nreference (no switch): train loss {fmt(ref['final_train_loss'])}  test loss {fmt(ref['final_test_loss'])}  "
+            f"||beta||_1 {fmt(ref['final_beta_l1'])}\nhighest train loss on the line between the two solutions: {top:.3g}"
+        )
     return text
 
 
@@ -107,4 +119,3 @@ def run_job(cfg: DictConfig) -> dict:
     print(describe(payload), flush=True)
     print(f"results:       {run_dir / RESULTS_FILE}", flush=True)
     return payload
-

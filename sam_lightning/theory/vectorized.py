@@ -35,7 +35,14 @@ def _chunk_gradients(w: Tensor, Xc: Tensor, yc: Tensor) -> tuple[Tensor, Tensor]
 
 
 def diag_msam_gradients(
-    model, X: Tensor, y: Tensor, *, rho: float, m: int | None, normalize: bool = False, eps: float = 1e-12,
+    model,
+    X: Tensor,
+    y: Tensor,
+    *,
+    rho: float,
+    m: int | None,
+    normalize: bool = False,
+    eps: float = 1e-12,
     ascent: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Set `p.grad` of `model.w_plus`, `model.w_minus` to the m-SAM gradient; returns the loss at w.

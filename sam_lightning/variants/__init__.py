@@ -13,4 +13,17 @@ from sam_lightning.variants.random import RandomPerturbation
 from sam_lightning.variants.sam import SAM, projected_ascent
 from sam_lightning.variants.switched import SwitchedSAM
 
-__all__ = ["ASAM", "ERM", "GSAM", "NSAM", "SAM", "GradFn", "Params", "RandomPerturbation", "SwitchedSAM", "Variant", "VariantError", "projected_ascent"]
+__all__ = [
+    "ASAM",
+    "ERM",
+    "GSAM",
+    "NSAM",
+    "SAM",
+    "GradFn",
+    "Params",
+    "RandomPerturbation",
+    "SwitchedSAM",
+    "Variant",
+    "VariantError",
+    "projected_ascent",
+]

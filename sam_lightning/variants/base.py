@@ -85,11 +85,19 @@ class Variant:
 
     def __post_init__(self) -> None:
         check(isinstance(self.rho, (int, float)) and self.rho >= 0, f"method.rho={self.rho!r}: must be a number >= 0")
-        check(self.m is None or (isinstance(self.m, int) and self.m >= 1), f"method.m={self.m!r}: must be a positive integer or null")
-        check(self.rho_schedule in ("constant", "lr"), f"method.rho_schedule={self.rho_schedule!r}: must be constant or lr")
+        check(
+            self.m is None or (isinstance(self.m, int) and self.m >= 1),
+            f"method.m={self.m!r}: must be a positive integer or null",
+        )
+        check(
+            self.rho_schedule in ("constant", "lr"),
+            f"method.rho_schedule={self.rho_schedule!r}: must be constant or lr",
+        )
         check(self.engine in ENGINES, f"method.engine={self.engine!r}: must be one of {', '.join(ENGINES)}")
-        check(self.chunks_per_pass is None or (isinstance(self.chunks_per_pass, int) and self.chunks_per_pass >= 1),
-              f"method.chunks_per_pass={self.chunks_per_pass!r}: must be a positive integer or null")
+        check(
+            self.chunks_per_pass is None or (isinstance(self.chunks_per_pass, int) and self.chunks_per_pass >= 1),
+            f"method.chunks_per_pass={self.chunks_per_pass!r}: must be a positive integer or null",
+        )
 
     # -- the two hooks -----------------------------------------------------------------------
     def perturbation(self, w: Params, grad_fn: GradFn | None, rho) -> Params:
@@ -106,10 +114,11 @@ class Variant:
         return self.rho * (lr / base_lr if self.rho_schedule == "lr" else 1.0)
 
     def check_batch_size(self, batch_size: int) -> None:
-        check(self.m is None or batch_size % self.m == 0,
-              f"method.m={self.m} must divide the per-device batch size data.batch_size={batch_size}")
+        check(
+            self.m is None or batch_size % self.m == 0,
+            f"method.m={self.m} must divide the per-device batch size data.batch_size={batch_size}",
+        )
 
     def describe(self) -> dict:
         """Plain data for checkpoints, results and labels: the name and every setting."""
         return {"name": self.name, **asdict(self)}
-

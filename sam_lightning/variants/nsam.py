@@ -20,4 +20,7 @@ class NSAM(SAM):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.ascent_batch in ("previous", "random"), f"method.ascent_batch={self.ascent_batch!r}: must be previous or random")
+        check(
+            self.ascent_batch in ("previous", "random"),
+            f"method.ascent_batch={self.ascent_batch!r}: must be previous or random",
+        )

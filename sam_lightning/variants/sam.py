@@ -1,9 +1,9 @@
 """SAM (Foret et al., 2021) and m-SAM (paper Eq. 3): e_c = rho g_c / ||g_c||, descent gradient at w + e_c.
 
-    normalize=false    e_c = rho g_c projected onto the rho-ball (constant rho, paper Sec. 5.2; the
-                       projection is the paper's code's: e = rho g only while ||rho g|| <= rho)
-    project=false      no projection onto the rho-ball (the theory models' Eq. 8)
-    ascent_steps=k     k projected ascent steps of size rho * ascent_step_mult (paper Fig. 4)
+normalize=false    e_c = rho g_c projected onto the rho-ball (constant rho, paper Sec. 5.2; the
+                   projection is the paper's code's: e = rho g only while ||rho g|| <= rho)
+project=false      no projection onto the rho-ball (the theory models' Eq. 8)
+ascent_steps=k     k projected ascent steps of size rho * ascent_step_mult (paper Fig. 4)
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import torch
 from sam_lightning.variants.base import GradFn, Params, Variant, check, tree_add, tree_norm, tree_scale
 
 
-def projected_ascent(w: Params, grad_fn: GradFn, rho, *, steps: int = 1, step_size=None, normalize: bool = True, project: bool = True) -> Params:
+def projected_ascent(
+    w: Params, grad_fn: GradFn, rho, *, steps: int = 1, step_size=None, normalize: bool = True, project: bool = True
+) -> Params:
     """Approximately solve max_{||e|| <= rho} L(w + e) from e = 0 and return e.
 
     Each step: g = grad L(w + e) from `grad_fn(e)`, e <- P(e + step_size * g / ||g||), P the projection
@@ -47,8 +49,19 @@ class SAM(Variant):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(isinstance(self.ascent_steps, int) and self.ascent_steps >= 1, f"method.ascent_steps={self.ascent_steps!r}: must be an integer >= 1")
+        check(
+            isinstance(self.ascent_steps, int) and self.ascent_steps >= 1,
+            f"method.ascent_steps={self.ascent_steps!r}: must be an integer >= 1",
+        )
         check(self.ascent_step_mult > 0, f"method.ascent_step_mult={self.ascent_step_mult!r}: must be > 0")
 
     def perturbation(self, w: Params, grad_fn: GradFn, rho) -> Params:
-        return projected_ascent(w, grad_fn, rho, steps=self.ascent_steps, step_size=rho * self.ascent_step_mult, normalize=self.normalize, project=self.project)
+        return projected_ascent(
+            w,
+            grad_fn,
+            rho,
+            steps=self.ascent_steps,
+            step_size=rho * self.ascent_step_mult,
+            normalize=self.normalize,
+            project=self.project,
+        )

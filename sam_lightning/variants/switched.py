@@ -21,7 +21,9 @@ class SwitchedSAM(SAM):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.order in ("erm_to_sam", "sam_to_erm"), f"method.order={self.order!r}: must be erm_to_sam or sam_to_erm")
+        check(
+            self.order in ("erm_to_sam", "sam_to_erm"), f"method.order={self.order!r}: must be erm_to_sam or sam_to_erm"
+        )
         check(0 <= self.switch_at <= 1, f"method.switch_at={self.switch_at!r}: must be in [0, 1]")
 
     @property
