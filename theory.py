@@ -2,7 +2,7 @@
 
     python theory.py experiment=diag_net method=erm           # Fig. 6 setting: gradient descent
     python theory.py experiment=diag_net method=sam           #   full-batch n-SAM (m = the whole batch)
-    python theory.py experiment=diag_net method=sam_m1        #   1-SAM (~6 min; add train.engine=vectorized: ~10 s)
+    python theory.py experiment=diag_net method=sam_m1        #   1-SAM (~6 min; add train.step_code=vectorized: ~10 s)
     python theory.py experiment=fig6                          # the Fig. 6 table: 3 methods x 3 seeds, a multirun
     python theory.py experiment=diag_net_sgd method=sam_m1    # Fig. 13: stochastic variants (batch of 5)
     python theory.py experiment=diag_net_rho_grid             # Fig. 14: n-SAM over the paper's rho grid
@@ -13,7 +13,7 @@
 
 A sibling of train.py rather than a train.py experiment: the Lightning loop costs milliseconds per
 step in callbacks and logging, more than the step itself on a 60-parameter model, and these runs
-take 2e4 full-batch steps. The step is the same: `sam_lightning.sam`. Each run directory holds
+take 2e4 full-batch steps. The step and the methods are the same: `sam_lightning.sam`, `sam_lightning.variants`. Each run directory holds
 results.json in the training runs' shape (status, final_train_loss, final_test_loss, config,
 history, ...); a multirun ends with the table of `python sweep.py <sweep dir>`.
 """

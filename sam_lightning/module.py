@@ -20,10 +20,14 @@ from torchmetrics.classification import MulticlassAccuracy
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.data.label_noise import noise_fit
 from sam_lightning.models import build_model
-from sam_lightning.sam import choose_engine, chunk_slices, erm_gradients, sam_gradients
-from sam_lightning.variants import ERM, NSAM, SwitchedSAM, Variant
+from sam_lightning.sam import choose_engine, chunk_slices, step_gradients
+from sam_lightning.variants import Method
 
 log = logging.getLogger("sam_lightning")
+
+# Checkpoint entries that runs from before the method memory saved at the top level, under the key
+# they keep in the memory (n-SAM's previous batch).
+LEGACY_MEMORY_KEYS = ("nsam_previous_batch",)
 
 
 def l2_penalty(params, l2: float) -> Tensor:
@@ -31,8 +35,8 @@ def l2_penalty(params, l2: float) -> Tensor:
     return 0.5 * l2 * sum(p.pow(2).sum() for p in params)
 
 
-def method_hparams(method: Variant | ERM) -> dict:
-    """Plain data for checkpoints: the variant's class, name and settings."""
+def method_hparams(method: Method) -> dict:
+    """Plain data for checkpoints: the method's class, name and settings."""
     cls = type(method)
     return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **method.describe()}
 
@@ -55,10 +59,12 @@ class ErrorRate(MulticlassAccuracy):
 
 
 class SAMClassifier(pl.LightningModule):
-    """Image classifier trained with ERM or a SAM variant.
+    """Image classifier trained with any method of `sam_lightning.variants` (ERM, SAM, ...).
 
-    model, method, optim: the typed settings (`ModelSpec`, a `sam_lightning.variants` object,
+    model, method, optim: the typed settings (`ModelSpec`, a `sam_lightning.variants.Method`,
     `OptimSpec`); checkpoints keep them as plain data. max_epochs sets the LR schedule's length.
+    What differs between methods is asked of the method: whether an epoch perturbs (told by the
+    `MethodSwitch` callback), the ascent batch, and the step itself (`sam.step_gradients`).
     """
 
     EVAL_SETS = ("test", "val", "train_eval")  # what the datamodule's evaluation loaders may be (its eval_sets)
@@ -66,7 +72,7 @@ class SAMClassifier(pl.LightningModule):
     def __init__(
         self,
         model: ModelSpec,
-        method: Variant | ERM,
+        method: Method,
         optim: OptimSpec,
         num_classes: int,
         max_epochs: int,
@@ -103,9 +109,10 @@ class SAMClassifier(pl.LightningModule):
         self.eval_loss = torch.nn.ModuleDict({k: MeanMetric() for k in self.EVAL_SETS})
         if track_label_noise:  # running, at w, on the augmented training batches
             self.train_clean_error, self.train_noisy_fit = ErrorRate(num_classes, average="micro"), MeanMetric()
-        # False: this epoch trains with ERM (set by the MethodSwitch callback for erm_to_sam / sam_to_erm).
-        self.perturbing = not isinstance(method, ERM)
-        self._previous_batch: tuple[Tensor, Tensor] | None = None  # n-SAM's ascent batch
+        # False: this epoch's steps are ERM's. The MethodSwitch callback asks the method at every epoch's start.
+        self.perturbing = method.perturbs_at(0, method.switch_epoch(max_epochs))
+        # What the method keeps across steps (n-SAM: the previous batch); saved in checkpoints.
+        self.method_memory: dict = {}
         self._engine_reported = False
 
     def forward(self, x: Tensor) -> Tensor:
@@ -122,35 +129,38 @@ class SAMClassifier(pl.LightningModule):
     def on_train_start(self) -> None:
         from sam_lightning.callbacks.switch import MethodSwitch
 
-        if isinstance(self.method, SwitchedSAM) and not any(
-            isinstance(c, MethodSwitch) for c in self.trainer.callbacks
-        ):
+        switches = self.method.switch_epoch(self.hparams.max_epochs) is not None
+        if switches and not any(isinstance(c, MethodSwitch) for c in self.trainer.callbacks):
             raise ConfigError(
                 f"method {self.method.name} needs the MethodSwitch callback (sam_lightning.callbacks.switch) in the Trainer's callbacks"
             )
 
     # -- the step ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # n-SAM's next ascent batch: without it a resumed run's first step differs from the uninterrupted run's.
-        checkpoint["nsam_previous_batch"] = self._previous_batch
+        # e.g. n-SAM's next ascent batch: without it a resumed run's first step differs from the uninterrupted run's.
+        checkpoint["method_memory"] = self.method_memory
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._previous_batch = checkpoint.get("nsam_previous_batch", self._previous_batch)
+        memory = checkpoint.get("method_memory")
+        if memory is None:
+            memory = {k: checkpoint[k] for k in LEGACY_MEMORY_KEYS if checkpoint.get(k) is not None}
+        self.method_memory = dict(memory)
 
     def current_rho(self, lr: float) -> float:
         return self.method.current_rho(lr, self.optim.lr) if self.perturbing else 0.0
 
-    def _ascent_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """n-SAM's other batch: the previous one, or a random one drawn from the training set."""
-        if self.method.ascent_batch == "random":
-            datamodule = getattr(self.trainer, "datamodule", None)
-            if datamodule is None or not hasattr(datamodule, "random_train_batch"):
-                raise RuntimeError(
-                    "method.ascent_batch=random needs the ImageDataModule (trainer.fit(..., datamodule=...))"
-                )
-            return datamodule.random_train_batch(len(y), x.device)
-        previous, self._previous_batch = self._previous_batch, (x.detach(), y.detach())
-        return previous if previous is not None and len(previous[1]) == len(y) else (None, None)
+    def _ascent_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The batch the method takes its ascent gradient on (None: this one), asked of the method."""
+        return self.method.ascent_batch_for(x, y, self.method_memory, self._random_train_batch)
+
+    def _random_train_batch(self, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "random_train_batch"):
+            raise RuntimeError(
+                f"method {self.method.name} draws random training batches: it needs the ImageDataModule "
+                "(trainer.fit(..., datamodule=...))"
+            )
+        return datamodule.random_train_batch(n, device)
 
     def _report_engine(self, batch_size: int) -> None:
         if not self._engine_reported and self.trainer.is_global_zero:
@@ -169,19 +179,18 @@ class SAMClassifier(pl.LightningModule):
         regularizer = None
         if self.optim.l2_mode == "loss" and self.optim.l2 > 0:
             regularizer = lambda weights: l2_penalty(weights, self.optim.l2)  # noqa: E731
-        if not self.perturbing:
-            return erm_gradients(
-                self.backbone, params, F.cross_entropy, x, y, regularizer=regularizer, backward=self.manual_backward
-            )
-        self._report_engine(len(y))
-        xa, ya = self._ascent_batch(x, y) if isinstance(self.method, NSAM) else (None, None)
-        return sam_gradients(
+        xa, ya = None, None
+        if self.perturbing:
+            self._report_engine(len(y))
+            xa, ya = self._ascent_batch(x, y) or (None, None)
+        return step_gradients(
             self.backbone,
             params,
             F.cross_entropy,
             x,
             y,
             self.method,
+            perturb=self.perturbing,
             rho=self.current_rho(lr),
             ascent_inputs=xa,
             ascent_targets=ya,

@@ -3,8 +3,12 @@
 Nothing here knows about Lightning or Hydra. A hand-written loop uses it like this:
 
     params = [p for p in model.parameters() if p.requires_grad]
-    out = sam_gradients(model, params, F.cross_entropy, x, y, SAM(rho=0.1, m=32))
+    out = step_gradients(model, params, F.cross_entropy, x, y, SAM(rho=0.1, m=32))   # or ERM(), ...
     optimizer.step(); optimizer.zero_grad(set_to_none=True)
+
+`step_gradients` takes any method (`sam_lightning.variants`): one without an ascent step (ERM), or a
+step told not to perturb (an ERM epoch of erm_to_sam), gets `erm_gradients`; a variant gets
+`sam_gradients`.
 
 For a batch B split into chunks c of m examples (paper Eq. 3-4, App. D), with a variant's hooks
 (`sam_lightning.variants`; SAM's shown):
@@ -38,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from sam_lightning.variants import SAM, Variant
+from sam_lightning.variants import SAM, Method, Variant
 from sam_lightning.variants.base import tree_add, tree_norm
 
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -90,6 +94,41 @@ def erm_gradients(
     grads = [p.grad for p in params if p.grad is not None]
     zero = loss.new_zeros(())
     return StepOutput(logits.detach(), loss.detach(), objective.detach(), global_norm(grads), zero)
+
+
+def step_gradients(
+    model: nn.Module,
+    params: Sequence[Tensor],
+    criterion: Loss,
+    inputs: Tensor,
+    targets: Tensor,
+    method: Method,
+    *,
+    perturb: bool = True,
+    rho: float | None = None,
+    ascent_inputs: Tensor | None = None,
+    ascent_targets: Tensor | None = None,
+    regularizer: Regularizer | None = None,
+    backward: Callable[[Tensor], None] = Tensor.backward,
+) -> StepOutput:
+    """One step's gradient for any method, into `p.grad`: ERM's (one pass at w) when the method has
+    no ascent step or `perturb` is False (the method says so per epoch: `perturbs_at`), else the
+    variant's m-SAM step (`sam_gradients`, with rho and the ascent batch as there)."""
+    if not (perturb and method.ascends):
+        return erm_gradients(model, params, criterion, inputs, targets, regularizer=regularizer, backward=backward)
+    return sam_gradients(
+        model,
+        params,
+        criterion,
+        inputs,
+        targets,
+        method,
+        rho=rho,
+        ascent_inputs=ascent_inputs,
+        ascent_targets=ascent_targets,
+        regularizer=regularizer,
+        backward=backward,
+    )
 
 
 # -- BatchNorm running statistics -----------------------------------------------------------------

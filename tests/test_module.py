@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import pytest
 import pytorch_lightning as pl
@@ -12,13 +13,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.module import SAMClassifier
-from sam_lightning.variants import ERM, SAM, Variant, VariantError
+from sam_lightning.variants import ERM, SAM, Method, VariantError
 
 TINY_MODEL = ModelSpec("preact_resnet18", width=2, norm="batch")
 
 
 def system(
-    method: Variant | ERM,
+    method: Method,
     l2: float = 5e-4,
     l2_mode: str = "loss",
     schedule: str = "constant",
@@ -39,7 +40,7 @@ def batches(n_batches: int = 1, batch_size: int = 8):
 
 
 def fit(module: SAMClassifier, loader, **trainer_kwargs) -> pl.Trainer:
-    trainer = pl.Trainer(
+    settings = dict(
         accelerator="cpu",
         max_epochs=1,
         logger=False,
@@ -47,8 +48,8 @@ def fit(module: SAMClassifier, loader, **trainer_kwargs) -> pl.Trainer:
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
-        **trainer_kwargs,
     )
+    trainer = pl.Trainer(**{**settings, **trainer_kwargs})
     trainer.fit(module, train_dataloaders=loader)
     return trainer
 
@@ -175,3 +176,69 @@ def test_grad_clip_clips_the_final_descent_gradient():
     assert norm > 1e-3  # the clip is active
     for s, d, p in zip(start, step, clipped.backbone.parameters()):
         torch.testing.assert_close(p.detach(), s - d * (1e-3 / norm), atol=1e-10, rtol=0)
+
+
+def test_erm_is_a_method_whose_hparams_are_those_of_old_checkpoints():
+    from sam_lightning.cli import instantiate_method
+    from sam_lightning.module import method_hparams
+
+    saved = method_hparams(ERM())
+    assert saved == {"_target_": "sam_lightning.variants.erm.ERM", "name": "erm", "rho": 0.0}  # as checkpoints hold
+    assert instantiate_method({k: v for k, v in saved.items() if k != "name"}) == ERM()
+    assert not ERM().ascends and not ERM().perturbs_at(0, None) and SAM().perturbs_at(0, None)
+
+
+def test_the_method_memory_is_saved_and_old_checkpoints_nsam_batch_is_read():
+    from sam_lightning.variants import NSAM
+
+    module = system(NSAM(rho=0.1))
+    x, y, _ = batches()
+    assert module._ascent_batch(x, y) is None  # remembers (x, y)
+    saved = {}
+    module.on_save_checkpoint(saved)
+    for checkpoint in (saved, {"nsam_previous_batch": (x, y)}):  # this version's, and an older run's
+        resumed = system(NSAM(rho=0.1))
+        resumed.on_load_checkpoint(checkpoint)
+        xa, ya = resumed._ascent_batch(x + 1, y)
+        assert torch.equal(xa, x) and torch.equal(ya, y)
+    fresh = system(NSAM(rho=0.1))
+    fresh.on_load_checkpoint({"nsam_previous_batch": None})  # older runs of other methods saved None
+    assert fresh.method_memory == {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EveryOtherEpochSAM(SAM):
+    """A method outside the package that switches on its own schedule and keeps a memory: the
+    system and the switch callback must ask it, not know it."""
+
+    name = "every_other_epoch_sam"
+
+    def switch_epoch(self, max_epochs: int) -> int:
+        return 1
+
+    def perturbs_at(self, epoch: int, switch_epoch: int | None) -> bool:
+        return epoch % (switch_epoch + 1) == 0
+
+    def ascent_batch_for(self, x, y, memory, random_batch):
+        memory["calls"] = memory.get("calls", 0) + 1
+        return None
+
+
+def test_the_system_and_the_switch_ask_the_method_what_it_does():
+    from pytorch_lightning.callbacks import Callback
+
+    from sam_lightning.callbacks.switch import MethodSwitch
+
+    class Record(Callback):
+        seen: list = []
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.seen.append(pl_module.perturbing)
+
+    module, record = system(EveryOtherEpochSAM(rho=0.1), max_epochs=3), Record()
+    _, _, loader = batches(n_batches=2)
+    fit(module, loader, max_epochs=3, callbacks=[MethodSwitch(), record])
+    assert record.seen == [True, False, True]
+    assert module.method_memory == {"calls": 4}  # asked once per perturbing step: 2 epochs x 2 batches
+    with pytest.raises(ConfigError, match="needs the MethodSwitch callback"):
+        fit(system(EveryOtherEpochSAM(rho=0.1)), loader)

@@ -1,4 +1,4 @@
-"""The theory experiments: closed forms of App. A/B, engine equality, the Fig. 6 ordering, the entry point.
+"""The theory experiments: closed forms of App. A/B, step-code equality, the Fig. 6 ordering, the entry point.
 
 .venv/bin/python -m pytest tests/test_theory.py -q        # ~1 min on 2 cores
 """
@@ -30,12 +30,17 @@ from sam_lightning.theory.diag_net import (
     train,
 )
 from sam_lightning.theory.runner import run_job
-from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod, rho_from_paper_code
-from sam_lightning.variants import SAM
+from sam_lightning.theory.spec import DiagProblem, DiagTraining, display_name, rho_from_paper_code
+from sam_lightning.variants import ERM, SAM
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "theory"
 D = torch.float64
+
+
+def sam(**settings) -> SAM:
+    """The theory's SAM (conf/theory/method/sam.yaml): constant rho, no projection onto the ball."""
+    return SAM(**{"normalize": False, "project": False, **settings})
 
 
 @pytest.fixture(autouse=True)
@@ -133,28 +138,30 @@ def test_population_loss_is_the_gaussian_expectation():
     assert int((data.beta_star != 0).sum()) == 2 and float(data.beta_star.norm()) == pytest.approx(1.0)
 
 
-# -- the vectorized engine gives the iterates of the shared step code ------------------------------
+# -- the vectorized step code gives the iterates of the shared step code ---------------------------
 
 
 @pytest.mark.parametrize(
     "method,batch_size,tol",
     [
-        (TheoryMethod("erm"), None, 1e-12),
-        (TheoryMethod("sam", rho=0.2, m=None), None, 1e-12),
-        (TheoryMethod("sam", rho=0.2, m=1), None, 1e-12),
-        (TheoryMethod("sam", rho=0.2, m=2), None, 1e-12),
-        (TheoryMethod("sam", rho=0.2, m=1), 4, 1e-12),
-        (TheoryMethod("sam", rho=0.05, m=2, normalize=True), None, 1e-5),  # shared: norms in float32
-        (TheoryMethod("sam", rho=0.2, ascent="train"), 4, 1e-12),
+        (ERM(), None, 1e-12),
+        (sam(rho=0.2, m=None), None, 1e-12),
+        (sam(rho=0.2, m=1), None, 1e-12),
+        (sam(rho=0.2, m=2), None, 1e-12),
+        (sam(rho=0.2, m=1), 4, 1e-12),
+        (sam(rho=0.05, m=2, normalize=True), None, 1e-5),  # shared: norms in float32
+        (sam(rho=0.2), 4, 1e-12),  # train.ascent=train: n-SAM's ascent on the whole training set
     ],
     ids=["erm", "n-sam", "1-sam", "2-sam", "1-sam-minibatch", "normalized", "n-sam-minibatch"],
 )
-def test_vectorized_engine_matches_shared_step(method, batch_size, tol):
+def test_vectorized_step_code_matches_shared_step(method, batch_size, tol):
     data = make_sparse_regression(DiagProblem(d=6, n=8, kappa=2), seed=2)
     finals = []
-    for engine in ("shared", "vectorized"):
+    for step_code in ("shared", "vectorized"):
         net = DiagonalLinearNet(6, 0.3)
-        training = DiagTraining(alpha=0.3, lr=0.1, iterations=25, batch_size=batch_size, log_every=5, engine=engine)
+        training = DiagTraining(
+            alpha=0.3, lr=0.1, iterations=25, batch_size=batch_size, log_every=5, step_code=step_code
+        )
         traj = train(net, data, method, training, 25, torch.Generator().manual_seed(0))
         finals.append((weights(net), traj.history))
     torch.testing.assert_close(finals[0][0], finals[1][0], rtol=tol, atol=tol)
@@ -170,15 +177,15 @@ def test_stochastic_nsam_ascends_on_the_whole_training_set():
     w, rho, batch = weights(net), 0.3, torch.tensor([1, 4, 6])
     full = torch.stack([example_gradient(w, x, y) for x, y in zip(data.X, data.y)]).mean(0)
     expected = torch.stack([example_gradient(w + rho * full, data.X[i], data.y[i]) for i in batch]).mean(0)
-    method = TheoryMethod("sam", rho=rho, ascent="train")
-    for engine in ("shared", "vectorized"):
+    method = sam(rho=rho)
+    for step_code in ("shared", "vectorized"):
         net.zero_grad(set_to_none=True)
-        method_gradients(net, method, data.X[batch], data.y[batch], engine, ascent=(data.X, data.y))
+        method_gradients(net, method, data.X[batch], data.y[batch], step_code, ascent=(data.X, data.y))
         torch.testing.assert_close(torch.cat([net.w_plus.grad, net.w_minus.grad]), expected, rtol=1e-12, atol=1e-14)
-    assert method.display_name(5) == "n-SAM" and TheoryMethod("sam", rho=rho).display_name(5) == "5-SAM"
-    assert TheoryMethod("erm").display_name(5) == "SGD" and TheoryMethod("sam", m=1).display_name(5) == "1-SAM"
-    with pytest.raises(ConfigError, match="unknown method.ascent 'other'"):
-        TheoryMethod("sam", rho=rho, ascent="other")
+    assert display_name(method, 5, "train") == "n-SAM" and display_name(method, 5, "batch") == "5-SAM"
+    assert display_name(ERM(), 5) == "SGD" and display_name(sam(m=1), 5) == "1-SAM"
+    with pytest.raises(ConfigError, match="unknown train.ascent 'other'"):
+        DiagTraining(ascent="other")
 
 
 # -- the paper's code: the same network in another parametrization ---------------------------------
@@ -215,9 +222,9 @@ def test_iterates_equal_the_paper_codes_under_the_documented_map(kind, m):
     u, v = np.full(30, 2 * alpha), np.zeros(30)
     for _ in range(steps):
         u, v = paper_code_step(u, v, X, y, gamma, rho_code, kind)
-    method = TheoryMethod("erm") if kind == "GD" else TheoryMethod("sam", rho=rho_from_paper_code(rho_code, m), m=m)
+    method = ERM() if kind == "GD" else sam(rho=rho_from_paper_code(rho_code, m), m=m)
     net = DiagonalLinearNet(30, alpha)
-    training = DiagTraining(alpha=alpha, lr=gamma, iterations=steps, log_every=steps, engine="vectorized")
+    training = DiagTraining(alpha=alpha, lr=gamma, iterations=steps, log_every=steps, step_code="vectorized")
     train(net, data, method, training, steps, torch.Generator())
     w_plus, w_minus = net.w_plus.detach().numpy(), net.w_minus.detach().numpy()
     assert np.abs(u).max() > 0.5 and np.abs(v).max() > 0.1  # far from the init
@@ -245,18 +252,18 @@ def test_paper_draw_reproduces_the_notebooks_printed_test_losses():
             net,
             data,
             method,
-            DiagTraining(alpha=0.05, lr=lr, iterations=10001, log_every=10001, engine="vectorized"),
+            DiagTraining(alpha=0.05, lr=lr, iterations=10001, log_every=10001, step_code="vectorized"),
             10001,
             torch.Generator(),
         )
         b = (net.w_plus**2 - net.w_minus**2).detach().numpy()
         return np.linalg.norm(X_test @ (b - beta)) ** 2 / 2000
 
-    assert notebook_test_loss(TheoryMethod("erm"), 15 / 30) == pytest.approx(0.016445781003091926, rel=1e-9)
-    assert notebook_test_loss(TheoryMethod("sam", rho=rho_from_paper_code(0.1, 1), m=1), 15 / 30) == pytest.approx(
+    assert notebook_test_loss(ERM(), 15 / 30) == pytest.approx(0.016445781003091926, rel=1e-9)
+    assert notebook_test_loss(sam(rho=rho_from_paper_code(0.1, 1), m=1), 15 / 30) == pytest.approx(
         0.0015339774886805526, rel=1e-9
     )
-    assert notebook_test_loss(TheoryMethod("sam", rho=rho_from_paper_code(0.1, None)), 10 / 30) == pytest.approx(
+    assert notebook_test_loss(sam(rho=rho_from_paper_code(0.1, None)), 10 / 30) == pytest.approx(
         0.016695513663723727, rel=1e-9
     )
 
@@ -269,18 +276,18 @@ def test_fig6_ordering_on_a_short_run():
 
     Fig. 6's problem (d=30, n=20, kappa=3, alpha=0.1, the paper's rho 2.5/d: n-SAM 2.5/d, 1-SAM 5/d here,
     as experiment=diag_net) for the same gradient-flow time as
-    3000 steps of 1/d, taken as 1500 steps of 2/d; on the vectorized engine, which the test above
+    3000 steps of 1/d, taken as 1500 steps of 2/d; on the vectorized step code, which the test above
     ties to the shared step code.
     """
-    training = DiagTraining(alpha=0.1, lr=2 / 30, iterations=1500, log_every=1500, engine="vectorized")
+    training = DiagTraining(alpha=0.1, lr=2 / 30, iterations=1500, log_every=1500, step_code="vectorized")
     ratio_1sam, ratio_nsam = [], []
     for seed in (0, 2, 3):
         out = {
             key: run_diag_net(DiagProblem(), training, method, seed=seed)
             for key, method in (
-                ("gd", TheoryMethod("erm")),
-                ("n", TheoryMethod("sam", rho=2.5 / 30)),
-                ("1", TheoryMethod("sam", rho=5 / 30, m=1)),
+                ("gd", ERM()),
+                ("n", sam(rho=2.5 / 30)),
+                ("1", sam(rho=5 / 30, m=1)),
             )
         }
         assert max(o["final_train_loss"] for o in out.values()) < 5e-4, (seed, out)
@@ -294,11 +301,9 @@ def test_fig6_ordering_on_a_short_run():
 
 
 def test_switch_branches_from_the_reference_and_measures_the_line():
-    problem, method = DiagProblem(d=8, n=6, kappa=2), TheoryMethod("erm")
-    training = DiagTraining(alpha=0.2, lr=1 / 8, iterations=40, log_every=10, engine="shared")
-    out = run_diag_net(
-        problem, training, method, seed=0, switch_at=20, switch_to=TheoryMethod("sam", rho=1.0, m=1), line_points=5
-    )
+    problem, method = DiagProblem(d=8, n=6, kappa=2), ERM()
+    training = DiagTraining(alpha=0.2, lr=1 / 8, iterations=40, log_every=10, step_code="shared")
+    out = run_diag_net(problem, training, method, seed=0, switch_at=20, switch_to=sam(rho=1.0, m=1), line_points=5)
     ref = out["reference"]
     assert out["history"][:3] == ref["history"][:3]  # iterations 0, 10, 20: same path before the switch
     assert out["history"][-1] != ref["history"][-1]
@@ -332,15 +337,43 @@ def test_entry_point_via_compose_api(tmp_path):
     assert [r["step"] for r in saved["history"]] == [0, 10, 20, 30]
     assert saved["global_step"] == 30 and saved["history"][-1]["test/loss"] == pytest.approx(saved["final_test_loss"])
     assert saved["config"]["method"]["rho"] == pytest.approx(5 / 30)
+    assert (
+        saved["config"]["method"]["_target_"] == "sam_lightning.variants.SAM"
+        and saved["config"]["method"]["name"] == "sam"
+    )
+
+
+def test_switch_to_is_built_as_method_is_and_label_names_the_run(tmp_path):
+    common = ["experiment=diag_net_switch", "train.iterations=4", "switch.at=2", "train.log_every=2"]
+    with pytest.raises(ConfigError, match=r"^switch.to: method.rho=-1: must be a number >= 0$"):
+        run_job(composed(*common, "switch.to.rho=-1", f"paths.output_dir={tmp_path}"))
+    plain = run_job(composed(*common, f"paths.output_dir={tmp_path / 'plain'}"))
+    assert plain["method"] == "GD -> 1-SAM" and plain["config"]["switch"]["to"]["name"] == "sam"
+    named = run_job(composed(*common, "label=GD_then_1-SAM", f"paths.output_dir={tmp_path / 'named'}"))
+    assert named["method"] == "GD_then_1-SAM" and named["final_test_loss"] == plain["final_test_loss"]
 
 
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["method=sam_m1", "method.rho=-1"], "method.rho must be >= 0"),
-        (["method.name=adam"], "unknown method.name 'adam'"),
+        (["method=sam_m1", "method.rho=-1"], "method.rho=-1: must be a number >= 0"),
+        (
+            ["method._target_=sam_lightning.variants.Adam"],
+            "method._target_='sam_lightning.variants.Adam': no such class",
+        ),
+        (["method._target_=sam_lightning.variants.NSAM"], "the theory models take sam_lightning.variants.ERM or"),
         (["method=sam_m1", "train.batch_size=30"], "train.batch_size=30 exceeds the number of training examples n=20"),
-        (["method=sam", "method.m=3"], "method.m=3 must divide the batch size 20"),
+        (["method=sam", "method.m=3"], "method.m=3 must divide the number of examples data.n=20"),
+        (
+            ["method=sam", "method.m=2", "train.batch_size=5"],
+            "method.m=2 must divide the batch size train.batch_size=5",
+        ),
+        (
+            ["method=sam", "method.project=true", "train.step_code=vectorized"],
+            "train.step_code=vectorized computes SAM's",
+        ),
+        (["method=sam", "+method.rho_schedule=lr"], "method.rho_schedule='lr': the theory runs keep rho constant"),
+        (["train.ascent=both"], "unknown train.ascent 'both'"),
     ],
 )
 def test_bad_settings_fail_with_one_line(tmp_path, overrides, message):
@@ -375,7 +408,7 @@ def test_command_line_multirun_writes_one_results_file_per_job(tmp_path):
 def test_command_line_bad_rho_is_a_one_line_error(tmp_path):
     proc = run_cli("experiment=diag_net", "method=sam_m1", "method.rho=-0.5", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: method.rho must be >= 0, got -0.5"
+    assert proc.stderr.strip().splitlines()[-1] == "error: method.rho=-0.5: must be a number >= 0"
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
 
 
@@ -416,11 +449,11 @@ def test_relu_init_and_loss_are_the_paper_codes():
     assert float(relu_1d.half_sum_squared_error(pred, y)) == pytest.approx(float(expected), rel=1e-14)
 
 
-def test_relu_vectorized_engine_matches_shared_step():
+def test_relu_vectorized_step_code_matches_shared_step():
     """All runs at once give the iterates of `sam_gradients` run after run: ERM at a constant step,
     normalized SAM with the linearly decaying one, and a run that stops early on its own."""
     settings = relu_1d.ReluSettings(width=20, inits=2, iterations=40, lr=2e-3, stop_below=0.0)
-    methods = [relu_1d.TheoryMethod("erm"), relu_1d.TheoryMethod("sam", rho=0.3, normalize=True)]
+    methods = [ERM(), sam(rho=0.3, normalize=True)]
     pairs = [(m, s) for m in methods for s in (0, 1)]
     shared = [relu_1d.make_network(settings, s) for _, s in pairs]
     expected = [relu_1d.train_network(net, m, settings) for net, (m, _) in zip(shared, pairs)]
@@ -442,12 +475,12 @@ def test_relu_vectorized_engine_matches_shared_step():
 
 def test_relu_experiment_writes_png_and_numbers(tmp_path):
     settings = relu_1d.ReluSettings(width=20, inits=2, iterations=30, lr=1e-3)
-    out = relu_1d.run_relu_1d(TheoryMethod("sam", rho=0.3, normalize=True), settings, seed=0, out_dir=tmp_path)
+    out = relu_1d.run_relu_1d(sam(rho=0.3, normalize=True), settings, seed=0, out_dir=tmp_path)
     assert Path(out["figure"]).stat().st_size > 5000
     assert set(out["methods"]) == {"ERM", "SAM"} and out["methods"]["SAM"]["inits"] == 2
     assert all(r["iterations"] == 30 for r in out["methods"]["ERM"]["runs"])
     with pytest.raises(ConfigError, match="relu_1d compares ERM with a SAM method"):
-        relu_1d.run_relu_1d(TheoryMethod("erm"), settings, seed=0, out_dir=tmp_path)
+        relu_1d.run_relu_1d(ERM(), settings, seed=0, out_dir=tmp_path)
 
 
 # -- tables: theory multiruns through the sweep aggregation ------------------------------------------
@@ -463,7 +496,7 @@ def test_fig6_preset_is_a_multirun_ending_with_its_table(tmp_path):
         hcfg = compose(config_name="theory", overrides=["experiment=fig6"], return_hydra_config=True)
     assert hcfg.hydra.sweeper.params.method == "erm,sam,sam_m1" and hcfg.hydra.sweeper.params.seed == "0,1,2"
     assert "JoblibLauncher" in hcfg.hydra.launcher._target_ and hcfg.hydra.launcher.n_jobs == 2
-    assert cfg.train.engine == "vectorized" and cfg.method.name == "erm"
+    assert cfg.train.step_code == "vectorized" and cfg.method._target_ == "sam_lightning.variants.ERM"
     proc = run_cli(
         "experiment=fig6",
         "train.iterations=300",

@@ -4,7 +4,7 @@
     python theory.py experiment=fig6                       # the Fig. 6 table over seeds (a multirun)
     python theory.py experiment=relu_1d                    # the Fig. 7 ReLU functions
 
-Every gradient goes through `sam_lightning.sam` (the step code of the deep networks), except the
-`vectorized` engine of the diagonal network, which computes all chunks of m-SAM at once and is
-tested to give the same iterates. See docs/theory.md.
+The methods are the training runs' (`sam_lightning.variants.ERM`, `SAM`), and every gradient goes
+through `sam_lightning.sam` (the step code of the deep networks), except with `step_code=vectorized`:
+closed-form gradients of all chunks (or runs) at once, tested to give the same iterates. See docs/theory.md.
 """

@@ -8,24 +8,27 @@
 The paper's code trains the same network as beta = u * v on twice this loss; the map between the two
 (u = w_+ + w_-, v = w_+ - w_-, 1-SAM's radius x 2) is `spec.rho_from_paper_code`.
 
-Each step forms its gradient with the shared step code and takes a plain SGD step:
+Each step forms its gradient with the training runs' step code and the training runs' methods
+(`sam_lightning.variants`), then takes a plain SGD step:
 
-    erm   erm_gradients(model, params, quarter_squared_error, X, y)   (gradient descent)
-    sam   sam_gradients(..., rho=rho, m=m, normalize=False, project=False)   m=1: 1-SAM, m=None: n-SAM (Eq. 8)
-          ascent=train with mini-batches: the ascent point from the whole training set (`TrainingSetAscent`)
+    ERM()                                       step_gradients -> erm_gradients (gradient descent)
+    SAM(rho=rho, m=m, normalize=False, project=False)
+                                                step_gradients -> sam_gradients; m=1: 1-SAM, m=None: n-SAM (Eq. 8)
+    train.ascent=train with mini-batches: n-SAM's ascent point from the whole training set (`TrainingSetAscent`)
 
 Python use (what `python theory.py experiment=diag_net method=sam_m1` runs):
 
     from sam_lightning.theory.diag_net import run_diag_net
-    from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod
-    out = run_diag_net(DiagProblem(), DiagTraining(), TheoryMethod("sam", rho=5 / 30, m=1), seed=0)
+    from sam_lightning.theory.spec import DiagProblem, DiagTraining
+    from sam_lightning.variants import SAM
+    out = run_diag_net(DiagProblem(), DiagTraining(), SAM(rho=5 / 30, m=1, normalize=False, project=False), seed=0)
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -34,12 +37,11 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad
 
 from sam_lightning.config import ConfigError
-from sam_lightning.sam import erm_gradients, sam_gradients
-from sam_lightning.theory.spec import DiagProblem, DiagTraining, TheoryMethod
+from sam_lightning.sam import sam_gradients, step_gradients
+from sam_lightning.theory.spec import DiagProblem, DiagTraining, check_vectorizable
 from sam_lightning.theory.vectorized import diag_msam_gradients
-from sam_lightning.variants import SAM
-from sam_lightning.variants.base import Params
-from sam_lightning.variants.sam import projected_ascent
+from sam_lightning.variants import SAM, Method
+from sam_lightning.variants.base import Params, tree_add
 
 DTYPE = torch.float64  # losses fall to 1e-10 and below; float32 would round the tail away
 
@@ -113,15 +115,14 @@ class TrainingSetAscent(SAM):
     """SAM whose one ascent point comes from the gradient of the whole training loss while the
     descent gradient is the step's batch's: n-SAM with mini-batches (paper Eq. 2, Fig. 13). The point
     does not depend on the batch, so the engines take it as they take a random perturbation: formed
-    once before the batch's passes (uses_gradient=False), here from `ascent_gradient(w)`."""
+    once before the batch's passes (uses_gradient=False): SAM's ascent, with `ascent_gradient(w + e)`
+    in place of the chunk's gradient."""
 
     uses_gradient: ClassVar[bool] = False
     ascent_gradient: Callable[[Params], Params]
 
     def perturbation(self, w: Params, grad_fn, rho) -> Params:
-        return projected_ascent(
-            w, lambda e: self.ascent_gradient(w), rho, normalize=self.normalize, project=self.project
-        )
+        return super().perturbation(w, lambda e: self.ascent_gradient(w if e is None else tree_add(w, e)), rho)
 
 
 def training_set_gradient(model: DiagonalLinearNet, X: Tensor, y: Tensor) -> Callable[[Params], Params]:
@@ -132,41 +133,24 @@ def training_set_gradient(model: DiagonalLinearNet, X: Tensor, y: Tensor) -> Cal
 
 def method_gradients(
     model: DiagonalLinearNet,
-    method: TheoryMethod,
+    method: Method,
     X: Tensor,
     y: Tensor,
-    engine: str = "shared",
+    step_code: str = "shared",
     ascent: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Put this step's gradient into `p.grad`; returns the batch loss at the current w (at the
     ascent point when it comes from elsewhere). ascent: the training set, for a method whose ascent
     point comes from it while (X, y) is a mini-batch."""
     params = [model.w_plus, model.w_minus]
-    if engine == "vectorized":
-        rho = method.rho if method.name == "sam" else 0.0
-        m = method.m if method.name == "sam" else None
-        return diag_msam_gradients(model, X, y, rho=rho, m=m, normalize=method.normalize, ascent=ascent)
-    if method.name == "erm":
-        return erm_gradients(model, params, quarter_squared_error, X, y).loss
+    if step_code == "vectorized":
+        rho, m = (method.rho, method.m) if method.ascends else (0.0, None)
+        normalize = method.ascends and method.normalize
+        return diag_msam_gradients(model, X, y, rho=rho, m=m, normalize=normalize, ascent=ascent)
     if ascent is not None:
-        variant = TrainingSetAscent(
-            rho=method.rho,
-            normalize=method.normalize,
-            project=False,
-            ascent_gradient=training_set_gradient(model, *ascent),
-        )
+        variant = TrainingSetAscent(**asdict(method), ascent_gradient=training_set_gradient(model, *ascent))
         return sam_gradients(model, params, quarter_squared_error, X, y, variant).loss
-    return sam_gradients(
-        model,
-        params,
-        quarter_squared_error,
-        X,
-        y,
-        rho=method.rho,
-        m=method.m,
-        normalize=method.normalize,
-        project=False,
-    ).loss
+    return step_gradients(model, params, quarter_squared_error, X, y, method).loss
 
 
 @dataclass
@@ -198,7 +182,7 @@ def measure(model: DiagonalLinearNet, data: SparseRegression, iteration: int) ->
 def train(
     model: DiagonalLinearNet,
     data: SparseRegression,
-    method: TheoryMethod,
+    method: Method,
     training: DiagTraining,
     iterations: int,
     generator: torch.Generator,
@@ -214,12 +198,12 @@ def train(
     batch = n if training.batch_size is None else training.batch_size
     if batch > n:
         raise ConfigError(f"train.batch_size={batch} exceeds the number of training examples n={n}")
-    method.check_batch_size(batch)
+    method.check_batch_size(batch, "the batch size train.batch_size" if batch < n else "the number of examples data.n")
+    if training.step_code == "vectorized":
+        check_vectorizable(method, "train.step_code")
     # n-SAM's one ascent point comes from the whole training set; with full batches that is the batch
     ascent = (
-        (data.X, data.y)
-        if method.name == "sam" and method.m is None and method.ascent == "train" and batch < n
-        else None
+        (data.X, data.y) if method.ascends and method.m is None and training.ascent == "train" and batch < n else None
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=training.lr)
     if not traj.history:
@@ -231,7 +215,7 @@ def train(
             idx = torch.randperm(n, generator=generator)[:batch]
             X, y = data.X[idx], data.y[idx]
         optimizer.zero_grad(set_to_none=True)
-        method_gradients(model, method, X, y, training.engine, ascent)
+        method_gradients(model, method, X, y, training.step_code, ascent)
         optimizer.step()
         traj.iterations += 1
         if traj.iterations % training.log_every == 0:
@@ -282,10 +266,10 @@ def _weights(model: DiagonalLinearNet) -> list[Tensor]:
 def run_diag_net(
     problem: DiagProblem,
     training: DiagTraining,
-    method: TheoryMethod,
+    method: Method,
     seed: int,
     switch_at: int | None = None,
-    switch_to: TheoryMethod | None = None,
+    switch_to: Method | None = None,
     line_points: int = 21,
 ) -> dict:
     """One run; with `switch_at`, `method` runs for the first `switch_at` iterations, `switch_to` after.

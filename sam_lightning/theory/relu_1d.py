@@ -10,8 +10,9 @@ The run is the paper's code's (one_layer_relu_nets/1d_nn.ipynb): the loss is hal
 squared residuals, the step 5e-5 for at most 1e6 steps, ERM stops once the loss is below 1e-5, SAM's
 step decays linearly to 0 over the 1e6 steps (normalized rho = 0.3), and the seeds 0-4 give the
 code's five initializations (`make_network`). That is ~25 units of gradient-flow time (the sum of the
-step sizes) for SAM and up to 50 for ERM. `engine: vectorized` trains all runs at once
-(`train_vectorized`, tested to give the iterates of the shared step code): ~5 min on one core.
+step sizes) for SAM and up to 50 for ERM. The methods are the training runs' (`ERM`, and `SAM` with
+normalize=true, project=false). `step_code: vectorized` trains all runs at once (`train_vectorized`,
+tested to give the iterates of the shared step code): ~5 min on one core.
 
 "Simpler interpolation" is measured by the total variation of the slope f' over the data range,
 int |f''| = sum of |a_j w_j| over the kinks x = -b_j / w_j inside [x_min, x_max]: the sum of the
@@ -30,15 +31,16 @@ import torch
 from torch import Tensor, nn
 
 from sam_lightning.config import ConfigError
-from sam_lightning.sam import erm_gradients, sam_gradients
+from sam_lightning.sam import step_gradients
 from sam_lightning.stats import mean_ci
-from sam_lightning.theory.spec import TheoryMethod
+from sam_lightning.theory.spec import check_vectorizable
+from sam_lightning.variants import ERM, Method
 
 X_TRAIN = tuple((i - 5.5) / 4 + 0.07 for i in range(12))
 Y_TRAIN = tuple(0.345 + v for v in (-2, 1.5, 0, 0, 2, 1, 0, -1, 0, 1, 2, -1))
 DTYPE = torch.float64
 SCHEDULES = ("constant", "linear")
-ENGINES = ("shared", "vectorized")
+STEP_CODES = ("shared", "vectorized")
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,9 @@ class ReluSettings:
     the kinks -b_j/w_j ~ N(0, 1) cover the data; a_j ~ output_scale * N(0, 1).
     lr, iterations: full-batch steps on half the summed squared residuals; a run stops early once
     its loss is below stop_below. sam_lr_schedule: the SAM run's step, constant or linear (lr (1 -
-    t / iterations) at step t, the paper's code; its ERM keeps lr). engine: shared (`sam_gradients`,
-    one run after another) or vectorized (all runs at once, same iterates). log_every: loss rows."""
+    t / iterations) at step t, the paper's code; its ERM keeps lr). step_code: which code computes
+    each step: shared (the training runs' `step_gradients`, one run after another) or vectorized
+    (closed-form gradients of all runs at once, same iterates). log_every: loss rows."""
 
     width: int = 100
     inits: int = 5
@@ -59,7 +62,7 @@ class ReluSettings:
     iterations: int = 1_000_000
     stop_below: float = 1e-5
     sam_lr_schedule: str = "linear"
-    engine: str = "vectorized"
+    step_code: str = "vectorized"
     log_every: int = 100_000
     plot: bool = True
 
@@ -74,8 +77,8 @@ class ReluSettings:
             raise ConfigError(
                 f"unknown relu.sam_lr_schedule {self.sam_lr_schedule!r}; choose one of {', '.join(SCHEDULES)}"
             )
-        if self.engine not in ENGINES:
-            raise ConfigError(f"unknown relu.engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.step_code not in STEP_CODES:
+            raise ConfigError(f"unknown relu.step_code {self.step_code!r}; choose one of {', '.join(STEP_CODES)}")
         if self.log_every < 1:
             raise ConfigError(f"relu.log_every must be >= 1, got {self.log_every}")
 
@@ -119,12 +122,12 @@ def half_sum_squared_error(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).pow(2).sum() / 2
 
 
-def decays(settings: ReluSettings, method: TheoryMethod) -> bool:
+def decays(settings: ReluSettings, method: Method) -> bool:
     """Whether the run's step size decays linearly to 0 (the SAM run, when asked: the paper's code)."""
-    return method.name == "sam" and settings.sam_lr_schedule == "linear"
+    return method.ascends and settings.sam_lr_schedule == "linear"
 
 
-def step_size(settings: ReluSettings, method: TheoryMethod, step: int) -> float:
+def step_size(settings: ReluSettings, method: Method, step: int) -> float:
     """The step size of step `step` (1-based)."""
     return settings.lr * (1 - step / settings.iterations) if decays(settings, method) else settings.lr
 
@@ -139,7 +142,7 @@ def slope_total_variation(net: OneHiddenReLU, lo: float = min(X_TRAIN), hi: floa
         return float((a[live] * w[live]).abs()[inside].sum())
 
 
-def train_network(net: OneHiddenReLU, method: TheoryMethod, settings: ReluSettings) -> dict:
+def train_network(net: OneHiddenReLU, method: Method, settings: ReluSettings) -> dict:
     """Full-batch steps with `method` through the shared step code; returns loss, iterations and the
     gradient-flow time (the sum of the step sizes taken)."""
     x, y = training_data()
@@ -148,21 +151,7 @@ def train_network(net: OneHiddenReLU, method: TheoryMethod, settings: ReluSettin
     done, flow_time = 0, 0.0
     for done in range(1, settings.iterations + 1):
         optimizer.zero_grad(set_to_none=True)
-        if method.name == "erm":
-            out = erm_gradients(net, params, half_sum_squared_error, x, y)
-        else:
-            out = sam_gradients(
-                net,
-                params,
-                half_sum_squared_error,
-                x,
-                y,
-                rho=method.rho,
-                m=method.m,
-                normalize=method.normalize,
-                project=False,
-            )
-        loss = float(out.loss)
+        loss = float(step_gradients(net, params, half_sum_squared_error, x, y, method).loss)
         if not math.isfinite(loss) or loss < settings.stop_below:
             optimizer.zero_grad(set_to_none=True)  # the loss was measured at w: stop before stepping
             done -= 1
@@ -218,19 +207,21 @@ def _gradients(params: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def train_vectorized(
-    nets: list[OneHiddenReLU], methods: list[TheoryMethod], settings: ReluSettings
+    nets: list[OneHiddenReLU], methods: list[Method], settings: ReluSettings
 ) -> tuple[list[dict], list[dict]]:
-    """Train every (network, method) pair at once with full-batch steps of `methods[k]` (erm, or SAM
+    """Train every (network, method) pair at once with full-batch steps of `methods[k]` (ERM, or SAM
     with m=null); the same iterates as `train_network`, one run after another. Each run stops on its
     own (its step size becomes 0). Returns one result per run and the loss rows every log_every steps."""
-    if any(m.name == "sam" and m.m is not None for m in methods):
+    for method in methods:
+        check_vectorizable(method, "relu.step_code")
+    if any(m.ascends and m.m is not None for m in methods):
         raise ConfigError(
-            "relu.engine=vectorized takes full-batch SAM (method.m=null): use relu.engine=shared for m-SAM"
+            "relu.step_code=vectorized takes full-batch SAM (method.m=null): use relu.step_code=shared for m-SAM"
         )
     x, y = (t[:, 0] for t in training_data())
     params = _stack(nets)
-    rho = torch.tensor([m.rho if m.name == "sam" else 0.0 for m in methods], dtype=DTYPE).view(-1, 1, 1, 1)
-    normalized = torch.tensor([m.normalize for m in methods]).view(-1, 1, 1, 1)
+    rho = torch.tensor([m.rho if m.ascends else 0.0 for m in methods], dtype=DTYPE).view(-1, 1, 1, 1)
+    normalized = torch.tensor([m.ascends and m.normalize for m in methods]).view(-1, 1, 1, 1)
     decaying = torch.tensor([decays(settings, m) for m in methods]).view(-1, 1, 1, 1)
     base_lr = torch.tensor(settings.lr, dtype=DTYPE)  # a tensor: torch.where of two Python floats is float32
     running = torch.ones(len(nets), dtype=torch.bool)
@@ -253,15 +244,15 @@ def train_vectorized(
     return [{**fit(n), "iterations": int(k), "time": float(t)} for n, k, t in zip(nets, done, flow_time)], history
 
 
-def run_relu_1d(method: TheoryMethod, settings: ReluSettings, seed: int, out_dir: str | Path) -> dict:
+def run_relu_1d(method: Method, settings: ReluSettings, seed: int, out_dir: str | Path) -> dict:
     """ERM and `method` from the same `settings.inits` initializations; a PNG of all learned functions."""
-    if method.name == "erm":
+    if not method.ascends:
         raise ConfigError("relu_1d compares ERM with a SAM method: choose method=sam (or sam_m1)")
-    methods = {"ERM": TheoryMethod("erm", label="ERM"), "SAM": method}
+    methods = {"ERM": ERM(), "SAM": method}
     seeds = list(range(seed, seed + settings.inits))
     nets = {name: [make_network(settings, s) for s in seeds] for name in methods}
     pairs = [(name, m, net, s) for name, m in methods.items() for net, s in zip(nets[name], seeds)]
-    if settings.engine == "vectorized":
+    if settings.step_code == "vectorized":
         results, history = train_vectorized([p[2] for p in pairs], [p[1] for p in pairs], settings)
     else:
         results, history = [train_network(net, m, settings) for _, m, net, _ in pairs], []

@@ -16,28 +16,40 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sam_lightning.config import ConfigError
+from sam_lightning.config import ConfigError, from_mapping
 from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
 from sam_lightning.stats import format_mean_ci
 from sam_lightning.theory.diag_net import run_diag_net
-from sam_lightning.theory.spec import (
-    PROBLEMS,
-    DiagProblem,
-    DiagTraining,
-    TheoryMethod,
-    from_mapping,
-)
+from sam_lightning.theory.spec import PROBLEMS, DiagProblem, DiagTraining, display_name, theory_method
+from sam_lightning.variants import Method
 
 
 def _container(node) -> dict | None:
     return None if node is None else OmegaConf.to_container(node, resolve=True)
 
 
-def run_metrics(cfg: DictConfig, run_dir: Path) -> dict:
+def methods_of(cfg: DictConfig) -> tuple[Method, Method | None]:
+    """The job's method and the one it switches to (None: no switch), as the training runs build them."""
+    switch_to = (_container(cfg.switch) or {}).get("to") if cfg.problem == "diag_net" else None
+    return theory_method(_container(cfg.method)), None if switch_to is None else theory_method(switch_to, "switch.to")
+
+
+def label_of(cfg: DictConfig, method: Method, switch_to: Method | None) -> str:
+    """The run's name: `label`, else the paper's (GD, n-SAM, 1-SAM, GD -> 1-SAM, ...)."""
+    label = cfg.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ConfigError(f"label={label!r}: must be a string or null")
+    if label:
+        return label
+    if cfg.problem == "relu_1d":
+        return display_name(method)
+    batch, ascent = cfg.train.batch_size, cfg.train.ascent  # batch None: the whole training set
+    names = [display_name(m, batch, ascent) for m in (method, switch_to) if m is not None]
+    return " -> ".join(names)
+
+
+def run_metrics(cfg: DictConfig, run_dir: Path, method: Method, switch_to: Method | None = None) -> dict:
     """The job's measurements (no file written here); raises ConfigError on bad settings."""
-    if cfg.problem not in PROBLEMS:
-        raise ConfigError(f"unknown problem {cfg.problem!r}; choose one of {', '.join(PROBLEMS)}")
-    method = TheoryMethod.from_mapping(_container(cfg.method))
     if cfg.problem == "relu_1d":
         from sam_lightning.theory.relu_1d import ReluSettings, run_relu_1d
 
@@ -48,14 +60,13 @@ def run_metrics(cfg: DictConfig, run_dir: Path) -> dict:
     problem = from_mapping(DiagProblem, "data", _container(cfg.data))
     training = from_mapping(DiagTraining, "train", _container(cfg.train))
     switch = _container(cfg.switch) or {}
-    switch_to = switch.get("to")
     return run_diag_net(
         problem,
         training,
         method,
         seed=int(cfg.seed),
         switch_at=switch.get("at"),
-        switch_to=None if switch_to is None else TheoryMethod.from_mapping(switch_to, "switch.to"),
+        switch_to=switch_to,
         line_points=int(switch.get("line_points", 21)),
     )
 
@@ -96,13 +107,17 @@ def run_job(cfg: DictConfig) -> dict:
     torch.set_num_threads(1)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.problem not in PROBLEMS:
+        raise ConfigError(f"unknown problem {cfg.problem!r}; choose one of {', '.join(PROBLEMS)}")
+    method, switch_to = methods_of(cfg)
+    label = label_of(cfg, method, switch_to)
     config = OmegaConf.to_container(cfg, resolve=True)
+    # The method's name beside its settings, as train.py records it (results.json, sweep tables).
+    config["method"]["name"] = method.name
+    if switch_to is not None:
+        config["switch"]["to"]["name"] = switch_to.name
     started = time.time()
-    metrics = run_metrics(cfg, run_dir)
-    batch = config["train"]["batch_size"] if config["problem"] == "diag_net" else None  # None: the whole training set
-    label = TheoryMethod.from_mapping(config["method"]).display_name(batch)
-    if config["problem"] == "diag_net" and config["switch"]["at"] is not None:
-        label += " -> " + TheoryMethod.from_mapping(config["switch"]["to"]).display_name(batch)
+    metrics = run_metrics(cfg, run_dir, method, switch_to)
     diverged = bool(metrics.get("diverged"))
     payload = {
         "status": "diverged" if diverged else "finished",

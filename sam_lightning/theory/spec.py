@@ -1,11 +1,17 @@
-"""Validated settings of the theory experiments (plain dataclasses) and two config resolvers.
+"""Validated settings of the theory experiments (plain dataclasses), their methods, and two config resolvers.
+
+The methods are the training runs' (`sam_lightning.variants`, selected in conf/theory/method/ by
+`_target_` as in conf/train/method/): `ERM` and `SAM`, with SAM's settings as they are (`m`,
+`normalize`, `project`). What only the theory needs lives in its own settings: `train.ascent`
+(where full-batch n-SAM's ascent gradient comes from on mini-batches) and the job's `label`.
 
 `${div:5,${data.d}}` in a YAML file is 5 / d: the paper states step sizes and radii in units of
 1/d (App. B.3), and a resolver keeps the presets literal while command-line overrides stay plain
 numbers (`method.rho=0.2`).
 
-`${paper_rho:0.175,${method.m}}` is a radius as the paper states it, in this project's units for
-the method's chunk size m: see `rho_from_paper_code`, the one place that holds that mapping.
+`${paper_rho:0.175,${oc.select:.m,null}}` is a radius as the paper states it, in this project's
+units for the method's chunk size m (null for ERM, which has no m): see `rho_from_paper_code`, the
+one place that holds that mapping.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from sam_lightning.config import ConfigError, from_mapping
+from sam_lightning.config import ConfigError
+from sam_lightning.variants import ERM, SAM, Method
 
 
 def rho_from_paper_code(rho: float, m: int | None) -> float:
@@ -36,64 +43,50 @@ def rho_from_paper_code(rho: float, m: int | None) -> float:
 OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b), replace=True)
 OmegaConf.register_new_resolver("paper_rho", rho_from_paper_code, replace=True)
 
-METHOD_NAMES = ("erm", "sam")
-ASCENTS = ("batch", "train")
+ASCENTS = ("train", "batch")
 SOURCES = ("seeded", "paper")
-ENGINES = ("shared", "vectorized")
+STEP_CODES = ("shared", "vectorized")
 PROBLEMS = ("diag_net", "relu_1d")
+THEORY_METHODS = (ERM, SAM)  # the paper's theory (Sec. 4) compares these two
 
 
-@dataclass(frozen=True)
-class TheoryMethod:
-    """How one step forms its gradient.
+def theory_method(values: Mapping, key: str = "method") -> Method:
+    """The method a theory config names by its `_target_`, built as train.py builds its method;
+    ConfigError (one line naming `key`) for a bad key, value or class."""
+    from sam_lightning.cli import instantiate_method
 
-    name: erm (gradient descent on the loss, as `method=erm` of the training runs) | sam (m-SAM
-    through `sam_gradients`, as the training runs' `sam`).
-    rho: inner step size; with normalize=False (the theory's setting, paper Eq. 8) the ascent
-    point of chunk c is w + rho * grad L_c(w). m: chunk size; 1 is 1-SAM, null the whole batch
-    (full-batch n-SAM when the batch is the training set). label: the name used in tables (null:
-    from the settings, see `display_name`).
-    ascent: with m=null, where the one ascent gradient comes from. train: the whole training set,
-    n-SAM as the paper defines it (Eq. 2: the max is over the sum of all n losses); batch: the step's
-    own examples. They differ only when the step sees a mini-batch (the stochastic n-SAM of Fig. 13;
-    `batch` is then b-SAM). With m set, every chunk ascends on its own examples (m-SAM).
-    """
+    try:
+        method = instantiate_method(values)
+    except ConfigError as err:
+        if key == "method":
+            raise
+        raise ConfigError(f"{key}: {err}") from err
+    if type(method) not in THEORY_METHODS:
+        names = " or ".join(f"{c.__module__.rsplit('.', 1)[0]}.{c.__name__}" for c in THEORY_METHODS)
+        raise ConfigError(f"{key}._target_={values.get('_target_')!r}: the theory models take {names}")
+    if method.ascends and method.rho_schedule != "constant":
+        raise ConfigError(f"{key}.rho_schedule={method.rho_schedule!r}: the theory runs keep rho constant")
+    return method
 
-    name: str = "erm"
-    rho: float = 0.0
-    m: int | None = None
-    normalize: bool = False
-    label: str | None = None
-    ascent: str = "batch"
 
-    def __post_init__(self) -> None:
-        if self.name not in METHOD_NAMES:
-            raise ConfigError(f"unknown method.name {self.name!r}; choose one of {', '.join(METHOD_NAMES)}")
-        if self.rho < 0:
-            raise ConfigError(f"method.rho must be >= 0, got {self.rho}")
-        if self.m is not None and self.m < 1:
-            raise ConfigError(f"method.m must be a positive integer or null, got {self.m}")
-        if self.ascent not in ASCENTS:
-            raise ConfigError(f"unknown method.ascent {self.ascent!r}; choose one of {', '.join(ASCENTS)}")
+def check_vectorizable(method: Method, setting: str) -> None:
+    """The vectorized step code is the closed form of ERM and of SAM's one unprojected ascent step."""
+    if method.ascends and (method.project or method.ascent_steps != 1 or method.ascent_step_mult != 1):
+        raise ConfigError(
+            f"{setting}=vectorized computes SAM's one unprojected ascent step (method.project=false, "
+            f"method.ascent_steps=1, method.ascent_step_mult=1): use {setting}=shared"
+        )
 
-    @classmethod
-    def from_mapping(cls, values: Mapping, section: str = "method") -> TheoryMethod:
-        return from_mapping(cls, section, values)
 
-    def display_name(self, batch_size: int | None = None) -> str:
-        """The label, else the paper's name. batch_size: examples per step, None for the whole
-        training set. With mini-batches, m=null ascending on the batch itself is b-SAM, not n-SAM."""
-        if self.label:
-            return self.label
-        if self.name == "erm":
-            return "GD" if batch_size is None else "SGD"
-        if self.m is not None:
-            return f"{self.m}-SAM"
-        return "n-SAM" if batch_size is None or self.ascent == "train" else f"{batch_size}-SAM"
-
-    def check_batch_size(self, batch_size: int) -> None:
-        if self.name == "sam" and self.m is not None and batch_size % self.m:
-            raise ConfigError(f"method.m={self.m} must divide the batch size {batch_size}")
+def display_name(method: Method, batch_size: int | None = None, ascent: str = "train") -> str:
+    """The paper's name of a run of `method`. batch_size: examples per step, None for the whole
+    training set. ascent: with mini-batches, m=null ascending on the whole training set is n-SAM,
+    on the batch itself b-SAM."""
+    if not method.ascends:
+        return "GD" if batch_size is None else "SGD"
+    if method.m is not None:
+        return f"{method.m}-SAM"
+    return "n-SAM" if batch_size is None or ascent == "train" else f"{batch_size}-SAM"
 
 
 @dataclass(frozen=True)
@@ -122,15 +115,22 @@ class DiagProblem:
 @dataclass(frozen=True)
 class DiagTraining:
     """alpha: initialization w_+ = w_- = alpha. lr: step size gamma. batch_size: null for full
-    batch, b for b random examples per step (the stochastic variants of Fig. 13). engine: shared
-    (`sam_gradients` / `erm_gradients`) or vectorized (all chunks at once, same iterates)."""
+    batch, b for b random examples per step (the stochastic variants of Fig. 13).
+    ascent: with mini-batches, where a full-batch SAM (method.m=null) takes its one ascent gradient.
+    train: the whole training set, n-SAM as the paper defines it (Eq. 2: the max is over the sum of
+    all n losses; Fig. 13); batch: the step's own examples, which is b-SAM. With method.m set every
+    chunk ascends on its own examples (m-SAM).
+    step_code: which code computes each step: shared (the training runs' `step_gradients`, through
+    `sam_gradients` / `erm_gradients`) or vectorized (the closed form of all chunks at once, the
+    same iterates)."""
 
     alpha: float = 0.1
     lr: float = 1.0 / 30
     iterations: int = 20000
     batch_size: int | None = None
     log_every: int = 1000
-    engine: str = "shared"
+    ascent: str = "train"
+    step_code: str = "shared"
 
     def __post_init__(self) -> None:
         if self.alpha <= 0:
@@ -143,5 +143,7 @@ class DiagTraining:
             raise ConfigError(f"train.batch_size must be a positive integer or null, got {self.batch_size}")
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")
-        if self.engine not in ENGINES:
-            raise ConfigError(f"unknown train.engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.ascent not in ASCENTS:
+            raise ConfigError(f"unknown train.ascent {self.ascent!r}; choose one of {', '.join(ASCENTS)}")
+        if self.step_code not in STEP_CODES:
+            raise ConfigError(f"unknown train.step_code {self.step_code!r}; choose one of {', '.join(STEP_CODES)}")

@@ -1,4 +1,5 @@
-"""m-SAM for the diagonal network with all chunks at once: the same gradient as `sam_gradients`.
+"""m-SAM for the diagonal network with all chunks at once: the same gradient as `sam_gradients`
+(`train.step_code=vectorized`).
 
 Why it exists: `sam_gradients` loops over chunks in Python, about 0.7 ms per chunk on a CPU, so
 full-batch 1-SAM on n = 20 examples costs 14-18 ms per step and the paper's 2e4 steps ~6 minutes per
@@ -12,7 +13,7 @@ run. Written out for beta = w_+^2 - w_-^2 and L_c = mean_{i in c} r_i^2 / 4 (r =
 one step is ~20 batched tensor operations, whatever m is. tests/test_theory.py checks that its
 iterates equal those of `sam_gradients` (and `erm_gradients` for rho = 0, m = None).
 
-    python theory.py experiment=diag_net method=sam_m1 train.engine=vectorized
+    python theory.py experiment=diag_net method=sam_m1 train.step_code=vectorized
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""SAM variants: one class per file, each selected in conf/train/method/ by its `_target_`.
+"""The training methods: one class per file, each selected in conf/train/method/ by its `_target_`.
 
-To add one: subclass `Variant` (or `SAM`), override `perturbation` and/or `descent`, and write a
-YAML with its `_target_` and keys (README: "Add your own SAM variant").
+Every method is a `Method` (ERM included); the SAM variants are `Variant`s, methods with an ascent
+step. To add one: subclass `Variant` (or `SAM`), override `perturbation` and/or `descent`, and
+write a YAML with its `_target_` and keys (README: "Add your own SAM variant").
 """
 
 from sam_lightning.variants.asam import ASAM
-from sam_lightning.variants.base import GradFn, Params, Variant, VariantError
+from sam_lightning.variants.base import GradFn, Method, Params, Variant, VariantError
 from sam_lightning.variants.erm import ERM
 from sam_lightning.variants.gsam import GSAM
 from sam_lightning.variants.nsam import NSAM
@@ -20,6 +21,7 @@ __all__ = [
     "NSAM",
     "SAM",
     "GradFn",
+    "Method",
     "Params",
     "RandomPerturbation",
     "SwitchedSAM",

@@ -1,6 +1,16 @@
-"""What every SAM variant shares: its settings, and the two hooks both m-SAM engines call.
+"""What every method shares, ERM included, and the two hooks both m-SAM engines call.
 
-A variant is one frozen dataclass. Per chunk c of m examples the engines (`sam_lightning.sam`) call
+Every method of conf/train/method/ is one frozen dataclass, a `Method`. The training system
+(`sam_lightning.module`), its switch callback, the step engine (`sam_lightning.sam.step_gradients`)
+and the theory runners ask it the same questions and never look at its class:
+
+    ascends                                          whether it has an ascent step at all (ERM: no)
+    perturbs_at(epoch, switch_epoch)                 whether the steps of an epoch perturb the weights
+    switch_epoch(max_epochs)                         the epoch where it switches (None: it never does)
+    ascent_batch_for(x, y, memory, random_batch)     the batch the ascent gradient is taken on (None: x, y)
+
+A `Variant` is a method with an ascent step: m-SAM and its relatives. Per chunk c of m examples the
+engines (`sam_lightning.sam`) call
 
     e_c = variant.perturbation(w, grad_fn, rho)      how the perturbation is formed
     d_c = variant.descent(g_c, h_c)                  how the descent gradient is formed
@@ -18,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -27,6 +37,8 @@ from sam_lightning.config import ConfigError
 
 Params = dict[str, Tensor]
 GradFn = Callable[[Params | None], Params]  # e -> gradient of the ascent objective at w + e
+Batch = tuple[Tensor, Tensor]  # inputs, targets
+RandomBatch = Callable[[int, torch.device], Batch]  # n, device -> n training examples drawn uniformly
 
 
 class VariantError(ConfigError):
@@ -59,8 +71,54 @@ ENGINES = ("auto", "loop", "vmap")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Variant:
-    """m-SAM and its relatives. Settings every variant has:
+class Method:
+    """A training method: its name, rho, and what the training system asks of it.
+
+    rho: perturbation radius (ERM has no perturbation: its rho exists so that one grid covers ERM
+    and SAM, `python train.py -m method=erm,sam method.rho=0.05,0.1`).
+    """
+
+    name: ClassVar[str]
+    ascends: ClassVar[bool] = True  # False: no step ever perturbs the weights (ERM)
+
+    rho: float = 0.1
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.rho, (int, float)) and self.rho >= 0, f"method.rho={self.rho!r}: must be a number >= 0")
+
+    # -- what the training system asks ----------------------------------------------------------
+    def switch_epoch(self, max_epochs: int) -> int | None:
+        """The epoch from which `perturbs_at` answers otherwise (fixed when training first starts and
+        kept in checkpoints by the `MethodSwitch` callback); None: the method never switches."""
+        return None
+
+    def perturbs_at(self, epoch: int, switch_epoch: int | None) -> bool:
+        """Whether the steps of `epoch` perturb the weights (False: the step is ERM's)."""
+        return self.ascends
+
+    def ascent_batch_for(self, x: Tensor, y: Tensor, memory: dict[str, Any], random_batch: RandomBatch) -> Batch | None:
+        """The batch whose gradient forms this step's perturbation; None: the step's own (x, y).
+
+        memory: a dict the training system keeps for the method across steps and in checkpoints
+        (so that a resumed run continues exactly). random_batch(n, device): n training examples
+        drawn uniformly, augmented as training batches are."""
+        return None
+
+    def current_rho(self, lr: float, base_lr: float) -> float:
+        return self.rho
+
+    def check_batch_size(self, batch_size: int, name: str = "the per-device batch size data.batch_size") -> None:
+        """Raises VariantError if the method cannot split a batch of `batch_size` (named `name` in
+        the message); any batch size works unless a subclass says otherwise."""
+
+    def describe(self) -> dict:
+        """Plain data for checkpoints, results and labels: the name and every setting."""
+        return {"name": self.name, **asdict(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variant(Method):
+    """m-SAM and its relatives: a method with an ascent step. Settings every variant has:
 
     rho: perturbation radius; rho_schedule=lr scales it with the learning rate (rho_t = rho lr_t / lr_0).
     m: examples per chunk, each chunk with its own perturbation; None = the whole (per-device) batch.
@@ -72,11 +130,9 @@ class Variant:
       tensors); None = all on a CPU, as many as fit in a quarter of the free memory on a GPU.
     """
 
-    name: ClassVar[str]
     uses_gradient: ClassVar[bool] = True  # False: e is independent of the loss (drawn before any pass)
     vectorizable: ClassVar[bool] = True
 
-    rho: float = 0.1
     m: int | None = None
     rho_schedule: str = "constant"
     bn_ascent_updates_stats: bool = True
@@ -84,7 +140,7 @@ class Variant:
     chunks_per_pass: int | None = None
 
     def __post_init__(self) -> None:
-        check(isinstance(self.rho, (int, float)) and self.rho >= 0, f"method.rho={self.rho!r}: must be a number >= 0")
+        super().__post_init__()
         check(
             self.m is None or (isinstance(self.m, int) and self.m >= 1),
             f"method.m={self.m!r}: must be a positive integer or null",
@@ -113,12 +169,5 @@ class Variant:
     def current_rho(self, lr: float, base_lr: float) -> float:
         return self.rho * (lr / base_lr if self.rho_schedule == "lr" else 1.0)
 
-    def check_batch_size(self, batch_size: int) -> None:
-        check(
-            self.m is None or batch_size % self.m == 0,
-            f"method.m={self.m} must divide the per-device batch size data.batch_size={batch_size}",
-        )
-
-    def describe(self) -> dict:
-        """Plain data for checkpoints, results and labels: the name and every setting."""
-        return {"name": self.name, **asdict(self)}
+    def check_batch_size(self, batch_size: int, name: str = "the per-device batch size data.batch_size") -> None:
+        check(self.m is None or batch_size % self.m == 0, f"method.m={self.m} must divide {name}={batch_size}")

@@ -1,7 +1,8 @@
 """ERM -> SAM and SAM -> ERM (paper Figs. 8, 9, 15): SAM for part of the epochs, ERM for the rest.
 
-The switch itself is done by the `MethodSwitch` callback (sam_lightning/callbacks/switch.py), which
-fixes the epoch round(switch_at * max_epochs) at the start of training and keeps it in checkpoints.
+The `MethodSwitch` callback (sam_lightning/callbacks/switch.py) fixes the epoch
+round(switch_at * max_epochs) at the start of training, keeps it in checkpoints, and asks
+`perturbs_at` at the start of every epoch.
 """
 
 from __future__ import annotations
@@ -33,5 +34,5 @@ class SwitchedSAM(SAM):
     def switch_epoch(self, max_epochs: int) -> int:
         return round(self.switch_at * max_epochs)
 
-    def perturbs_at(self, epoch: int, switch_epoch: int) -> bool:
+    def perturbs_at(self, epoch: int, switch_epoch: int | None) -> bool:
         return (epoch >= switch_epoch) == (self.order == "erm_to_sam")
