@@ -10,22 +10,16 @@ into out_dir (default outputs/eval/<date>/<time>). Exit status: 0, 1 on failure,
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import sam_lightning.open_config_node  # noqa: F401 - data.root=... composes without "+"
-from sam_lightning.analysis.evaluation import (
-    AnalysisConfigError,
-    DataCache,
-    loss_and_error,
-    resolve_device,
-    select_points,
-)
-from sam_lightning.checkpoints import CheckpointError, data_config_for, load_checkpoint
-from sam_lightning.cli import run_or_fail
-from sam_lightning.data import DataUnavailableError
+from sam_lightning.analysis.evaluation import DataCache, loss_and_error, resolve_device, select_points
+from sam_lightning.checkpoints import data_spec_for, load_checkpoint
+from sam_lightning.cli import run_command
 from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
 
 
@@ -34,8 +28,8 @@ def evaluate(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.device)
     ckpt = load_checkpoint(cfg.ckpt_path)
     override = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
-    data_cfg = data_config_for(ckpt, override)
-    splits = DataCache().get(data_cfg, ckpt.num_classes)
+    data = data_spec_for(ckpt, override)
+    splits = DataCache().get(data, ckpt.num_classes)
     model = ckpt.build_backbone(device)
     errors = {}
     for split in ("test", "val"):
@@ -49,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "status": "finished",
         **errors,
         "checkpoint": ckpt.describe(),
-        "data": OmegaConf.to_container(data_cfg, resolve=True),
+        "data": asdict(data),
     }
     out = Path(cfg.out_dir) / RESULTS_FILE
     atomic_write_json(out, payload)
@@ -59,7 +53,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf/analysis", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    run_or_fail(evaluate, cfg, (AnalysisConfigError, CheckpointError, DataUnavailableError), required="ckpt_path=PATH")
+    run_command(evaluate, cfg, required="ckpt_path=PATH")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolver before composition
 import sam_lightning.theory.spec  # noqa: F401 - registers the ${div:a,b} resolver before composition
-from sam_lightning.cli import FAILED, fail, is_multirun, run_hydra_job
+from sam_lightning.cli import FAILED, fail, is_multirun, run_command
 from sam_lightning.config import ConfigError
 from sam_lightning.results import write_failure
 from sam_lightning.strict import check_booleans
@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point. Returns the final test loss for Hydra sweepers that optimize; inf for a
     failed or diverged run. Exit codes as train.py's: 2 for bad input, 1 for a failed or diverged run."""
     record = lambda reason: write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)  # noqa: E731
-    out = run_hydra_job(job, cfg, (ConfigError,), record)
+    out = run_command(job, cfg, record_failure=record)
     if out and out.get("status") == "diverged" and not is_multirun():
         fail(f"training diverged: {out.get('reason')}", code=FAILED)
     value = out.get("final_test_loss") if out and out.get("status") == "finished" else None

@@ -14,7 +14,6 @@ logger's files. results.json's status is finished, diverged, interrupted, preemp
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from pathlib import Path
@@ -28,27 +27,23 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException, SI
 
 import sam_lightning.open_config_node  # noqa: F401 - trainer.<any argument>=... composes without "+"
 import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolver of the default run folder
-from sam_lightning.callbacks.divergence import DivergenceGuard, TrainingDiverged
-from sam_lightning.callbacks.from_config import instantiate_callbacks
+from sam_lightning.callbacks.divergence import DivergenceGuard
 from sam_lightning.callbacks.preemption import Preempted, Preemption
 from sam_lightning.callbacks.progress import progress_bar
 from sam_lightning.callbacks.rng_state import RNGState
 from sam_lightning.callbacks.switch import MethodSwitch
-from sam_lightning.checkpoints import CheckpointError, load_for_model
-from sam_lightning.cli import fail, instantiate_method, run_hydra_job
-from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
-from sam_lightning.data import DataUnavailableError, ImageDataModule
-from sam_lightning.data.sources import num_classes_of
-from sam_lightning.fingerprint import fingerprint, first_difference
+from sam_lightning.cli import fail, run_command
+from sam_lightning.config import ConfigError
+from sam_lightning.data import ImageDataModule
 from sam_lightning.module import SAMClassifier
 from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
 from sam_lightning.resume import csv_logger, earlier_wandb_id
 from sam_lightning.run_dir import clear_run_dir, folder_of_run
+from sam_lightning.run_spec import RunSpec, TrainerSpec, build_run
 from sam_lightning.sweep.duplicates import skip_if_duplicate
-from sam_lightning.threads import choose_threads, cpu_name
-from sam_lightning.train_checks import check_train_config
+from sam_lightning.threads import cpu_name
 from sam_lightning.wandb_mode import resolve_mode
 
 log = logging.getLogger("train")
@@ -106,132 +101,95 @@ def finish_wandb(logger, results: ResultsWriter, run_dir: Path) -> Path | None:
     return wandb_dir
 
 
-def make_run_dir(path: str) -> Path:
-    run_dir = Path(path)
+def make_run_dir(run: RunSpec) -> Path:
+    """The run's folder (paths.output_dir), created; with overwrite=true an earlier run's files removed."""
+    run_dir = run.output_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(
-            f"paths.output_dir={path} cannot be created ({err.strerror or err}); choose a writable folder"
+            f"paths.output_dir={run_dir} cannot be created ({err.strerror or err}); choose a writable folder"
         ) from err
+    if run.overwrite and not run.ckpt_path:
+        clear_run_dir(run_dir)  # the earlier run's results and checkpoints must not mix with this one's
     return run_dir
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, logger, always_on: list[pl.Callback]) -> pl.Trainer:
-    """pl.Trainer(**cfg.trainer) with the always-on callbacks and those of the `callbacks` group.
-    trainer.enable_checkpointing=false leaves the group's checkpoint entries out; a group without
-    any (callbacks=none) turns Lightning's own default checkpoint off too."""
-    args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks", "default_root_dir"}
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise ConfigError(
-            f"trainer.{unknown[0]} is not a pl.Trainer argument (see the Lightning Trainer documentation)"
-        )
-    group = instantiate_callbacks(cfg.get("callbacks"), checkpointing=bool(args.get("enable_checkpointing", True)))
+def make_trainer(trainer: TrainerSpec, run_dir: Path, logger, always_on: list[pl.Callback]) -> pl.Trainer:
+    """pl.Trainer(**trainer.args) with the always-on callbacks and those of the `callbacks` group
+    (trainer.callbacks). Checkpointing is on exactly when the group holds a checkpoint callback:
+    a group without any (callbacks=none, trainer.enable_checkpointing=false) turns Lightning's own
+    default checkpoint off too. Settings only Lightning itself checks are refused in one line."""
+    args = dict(trainer.args)
     if args.get("enable_progress_bar", True):
         always_on = [*always_on, progress_bar()]
-    args["enable_checkpointing"] = any(isinstance(c, Checkpoint) for c in group)
+    args["enable_checkpointing"] = any(isinstance(c, Checkpoint) for c in trainer.callbacks)
     try:
-        return pl.Trainer(**args, logger=logger, callbacks=[*always_on, *group], default_root_dir=str(run_dir))
+        return pl.Trainer(
+            **args, logger=logger, callbacks=[*always_on, *trainer.callbacks], default_root_dir=str(run_dir)
+        )
     except (TypeError, ValueError, MisconfigurationException) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ConfigError(f"trainer: {first}") from err
 
 
-def on_gpu(cfg: DictConfig) -> bool:
-    return cfg.trainer.accelerator in ("gpu", "cuda") or (
-        cfg.trainer.accelerator == "auto" and torch.cuda.is_available()
+def make_model(run: RunSpec) -> SAMClassifier:
+    """The training system; with init_from, its backbone starts from that checkpoint's weights only
+    (no optimizer, epoch or schedule state)."""
+    model = SAMClassifier(
+        model=run.model,
+        method=run.method,
+        optim=run.optim,
+        num_classes=run.num_classes,
+        max_epochs=run.trainer.max_epochs,
+        channels_last=run.channels_last,
+        track_label_noise=run.data.label_noise > 0,
+        fingerprint=run.fingerprint,
     )
+    if run.init_from is not None:
+        model.backbone.load_state_dict(run.init_from.state_dict)
+        log.info("initialized the weights from %s (epoch %s)", run.init_from.path, run.init_from.epoch)
+    return model
 
 
-def use_channels_last(cfg: DictConfig) -> bool:
-    return on_gpu(cfg) if cfg.channels_last == "auto" else bool(cfg.channels_last)
-
-
-def set_cpu_threads(setting) -> int:
-    """torch's CPU threads for this run (cpu_threads, sam_lightning/threads.py), logged and recorded."""
-    if setting != "auto" and not (isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1):
-        raise ConfigError(f"cpu_threads={setting!r}: must be auto or an integer >= 1")
-    threads = choose_threads(setting)
-    torch.set_num_threads(threads)
-    log.info("CPU threads: %d (cpu_threads=%s; %s)", threads, setting, cpu_name())
-    return threads
-
-
-def selection_metric(cfg: DictConfig) -> str:
-    """checkpoint.monitor: what "best" means for checkpoints and early stopping. auto: the
-    validation error when the run holds out a validation split, else the test error."""
-    monitor = cfg.get("checkpoint", {}).get("monitor", "auto")
-    if monitor != "auto":
-        return monitor
-    return "val/error" if cfg.data.get("val_fraction", 0.0) > 0 else "test/error"
+def resume_step_of(run: RunSpec, run_dir: Path) -> int | None:
+    """The checkpoint's global step when the run resumes in its own folder (its logs go on), else None."""
+    folder = folder_of_run(run.ckpt_path)
+    if run.resume_from is None or folder is None or folder.resolve() != run_dir.resolve():
+        return None
+    return run.resume_from.global_step or 0
 
 
 def train(cfg: DictConfig) -> dict:
     """Runs one training job and returns what results.json holds. Raises on failure."""
-    quiet_lightning(on_cpu=not on_gpu(cfg))
-    check_train_config(cfg)
-    threads = set_cpu_threads(cfg.get("cpu_threads", "auto"))
-    method = instantiate_method(cfg.method)
-    model_spec, optim = ModelSpec.from_mapping(cfg.model), OptimSpec.from_mapping(cfg.optim)
-    method.check_batch_size(cfg.data.batch_size)
-    run_dir = make_run_dir(cfg.paths.output_dir)
-    if cfg.get("overwrite") is True and not cfg.get("ckpt_path"):
-        clear_run_dir(run_dir)  # the earlier run's results and checkpoints must not mix with this one's
-    # The variant's name is recorded beside its settings (results.json, W&B, sweep tables).
-    OmegaConf.update(cfg, "method.name", method.name, force_add=True)
-    OmegaConf.update(cfg, "checkpoint.monitor", selection_metric(cfg), force_add=True)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    run = build_run(cfg)
+    quiet_lightning(on_cpu=not run.trainer.on_gpu)
+    torch.set_num_threads(run.threads)
+    log.info("CPU threads: %d (cpu_threads=%s; %s)", run.threads, run.config.get("cpu_threads", "auto"), cpu_name())
+    run_dir = make_run_dir(run)
+    pl.seed_everything(run.seed, workers=True, verbose=False)
 
     datamodule = ImageDataModule(
-        cfg.data,
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.eval_batch_size,
-        num_workers=cfg.num_workers,
-        on_device=cfg.data_on_device,
+        run.data, eval_batch_size=run.eval_batch_size, num_workers=run.num_workers, on_device=run.data_on_device
     )
-    model = SAMClassifier(
-        model=model_spec,
-        method=method,
-        optim=optim,
-        num_classes=num_classes_of(cfg.data),
-        max_epochs=cfg.trainer.max_epochs,
-        channels_last=use_channels_last(cfg),
-        track_label_noise=cfg.data.get("label_noise", 0.0) > 0,
-        fingerprint=fingerprint(config),
-    )
-    if cfg.get("init_from") and cfg.get("ckpt_path"):
-        raise ConfigError(
-            "init_from and ckpt_path together: ckpt_path resumes a run (weights, optimizer, epoch), init_from starts "
-            "a new one from weights only; give one of them"
-        )
-    if cfg.get("init_from"):
-        load_backbone_weights(model, cfg.init_from)
-    resume_step = None
-    if cfg.get("ckpt_path"):
-        ckpt = check_resume(cfg.ckpt_path, model)
-        if (folder := folder_of_run(cfg.ckpt_path)) is not None and folder.resolve() == run_dir.resolve():
-            resume_step = ckpt.global_step or 0  # resumed in place: the folder's logs go on
+    model = make_model(run)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "model %s width %d, %s norm: %s parameters; method %s",
-        model_spec.arch,
-        model_spec.width,
-        model_spec.norm,
-        f"{n_params:,}",
-        method.name,
+        *(run.model.arch, run.model.width, run.model.norm, f"{n_params:,}", run.method.name),
     )
-    results = ResultsWriter(run_dir, config, extra={"parameters": n_params, "cpu_threads": threads, "cpu": cpu_name()})
+    config, resume_step = run.config, resume_step_of(run, run_dir)
+    results = ResultsWriter(
+        run_dir, config, extra={"parameters": n_params, "cpu_threads": run.threads, "cpu": cpu_name()}
+    )
     logger = make_logger(cfg, run_dir, config, resume_step)
     preemption = Preemption(run_dir)
     trainer = make_trainer(
-        cfg, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption]
+        run.trainer, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption]
     )
     wandb_dir = None
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path)
     except SIGTERMException as stop:  # Lightning's answer to SIGTERM, after the step in progress: exit 143, not 0
         raise Preempted(
             f"preempted (SIGTERM) at step {trainer.global_step}; resume with ckpt_path={preemption.saved}"
@@ -268,43 +226,6 @@ def summary_line(payload: dict) -> str:
     return f"{payload['status']}: {errors}; {epochs} epoch(s) in {payload.get('wall_time_s', 0):.0f} s"
 
 
-def checked_checkpoint(path: str, key: str, model: SAMClassifier):
-    """The checkpoint given as `key` (init_from, ckpt_path), checked against `model`: one line on failure."""
-    try:
-        return load_for_model(path, key, model.hparams.model, model.hparams.num_classes)
-    except CheckpointError as err:
-        raise ConfigError(str(err)) from err
-
-
-def load_backbone_weights(model: SAMClassifier, path: str) -> None:
-    """init_from: start from a checkpoint's weights only (no optimizer, epoch or schedule state)."""
-    ckpt = checked_checkpoint(path, "init_from", model)
-    model.backbone.load_state_dict(ckpt.state_dict)
-    log.info("initialized the weights from %s (epoch %s)", path, ckpt.epoch)
-
-
-def check_resume(path: str, model: SAMClassifier):
-    """ckpt_path: the same checks as init_from, and the same planned length. The LR schedule and
-    the ERM->SAM switch epoch are fractions of trainer.max_epochs: resuming with another value
-    would silently give another run, so it is refused; training longer is a new run."""
-    ckpt = checked_checkpoint(path, "ckpt_path", model)
-    planned, asked = ckpt.max_epochs, model.hparams.max_epochs
-    if planned is not None and planned != asked:
-        raise ConfigError(
-            f"ckpt_path={path} is a run planned for trainer.max_epochs={planned} (its LR schedule and switch epoch follow it), "
-            f"not {asked}: resume with trainer.max_epochs={planned}, or train longer on purpose "
-            f"as a new run from its weights: init_from={path} trainer.max_epochs={asked}"
-        )
-    if ckpt.fingerprint is not None and model.hparams.fingerprint is not None:
-        diff = first_difference(ckpt.fingerprint, model.hparams.fingerprint)
-        if diff:
-            raise ConfigError(
-                f"ckpt_path={path} is another experiment ({diff}): resume it with its own settings, "
-                f"or start a new run from its weights with init_from={path}"
-            )
-    return ckpt
-
-
 @hydra.main(version_base="1.3", config_path="conf/train", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point. Returns what Hydra sweepers that optimize (Optuna) minimize: `objective`."""
@@ -318,9 +239,7 @@ def main(cfg: DictConfig) -> float:
             pass
 
     try:
-        out = run_hydra_job(
-            train, cfg, (ConfigError, CheckpointError, DataUnavailableError, TrainingDiverged, Preempted), record
-        )
+        out = run_command(train, cfg, record_failure=record)
     except KeyboardInterrupt:  # Ctrl-C before Lightning took over (during the data load); Lightning handles it later
         record("KeyboardInterrupt: stopped before training started", status="interrupted")
         fail("interrupted (Ctrl-C) before training started")

@@ -23,6 +23,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -33,9 +34,9 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sam_lightning.cli import run_or_fail  # noqa: E402
+from sam_lightning.cli import run_command  # noqa: E402
 from sam_lightning.config import NORMS, ConfigError, ModelSpec, OptimSpec  # noqa: E402
-from sam_lightning.data import ImageDataModule  # noqa: E402
+from sam_lightning.data import DataSpec, ImageDataModule  # noqa: E402
 from sam_lightning.data.device_loader import DeviceBatches  # noqa: E402
 from sam_lightning.models import build_model  # noqa: E402
 from sam_lightning.module import SAMClassifier, l2_penalty  # noqa: E402
@@ -57,18 +58,10 @@ def sync(device: torch.device) -> None:
 
 
 def make_data(batch_size: int, n_batches: int) -> ImageDataModule:
-    cfg = OmegaConf.create(
-        {
-            "name": "synthetic",
-            "n_train": batch_size * n_batches,
-            "n_test": batch_size,
-            "num_classes": 10,
-            "seed": 0,
-            "augment": True,
-            "crop_padding": 4,
-        }
+    data = DataSpec(
+        name="synthetic", n_train=batch_size * n_batches, n_test=batch_size, num_classes=10, batch_size=batch_size
     )
-    dm = ImageDataModule(cfg, batch_size=batch_size, on_device=False)
+    dm = ImageDataModule(data, on_device=False)
     dm.setup()
     return dm
 
@@ -137,9 +130,8 @@ def run_step_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
             key = (row["batch"], row["norm"], row["precision"], row["channels_last"], row["compile"])
             if key not in setups:
                 torch.manual_seed(0)
-                model = build_model(
-                    "preact_resnet18", 10, width=cfg.width, norm=row["norm"], gn_groups=max(1, cfg.width // 2)
-                ).to(device)
+                spec = ModelSpec(width=cfg.width, norm=row["norm"])  # GroupNorm's groups: the paper's default
+                model = build_model(num_classes=10, **asdict(spec)).to(device)
                 fmt = torch.channels_last if row["channels_last"] else torch.contiguous_format
                 model = model.to(memory_format=fmt)
                 x = torch.randn(row["batch"], 3, 32, 32, device=device).contiguous(memory_format=fmt)
@@ -188,7 +180,7 @@ def loop_times(cfg: DictConfig, device: torch.device) -> dict:
     out = {"plain": [], "lightning": []}
     for _ in range(cfg.rounds):
         torch.manual_seed(0)
-        model = build_model("preact_resnet18", 10, width=cfg.width).to(device)
+        model = build_model(num_classes=10, **asdict(ModelSpec(width=cfg.width))).to(device)
         params = list(model.parameters())
         opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
         step, stamps = gradient_step(SAM(m=None), model, params), []
@@ -298,7 +290,7 @@ def check_options(cfg: DictConfig) -> tuple[torch.device, Path]:
 
 @hydra.main(version_base="1.3", config_path="../conf/bench", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    run_or_fail(bench, cfg, (ConfigError,), required="out=FILE")
+    run_command(bench, cfg, required="out=FILE")
 
 
 def bench(cfg: DictConfig) -> None:

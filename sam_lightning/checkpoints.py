@@ -1,13 +1,13 @@
 """Checkpoints written by `train.py`, opened for analysis: weights only, architecture checked.
 
-    ckpt = load_checkpoint("outputs/.../checkpoints/last.ckpt")   # CheckpointError on bad input
+    ckpt = load_checkpoint("outputs/.../checkpoints/last.ckpt")   # ConfigError on bad input
     model = ckpt.build_backbone("cpu")                            # weights loaded, eval mode
-    data_cfg = data_config_for(ckpt)                              # the data the run trained on
+    data = data_spec_for(ckpt)                                    # the data the run trained on (a DataSpec)
 
 A checkpoint is the Lightning file of `SAMClassifier`: `hyper_parameters` says how to build the
-backbone (`model` = arch, width, norm, gn_groups; `num_classes`), `state_dict` holds its weights
-under `backbone.`. Nothing else in the file is used, and nothing in it is executed: it is read
-with `torch.load(weights_only=True)`.
+backbone (`model`, a `ModelSpec`: arch, width, norm, gn_groups, init; `num_classes`), `state_dict`
+holds its weights under `backbone.`. Nothing else in the file is used, and nothing in it is
+executed: it is read with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -15,26 +15,25 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from sam_lightning.config import ConfigError, ModelSpec
+from sam_lightning.data.spec import DataSpec
+from sam_lightning.fingerprint import first_difference
 from sam_lightning.models import build_model
 
 PREFIX = "backbone."
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used as asked; the message is one line that names the file."""
-
-
 @dataclass
 class Checkpoint:
     path: Path
-    model: dict  # build_model kwargs: arch, width, norm, gn_groups
+    model: ModelSpec
     num_classes: int
     method: dict
     state_dict: dict[str, Tensor]  # the backbone's, without the "backbone." prefix
@@ -70,17 +69,17 @@ class Checkpoint:
         }
 
     def build_backbone(self, device: torch.device | str = "cpu") -> nn.Module:
-        model = build_model(num_classes=self.num_classes, **self.model)
+        model = build_model(num_classes=self.num_classes, **asdict(self.model))
         model.load_state_dict(self.state_dict, strict=True)
         return model.to(device).eval()
 
 
-def architecture_of(model: Mapping, num_classes: int) -> dict:
-    """What decides the shapes of the weights of `build_model(num_classes, **model)` (gn_groups
-    only matters with GroupNorm)."""
-    arch = {k: model.get(k) for k in ("arch", "width", "norm")} | {"num_classes": num_classes}
-    if model.get("norm") == "group":
-        arch["gn_groups"] = model.get("gn_groups")
+def architecture_of(model: ModelSpec, num_classes: int) -> dict:
+    """What decides the shapes of the weights of `build_model(num_classes, **asdict(model))`
+    (gn_groups only matters with GroupNorm)."""
+    arch = {"arch": model.arch, "width": model.width, "norm": model.norm, "num_classes": num_classes}
+    if model.norm == "group":
+        arch["gn_groups"] = model.gn_groups
     return arch
 
 
@@ -124,11 +123,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a train.py checkpoint with `weights_only=True` and check its weights fit its hyper-parameters."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise ConfigError(f"{path}: no such checkpoint file")
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - unpickling raises many types; all mean "not usable"
-        raise CheckpointError(
+        raise ConfigError(
             f"{path}: cannot be read as a weights-only checkpoint ({_load_error(err)}); "
             "it is not a checkpoint written by train.py, or it holds more than tensors and numbers"
         ) from err
@@ -138,15 +137,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         or not isinstance(hparams.get("model"), dict)
         or not isinstance(raw.get("state_dict"), dict)
     ):
-        raise CheckpointError(
+        raise ConfigError(
             f"{path}: not a checkpoint written by train.py (needs hyper_parameters.model, num_classes and state_dict)"
         )
     state = {k[len(PREFIX) :]: v for k, v in raw["state_dict"].items() if k.startswith(PREFIX)}
     if not state:
-        raise CheckpointError(f"{path}: its state_dict holds no '{PREFIX}*' weights")
+        raise ConfigError(f"{path}: its state_dict holds no '{PREFIX}*' weights")
+    try:
+        model = ModelSpec.from_mapping(hparams["model"])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: cannot build its model ({err})") from err
     ckpt = Checkpoint(
         path=path,
-        model=dict(hparams["model"]),
+        model=model,
         num_classes=int(hparams.get("num_classes", 0)),
         method=dict(hparams.get("method") or {}),
         state_dict=state,
@@ -155,30 +158,47 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         max_epochs=hparams.get("max_epochs"),
         fingerprint=hparams.get("fingerprint"),
     )
-    try:
-        model = build_model(num_classes=ckpt.num_classes, **ckpt.model)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: cannot build its model {_arch_text(ckpt.architecture)} ({err})") from err
-    problem = _mismatch(model, state)
+    problem = _mismatch(build_model(num_classes=ckpt.num_classes, **asdict(model)), state)
     if problem:
-        raise CheckpointError(
-            f"{path}: weights do not match its architecture {_arch_text(ckpt.architecture)}: {problem}"
+        raise ConfigError(f"{path}: weights do not match its architecture {_arch_text(ckpt.architecture)}: {problem}")
+    return ckpt
+
+
+def load_for_model(path: str | Path, key: str, model: ModelSpec, num_classes: int) -> Checkpoint:
+    """The checkpoint given as `key`=path (init_from, ckpt_path), checked against the configured
+    model before Lightning opens it: a missing, unreadable or foreign file, or weights of another
+    shape, is one ConfigError line naming the setting and the file."""
+    try:
+        ckpt = load_checkpoint(path)
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from err
+    expected = architecture_of(model, num_classes)
+    if ckpt.architecture != expected:
+        raise ConfigError(
+            f"{key}={path} holds a model {_arch_text(ckpt.architecture)}, the configured model is {_arch_text(expected)}"
         )
     return ckpt
 
 
-def load_for_model(path: str | Path, key: str, model: Mapping, num_classes: int) -> Checkpoint:
-    """The checkpoint given as `key`=path (init_from, ckpt_path), checked against the configured
-    model before Lightning opens it: a missing, unreadable or foreign file, or weights of another
-    shape, is one CheckpointError line naming the setting and the file."""
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as err:
-        raise CheckpointError(f"{key}: {err}") from err
-    expected = architecture_of(model, num_classes)
-    if ckpt.architecture != expected:
-        raise CheckpointError(
-            f"{key}={path} holds a model {_arch_text(ckpt.architecture)}, the configured model is {_arch_text(expected)}"
+def load_for_resume(
+    path: str | Path, model: ModelSpec, num_classes: int, max_epochs: int, fingerprint: Mapping
+) -> Checkpoint:
+    """ckpt_path: the checks of `load_for_model`, the same planned length and the same experiment.
+    The LR schedule and the ERM->SAM switch epoch are fractions of trainer.max_epochs: resuming with
+    another value would silently give another run, so it is refused; training longer is a new run.
+    Checkpoints older than the fingerprint or the planned length skip those checks."""
+    ckpt = load_for_model(path, "ckpt_path", model, num_classes)
+    planned = ckpt.max_epochs
+    if planned is not None and planned != max_epochs:
+        raise ConfigError(
+            f"ckpt_path={path} is a run planned for trainer.max_epochs={planned} (its LR schedule and switch epoch follow it), "
+            f"not {max_epochs}: resume with trainer.max_epochs={planned}, or train longer on purpose "
+            f"as a new run from its weights: init_from={path} trainer.max_epochs={max_epochs}"
+        )
+    if ckpt.fingerprint is not None and (diff := first_difference(ckpt.fingerprint, fingerprint)):
+        raise ConfigError(
+            f"ckpt_path={path} is another experiment ({diff}): resume it with its own settings, "
+            f"or start a new run from its weights with init_from={path}"
         )
     return ckpt
 
@@ -186,7 +206,7 @@ def load_for_model(path: str | Path, key: str, model: Mapping, num_classes: int)
 def require_same_architecture(a: Checkpoint, b: Checkpoint) -> None:
     """Weights of two checkpoints can only be mixed if every tensor has the same meaning and shape."""
     if a.architecture != b.architecture:
-        raise CheckpointError(
+        raise ConfigError(
             f"{b.path} has another architecture than {a.path}: {_arch_text(b.architecture)} vs {_arch_text(a.architecture)}"
         )
 
@@ -210,16 +230,17 @@ def run_config(ckpt: Checkpoint) -> dict | None:
     return None
 
 
-def data_config_for(ckpt: Checkpoint, override: Mapping | None = None) -> DictConfig:
-    """The run's data config with the keys of `override` (e.g. a new data.root) on top."""
-    run_data = (run_config(ckpt) or {}).get("data") or {}
-    merged = OmegaConf.merge(OmegaConf.create(dict(run_data)), OmegaConf.create(dict(override or {})))
+def data_spec_for(ckpt: Checkpoint, override: Mapping | None = None) -> DataSpec:
+    """The data the run trained on (its recorded data config), with the keys of `override` (e.g. a
+    new data.root, or a whole data option) on top."""
+    merged = {**((run_config(ckpt) or {}).get("data") or {}), **(override or {})}
     if merged.get("name") is None:
-        raise CheckpointError(
+        raise ConfigError(
             f"{ckpt.path}: no run config found next to it (results.json two folders up); choose the data with data=cifar10 (or another conf/train/data option)"
         )
-    if merged.get("num_classes") not in (None, ckpt.num_classes):
-        raise CheckpointError(
-            f"{ckpt.path}: the model has {ckpt.num_classes} classes but data {merged.name} has {merged.num_classes}"
+    data = DataSpec.from_mapping(merged)
+    if data.num_classes not in (None, ckpt.num_classes):
+        raise ConfigError(
+            f"{ckpt.path}: the model has {ckpt.num_classes} classes but data {data.name} has {data.num_classes}"
         )
-    return merged
+    return data

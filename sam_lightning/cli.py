@@ -1,11 +1,15 @@
-"""What the Hydra entry points (train.py, theory.py, the analysis commands) share."""
+"""What the entry points (train.py, eval.py, theory.py, sweep.py, the analysis commands, the bench) share.
+
+Exit codes, the same everywhere: 0 done; 2 a user mistake (`ConfigError`: a bad setting, path or
+file, refused in one line before anything runs, or found missing while it runs); 1 a run that
+failed or diverged; 143 a preempted run (sam_lightning.callbacks.preemption).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
 
-# The exit codes of every entry point: a run that failed or diverged, and input refused before it ran.
 FAILED, BAD_INPUT = 1, 2
 
 
@@ -20,49 +24,45 @@ def is_multirun() -> bool:
         return False
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = FAILED) -> None:
     """One line on stderr, no traceback, a non-zero exit."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
-def run_or_fail(run, cfg, errors: tuple[type[BaseException], ...], required: str):
-    """`run(cfg)`, turning a missing mandatory value or one of `errors` into one line and exit 2.
-    `required` shows how to give the mandatory values, e.g. "ckpt=PATH"."""
-    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
-
-    try:
-        return run(cfg)
-    except MissingMandatoryValue as err:
-        fail(f"{err.full_key} is required, e.g. {required}", code=2)
-    except InterpolationToMissingValueError as err:  # e.g. a preset's ${sweep} left out
-        missing = str(err).splitlines()[0].rsplit(": ", 1)[-1]
-        fail(f"{missing} is required: add {missing}=...", code=2)
-    except errors as err:
-        fail(str(err), code=2)
-
-
-def run_hydra_job(job, cfg, known: tuple[type[BaseException], ...], record_failure):
-    """`job(cfg)` for a Hydra entry point. A known error (bad config, missing data) is reported in
-    one line, any other with its traceback; either way `record_failure(reason)` keeps it (in
-    results.json). In a multirun the other jobs go on (returns None); otherwise the exit code says
-    which: 2 for bad input (a known error), 1 for a run that failed or diverged (an error's
-    `exit_code` attribute wins: TrainingDiverged has 1)."""
+def run_command(job, cfg, required: str = "", record_failure=None):
+    """`job(cfg)` for every Hydra entry point (train.py, eval.py, theory.py, the analysis commands,
+    the bench). A user mistake (ConfigError, or a mandatory value left out) is one `error:` line and
+    exit 2; an error that carries its own `exit_code` (TrainingDiverged: 1, Preempted: 143) is one
+    line with that code; any other error is shown with its traceback, exit 1. `record_failure(reason)`,
+    where given, keeps the failure first (results.json). In a multirun the other jobs go on: the
+    failure is logged and None returned. `required` shows how to give the mandatory values, e.g. "ckpt=PATH"."""
     import logging
     import traceback
 
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+    from sam_lightning.config import ConfigError
+
     try:
         return job(cfg)
-    except known as err:
-        reason, short, code = f"{type(err).__name__}: {err}", str(err), getattr(err, "exit_code", BAD_INPUT)
+    except MissingMandatoryValue as err:
+        error = ConfigError(f"{err.full_key} is required" + (f", e.g. {required}" if required else ""))
+    except InterpolationToMissingValueError as err:  # e.g. a preset's ${sweep} left out
+        missing = str(err).splitlines()[0].rsplit(": ", 1)[-1]
+        error = ConfigError(f"{missing} is required: add {missing}=...")
     except Exception as err:  # noqa: BLE001 - recorded, then reported
-        reason, short, code = f"{type(err).__name__}: {err}", None, FAILED
-        traceback.print_exc()
-    record_failure(reason)
+        error = err
+    code = BAD_INPUT if isinstance(error, ConfigError) else getattr(error, "exit_code", None)
+    reason = f"{type(error).__name__}: {error}"
+    if code is None:
+        traceback.print_exception(error)
+    if record_failure is not None:
+        record_failure(reason)
     if is_multirun():
         logging.getLogger("sam_lightning").error("job failed: %s", reason)  # sweep.py lists it
         return None
-    fail(short or reason, code=code)
+    fail(str(error) if code is not None else reason, code=FAILED if code is None else code)
 
 
 def instantiate_method(node):

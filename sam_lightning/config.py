@@ -1,20 +1,53 @@
-"""Typed, validated settings for the training system (plain dataclasses, no Hydra).
+"""Typed, validated settings for the training system (plain dataclasses, no Hydra), and the one
+error every user mistake raises.
 
-A Hydra config (or any mapping) becomes one of these with `OptimSpec.from_mapping(cfg.optim)`;
-bad values fail here, before any data is loaded, with one line that names the key. The method is
-a SAM variant (`sam_lightning.variants`), built from conf/train/method/ by its `_target_`.
+A mapping becomes one of these with `OptimSpec.from_mapping(values)`; bad values fail here, before
+any data is loaded, with one line that names the key. `sam_lightning.run_spec.build_run` makes all
+of a run's specs from its composed config; the method is a SAM variant (`sam_lightning.variants`),
+built from conf/train/method/ by its `_target_`.
 """
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the key and the accepted values."""
+    """A user mistake: a setting, a path or a file that cannot be used as given. The message is one
+    line that names the key (or file) and what it accepts; every entry point exits with status 2."""
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def require_int(key: str, value, minimum: int, why: str = "") -> None:
+    if not is_int(value) or value < minimum:
+        raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}{why}")
+
+
+def require_bool(key: str, value, words: Iterable[str] = ()) -> None:
+    """true or false, or one of `words`. A word Hydra does not read as a boolean (`off`, `no`) stays
+    a string, and any non-empty string is true in Python: the option would silently stay on."""
+    words = tuple(words)
+    if isinstance(value, bool) or value in words:
+        return
+    extra = "".join(f" or {w}" for w in words)
+    raise ConfigError(f"{key}={value!r}: must be true or false{extra}")
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """ "; did you mean X?" for the known word closest to a typo (difflib), else ""."""
+    close = difflib.get_close_matches(str(word), sorted(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _accepts(annotation, value) -> bool:
@@ -25,9 +58,9 @@ def _accepts(annotation, value) -> bool:
     if annotation is type(None):
         return value is None
     if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     if annotation in (bool, str):
         return isinstance(value, annotation)
     return True  # anything else is the dataclass's own business
@@ -45,7 +78,9 @@ def check_fields(cls, section: str, values: Mapping) -> None:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown key(s) {section}.{', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown key {section}.{unknown[0]}{did_you_mean(unknown[0], known)} (known: {', '.join(sorted(known))})"
+        )
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         if not _accepts(hints[key], value):
@@ -64,9 +99,9 @@ NORMS = ("batch", "group")
 class ModelSpec:
     """The backbone: `build_model(num_classes=..., **asdict(spec))`.
 
-    norm: batch | group (set by the `norm` config group); gn_groups: GroupNorm groups, None = width // 2
-    (the paper's code), and must divide the width. init: paper (the paper's code: Kaiming-normal
-    convolutions, fan_out) | torch (PyTorch's defaults).
+    norm: batch | group (set by the `norm` config group); gn_groups: GroupNorm groups, None = the
+    paper's code's value (`models.preact_resnet.paper_gn_groups`: width // 2), and must divide the
+    width. init: paper (the paper's code: Kaiming-normal convolutions, fan_out) | torch (PyTorch's defaults).
     """
 
     arch: str = "preact_resnet18"
@@ -76,25 +111,18 @@ class ModelSpec:
     init: str = "paper"
 
     def __post_init__(self) -> None:
-        from sam_lightning.models import ARCHITECTURES
+        from sam_lightning.models.preact_resnet import ARCHITECTURES, INITS, paper_gn_groups
 
         if self.arch not in ARCHITECTURES:
             raise ConfigError(f"model.arch={self.arch!r}: must be one of {', '.join(sorted(ARCHITECTURES))}")
-        if not isinstance(self.width, int) or self.width < 1:
-            raise ConfigError(f"model.width={self.width!r}: must be a positive integer")
+        require_int("model.width", self.width, 1)
         if self.norm not in NORMS:
             raise ConfigError(f"model.norm={self.norm!r}: must be one of {', '.join(NORMS)} (norm=batch, norm=group)")
-        from sam_lightning.models.preact_resnet import INITS
-
         if self.init not in INITS:
             raise ConfigError(f"model.init={self.init!r}: must be one of {', '.join(INITS)}")
         if self.gn_groups is None:
-            object.__setattr__(self, "gn_groups", max(1, self.width // 2))
-        if (
-            not isinstance(self.gn_groups, int)
-            or self.gn_groups < 1
-            or (self.norm == "group" and self.width % self.gn_groups)
-        ):
+            object.__setattr__(self, "gn_groups", paper_gn_groups(self.width))
+        if not is_int(self.gn_groups) or self.gn_groups < 1 or (self.norm == "group" and self.width % self.gn_groups):
             raise ConfigError(
                 f"model.gn_groups={self.gn_groups!r}: must be a positive divisor of model.width={self.width}"
             )
@@ -125,7 +153,7 @@ class OptimSpec:
     grad_clip: float | None = None
 
     def __post_init__(self) -> None:
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
+        if self.grad_clip is not None and not (is_number(self.grad_clip) and self.grad_clip > 0):
             raise ConfigError(f"optim.grad_clip={self.grad_clip!r}: must be a number > 0, or null for no clipping")
         if self.name != "sgd":
             raise ConfigError(f"optim.name must be 'sgd', got {self.name!r}")
@@ -141,13 +169,3 @@ class OptimSpec:
     @classmethod
     def from_mapping(cls, values: Mapping) -> OptimSpec:
         return from_mapping(cls, "optim", values)
-
-
-def check_data_settings(label_noise: float, train_fraction: float, val_fraction: float = 0.0) -> None:
-    """The data options checked before any data is read."""
-    if not 0 <= label_noise < 1:
-        raise ConfigError(f"data.label_noise must be in [0, 1), got {label_noise}")
-    if not 0 < train_fraction <= 1:
-        raise ConfigError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
-    if not 0 <= val_fraction < 1:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")

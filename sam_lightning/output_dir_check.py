@@ -6,24 +6,23 @@ reports a failure there as a stack trace. This check runs first (on_run_start / 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from sam_lightning.cli import BAD_INPUT, fail
+
 
 def _check(path: str, key: str) -> None:
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        print(
-            f"error: {key}={path} cannot be created ({err.strerror or err}); choose a writable folder with {key}=...",
-            file=sys.stderr,
-            flush=True,
+        fail(
+            f"{key}={path} cannot be created ({err.strerror or err}); choose a writable folder with {key}=...",
+            BAD_INPUT,
         )
-        sys.exit(2)  # as the entry points for any other refused setting
 
 
 class WritableOutputDir(Callback):

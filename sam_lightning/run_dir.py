@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from sam_lightning.cli import BAD_INPUT, fail
 from sam_lightning.config import ConfigError
 from sam_lightning.jsonio import RESULTS_FILE
 
@@ -100,5 +100,4 @@ class FreshRunDir(Callback):
         try:
             check_run_dir(run_dir, config.get("ckpt_path"), config.get("overwrite", False), key="hydra.run.dir")
         except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            fail(str(err), BAD_INPUT)

@@ -22,11 +22,8 @@ from sam_lightning.analysis.evaluation import Points, recompute_bn_stats, select
 from sam_lightning.analysis.interpolation import interpolate_state, interpolation_curve
 from sam_lightning.analysis.interpolation import run as interpolation_run
 from sam_lightning.analysis.sharpness import ascend, batchnorm_mode, m_sharpness
-from sam_lightning.checkpoints import (
-    CheckpointError,
-    load_checkpoint,
-    require_same_architecture,
-)
+from sam_lightning.checkpoints import load_checkpoint, require_same_architecture
+from sam_lightning.config import ConfigError
 from sam_lightning.data.augment import normalize
 from sam_lightning.data.sources import make_synthetic
 from sam_lightning.models import build_model
@@ -183,19 +180,19 @@ def test_loading_refuses_other_architectures_and_unsafe_files_in_one_line(tmp_pa
     b = load_checkpoint(save_checkpoint(tmp_path / "b.ckpt", tiny_net(width=4), width=4))
     require_same_architecture(a, load_checkpoint(save_checkpoint(tmp_path / "a2.ckpt", tiny_net(1, width=2), width=2)))
     failures = []
-    with pytest.raises(CheckpointError, match="another architecture") as err:
+    with pytest.raises(ConfigError, match="another architecture") as err:
         require_same_architecture(a, b)
     failures.append(err)
-    with pytest.raises(CheckpointError, match="weights do not match its architecture.*width=4.*wrong shape") as err:
+    with pytest.raises(ConfigError, match="weights do not match its architecture.*width=4.*wrong shape") as err:
         load_checkpoint(save_checkpoint(tmp_path / "lies.ckpt", tiny_net(width=2), width=4))
     failures.append(err)
     torch.save(
         {"hyper_parameters": {"model": {}}, "state_dict": {}, "when": datetime.date(2022, 7, 1)}, tmp_path / "code.ckpt"
     )
-    with pytest.raises(CheckpointError, match="weights-only") as err:  # not unpickled: refused
+    with pytest.raises(ConfigError, match="weights-only") as err:  # not unpickled: refused
         load_checkpoint(tmp_path / "code.ckpt")
     failures.append(err)
-    with pytest.raises(CheckpointError, match="no such checkpoint") as err:
+    with pytest.raises(ConfigError, match="no such checkpoint") as err:
         load_checkpoint(tmp_path / "missing.ckpt")
     failures.append(err)
     assert all("\n" not in str(e.value) for e in failures)
@@ -344,7 +341,7 @@ def test_interpolation_command_refuses_another_architecture_before_any_work(smok
         config_name="interpolation",
         tree="analysis",
     )
-    with pytest.raises(CheckpointError, match="another architecture") as err:
+    with pytest.raises(ConfigError, match="another architecture") as err:
         interpolation_run(cfg)
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 

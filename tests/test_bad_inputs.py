@@ -1,6 +1,7 @@
 """Every bad input answered with one clear line: the exit code, one `error:` line on stderr that names
-the bad value, and no traceback, through the real entry points (train.py, theory.py, sweep.py and
-the sharpness command).
+the bad value, and no traceback, through the real entry points (train.py, eval.py, theory.py,
+sweep.py, the analysis commands and the bench). A user mistake exits with 2 at every one of them;
+a run that failed or diverged with 1.
 
 The Hydra entry points run in this process (`main()` with sys.argv set, exactly as the command line
 calls it): starting Python, torch and Lightning for each of ~50 cases would take minutes. One case
@@ -76,6 +77,10 @@ def paths(tmp_path_factory) -> Path:
     (job / "results.json").write_text(
         json.dumps({"status": "finished", "final_test_error": 0.5, "config": config, "history": []})
     )
+    (root / "run" / "checkpoints").mkdir(parents=True)  # a checkpoint in its run folder, with the run's data config
+    _ckpt(root / "run" / "checkpoints" / "last.ckpt")
+    data = {"name": "synthetic", "n_train": 64, "n_test": 32, "num_classes": 10, "batch_size": 16, "seed": 0}
+    (root / "run" / "results.json").write_text(json.dumps({"status": "finished", "config": {"data": data}}))
     for kind in ("empty_class", "test_only_class", "truncated_jpeg", "not_an_image"):
         _imagefolder(root / kind, kind)
     return root
@@ -196,6 +201,15 @@ TRAIN_CASES = [
         2,
     ),
     ("synthetic_noise_negative", ["data.noise=-1"], "data.noise=-1", 2),
+    ("unknown_data_source", ["data.name=mnist"], "data.name='mnist'", 2),
+    ("data_seed_not_a_number", ["data.seed=abc"], "data.seed='abc'", 2),
+    ("checkpoint_monitor_empty", ["checkpoint.monitor=''"], "checkpoint.monitor=''", 2),
+    (
+        "init_from_with_ckpt_path",
+        [f"init_from={TMP}/good.ckpt", f"ckpt_path={TMP}/good.ckpt"],
+        "init_from and ckpt_path",
+        2,
+    ),
     (
         "swa_refused",
         [
@@ -229,6 +243,45 @@ OTHER_CASES = [
     ("sweep_missing_folder", "sweep", [f"{TMP}/nowhere"], "nowhere", 2),
     ("sharpness_ckpt_missing", "sharpness", [f"ckpt={TMP}/missing.ckpt"], "missing.ckpt", 2),
     ("sharpness_ckpt_garbage", "sharpness", [f"ckpt={TMP}/garbage.ckpt", "data=synthetic"], "garbage.ckpt", 2),
+    ("sharpness_ckpt_left_out", "sharpness", [], "ckpt is required", 2),
+    (
+        "sharpness_data_key_typo",
+        "sharpness",
+        [f"ckpt={TMP}/good.ckpt", "data=synthetic", "data.n_trian=64"],
+        "did you mean n_train",
+        2,
+    ),
+    (
+        "interpolation_ckpt_missing",
+        "interpolation",
+        [f"ckpt_a={TMP}/missing.ckpt", f"ckpt_b={TMP}/good.ckpt"],
+        "missing.ckpt",
+        2,
+    ),
+    (
+        "interpolation_other_architectures",
+        "interpolation",
+        [f"ckpt_a={TMP}/good.ckpt", f"ckpt_b={TMP}/wide.ckpt"],
+        "another architecture",
+        2,
+    ),
+    ("eval_ckpt_path_left_out", "eval", [], "ckpt_path is required", 2),
+    ("eval_ckpt_missing", "eval", [f"ckpt_path={TMP}/missing.ckpt"], "missing.ckpt", 2),
+    ("eval_without_run_config", "eval", [f"ckpt_path={TMP}/good.ckpt"], "no run config found", 2),
+    (
+        "eval_data_augment_off",
+        "eval",
+        [f"ckpt_path={TMP}/run/checkpoints/last.ckpt", "data.augment=off"],
+        "data.augment='off'",
+        2,
+    ),
+    (
+        "sweep_paired_without_the_key",
+        "sweep",
+        [f"{TMP}/runs", "--paired", "colour", "--baseline", "erm"],
+        "--paired colour",
+        2,
+    ),
 ]
 
 
@@ -236,7 +289,12 @@ def _fill(args: list[str], root: Path) -> list[str]:
     return [a.replace(TMP, str(root)) for a in args]
 
 
-SCRIPTS = {"train": ROOT / "train.py", "theory": ROOT / "theory.py", "bench": ROOT / "bench" / "step_time.py"}
+SCRIPTS = {
+    "train": ROOT / "train.py",
+    "eval": ROOT / "eval.py",
+    "theory": ROOT / "theory.py",
+    "bench": ROOT / "bench" / "step_time.py",
+}
 MODULES = {"sharpness": "sam_lightning.analysis.sharpness", "interpolation": "sam_lightning.analysis.interpolation"}
 
 
@@ -291,7 +349,7 @@ def test_train_refuses_in_one_line(overrides, names, code, paths, tmp_path, capf
     ("module", "args", "names", "code"), [c[1:] for c in OTHER_CASES], ids=[c[0] for c in OTHER_CASES]
 )
 def test_other_commands_refuse_in_one_line(module, args, names, code, paths, tmp_path, capfd, monkeypatch):
-    if module in ("theory", "sharpness", "interpolation"):
+    if module in ("theory", "sharpness", "interpolation", "eval"):
         key = "hydra.run.dir" if module == "theory" else "out_dir"
         args = [*args, f"{key}={tmp_path / 'out'}"]
     got = run_entry(module, _fill(args, paths), monkeypatch)
@@ -348,12 +406,23 @@ def test_diverged_theory_run_exits_1_as_training(tmp_path, capfd, monkeypatch):
 
 
 def test_every_boolean_of_conf_is_checked():
-    """Each true/false default in conf/ is a key the strict check knows (a new one must be added)."""
+    """Each true/false default in conf/ is a key some check knows (a new one must be added): a
+    boolean field of the spec that holds it (train.py's settings, the data, the variants), a
+    boolean pl.Trainer argument, or a key of strict.BOOLEANS (the analysis commands, theory, bench)."""
+    import dataclasses
+
     import yaml
 
+    import sam_lightning.variants as variants
+    from sam_lightning.config import OptimSpec
+    from sam_lightning.data import DataSpec
+    from sam_lightning.run_spec import TRAINER_BOOLEANS, LoggingSpec, RunSpec
     from sam_lightning.strict import BOOLEANS
 
-    known = {key.rsplit(".", 1)[-1] for keys in BOOLEANS.values() for key in keys}
+    specs = [DataSpec, OptimSpec, LoggingSpec, RunSpec]
+    specs += [c for c in vars(variants).values() if dataclasses.is_dataclass(c)]
+    known = {f.name for cls in specs for f in dataclasses.fields(cls) if "bool" in str(f.type)}
+    known |= set(TRAINER_BOOLEANS) | {key.rsplit(".", 1)[-1] for keys in BOOLEANS.values() for key in keys}
     known |= {"chdir", "plots"}  # Hydra's own settings and its callbacks' arguments
     found = set()
 
@@ -438,9 +507,40 @@ def test_two_runs_started_together_write_two_folders(tmp_path):
 def test_a_checkpoint_with_code_is_refused_without_advising_weights_only_false(tmp_path):
     import pickle
 
-    from sam_lightning.checkpoints import CheckpointError, load_checkpoint
+    from sam_lightning.checkpoints import load_checkpoint
+    from sam_lightning.config import ConfigError
 
     (tmp_path / "code.ckpt").write_bytes(pickle.dumps(Path("/")))  # unpickling it would construct an object
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(ConfigError) as err:
         load_checkpoint(tmp_path / "code.ckpt")
     assert "code.ckpt" in str(err.value) and "weights_only" not in str(err.value) and "False" not in str(err.value)
+
+
+# -- one error type, one exit code per kind of outcome ----------------------------------------------
+def _exit_of(job, capfd) -> tuple[int, str]:
+    from sam_lightning.cli import run_command
+
+    with pytest.raises(SystemExit) as stop:
+        run_command(job, None)
+    return stop.value.code, capfd.readouterr().err
+
+
+def test_run_command_exits_2_for_a_user_mistake_1_for_a_failure_and_the_errors_own_code(capfd):
+    from sam_lightning.callbacks.divergence import TrainingDiverged
+    from sam_lightning.callbacks.preemption import Preempted
+    from sam_lightning.config import ConfigError
+
+    def raising(error):
+        def job(cfg):
+            raise error
+
+        return job
+
+    code, err = _exit_of(raising(ConfigError("data.batch_size=0: must be an integer >= 1")), capfd)
+    check_one_line(err, code, 2, "data.batch_size=0")
+    code, err = _exit_of(raising(TrainingDiverged(float("nan"), 0, 3)), capfd)
+    check_one_line(err, code, 1, "training diverged")
+    code, err = _exit_of(raising(Preempted("preempted (SIGTERM) at step 3")), capfd)
+    check_one_line(err, code, 143, "preempted")
+    code, err = _exit_of(raising(RuntimeError("CUDA out of memory")), capfd)  # a failed run: its traceback
+    assert code == 1 and "Traceback" in err and "error: RuntimeError: CUDA out of memory" in err

@@ -75,7 +75,7 @@ def test_checkpointing_off_writes_no_checkpoint_but_results(tiny_cfg, off):
 def test_callback_options_combine_by_name():
     def kinds(choice: str) -> list[type]:
         cfg = compose_config([choice, "paths.output_dir=/tmp/unused"])
-        return [type(c) for c in instantiate_callbacks(cfg.callbacks)]
+        return [type(c) for c in instantiate_callbacks(cfg.callbacks, "test/error")]
 
     assert kinds("callbacks=default") == [ModelCheckpoint] * 3  # last, best, periodic
     assert kinds("callbacks=last_only") == [ModelCheckpoint]
@@ -86,7 +86,11 @@ def test_callback_options_combine_by_name():
     ]
     assert kinds("callbacks.best_checkpoint=null") == [ModelCheckpoint] * 2
     cfg = compose_config(["paths.output_dir=/tmp/unused"])
-    assert instantiate_callbacks(cfg.callbacks, checkpointing=False) == []
+    assert instantiate_callbacks(cfg.callbacks, "test/error", checkpointing=False) == []
+    # monitor: auto (checkpoint.monitor's default) is the run's selection metric
+    cfg = compose_config(["callbacks=[default,early_stopping]", "paths.output_dir=/tmp/unused"])
+    monitors = [c.monitor for c in instantiate_callbacks(cfg.callbacks, "val/error")]
+    assert monitors == ["step", "val/error", None, "val/error"]
 
 
 def test_early_stopping_ends_the_run_finished_and_says_how_far(tiny_cfg, best_at_epoch_0):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
-from sam_lightning.data import DataUnavailableError, load_source, random_crop_flip
+from sam_lightning.config import ConfigError
+from sam_lightning.data import DataSpec, load_source, random_crop_flip
 from sam_lightning.data.sources import make_synthetic
 
 
@@ -44,11 +46,9 @@ def test_synthetic_noise_knob_buries_the_signal():
     # The demo's setting (data.noise=2.5): each pixel carries far less class signal than at the default.
     easy, hard = make_synthetic(256, 100, 10, seed=0), make_synthetic(256, 100, 10, seed=0, noise=2.5)
     assert _within_over_between(hard) > 5 * _within_over_between(easy)
-    cfg = OmegaConf.create(
-        {"name": "synthetic", "n_train": 256, "n_test": 100, "num_classes": 10, "seed": 0, "noise": 2.5}
-    )
+    cfg = DataSpec(name="synthetic", n_train=256, n_test=100, num_classes=10, seed=0, noise=2.5)
     assert torch.equal(load_source(cfg).train_x, hard.train_x)
-    assert torch.equal(load_source(OmegaConf.create({**cfg, "noise": 0.6})).train_x, easy.train_x)
+    assert torch.equal(load_source(replace(cfg, noise=0.6)).train_x, easy.train_x)
 
 
 def test_random_crop_is_a_zero_padded_shift_and_flip_a_mirror():
@@ -78,8 +78,8 @@ def test_random_crop_is_a_zero_padded_shift_and_flip_a_mirror():
 
 
 def test_missing_cifar_without_download_names_path_and_fix(tmp_path):
-    cfg = OmegaConf.create({"name": "cifar10", "root": str(tmp_path / "nowhere"), "download": False})
-    with pytest.raises(DataUnavailableError) as err:
+    cfg = DataSpec(name="cifar10", root=str(tmp_path / "nowhere"), download=False)
+    with pytest.raises(ConfigError) as err:
         load_source(cfg)
     message = str(err.value)
     assert str(tmp_path / "nowhere") in message and "data.download=true" in message and "\n" not in message
@@ -95,15 +95,15 @@ def test_imagefolder_reads_a_tree_and_refuses_a_wrong_one(tmp_path):
                 write_png(
                     torch.full((3, 32, 32), 40 * k + i, dtype=torch.uint8), str(tmp_path / split / cls / f"{i}.png")
                 )
-    cfg = OmegaConf.create({"name": "imagefolder", "root": str(tmp_path), "cache_dir": str(tmp_path / "cache")})
+    cfg = DataSpec(name="imagefolder", root=str(tmp_path), cache_dir=str(tmp_path / "cache"))
     arrays = load_source(cfg)
     assert arrays.num_classes == 2 and arrays.train_x.shape == (6, 3, 32, 32)
     assert arrays.train_y.tolist() == [0, 0, 0, 1, 1, 1]
     assert int(arrays.train_x[4, 0, 0, 0]) == 41
     again = load_source(cfg)  # from the cache this time
     assert torch.equal(again.train_x, arrays.train_x)
-    with pytest.raises(DataUnavailableError, match="train/ and test/"):
-        load_source(OmegaConf.create({"name": "imagefolder", "root": str(tmp_path / "train"), "cache_dir": None}))
+    with pytest.raises(ConfigError, match="train/ and test/"):
+        load_source(DataSpec(name="imagefolder", root=str(tmp_path / "train"), cache_dir=None))
 
 
 def test_device_resident_batches_equal_the_dataloaders():
@@ -111,20 +111,10 @@ def test_device_resident_batches_equal_the_dataloaders():
     from sam_lightning.data import ImageDataModule
     from sam_lightning.data.device_loader import DeviceBatches
 
-    cfg = OmegaConf.create(
-        {
-            "name": "synthetic",
-            "n_train": 100,
-            "n_test": 10,
-            "num_classes": 3,
-            "seed": 0,
-            "augment": True,
-            "crop_padding": 4,
-        }
-    )
+    cfg = DataSpec(name="synthetic", n_train=100, n_test=10, num_classes=3, batch_size=16)
     runs = {}
     for on_device in (False, True):
-        dm = ImageDataModule(cfg, batch_size=16, on_device=on_device)
+        dm = ImageDataModule(cfg, on_device=on_device)
         dm.setup()
         loader = dm.train_dataloader()
         assert isinstance(loader, DeviceBatches) == on_device and len(loader) == 6
@@ -159,9 +149,7 @@ def _tree(root, classes=("cat", "dog"), per_class=2):
 
 def test_imagefolder_cache_follows_the_tree_and_says_when_it_is_used(tmp_path, caplog):
     caplog.set_level("INFO", logger="sam_lightning.data.sources")
-    cfg = OmegaConf.create(
-        {"name": "imagefolder", "root": str(tmp_path / "tree"), "cache_dir": str(tmp_path / "cache")}
-    )
+    cfg = DataSpec(name="imagefolder", root=str(tmp_path / "tree"), cache_dir=str(tmp_path / "cache"))
     _tree(tmp_path / "tree")
     assert load_source(cfg).num_classes == 2
     assert not any("using the decoded images cached" in r.message for r in caplog.records)
@@ -176,7 +164,7 @@ def test_imagefolder_skips_non_image_files_and_counts_them(tmp_path, caplog):
     _tree(tmp_path)
     (tmp_path / "train" / "cat" / "README.txt").write_text("where these images come from")
     (tmp_path / "test" / "dog" / ".DS_Store").write_bytes(b"\0\1")
-    arrays = load_source(OmegaConf.create({"name": "imagefolder", "root": str(tmp_path), "cache_dir": None}))
+    arrays = load_source(DataSpec(name="imagefolder", root=str(tmp_path), cache_dir=None))
     assert arrays.train_x.shape[0] == 4 and arrays.test_x.shape[0] == 4
     skipped = [r.message for r in caplog.records if "skipped" in r.message]
     assert len(skipped) == 1 and "skipped 2 file(s)" in skipped[0] and "README.txt" in skipped[0]

@@ -10,13 +10,18 @@ import json
 import pytest
 import torch
 from conftest import compose_config, stop_after, tiny_on
+from omegaconf import OmegaConf
 
-from sam_lightning.data import ImageDataModule, load_source
+from sam_lightning.data import DataSpec, ImageDataModule, load_source
 from train import train
 
 
+def data_spec(cfg) -> DataSpec:
+    return DataSpec.from_mapping(OmegaConf.to_container(cfg.data, resolve=True))
+
+
 def datamodule_for(cfg) -> ImageDataModule:
-    dm = ImageDataModule(cfg.data, batch_size=cfg.data.batch_size)
+    dm = ImageDataModule(data_spec(cfg))
     dm.setup("fit")
     return dm
 
@@ -31,7 +36,7 @@ def test_subset_validation_split_and_flipped_labels_are_what_the_batches_carry(d
             "data.batch_size=32",
         )
     )
-    full = load_source(cfg.data)
+    full = load_source(data_spec(cfg))
     dm = datamodule_for(cfg)
     s = dm.splits
     assert s.sizes() == {

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from test_sam_step import fixed_batch, mlp
 
 from sam_lightning.cli import instantiate_method
-from sam_lightning.config import ConfigError, ModelSpec, OptimSpec, check_data_settings
+from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
+from sam_lightning.data import DataSpec
 from sam_lightning.data.label_noise import flip_labels, noise_fit, subset_indices
 from sam_lightning.sam import global_norm, sam_gradients
 from sam_lightning.variants import ASAM, NSAM, SAM, RandomPerturbation
-from train import load_backbone_weights, train
+from train import train
 
 
 def grads_of(model, x, y, at=None):
@@ -234,7 +235,7 @@ def test_bad_method_parameters_fail_with_one_line(values, match):
 @pytest.mark.parametrize("noise,fraction", [(1.0, 1.0), (-0.1, 1.0), (0.0, 0.0)])
 def test_bad_data_parameters_fail_before_any_data_is_read(noise, fraction, tiny_cfg):
     with pytest.raises(ConfigError):
-        check_data_settings(noise, fraction)
+        DataSpec(name="synthetic", n_train=64, n_test=8, num_classes=10, label_noise=noise, train_fraction=fraction)
     with pytest.raises(ConfigError):
         train(
             tiny_cfg(
@@ -257,21 +258,17 @@ def test_nsam_with_random_ascent_batch_trains(tiny_cfg):
 
 
 def test_init_from_loads_weights_only_and_refuses_another_architecture(tmp_path, tiny_cfg):
-    from sam_lightning.module import SAMClassifier
+    from sam_lightning.run_spec import build_run
+    from train import make_model
 
     source = train(tiny_cfg(f"paths.output_dir={tmp_path / 'a'}"))
     ckpt = tmp_path / "a/checkpoints/last.ckpt"
-    hp = dict(
-        model=ModelSpec("preact_resnet18", width=4), method=SAM(), optim=OptimSpec(), num_classes=10, max_epochs=1
-    )
-    module = SAMClassifier(**hp)
-    load_backbone_weights(module, str(ckpt))
+    module = make_model(build_run(tiny_cfg(f"paths.output_dir={tmp_path / 'b'}", f"init_from={ckpt}")))
     saved = torch.load(ckpt, weights_only=True)["state_dict"]
     for k, v in module.backbone.state_dict().items():
         assert torch.equal(v, saved[f"backbone.{k}"])
-    wider = SAMClassifier(**{**hp, "model": ModelSpec("preact_resnet18", width=8)})
     with pytest.raises(ConfigError, match="init_from"):
-        load_backbone_weights(wider, str(ckpt))
+        build_run(tiny_cfg(f"paths.output_dir={tmp_path / 'b'}", "model.width=8", f"init_from={ckpt}"))
     tuned = train(tiny_cfg(f"paths.output_dir={tmp_path / 'b'}", f"+init_from={ckpt}"))
     assert tuned["status"] == "finished" and source["status"] == "finished"
 

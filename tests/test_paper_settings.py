@@ -146,19 +146,17 @@ def test_paper_settings_init_is_kaiming_fan_out_and_torch_init_is_pytorchs_defau
 def test_paper_settings_inputs_are_raw_pixels_and_standardize_true_restores_the_old_ones(tmp_path):
     import torch
 
-    from sam_lightning.data import load_source
+    from sam_lightning.data import DataSpec, load_source
     from sam_lightning.data.sources import CIFAR_STATS
 
     cfg = compose_config(["data=cifar10"])
     assert cfg.data.standardize is False and compose_config([]).model.init == "paper"
-    raw = OmegaConf.create(
-        {"name": "synthetic", "n_train": 16, "n_test": 8, "num_classes": 2, "seed": 0, "standardize": False}
-    )
-    arrays = load_source(raw)
+    raw = {"name": "synthetic", "n_train": 16, "n_test": 8, "num_classes": 2, "seed": 0, "standardize": False}
+    arrays = load_source(DataSpec.from_mapping(raw))
     assert torch.equal(arrays.mean, torch.zeros(3)) and torch.equal(arrays.std, torch.ones(3))
-    old = load_source(OmegaConf.merge(raw, {"standardize": True}))
+    old = load_source(DataSpec.from_mapping({**raw, "standardize": True}))
     assert not torch.equal(old.std, torch.ones(3))
     # A data config without the key (an older run's) had standardized inputs.
-    legacy = OmegaConf.create({k: v for k, v in raw.items() if k != "standardize"})
+    legacy = DataSpec.from_mapping({k: v for k, v in raw.items() if k != "standardize"})
     assert torch.equal(load_source(legacy).mean, old.mean)
     assert CIFAR_STATS["cifar10"][0] == (0.4914, 0.4822, 0.4465)

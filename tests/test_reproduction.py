@@ -15,9 +15,9 @@ from conftest import CONF, compose_config
 from omegaconf import OmegaConf
 
 from sam_lightning import plots
-from sam_lightning.analysis.evaluation import AnalysisConfigError
 from sam_lightning.analysis.sharpness import expand_checkpoints, summary_table
 from sam_lightning.cli import instantiate_method
+from sam_lightning.config import ConfigError
 from sam_lightning.stats import format_mean_ci, mean_ci
 from sam_lightning.sweep.cli import summarize
 from sam_lightning.sweep.collect import KEY
@@ -102,7 +102,7 @@ def test_fig2_preset_finds_each_methods_checkpoints_of_a_fig16_sweep(tmp_path, n
     assert sorted(zip(labels, map(Path, paths))) == sorted(expected)  # never m=32, and 128 is not 4
     # Plain paths pass as they are; a pattern without a match is one line.
     assert expand_checkpoints(["a.ckpt", "b.ckpt"], None) == (["a.ckpt", "b.ckpt"], None)
-    with pytest.raises(AnalysisConfigError, match="matches no file"):
+    with pytest.raises(ConfigError, match="matches no file"):
         expand_checkpoints([f"{tmp_path}/**/*method=gsam,*/last.ckpt"], ["GSAM"])
 
 

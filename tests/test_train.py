@@ -198,7 +198,7 @@ def test_cli_missing_data_fails_fast_with_one_clear_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "/nonexistent" in errors[0] and "data.download=true" in errors[0]
     results = json.load(open(tmp_path / "results.json"))
-    assert results["status"] == "failed" and "DataUnavailableError" in results["reason"]
+    assert results["status"] == "failed" and results["reason"].startswith("ConfigError: ")
 
 
 def test_cli_bad_config_fails_before_training(tmp_path):

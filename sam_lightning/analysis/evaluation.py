@@ -6,33 +6,30 @@ mean and std; there is no augmentation in any analysis.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import ListConfig
 from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 
+from sam_lightning.config import ConfigError
 from sam_lightning.data.augment import normalize
+from sam_lightning.data.spec import DataSpec
 from sam_lightning.data.splits import Splits, load_splits
-
-
-class AnalysisConfigError(ValueError):
-    """A setting of an analysis command is invalid; the message names the key."""
 
 
 def as_list(value, key: str, kind: type) -> list:
     """A scalar or a list from the command line, as a non-empty list of `kind`."""
     values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
     if not values:
-        raise AnalysisConfigError(f"{key} is empty")
+        raise ConfigError(f"{key} is empty")
     try:
         return [kind(v) for v in values]
     except (TypeError, ValueError) as err:
-        raise AnalysisConfigError(f"{key}={values}: every entry must be a {kind.__name__}") from err
+        raise ConfigError(f"{key}={values}: every entry must be a {kind.__name__}") from err
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,28 +39,25 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise AnalysisConfigError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
+        raise ConfigError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise AnalysisConfigError(f"device={name} but no CUDA device is available: use device=cpu or device=auto")
+        raise ConfigError(f"device={name} but no CUDA device is available: use device=cpu or device=auto")
     return device
 
 
 class DataCache:
-    """Loads each distinct data config once (several checkpoints of one data set share it), as the
+    """Loads each distinct data spec once (several checkpoints of one data set share it), as the
     run saw it: its training subset without the validation split, its (flipped) labels, its inputs."""
 
     def __init__(self) -> None:
-        self._arrays: dict[str, Splits] = {}
+        self._arrays: dict[DataSpec, Splits] = {}
 
-    def get(self, cfg: DictConfig, num_classes: int | None = None) -> Splits:
-        key = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
-        if key not in self._arrays:
-            self._arrays[key] = load_splits(cfg)
-        arrays = self._arrays[key]
+    def get(self, data: DataSpec, num_classes: int | None = None) -> Splits:
+        if data not in self._arrays:
+            self._arrays[data] = load_splits(data)
+        arrays = self._arrays[data]
         if num_classes is not None and arrays.num_classes != num_classes:
-            raise AnalysisConfigError(
-                f"data {cfg.name} has {arrays.num_classes} classes but the model predicts {num_classes}"
-            )
+            raise ConfigError(f"data {data.name} has {arrays.num_classes} classes but the model predicts {num_classes}")
         return arrays
 
 
@@ -95,7 +89,7 @@ def select_points(
         n = min(n, len(y))
     if n is not None:
         if not 1 <= n <= len(y):
-            raise AnalysisConfigError(f"{key}={n} must be between 1 and the {len(y)} {split} images")
+            raise ConfigError(f"{key}={n} must be between 1 and the {len(y)} {split} images")
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
         x, y = x[idx], y[idx]
     return Points(x.to(device), y.to(device), arrays.mean.to(device), arrays.std.to(device))

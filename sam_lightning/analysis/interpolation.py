@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -27,7 +28,6 @@ from tqdm import tqdm
 import sam_lightning.open_config_node  # noqa: F401 - the open `data` node of conf/analysis/
 from sam_lightning import plots
 from sam_lightning.analysis.evaluation import (
-    AnalysisConfigError,
     DataCache,
     Points,
     as_list,
@@ -37,15 +37,9 @@ from sam_lightning.analysis.evaluation import (
     resolve_device,
     select_points,
 )
-from sam_lightning.checkpoints import (
-    CheckpointError,
-    data_config_for,
-    load_checkpoint,
-    require_same_architecture,
-)
-from sam_lightning.cli import run_or_fail
+from sam_lightning.checkpoints import data_spec_for, load_checkpoint, require_same_architecture
+from sam_lightning.cli import run_command
 from sam_lightning.config import ConfigError
-from sam_lightning.data.sources import DataUnavailableError
 from sam_lightning.jsonio import atomic_write_json
 from sam_lightning.strict import check_booleans
 
@@ -122,7 +116,7 @@ def t_grid(cfg: DictConfig) -> list[float]:
         ts = as_list(cfg.t, "t", float)
     else:
         if int(cfg.t_num) < 2:
-            raise AnalysisConfigError(f"t_num={cfg.t_num} must be >= 2 (or give t='[...]')")
+            raise ConfigError(f"t_num={cfg.t_num} must be >= 2 (or give t='[...]')")
         ts = torch.linspace(float(cfg.t_min), float(cfg.t_max), int(cfg.t_num), dtype=torch.float64).tolist()
     # Rounded so that a grid through 0 and 1 hits them exactly (linspace leaves 1e-17 residues).
     return [round(t, 10) for t in ts]
@@ -138,15 +132,15 @@ def run(cfg: DictConfig) -> dict:
     require_same_architecture(a, b)
     labels = as_list(cfg.labels, "labels", str) if cfg.labels is not None else ["A", "B"]
     if len(labels) != 2:
-        raise AnalysisConfigError(f"labels={labels}: give two names, for ckpt_a and ckpt_b")
+        raise ConfigError(f"labels={labels}: give two names, for ckpt_a and ckpt_b")
     override = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
-    data_a, data_b = data_config_for(a, override), data_config_for(b, override)
+    data_a, data_b = data_spec_for(a, override), data_spec_for(b, override)
     if data_a.name != data_b.name:
-        raise AnalysisConfigError(
+        raise ConfigError(
             f"the checkpoints were trained on different data ({data_a.name} vs {data_b.name}); choose one with data=..."
         )
     if data_a != data_b:
-        log.warning("the two runs' data configs differ; using ckpt_a's: %s", OmegaConf.to_container(data_a))
+        log.warning("the two runs' data configs differ; using ckpt_a's: %s", asdict(data_a))
     arrays = DataCache().get(data_a, a.num_classes)
     train = select_points(arrays, "train", cfg.train_points, cfg.seed, device, key="train_points", at_most=True)
     test = select_points(arrays, "test", cfg.test_points, cfg.seed, device, key="test_points", at_most=True)
@@ -224,12 +218,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../../conf/analysis", config_name="interpolation")
 def main(cfg: DictConfig) -> None:
-    run_or_fail(
-        run,
-        cfg,
-        (AnalysisConfigError, ConfigError, CheckpointError, DataUnavailableError),
-        required="ckpt_a=PATH ckpt_b=PATH",
-    )
+    run_command(run, cfg, required="ckpt_a=PATH ckpt_b=PATH")
 
 
 if __name__ == "__main__":

@@ -39,16 +39,14 @@ from tqdm import tqdm
 import sam_lightning.open_config_node  # noqa: F401 - the open `data` node of conf/analysis/
 from sam_lightning import plots
 from sam_lightning.analysis.evaluation import (
-    AnalysisConfigError,
     DataCache,
     as_list,
     resolve_device,
     select_points,
 )
-from sam_lightning.checkpoints import CheckpointError, data_config_for, load_checkpoint
-from sam_lightning.cli import run_or_fail
+from sam_lightning.checkpoints import data_spec_for, load_checkpoint
+from sam_lightning.cli import run_command
 from sam_lightning.config import ConfigError
-from sam_lightning.data.sources import DataUnavailableError
 from sam_lightning.jsonio import atomic_write_json
 from sam_lightning.sam import frozen_bn_running_stats
 from sam_lightning.stats import format_mean_ci, mean_ci
@@ -138,7 +136,7 @@ def ascend(
 def batchnorm_mode(model: nn.Module, mode: str) -> Iterator[None]:
     """bn=train: batch statistics, running statistics left exactly as they were; bn=eval: running ones."""
     if mode not in BN_MODES:
-        raise AnalysisConfigError(f"bn={mode!r}: use train or eval")
+        raise ConfigError(f"bn={mode!r}: use train or eval")
     was_training = model.training
     model.train(mode == "train")
     try:
@@ -216,7 +214,7 @@ class Settings:
                 int(cfg.seed),
             )
         except (TypeError, ValueError) as err:
-            raise AnalysisConfigError(
+            raise ConfigError(
                 f"n={cfg.n}, ascent_steps={cfg.ascent_steps}, ascent_step_mult={cfg.ascent_step_mult}, seed={cfg.seed}: need numbers"
             ) from err
         s = cls(
@@ -232,17 +230,17 @@ class Settings:
             seed=seed,
         )
         if any(r <= 0 for r in s.rhos):
-            raise AnalysisConfigError(f"rho={s.rhos}: every radius must be > 0")
+            raise ConfigError(f"rho={s.rhos}: every radius must be > 0")
         if any(m < 1 for m in s.ms):
-            raise AnalysisConfigError(f"m={s.ms}: every batch size must be >= 1")
+            raise ConfigError(f"m={s.ms}: every batch size must be >= 1")
         if any(bn not in BN_MODES for bn in s.bns):
-            raise AnalysisConfigError(f"bn={s.bns}: each entry must be train or eval")
+            raise ConfigError(f"bn={s.bns}: each entry must be train or eval")
         if s.ascent_steps < 1 or s.ascent_step_mult <= 0:
-            raise AnalysisConfigError(
+            raise ConfigError(
                 f"ascent_steps={s.ascent_steps}, ascent_step_mult={s.ascent_step_mult}: need ascent_steps >= 1 and ascent_step_mult > 0"
             )
         if s.labels is not None and len(s.labels) != len(s.ckpts):
-            raise AnalysisConfigError(f"labels has {len(s.labels)} entries for {len(s.ckpts)} checkpoints")
+            raise ConfigError(f"labels has {len(s.labels)} entries for {len(s.ckpts)} checkpoints")
         return s
 
 
@@ -253,7 +251,7 @@ def expand_checkpoints(entries: list[str], labels: list[str] | None) -> tuple[li
     for k, entry in enumerate(entries):
         matches = sorted(glob.glob(os.path.expanduser(entry), recursive=True)) if glob.has_magic(entry) else [entry]
         if not matches:
-            raise AnalysisConfigError(f"ckpt pattern {entry!r} matches no file")
+            raise ConfigError(f"ckpt pattern {entry!r} matches no file")
         paths += matches
         if labels is not None:
             expanded += [labels[k]] * len(matches)
@@ -298,7 +296,7 @@ def run(cfg: DictConfig) -> dict:
     # a label shared by several checkpoints makes them repeats of one model (a table row over them)
     labels = given_labels or unique([c.default_label() for c in ckpts])
     override = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
-    data_cfgs = [data_config_for(c, override) for c in ckpts]
+    data_specs = [data_spec_for(c, override) for c in ckpts]
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -306,8 +304,8 @@ def run(cfg: DictConfig) -> dict:
     total = len(ckpts) * len(s.bns) * len(s.rhos) * n_batches
     cache, records = DataCache(), []
     with tqdm(total=total, desc="sharpness", unit="batch", disable=not cfg.progress, dynamic_ncols=True) as bar:
-        for k, (ckpt, label, data_cfg) in enumerate(zip(ckpts, labels, data_cfgs), start=1):
-            points = select_points(cache.get(data_cfg, ckpt.num_classes), "train", s.n, s.seed, device, key="n")
+        for k, (ckpt, label, data) in enumerate(zip(ckpts, labels, data_specs), start=1):
+            points = select_points(cache.get(data, ckpt.num_classes), "train", s.n, s.seed, device, key="n")
             model = ckpt.build_backbone(device)
             for bn in s.bns:
                 for m in s.ms:
@@ -354,7 +352,7 @@ def run(cfg: DictConfig) -> dict:
             "one_step": s.one_step,
             "device": str(device),
         },
-        "checkpoints": [{"label": lb, "data": d.name, **c.describe()} for c, lb, d in zip(ckpts, labels, data_cfgs)],
+        "checkpoints": [{"label": lb, "data": d.name, **c.describe()} for c, lb, d in zip(ckpts, labels, data_specs)],
         "results": records,
         "summary": table.to_dict("records"),
     }
@@ -372,9 +370,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../../conf/analysis", config_name="sharpness")
 def main(cfg: DictConfig) -> None:
-    run_or_fail(
-        run, cfg, (AnalysisConfigError, ConfigError, CheckpointError, DataUnavailableError), required="ckpt=PATH"
-    )
+    run_command(run, cfg, required="ckpt=PATH")
 
 
 if __name__ == "__main__":

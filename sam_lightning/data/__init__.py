@@ -1,9 +1,10 @@
 """Datasets held in memory as uint8 tensors, augmented in batches on the training device."""
 
 from sam_lightning.data.augment import normalize, random_crop_flip
-from sam_lightning.data.sources import DataUnavailableError, ImageArrays, load_source
+from sam_lightning.data.sources import ImageArrays, load_source
+from sam_lightning.data.spec import DataSpec
 
-__all__ = ["DataUnavailableError", "ImageArrays", "ImageDataModule", "load_source", "normalize", "random_crop_flip"]
+__all__ = ["DataSpec", "ImageArrays", "ImageDataModule", "load_source", "normalize", "random_crop_flip"]
 
 
 def __getattr__(name: str):

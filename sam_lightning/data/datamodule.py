@@ -16,10 +16,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from sam_lightning.callbacks.preemption import ResumableEpoch
-from sam_lightning.config import ConfigError
 from sam_lightning.data.augment import normalize, random_crop_flip
 from sam_lightning.data.device_loader import DeviceBatches
-from sam_lightning.data.sources import CIFAR_STATS, download_cifar
+from sam_lightning.data.sources import download_cifar
+from sam_lightning.data.spec import CIFAR, DataSpec, require_full_batches
 from sam_lightning.data.splits import Splits, load_splits
 
 log = logging.getLogger("train")
@@ -40,39 +40,36 @@ class ResumableDataLoader(ResumableEpoch, DataLoader):
 
 class ImageDataModule(pl.LightningDataModule):
     """Lightning calls the hooks: `prepare_data` (once per machine) downloads, `setup` (every
-    process) loads the images and makes the splits, once. Nothing else drives them."""
+    process) loads the images and makes the splits, once. Nothing else drives them.
 
-    def __init__(self, cfg, batch_size: int, eval_batch_size: int = 512, num_workers: int = 0, on_device: bool | str = "auto") -> None:
+    data: the checked settings (`DataSpec`; its batch_size is the training batch per device).
+    on_device: auto (the training set lives on the device for single-GPU runs: DeviceBatches), true
+    or false (the DataLoader)."""
+
+    def __init__(self, data: DataSpec, eval_batch_size: int = 512, num_workers: int = 0, on_device: bool | str = "auto") -> None:
         super().__init__()
-        self.cfg = cfg
-        # auto: the training set lives on the device for single-GPU runs (DeviceBatches), else the DataLoader.
-        if on_device not in ("auto", True, False):
-            raise ConfigError(f"data_on_device={on_device!r}: must be auto, true or false")
+        self.data = data
         self.on_device = on_device
-        self.batch_size = batch_size
+        self.batch_size = data.batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.splits: Splits | None = None
 
     def prepare_data(self) -> None:
         """Download CIFAR when data.download is set (state made here is not seen by other processes)."""
-        if self.cfg.name in CIFAR_STATS and self.cfg.download:
-            download_cifar(self.cfg.name, self.cfg.root)
+        if self.data.name in CIFAR and self.data.download:
+            download_cifar(self.data.name, self.data.root)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:  # fit, then test or validate: the same splits
             return
-        cfg = self.cfg
-        self.splits = load_splits(cfg)
+        self.splits = load_splits(self.data)
         sizes = self.splits.sizes()
         noisy = f", {sizes['noisy_train']} flipped labels" if "noisy_train" in sizes else ""
-        log.info("data %s: %d train / %d validation / %d test examples, %d classes%s", cfg.name, sizes["train"], sizes["val"], sizes["test"], sizes["num_classes"], noisy)
-        n_train = sizes["train"]
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if n_train // world < self.batch_size:
-            # The training loader drops the incomplete last batch: not one step would be made.
-            per = f" ({n_train // world} per device on {world} devices)" if world > 1 else ""
-            raise ConfigError(f"data.batch_size={self.batch_size} exceeds the {n_train} training images{per}: lower data.batch_size")
+        log.info("data %s: %d train / %d validation / %d test examples, %d classes%s", self.data.name, sizes["train"], sizes["val"], sizes["test"], sizes["num_classes"], noisy)
+        # On the loaded data and the real device count: any source (build_run checked a synthetic set's
+        # size before anything started, with the device count its settings give).
+        require_full_batches(sizes["train"], self.batch_size, self.trainer.world_size if self.trainer is not None else 1)
 
     @property
     def eval_sets(self) -> list[str]:
@@ -80,9 +77,9 @@ class ImageDataModule(pl.LightningDataModule):
         validation split (data.val_fraction); train with data.eval_train (the training images with
         their true labels, unaugmented, in eval mode: whether a model has fit its training set)."""
         sets = ["test"]
-        if float(self.cfg.get("val_fraction", 0.0)) > 0:
+        if self.data.val_fraction > 0:
             sets.append("val")
-        if self.cfg.get("eval_train", False):
+        if self.data.eval_train:
             sets.append("train_eval")
         return sets
 
@@ -118,8 +115,8 @@ class ImageDataModule(pl.LightningDataModule):
     def transform(self, batch, train: bool):
         """uint8 batch on the device -> augmented (if `train`) and normalized float batch."""
         x, *labels = batch
-        if train and self.cfg.augment:
-            x = random_crop_flip(x, padding=self.cfg.crop_padding)
+        if train and self.data.augment:
+            x = random_crop_flip(x, padding=self.data.crop_padding)
         return (normalize(x, self.splits.mean, self.splits.std), *labels)
 
     def random_train_batch(self, n: int, device: torch.device):

@@ -1,18 +1,20 @@
-"""Symmetric label noise and training subsets, both fixed by a seed (paper Fig. 12, App. E.7)."""
+"""Symmetric label noise and training subsets, both fixed by a seed (paper Fig. 12, App. E.7).
+
+The fractions are checked once, by `sam_lightning.data.spec.DataSpec`."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from sam_lightning.config import ConfigError
+
 
 def flip_labels(labels: Tensor, fraction: float, num_classes: int, seed: int) -> tuple[Tensor, Tensor]:
     """Flip exactly round(fraction * N) labels, each to a class drawn uniformly from the other
     num_classes - 1 (never the true one). Returns (noisy labels, sorted indices of the flipped)."""
-    if not 0 <= fraction < 1:
-        raise ValueError(f"data.label_noise must be in [0, 1), got {fraction}")
     if fraction > 0 and num_classes < 2:
-        raise ValueError("label noise needs at least two classes")
+        raise ConfigError(f"data.label_noise={fraction} needs at least two classes; the data set has {num_classes}")
     g = torch.Generator().manual_seed(seed)
     n_flip = round(fraction * len(labels))
     flipped = torch.randperm(len(labels), generator=g)[:n_flip].sort().values
@@ -24,8 +26,6 @@ def flip_labels(labels: Tensor, fraction: float, num_classes: int, seed: int) ->
 
 def subset_indices(n: int, fraction: float, seed: int) -> Tensor:
     """round(fraction * n) of range(n), drawn without replacement and sorted; all when fraction = 1."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"data.train_fraction must be in (0, 1], got {fraction}")
     if fraction == 1:
         return torch.arange(n)
     g = torch.Generator().manual_seed(seed)

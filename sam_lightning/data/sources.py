@@ -1,7 +1,9 @@
 """Where images come from: torchvision's CIFAR classes, an ImageFolder tree, or synthetic data.
 
 Every source returns the same thing, `ImageArrays`: uint8 (N, 3, 32, 32) tensors and int64 labels,
-kept in memory (CIFAR is 180 MB as uint8), so training never decodes an image twice.
+kept in memory (CIFAR is 180 MB as uint8), so training never decodes an image twice. Data that
+cannot be read (a missing folder, an empty class, an undecodable file) is a `ConfigError` whose
+one line names the path and the fix.
 """
 
 from __future__ import annotations
@@ -17,16 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sam_lightning.config import ConfigError
+from sam_lightning.data.spec import CIFAR, DataSpec
+
 log = logging.getLogger(__name__)
 
 CIFAR_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-
-
-class DataUnavailableError(RuntimeError):
-    """The data set cannot be read; the message names the path and the fix, in one line."""
 
 
 @dataclass
@@ -56,9 +57,9 @@ def download_cifar(name: str, root: str) -> None:
     load_cifar(name, root, download=True)
 
 
-def _cifar_missing(name: str, root: str, download: bool) -> DataUnavailableError:
+def _cifar_missing(name: str, root: str, download: bool) -> ConfigError:
     fix = "set data.download=true (needs network)" if not download else "delete the folder and download again"
-    return DataUnavailableError(f"{name} not found or corrupted under {os.path.abspath(root)}: {fix}, or point data.root at a folder holding it")
+    return ConfigError(f"{name} not found or corrupted under {os.path.abspath(root)}: {fix}, or point data.root at a folder holding it")
 
 
 def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
@@ -70,7 +71,7 @@ def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
             raise _cifar_missing(name, root, download) from err
         except OSError as err:  # no network while downloading
-            raise DataUnavailableError(f"could not download {name} into {os.path.abspath(root)} ({err.__class__.__name__}: {err}); fetch it on a machine with network and set data.root, data.download=false") from err
+            raise ConfigError(f"could not download {name} into {os.path.abspath(root)} ({err.__class__.__name__}: {err}); fetch it on a machine with network and set data.root, data.download=false") from err
         splits[train] = (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.long))
     mean, std = (torch.tensor(s) for s in CIFAR_STATS[name])
     return ImageArrays(*splits[True], *splits[False], num_classes=100 if name == "cifar100" else 10, mean=mean, std=std)
@@ -100,7 +101,7 @@ def _list_images(base: Path, split: str, classes: list[str]) -> tuple[list[tuple
             else:
                 skipped.append(f)
         if not found:
-            raise DataUnavailableError(f"{base / split / c} holds no images ({', '.join(IMAGE_EXTENSIONS)}): every class needs images in train/ and test/; remove the folder or add images")
+            raise ConfigError(f"{base / split / c} holds no images ({', '.join(IMAGE_EXTENSIONS)}): every class needs images in train/ and test/; remove the folder or add images")
     return images, skipped
 
 
@@ -115,7 +116,7 @@ def _decode(files: list[tuple[Path, int]], desc: str) -> tuple[Tensor, Tensor]:
         except (OSError, RuntimeError) as err:
             # torchvision prefixes "decode_jpeg, <source file>:<line>, " to what went wrong
             reason = re.sub(r"^\w+, \S+:\d+, ", "", (str(err).strip().splitlines() or [type(err).__name__])[0])
-            raise DataUnavailableError(f"cannot decode {f}: {reason[:150]}; delete or replace the file") from err
+            raise ConfigError(f"cannot decode {f}: {reason[:150]}; delete or replace the file") from err
         if img.shape[1:] != (32, 32):
             img = F.interpolate(img[None].float(), size=(32, 32), mode="bilinear", antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
         images[i] = img
@@ -141,16 +142,16 @@ def load_imagefolder(root: str, cache_dir: str | None) -> ImageArrays:
     is keyed on the tree's content (`tree_fingerprint`), so a changed tree is decoded again."""
     base = Path(root).expanduser()
     if not (base / "train").is_dir() or not (base / "test").is_dir():
-        raise DataUnavailableError(f"no train/ and test/ folders under {base.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)")
+        raise ConfigError(f"no train/ and test/ folders under {base.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)")
     classes = _class_folders(base / "train")
     if not classes:
-        raise DataUnavailableError(f"{base / 'train'} holds no class folders: an ImageFolder tree is train/<class>/*, test/<class>/*")
+        raise ConfigError(f"{base / 'train'} holds no class folders: an ImageFolder tree is train/<class>/*, test/<class>/*")
     test_only = sorted(set(_class_folders(base / "test")) - set(classes))
     if test_only:
-        raise DataUnavailableError(f"{base / 'test'} has class folder(s) that train/ lacks: {', '.join(test_only)}; a class must be in both")
+        raise ConfigError(f"{base / 'test'} has class folder(s) that train/ lacks: {', '.join(test_only)}; a class must be in both")
     missing = [c for c in classes if not (base / "test" / c).is_dir()]
     if missing:
-        raise DataUnavailableError(f"{base / 'test'} lacks the class folder(s) {', '.join(missing)} of train/; a class must be in both")
+        raise ConfigError(f"{base / 'test'} lacks the class folder(s) {', '.join(missing)} of train/; a class must be in both")
     train_files, skipped = _list_images(base, "train", classes)
     test_files, skipped_test = _list_images(base, "test", classes)
     skipped += skipped_test
@@ -201,45 +202,30 @@ def make_synthetic(n_train: int, n_test: int, num_classes: int, seed: int, noise
     return ImageArrays(train_x, train_y, test_x, test_y, num_classes, mean, std)
 
 
-SOURCES = ("cifar10", "cifar100", "imagefolder", "synthetic")
-
-
-def standardizes(cfg) -> bool:
-    """Whether inputs are standardized per channel (data.standardize). The paper's code feeds raw
-    [0, 1] pixels (mean 0, std 1), the default; a data config without the key is an older run's,
-    whose inputs were standardized."""
-    return bool(cfg.get("standardize", True))
-
-
-def load_source(cfg) -> ImageArrays:
-    """Dispatch on `data.name` (a Hydra `data` config or any object with the same attributes); the
-    arrays' mean and std are the input normalization the run uses (0 and 1 without data.standardize)."""
-    if cfg.name in CIFAR_STATS:
-        arrays = load_cifar(cfg.name, cfg.root, cfg.download)
-    elif cfg.name == "imagefolder":
-        arrays = load_imagefolder(cfg.root, cfg.get("cache_dir"))
-    elif cfg.name == "synthetic":
-        arrays = make_synthetic(cfg.n_train, cfg.n_test, cfg.num_classes, cfg.seed, noise=cfg.get("noise", 0.6))
+def load_source(data: DataSpec) -> ImageArrays:
+    """Dispatch on `data.name`; the arrays' mean and std are the input normalization the run uses
+    (0 and 1 without data.standardize)."""
+    if data.name in CIFAR:
+        arrays = load_cifar(data.name, data.root, data.download)
+    elif data.name == "imagefolder":
+        arrays = load_imagefolder(data.root, data.cache_dir)
     else:
-        raise ValueError(f"unknown data.name {cfg.name!r}: use {', '.join(SOURCES)}")
-    if not standardizes(cfg):
+        arrays = make_synthetic(data.n_train, data.n_test, data.num_classes, data.seed, noise=data.noise)
+    if not data.standardize:
         arrays.mean, arrays.std = torch.zeros(3), torch.ones(3)
     return arrays
 
 
-def num_classes_of(cfg) -> int:
-    """The number of classes of a data config without loading any image (the model is built
-    before Lightning's data hooks run). A missing data folder is an error here already, before
-    anything else starts."""
-    if cfg.name in CIFAR_STATS:
-        if not cfg.download and not (Path(cfg.root).expanduser() / _cifar_class(cfg.name).base_folder).is_dir():
-            raise _cifar_missing(cfg.name, cfg.root, cfg.download)
-        return 100 if cfg.name == "cifar100" else 10
-    if cfg.name == "synthetic":
-        return int(cfg.num_classes)
-    if cfg.name == "imagefolder":
-        train = Path(cfg.root).expanduser() / "train"
-        if not train.is_dir() or not (classes := _class_folders(train)):
-            raise DataUnavailableError(f"no class folders under {train.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)")
-        return len(classes)
-    raise ValueError(f"unknown data.name {cfg.name!r}: use {', '.join(SOURCES)}")
+def num_classes_of(data: DataSpec) -> int:
+    """The number of classes without loading any image (the model is built before Lightning's data
+    hooks run). A missing data folder is an error here already, before anything else starts."""
+    if data.name in CIFAR:
+        if not data.download and not (Path(data.root).expanduser() / _cifar_class(data.name).base_folder).is_dir():
+            raise _cifar_missing(data.name, data.root, data.download)
+        return 100 if data.name == "cifar100" else 10
+    if data.name == "synthetic":
+        return data.num_classes
+    train = Path(data.root).expanduser() / "train"
+    if not train.is_dir() or not (classes := _class_folders(train)):
+        raise ConfigError(f"no class folders under {train.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)")
+    return len(classes)

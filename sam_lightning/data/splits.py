@@ -1,6 +1,7 @@
 """What a run trains, validates and tests on, made once from a source's arrays (any source).
 
-    splits = make_splits(load_source(cfg), train_fraction=0.04, val_fraction=0.1, label_noise=0.6, seed=0)
+    splits = make_splits(load_source(data), train_fraction=0.04, val_fraction=0.1, label_noise=0.6, seed=0)
+    splits = load_splits(data)   # the same, with the fractions, noise and seed of a DataSpec
 
 In this order, as the paper's code does: a subset of the training images (`train_fraction`), a
 held-out validation part of that subset (`val_fraction`, the paper's 10%: 45k / 5k on CIFAR),
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from sam_lightning.data.label_noise import flip_labels, subset_indices
 from sam_lightning.data.sources import ImageArrays, load_source
+from sam_lightning.data.spec import DataSpec
 
 
 @dataclass
@@ -50,8 +52,6 @@ class Splits:
 
 def validation_indices(n: int, fraction: float, seed: int) -> Tensor:
     """round(fraction * n) of range(n) drawn by `seed`, sorted; none when fraction = 0."""
-    if not 0 <= fraction < 1:
-        raise ValueError(f"data.val_fraction must be in [0, 1), got {fraction}")
     g = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=g)[: round(fraction * n)].sort().values
 
@@ -72,9 +72,9 @@ def make_splits(arrays: ImageArrays, *, train_fraction: float, val_fraction: flo
     )
 
 
-def load_splits(cfg) -> Splits:
-    """The splits of a `data` config (conf/train/data/), from its source."""
+def load_splits(data: DataSpec) -> Splits:
+    """The splits of a run's data, from its source."""
     return make_splits(
-        load_source(cfg), train_fraction=float(cfg.get("train_fraction", 1.0)), val_fraction=float(cfg.get("val_fraction", 0.0)),
-        label_noise=float(cfg.get("label_noise", 0.0)), seed=int(cfg.get("seed") or 0),
+        load_source(data), train_fraction=data.train_fraction, val_fraction=data.val_fraction,
+        label_noise=data.label_noise, seed=data.seed,
     )

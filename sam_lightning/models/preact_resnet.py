@@ -6,7 +6,11 @@ normalization layer.
 
 `width` is the channel count of the stem and first stage; the four stages have width x (1, 2, 4, 8)
 channels (64 is the paper's ResNet). `norm="group"` uses GroupNorm with `gn_groups` groups in every
-layer; each layer's channel count (width, 2 width, 4 width, 8 width) must be divisible by it.
+layer (default: `paper_gn_groups(width)`, the paper's code's width // 2); each layer's channel count
+(width, 2 width, 4 width, 8 width) must be divisible by it.
+
+The settings are checked by `sam_lightning.config.ModelSpec`, which every caller with user input
+goes through; here they are taken as given.
 
 `init="paper"` (the default) initializes as the paper's code does: convolutions Kaiming-normal
 (fan_out, relu), normalization weights 1 and biases 0, the linear layer's bias 0 (its weight keeps
@@ -26,18 +30,13 @@ ARCHITECTURES = {"preact_resnet18": (2, 2, 2, 2), "preact_resnet34": (3, 4, 6, 3
 INITS = ("paper", "torch")
 
 
-def norm_layer(kind: str, gn_groups: int = 32):
-    if kind == "batch":
-        return nn.BatchNorm2d
-    if kind == "group":
-        return partial(_group_norm, gn_groups)
-    raise ValueError(f"model.norm must be 'batch' or 'group', got {kind!r}")
+def paper_gn_groups(width: int) -> int:
+    """GroupNorm's groups when none are given: width // 2, as the paper's code (at least 1)."""
+    return max(1, width // 2)
 
 
-def _group_norm(groups: int, channels: int) -> nn.GroupNorm:
-    if channels % groups:
-        raise ValueError(f"model.gn_groups={groups} does not divide {channels} channels; pick a divisor of model.width")
-    return nn.GroupNorm(groups, channels)
+def norm_layer(kind: str, gn_groups: int):
+    return {"batch": nn.BatchNorm2d, "group": partial(nn.GroupNorm, gn_groups)}[kind]
 
 
 class PreActBlock(nn.Module):
@@ -69,13 +68,11 @@ class PreActResNet(nn.Module):
         num_classes: int,
         width: int = 64,
         norm: str = "batch",
-        gn_groups: int = 32,
+        gn_groups: int | None = None,
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        if width < 1:
-            raise ValueError(f"model.width must be positive, got {width}")
-        make_norm = norm_layer(norm, gn_groups)
+        make_norm = norm_layer(norm, paper_gn_groups(width) if gn_groups is None else gn_groups)
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
         stages, in_planes = [], width
         for i, n_blocks in enumerate(blocks):
@@ -115,14 +112,10 @@ def build_model(
     num_classes: int,
     width: int = 64,
     norm: str = "batch",
-    gn_groups: int = 32,
+    gn_groups: int | None = None,
     in_channels: int = 3,
     init: str = "paper",
 ) -> PreActResNet:
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"model.arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
-    if init not in INITS:
-        raise ValueError(f"model.init must be one of {', '.join(INITS)}, got {init!r}")
     model = PreActResNet(ARCHITECTURES[arch], num_classes, width, norm, gn_groups, in_channels)
     if init == "paper":
         paper_init(model)

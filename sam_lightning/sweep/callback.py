@@ -25,8 +25,9 @@ class SweepTable(Callback):
         self.plots = plots
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from sam_lightning.config import ConfigError
         from sam_lightning.sweep.cli import summarize  # pandas and matplotlib only at the end of a multirun
-        from sam_lightning.sweep.collect import SweepInputError, collect
+        from sam_lightning.sweep.collect import collect
 
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = None
@@ -42,7 +43,7 @@ class SweepTable(Callback):
                 self.plots,
                 echo=lambda text: print(text, flush=True),
             )
-        except SweepInputError as err:
+        except ConfigError as err:
             print(f"error: no sweep table: {err}", flush=True)
         except Exception as err:  # noqa: BLE001 - the jobs are done; a table problem must not hide them
             log.exception("the sweep table failed")

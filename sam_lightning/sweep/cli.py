@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from sam_lightning.cli import BAD_INPUT, FAILED
+from sam_lightning.config import ConfigError
 from sam_lightning.sweep import paired as pairing
 from sam_lightning.sweep import table
-from sam_lightning.sweep.collect import SweepInputError, collect
+from sam_lightning.sweep.collect import collect
 
 OUTPUT_NAMES = ("summary.csv", "summary.md", "runs.csv")
 PAIRED_CSV = "paired.csv"
@@ -163,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             sources = list(args.dirs)
         if args.paired:
             pairing.check(runs, args.paired, args.baseline)
-    except SweepInputError as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     out = _out_dir(args)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"error: --out {out} cannot be created ({err.strerror or err}); choose a writable folder", file=sys.stderr
         )
-        return 2
+        return BAD_INPUT
     summary, info = summarize(
         runs,
         histories,
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\nerror: none of the {len(runs)} job(s) finished with {info['metric']}; see {out / 'runs.csv'}",
             file=sys.stderr,
         )
-        return 1
+        return FAILED
     if args.wandb and not args.no_report:
         from sam_lightning.sweep.wandb_io import log_report
 
@@ -203,14 +205,14 @@ def _export(dirs: list[str], target: str) -> int:
 
     try:
         done = export(dirs, target)
-    except SweepInputError as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     except OSError as err:
         print(f"error: --export {target}: {err.strerror or err}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     print(describe(done, target))
     if not done.written:
         print(f"error: no job below {', '.join(dirs)} has ended yet: nothing to export", file=sys.stderr)
-        return 1
+        return FAILED
     return 0

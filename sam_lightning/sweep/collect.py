@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from sam_lightning.config import ConfigError
 from sam_lightning.naming import group_keys, method_label
 from sam_lightning.sweep.duplicates import RHO_INERT
 
@@ -28,10 +29,6 @@ RESULTS_FILE = "results.json"
 KEY = "key:"  # prefix of the group columns: key:method, key:method.rho, ...
 # Besides every final_*/best_* number: the test error at the epoch of lowest validation error.
 EXTRA_METRICS = ("test_error_at_best_val",)
-
-
-class SweepInputError(ValueError):
-    """The folders given to sweep.py hold nothing it can read; the message says what and where."""
 
 
 def find_job_dirs(root: Path) -> list[Path]:
@@ -143,12 +140,12 @@ def iter_jobs(roots: list[str | os.PathLike], check=None):
     to its root, prefixed by the root's name when there are several. `check(root)` runs first."""
     for root in map(Path, roots):
         if not root.is_dir():
-            raise SweepInputError(f"{root}: no such folder")
+            raise ConfigError(f"{root}: no such folder")
         if check is not None:
             check(root)
         jobs = find_job_dirs(root)
         if not jobs:
-            raise SweepInputError(f"{root}: no job folders (none holds results.json or .hydra/)")
+            raise ConfigError(f"{root}: no job folders (none holds results.json or .hydra/)")
         for job in jobs:
             name = str(job.relative_to(root)) if job != root else job.name
             yield job, (f"{root.name}/{name}" if len(roots) > 1 else name)

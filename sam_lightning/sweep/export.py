@@ -26,8 +26,9 @@ from pathlib import Path
 
 import yaml
 
+from sam_lightning.config import ConfigError
 from sam_lightning.jsonio import atomic_write_json
-from sam_lightning.sweep.collect import RESULTS_FILE, SweepInputError, iter_jobs, recorded_overrides
+from sam_lightning.sweep.collect import RESULTS_FILE, iter_jobs, recorded_overrides
 
 EXPORTED = ("finished", "diverged", "skipped")
 
@@ -70,7 +71,7 @@ def _with_overrides(job: Path, payload: dict) -> dict | None:
     try:
         overrides = [str(o) for o in (yaml.safe_load(hydra_file.read_text()) or [])]
     except (OSError, yaml.YAMLError) as err:
-        raise SweepInputError(f"{hydra_file}: unreadable ({err}); the job's row cannot be kept") from err
+        raise ConfigError(f"{hydra_file}: unreadable ({err}); the job's row cannot be kept") from err
     return {**payload, "overrides": overrides}
 
 
@@ -85,13 +86,13 @@ def _inside(path: Path, folder: Path) -> bool:
 def export(roots: list[str | os.PathLike], target: str | os.PathLike) -> Export:
     """Copy the results.json of every job below `roots` that ended into `target`/<job name>/.
     Job names are those sweep.py gives (with several roots: <root name>/<job>). Checks everything
-    before it writes anything; raises SweepInputError with one line."""
+    before it writes anything; raises ConfigError with one line."""
     target = Path(target)
     plan, done = [], Export()
 
     def outside(root: Path) -> None:
         if _inside(target, root):
-            raise SweepInputError(
+            raise ConfigError(
                 f"--export {target} is inside {root}: its copies would be read as jobs of the sweep; "
                 "export into a folder outside it, e.g. docs/results/<name>"
             )
@@ -116,7 +117,7 @@ def export(roots: list[str | os.PathLike], target: str | os.PathLike) -> Export:
             except (ValueError, AttributeError):
                 same_run = False
             if not same_run:
-                raise SweepInputError(
+                raise ConfigError(
                     f"{dest} holds another run (its config differs) under the same job name; export into another folder"
                 )
             done.updated.append(name)

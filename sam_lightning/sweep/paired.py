@@ -23,8 +23,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from sam_lightning.config import ConfigError
 from sam_lightning.stats import bootstrap_ci, format_mean_ci
-from sam_lightning.sweep.collect import KEY, SweepInputError
+from sam_lightning.sweep.collect import KEY
 from sam_lightning.sweep.table import RHO, _cell, _sortable, _what, is_error
 
 # Overrides that name the method (naming.method_label reads them): the baseline differs in them by definition.
@@ -46,20 +47,20 @@ def is_baseline(runs: pd.DataFrame, baseline: str) -> pd.Series:
 
 
 def check(runs: pd.DataFrame, on: str, baseline: str) -> None:
-    """One line (SweepInputError) for a `--paired` key the runs do not have or a baseline without runs."""
+    """One line (ConfigError) for a `--paired` key the runs do not have or a baseline without runs."""
     present = runs[runs["status"] != "skipped"] if "status" in runs else runs
     col = unit_column(on)
     if col not in present or present[col].isna().all():
         have = (["seed"] if "seed" in present and present["seed"].notna().any() else []) + [
             c[len(KEY) :] for c in present.columns if c.startswith(KEY) and present[c].notna().any()
         ]
-        raise SweepInputError(f"--paired {on}: no run has that key; the runs have: {', '.join(have) or 'none'}")
+        raise ConfigError(f"--paired {on}: no run has that key; the runs have: {', '.join(have) or 'none'}")
     if not is_baseline(runs, baseline).any():
         methods = sorted(
             {str(m) for m in runs.get("method_label", pd.Series(dtype=object)).dropna()}
             | {str(m) for m in runs.get(KEY + "method", pd.Series(dtype=object)).dropna()}
         )
-        raise SweepInputError(
+        raise ConfigError(
             f"--baseline {baseline}: no runs of that method; the methods here: {', '.join(methods) or 'none'}"
         )
 

@@ -7,13 +7,13 @@ least one value. Runs at on_multirun_start, before the sweeper reads the space.
 
 from __future__ import annotations
 
-import sys
-
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, RangeSweep
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from sam_lightning.cli import BAD_INPUT, fail
 
 
 def search_space_problem(params: dict) -> str | None:
@@ -47,5 +47,4 @@ class SearchSpaceCheck(Callback):
                 params[key.lstrip("+~")] = text
         problem = search_space_problem({str(k): str(v) for k, v in params.items()})
         if problem:
-            print(f"error: {problem}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            fail(problem, BAD_INPUT)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sam_lightning.sweep.collect import SweepInputError, record
+from sam_lightning.config import ConfigError
+from sam_lightning.sweep.collect import record
 from sam_lightning.wandb_mode import resolve_mode
 
 REPORT_JOB_TYPE = "sweep-summary"
@@ -23,7 +24,7 @@ API_TIMEOUT_S = 30
 def require_online() -> None:
     mode, why = resolve_mode("auto")
     if mode != "online":
-        raise SweepInputError(
+        raise ConfigError(
             f"W&B is not available ({why or 'mode ' + mode}); aggregate the local multirun folder instead"
         )
 
@@ -59,7 +60,7 @@ def run_from_api(api_run) -> tuple[dict, list[dict]] | None:
 
 def collect_wandb(path: str, group: str) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
     if path.count("/") != 1:
-        raise SweepInputError(f"--wandb takes ENTITY/PROJECT, got {path!r}")
+        raise ConfigError(f"--wandb takes ENTITY/PROJECT, got {path!r}")
     require_online()
     import wandb
 
@@ -71,7 +72,7 @@ def collect_wandb(path: str, group: str) -> tuple[pd.DataFrame, dict[str, list[d
             rows.append(item[0])
             histories[item[0]["job"]] = item[1]
     if not rows:
-        raise SweepInputError(f"W&B {path}: no runs in group {group!r}")
+        raise ConfigError(f"W&B {path}: no runs in group {group!r}")
     return pd.DataFrame(rows), histories
 
 

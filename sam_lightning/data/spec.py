@@ -1,0 +1,101 @@
+"""What a run reads: one frozen, checked `DataSpec` (the `data` node of conf/train/data/*.yaml).
+
+    data = DataSpec.from_mapping({"name": "synthetic", "n_train": 256, "n_test": 128, "num_classes": 10})
+
+The datamodule, the splits, the sources and the analysis commands read its fields; every value is
+checked here once, before any image is read. No torch here: tools that only check settings start fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sam_lightning.config import ConfigError, from_mapping, is_number, require_int
+
+SOURCES = ("cifar10", "cifar100", "imagefolder", "synthetic")
+CIFAR = ("cifar10", "cifar100")
+
+
+def training_images(n: int, train_fraction: float, val_fraction: float) -> int:
+    """How many of n source images train: the subset (at least one), less its validation part
+    (the counts `sam_lightning.data.splits.make_splits` keeps)."""
+    kept = n if train_fraction == 1 else max(1, round(train_fraction * n))
+    return kept - round(val_fraction * kept)
+
+
+def require_full_batches(n_train: int, batch_size: int, world: int) -> None:
+    """Each device trains on its share of the training set with full batches only (the incomplete
+    last batch is dropped): a share below data.batch_size would train nothing."""
+    if n_train // world < batch_size:
+        per = f" ({n_train // world} per device on {world} devices)" if world > 1 else ""
+        raise ConfigError(
+            f"data.batch_size={batch_size} exceeds the {n_train} training images{per}: lower data.batch_size"
+        )
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One data set and how a run uses it (README, "Data options").
+
+    name: cifar10 | cifar100 | imagefolder | synthetic; root: where the files are (not synthetic);
+    download: fetch CIFAR into root; cache_dir: the decoded ImageFolder tensors' cache (null: none).
+    batch_size: per device; augment: random crop (crop_padding) and flip; standardize: per-channel
+    mean/std (false: raw [0, 1] pixels, the paper's code; a config without the key is an older
+    run's, whose inputs were standardized: the default). train_fraction, val_fraction, label_noise:
+    the subset, its held-out validation part and the flipped labels, all drawn by `seed`.
+    eval_train: also evaluate the training images. Synthetic only: n_train, n_test, num_classes,
+    noise (per-pixel noise). num_classes: null for the others (CIFAR's own; an ImageFolder's folders).
+    """
+
+    name: str
+    root: str | None = None
+    download: bool = False
+    cache_dir: str | None = None
+    batch_size: int = 128
+    augment: bool = True
+    crop_padding: int = 4
+    standardize: bool = True
+    train_fraction: float = 1.0
+    val_fraction: float = 0.0
+    eval_train: bool = False
+    label_noise: float = 0.0
+    seed: int = 0
+    n_train: int | None = None
+    n_test: int | None = None
+    num_classes: int | None = None
+    noise: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.name not in SOURCES:
+            raise ConfigError(f"data.name={self.name!r}: must be one of {', '.join(SOURCES)} (data=...)")
+        if self.name != "synthetic" and self.root in (None, "", "???"):
+            raise ConfigError(f"data.root is required for data={self.name}: data.root=PATH")
+        require_int("data.batch_size", self.batch_size, 1)
+        require_int("data.crop_padding", self.crop_padding, 0)
+        require_int("data.seed", self.seed, 0)
+        if not 0 < self.train_fraction <= 1:
+            raise ConfigError(f"data.train_fraction={self.train_fraction}: must be in (0, 1]")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction={self.val_fraction}: must be in [0, 1)")
+        if not 0 <= self.label_noise < 1:
+            raise ConfigError(f"data.label_noise={self.label_noise}: must be in [0, 1)")
+        if self.name == "synthetic":
+            require_int("data.n_train", self.n_train, 1)
+            require_int("data.n_test", self.n_test, 1)
+            require_int("data.num_classes", self.num_classes, 2)
+            if not is_number(self.noise) or self.noise < 0:
+                raise ConfigError(
+                    f"data.noise={self.noise!r}: must be a number >= 0 (the per-pixel noise of the synthetic images)"
+                )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> DataSpec:
+        return from_mapping(cls, "data", values)
+
+    def train_size(self) -> int | None:
+        """The training images, where the settings alone say it (synthetic data); None until a
+        source's files are read."""
+        if self.name != "synthetic":
+            return None
+        return training_images(self.n_train, self.train_fraction, self.val_fraction)

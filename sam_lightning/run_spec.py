@@ -1,0 +1,264 @@
+"""A training run's settings, made once from its composed config and checked once: `build_run`.
+
+    run = build_run(cfg)          # cfg: what Hydra composed from conf/train/ (build_run composes nothing)
+    run.model, run.optim, run.data, run.trainer, run.method, run.logging, run.seed, run.config, ...
+
+The config is converted to plain data once; every section becomes its typed spec (`ModelSpec`,
+`OptimSpec`, `DataSpec`, `TrainerSpec`, the SAM variant, `LoggingSpec`) and every value is checked in
+exactly one place: by the spec that holds it, or here when it ties two sections together (m divides
+the batch, a synthetic training set holds a full batch per device, a checkpoint fits the model).
+The dependent defaults are derived here too: the selection metric, channels_last, the CPU threads,
+the number of classes, the fingerprint (GroupNorm's groups: `ModelSpec`). Each bad value is one
+ConfigError line that names the key and the value, before any data is read or model built.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from sam_lightning.callbacks.from_config import instantiate_callbacks
+from sam_lightning.checkpoints import Checkpoint, load_for_model, load_for_resume
+from sam_lightning.cli import instantiate_method
+from sam_lightning.config import (
+    ConfigError,
+    ModelSpec,
+    OptimSpec,
+    did_you_mean,
+    from_mapping,
+    is_int,
+    is_number,
+    require_bool,
+    require_int,
+)
+from sam_lightning.data.sources import num_classes_of
+from sam_lightning.data.spec import DataSpec, require_full_batches
+from sam_lightning.fingerprint import fingerprint
+from sam_lightning.run_dir import check_run_dir
+from sam_lightning.threads import choose_threads
+from sam_lightning.variants import ERM, Variant
+from sam_lightning.wandb_mode import MODES, api_key_known
+
+# pl.Trainer's true/false arguments -> the words each takes besides true and false
+TRAINER_BOOLEANS = {
+    "benchmark": (),
+    "deterministic": ("warn",),
+    "enable_model_summary": (),
+    "enable_progress_bar": (),
+    "enable_checkpointing": (),
+    "sync_batchnorm": (),
+    "use_distributed_sampler": (),
+    "inference_mode": (),
+    "detect_anomaly": (),
+}
+
+
+def trainer_arguments() -> set[str]:
+    """The pl.Trainer arguments the trainer node may set (the logger, callbacks and folder come from the run)."""
+    return set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks", "default_root_dir"}
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """pl.Trainer's keyword arguments (the `trainer` node), checked, and the `callbacks` group's
+    callbacks (instantiated; the checkpoint entries left out with trainer.enable_checkpointing=false)."""
+
+    args: dict
+    callbacks: tuple[pl.Callback, ...] = ()
+
+    def __post_init__(self) -> None:
+        known = trainer_arguments()
+        for key in self.args:
+            if key not in known:
+                raise ConfigError(
+                    f"trainer.{key} is not a pl.Trainer argument{did_you_mean(key, known)} (see the Lightning Trainer documentation)"
+                )
+        for key, words in TRAINER_BOOLEANS.items():
+            if self.args.get(key) is not None:
+                require_bool(f"trainer.{key}", self.args[key], words)
+        require_int(
+            "trainer.max_epochs",
+            self.args.get("max_epochs"),
+            1,
+            " (the run's length; the LR schedule and the ERM->SAM switch are fractions of it)",
+        )
+        for key in ("limit_train_batches", "max_steps"):
+            value = self.args.get(key)
+            if is_number(value) and value == 0:
+                raise ConfigError(f"trainer.{key}={value}: the run would train nothing (null or -1: no limit)")
+
+    @property
+    def max_epochs(self) -> int:
+        return self.args["max_epochs"]
+
+    @property
+    def world_size(self) -> int:
+        """Processes that each train on their share of the data: devices x num_nodes where both
+        are counts (1 for "auto" or a list: Lightning decides, and the data module checks again)."""
+        devices, nodes = self.args.get("devices"), self.args.get("num_nodes", 1)
+        return (devices if is_int(devices) and devices > 0 else 1) * (nodes if is_int(nodes) and nodes > 0 else 1)
+
+    @property
+    def on_gpu(self) -> bool:
+        import torch
+
+        accelerator = self.args.get("accelerator", "auto")
+        return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+@dataclass(frozen=True)
+class LoggingSpec:
+    """What the run's logger needs (the `logger` node): csv, or wandb with its mode (auto: online
+    with an API key and network, offline otherwise), project, entity, group, job type, tags."""
+
+    name: str
+    mode: str = "auto"
+    project: str | None = None
+    entity: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+    tags: tuple = ()
+    log_model: bool | str = False
+
+    def __post_init__(self) -> None:
+        if self.name not in ("wandb", "csv"):
+            raise ConfigError(f"logger.name={self.name!r}: must be wandb or csv (logger=wandb, logger=csv)")
+        require_bool("logger.log_model", self.log_model, ("all",))
+        if self.name == "wandb" and self.mode not in MODES:
+            raise ConfigError(f"logger.mode={self.mode!r}: must be one of {', '.join(MODES)}")
+        if self.name == "wandb" and self.mode == "online" and not api_key_known():
+            raise ConfigError(
+                "logger.mode=online needs a W&B API key (WANDB_API_KEY, or `wandb login`); "
+                "logger.mode=offline logs here (wandb sync uploads later), logger.mode=auto chooses"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> LoggingSpec:
+        values = dict(values)
+        if isinstance(values.get("tags"), list):
+            values["tags"] = tuple(values["tags"])
+        return from_mapping(cls, "logger", values)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one training run is made of; `build_run` makes it."""
+
+    model: ModelSpec
+    optim: OptimSpec
+    data: DataSpec
+    trainer: TrainerSpec
+    method: Variant | ERM
+    logging: LoggingSpec
+    seed: int
+    threads: int  # torch's CPU threads (cpu_threads, resolved: sam_lightning/threads.py)
+    channels_last: bool  # channels_last=auto, resolved: on for a GPU
+    data_on_device: bool | str  # auto | true | false (sam_lightning.data.datamodule)
+    eval_batch_size: int
+    num_workers: int
+    selection_metric: str  # what "best" means: checkpoint.monitor, resolved
+    num_classes: int
+    output_dir: Path
+    overwrite: bool  # replace the run already in output_dir
+    ckpt_path: str | None  # resume this checkpoint (checked: resume_from)
+    resume_from: Checkpoint | None
+    init_from: Checkpoint | None  # start from these weights only
+    fingerprint: dict = field(repr=False)  # what defines the run (sam_lightning/fingerprint.py)
+    config: dict = field(repr=False)  # the resolved config, as results.json and the logger record it
+
+
+def selection_metric(monitor, data: DataSpec) -> str:
+    """checkpoint.monitor: what "best" means for checkpoints and early stopping. auto: the
+    validation error when the run holds out a validation split, else the test error."""
+    if monitor == "auto":
+        return "val/error" if data.val_fraction > 0 else "test/error"
+    if not isinstance(monitor, str) or not monitor:
+        raise ConfigError(f"checkpoint.monitor={monitor!r}: must be auto or a logged metric, e.g. val/error")
+    return monitor
+
+
+def _trainer(values: dict, data: DataSpec) -> TrainerSpec:
+    """The callbacks group (with the `checkpoint` settings it interpolates), then the trainer node."""
+    checkpoint = values.setdefault("checkpoint", {})
+    if "top_k" in checkpoint:
+        require_int("checkpoint.top_k", checkpoint["top_k"], -1, " (-1: all)")
+    if "every_n_epochs" in checkpoint:
+        require_int("checkpoint.every_n_epochs", checkpoint["every_n_epochs"], 0, " (0: none)")
+    checkpoint["monitor"] = selection_metric(checkpoint.get("monitor", "auto"), data)
+    args = values["trainer"]
+    callbacks = instantiate_callbacks(
+        values.get("callbacks"), checkpoint["monitor"], checkpointing=bool(args.get("enable_checkpointing", True))
+    )
+    return TrainerSpec(args=args, callbacks=tuple(callbacks))
+
+
+def build_run(cfg: DictConfig) -> RunSpec:
+    """The typed, checked settings of the training run `cfg` describes; raises ConfigError at the
+    first bad value. The variant's name is recorded in `cfg` too (method.name: results.json, W&B
+    and sweep tables name runs by it)."""
+    values = OmegaConf.to_container(cfg, resolve=True)  # the one conversion; everything below reads `values`
+    overwrite, ckpt_path, init_from = values.get("overwrite", False), values.get("ckpt_path"), values.get("init_from")
+    require_bool("overwrite", overwrite)
+    output_dir = Path(values["paths"]["output_dir"])
+    check_run_dir(output_dir, ckpt_path, overwrite)
+    seed = values.get("seed")
+    if not is_int(seed) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2^32)")
+    data = DataSpec.from_mapping(values["data"])
+    trainer = _trainer(values, data)
+    # A synthetic set's size follows from its settings: too small is refused before any process starts
+    # (the datamodule checks every source on the loaded data, with the real device count).
+    if (n_train := data.train_size()) is not None:
+        require_full_batches(n_train, data.batch_size, trainer.world_size)
+    logging = LoggingSpec.from_mapping(values["logger"])
+
+    setting = values.get("cpu_threads", "auto")
+    if setting != "auto":
+        require_int("cpu_threads", setting, 1, " (or auto)")
+    channels_last, on_device = values.get("channels_last", "auto"), values.get("data_on_device", "auto")
+    require_bool("channels_last", channels_last, ("auto",))
+    require_bool("data_on_device", on_device, ("auto",))
+    require_int("eval_batch_size", values.get("eval_batch_size"), 1)
+    require_int("num_workers", values.get("num_workers"), 0)
+
+    method = instantiate_method(values["method"])
+    method.check_batch_size(data.batch_size)  # m divides the per-device batch: checked here only
+    values["method"]["name"] = method.name
+    OmegaConf.update(cfg, "method.name", method.name, force_add=True)
+    model, optim = ModelSpec.from_mapping(values["model"]), OptimSpec.from_mapping(values["optim"])
+
+    if init_from and ckpt_path:
+        raise ConfigError(
+            "init_from and ckpt_path together: ckpt_path resumes a run (weights, optimizer, epoch), init_from starts "
+            "a new one from weights only; give one of them"
+        )
+    num_classes = num_classes_of(data)  # a missing data folder is refused here, before anything starts
+    defining = fingerprint(values)
+    return RunSpec(
+        model=model,
+        optim=optim,
+        data=data,
+        trainer=trainer,
+        method=method,
+        logging=logging,
+        seed=seed,
+        threads=choose_threads(setting),
+        channels_last=trainer.on_gpu if channels_last == "auto" else channels_last,
+        data_on_device=on_device,
+        eval_batch_size=values["eval_batch_size"],
+        num_workers=values["num_workers"],
+        selection_metric=values["checkpoint"]["monitor"],
+        num_classes=num_classes,
+        output_dir=output_dir,
+        overwrite=overwrite,
+        ckpt_path=ckpt_path,
+        resume_from=load_for_resume(ckpt_path, model, num_classes, trainer.max_epochs, defining) if ckpt_path else None,
+        init_from=load_for_model(init_from, "init_from", model, num_classes) if init_from else None,
+        fingerprint=defining,
+        config=values,
+    )
