@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.module import SAMClassifier
-from sam_lightning.variants import ERM, SAM, Method, VariantError
+from sam_lightning.variants import ERM, SAM, Method
 
 TINY_MODEL = ModelSpec("preact_resnet18", width=2, norm="batch")
 
@@ -150,7 +150,7 @@ def test_bad_settings_fail_with_one_clear_line(cls, values, match):
     [({"rho": -1}, "method.rho"), ({"m": 0}, "method.m"), ({"chunks_per_pass": 0}, "method.chunks_per_pass")],
 )
 def test_bad_variant_settings_fail_with_one_clear_line(values, match):
-    with pytest.raises(VariantError, match=match):
+    with pytest.raises(ConfigError, match=match):
         SAM(**values)
 
 

@@ -41,10 +41,6 @@ Batch = tuple[Tensor, Tensor]  # inputs, targets
 RandomBatch = Callable[[int, torch.device], Batch]  # n, device -> n training examples drawn uniformly
 
 
-class VariantError(ConfigError):
-    """A variant setting is invalid; the message names the key."""
-
-
 def tree_norm(tree: Mapping[str, Tensor]) -> Tensor:
     """The l2 norm of all tensors of `tree` taken together as one vector."""
     return torch.sqrt(tree_dot(tree, tree))
@@ -64,7 +60,7 @@ def tree_dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
 
 def check(condition: bool, message: str) -> None:
     if not condition:
-        raise VariantError(message)
+        raise ConfigError(message)
 
 
 ENGINES = ("auto", "loop", "vmap")
@@ -108,7 +104,7 @@ class Method:
         return self.rho
 
     def check_batch_size(self, batch_size: int, name: str = "the per-device batch size data.batch_size") -> None:
-        """Raises VariantError if the method cannot split a batch of `batch_size` (named `name` in
+        """Raises ConfigError if the method cannot split a batch of `batch_size` (named `name` in
         the message); any batch size works unless a subclass says otherwise."""
 
     def describe(self) -> dict:
