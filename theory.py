@@ -21,20 +21,19 @@ history, ...); a multirun ends with the table of `python sweep.py <sweep dir>`.
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolver before composition
-import sam_lightning.theory.spec  # noqa: F401 - registers the ${div:a,b} resolver before composition
 from sam_lightning.cli import FAILED, fail, is_multirun, run_command
 from sam_lightning.config import ConfigError
 from sam_lightning.results import write_failure
 from sam_lightning.strict import check_booleans
 from sam_lightning.theory.runner import run_job
+from sam_lightning.theory.units import in_project_units
 
 
 def check_dimension(cfg: DictConfig) -> None:
-    """data.d first: the presets give step sizes and radii as ${div:a,${data.d}}, which d=0 turns
-    into a division by zero inside the config, before the settings' own checks could name it."""
+    """data.d first: the presets give step sizes and radii in units of 1/d (`1/d`, `2.5/d`), which
+    d=0 would turn into a division by zero before the settings' own checks could name it."""
     d = cfg.get("data", {}).get("d") if cfg.get("problem") == "diag_net" else 1
     if not isinstance(d, int) or isinstance(d, bool) or d < 1:
         raise ConfigError(
@@ -52,7 +51,7 @@ def job(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float:
     """Hydra entry point. Returns the final test loss for Hydra sweepers that optimize; inf for a
     failed or diverged run. Exit codes as train.py's: 2 for bad input, 1 for a failed or diverged run."""
-    record = lambda reason: write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason)  # noqa: E731
+    record = lambda reason: write_failure(cfg.paths.output_dir, cfg, reason, convert=in_project_units)  # noqa: E731
     out = run_command(job, cfg, record_failure=record)
     if out and out.get("status") == "diverged" and not is_multirun():
         fail(f"training diverged: {out.get('reason')}", code=FAILED)

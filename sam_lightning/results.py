@@ -180,10 +180,33 @@ class ResultsWriter(pl.Callback):
         return payload
 
 
-def write_failure(run_dir: str | os.PathLike, config: dict, reason: str, status: str = "failed") -> None:
+def recorded_config(cfg, convert=None) -> tuple[dict, str | None]:
+    """The config as results.json records it, the same in every status: resolved (then `convert`ed,
+    as the entry point's run records it, when `convert` is given and takes it). Only when resolving
+    is what fails is the config recorded as composed (interpolations left as written); the second
+    value then says why, for the file's `config_unresolved`."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.is_config(cfg):
+        return dict(cfg), None
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # noqa: BLE001 - any interpolation that cannot be resolved
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return OmegaConf.to_container(cfg, resolve=False), f"{type(err).__name__}: {why}"
+    if convert is not None:
+        try:
+            config = convert(config)
+        except Exception:  # noqa: BLE001 - the bad value is the run's failure, named in its reason
+            pass
+    return config, None
+
+
+def write_failure(run_dir: str | os.PathLike, cfg, reason: str, status: str = "failed", convert=None) -> None:
     """For failures before training starts (bad config, missing data, Ctrl-C while the data load):
-    same file, same keys. A run that got as far as training has already written its own end, with
-    its history: kept."""
-    writer = ResultsWriter(run_dir, config)
+    same file, same keys, the config as `recorded_config` gives it. A run that got as far as
+    training has already written its own end, with its history: kept."""
+    config, unresolved = recorded_config(cfg, convert)
+    writer = ResultsWriter(run_dir, config, extra={"config_unresolved": unresolved} if unresolved else None)
     if writer.path.resolve() not in ResultsWriter.closed:
         writer.write(status, reason=reason)

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from sam_lightning.theory import relu_1d
 from sam_lightning.theory.spec import rho_from_paper_code
+from sam_lightning.theory.units import in_project_units
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "theory"
@@ -45,7 +46,9 @@ def composed(overrides: list[str]):
 
 
 def value(cfg, key: str):
-    return OmegaConf.select(cfg, key, throw_on_missing=True)
+    """The value a run of the composed preset uses: step sizes and radii as `in_project_units` turns them into numbers."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("hydra", "paths")])
+    return OmegaConf.select(OmegaConf.create(in_project_units(OmegaConf.to_container(job, resolve=True))), key)
 
 
 def in_paper_units(cfg, node: str = "method") -> float:

@@ -329,7 +329,7 @@ def test_entry_point_via_compose_api(tmp_path):
         "train.log_every=10",
         f"paths.output_dir={tmp_path}",
     )
-    assert cfg.method.rho == pytest.approx(5 / 30) and cfg.train.lr == pytest.approx(1 / 30) and cfg.method.m == 1
+    assert cfg.method.rho_paper == "2.5/d" and cfg.train.lr == "1/d" and cfg.method.m == 1  # as the paper states them
     payload = run_job(cfg)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["status"] == "finished" and saved["method"] == "1-SAM" and saved["iterations"] == 30
@@ -351,6 +351,29 @@ def test_switch_to_is_built_as_method_is_and_label_names_the_run(tmp_path):
     assert plain["method"] == "GD -> 1-SAM" and plain["config"]["switch"]["to"]["name"] == "sam"
     named = run_job(composed(*common, "label=GD_then_1-SAM", f"paths.output_dir={tmp_path / 'named'}"))
     assert named["method"] == "GD_then_1-SAM" and named["final_test_loss"] == plain["final_test_loss"]
+
+
+def test_presets_state_the_papers_numbers_and_the_run_takes_this_projects():
+    from sam_lightning.theory.units import in_project_units
+
+    def units(method: dict, lr="1/d", d=30):
+        return in_project_units({"data": {"d": d}, "train": {"lr": lr}, "method": method})
+
+    one_sam = units({"name": "sam", "m": 1, "rho": None, "rho_paper": "2.5/d"})
+    assert one_sam["train"]["lr"] == pytest.approx(1 / 30) and one_sam["method"] == {
+        "name": "sam",
+        "m": 1,
+        "rho": pytest.approx(5 / 30),  # the paper's 1-SAM radius is half this project's
+    }
+    assert units({"m": None, "rho": None, "rho_paper": 0.175})["method"]["rho"] == pytest.approx(0.175)
+    assert units({"m": 1, "rho": 0.2, "rho_paper": 0.175})["method"]["rho"] == 0.2  # given here: as it is
+    assert units({"name": "erm", "m": None}, lr=0.05, d=10)["method"] == {"name": "erm", "m": None}
+    assert units({"m": None, "rho": "3/d"}, lr="1.5e1/d", d=10)["train"]["lr"] == pytest.approx(1.5)
+    for bad, key in (({"rho": "abc"}, "method.rho='abc'"), ({"rho_paper": "2.5/n"}, "method.rho_paper='2.5/n'")):
+        with pytest.raises(ConfigError, match=key):
+            units({"m": None, "rho": None, **bad})
+    with pytest.raises(ConfigError, match="data.d=0"):
+        units({"m": None, "rho": None}, d=0)
 
 
 @pytest.mark.parametrize(

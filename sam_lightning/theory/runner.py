@@ -21,6 +21,7 @@ from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
 from sam_lightning.stats import format_mean_ci
 from sam_lightning.theory.diag_net import run_diag_net
 from sam_lightning.theory.spec import PROBLEMS, DiagProblem, DiagTraining, display_name, theory_method
+from sam_lightning.theory.units import in_project_units
 from sam_lightning.variants import Method
 
 
@@ -105,6 +106,9 @@ def run_job(cfg: DictConfig) -> dict:
     """Runs the job, writes `results.json` in cfg.paths.output_dir, prints a summary; returns the payload."""
     # Tensors of a few hundred numbers: extra threads only add synchronization, and the CPU is shared.
     torch.set_num_threads(1)
+    # Step sizes and radii as numbers in this project's units (the presets state the paper's: units.py);
+    # everything below, results.json's config included, reads these.
+    cfg = OmegaConf.create(in_project_units(OmegaConf.to_container(cfg, resolve=True)))
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.problem not in PROBLEMS:

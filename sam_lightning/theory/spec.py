@@ -1,25 +1,19 @@
-"""Validated settings of the theory experiments (plain dataclasses), their methods, and two config resolvers.
+"""Validated settings of the theory experiments (plain dataclasses) and their methods.
 
 The methods are the training runs' (`sam_lightning.variants`, selected in conf/theory/method/ by
 `_target_` as in conf/train/method/): `ERM` and `SAM`, with SAM's settings as they are (`m`,
 `normalize`, `project`). What only the theory needs lives in its own settings: `train.ascent`
 (where full-batch n-SAM's ascent gradient comes from on mini-batches) and the job's `label`.
 
-`${div:5,${data.d}}` in a YAML file is 5 / d: the paper states step sizes and radii in units of
-1/d (App. B.3), and a resolver keeps the presets literal while command-line overrides stay plain
-numbers (`method.rho=0.2`).
-
-`${paper_rho:0.175,${oc.select:.m,null}}` is a radius as the paper states it, in this project's
-units for the method's chunk size m (null for ERM, which has no m): see `rho_from_paper_code`, the
-one place that holds that mapping.
+`rho_from_paper_code` is the one place that maps a radius as the paper states it to this project's
+units for the method's chunk size m (null for ERM, which has no m); the presets' `method.rho_paper`
+and `<number>/d` values are turned into numbers by `units.in_project_units`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from omegaconf import OmegaConf
 
 from sam_lightning.config import ConfigError
 from sam_lightning.variants import ERM, SAM, Method
@@ -38,10 +32,6 @@ def rho_from_paper_code(rho: float, m: int | None) -> float:
     re-implementation of the code's updates. The code has no other m; any other m takes rho as it is.
     """
     return 2.0 * float(rho) if m == 1 else float(rho)
-
-
-OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b), replace=True)
-OmegaConf.register_new_resolver("paper_rho", rho_from_paper_code, replace=True)
 
 ASCENTS = ("train", "batch")
 SOURCES = ("seeded", "paper")
