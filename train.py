@@ -26,7 +26,6 @@ from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 import sam_lightning.open_config_node  # noqa: F401 - trainer.<any argument>=... composes without "+"
-import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolver of the default run folder
 from sam_lightning.callbacks.divergence import DivergenceGuard
 from sam_lightning.callbacks.preemption import Preempted, Preemption
 from sam_lightning.callbacks.progress import progress_bar
@@ -234,7 +233,7 @@ def main(cfg: DictConfig) -> float:
 
     def record(reason: str, status: str = "failed") -> None:
         try:
-            write_failure(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=False), reason, status)
+            write_failure(cfg.paths.output_dir, cfg, reason, status)
         except OSError:  # the run directory itself is what failed; the message says so
             pass
 

@@ -1,5 +1,5 @@
 """Resume in place: a run resumed from a checkpoint of its own folder goes on with that folder's
-logs (hydra.run.dir follows the checkpoint: `resume_dir` in sam_lightning/run_dir.py).
+logs (hydra.run.dir follows the checkpoint: `ResumeInPlace` in sam_lightning/run_dir.py).
 
 * csv/metrics.csv: Lightning's CSVLogger deletes the file of an earlier run in its folder; the
   rows up to the checkpoint's step are kept and the resumed epochs appended after them.

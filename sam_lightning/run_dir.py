@@ -1,10 +1,11 @@
 """One run, one folder.
 
-* `${run_token:}` in the default `hydra.run.dir` (conf/train/train.yaml, conf/theory/theory.yaml):
-  a short random token drawn once per process, so that two runs started in the same second get two
-  folders. Multirun job folders keep Hydra's names (the sweep folder and the job's number).
-* `${resume_dir:${ckpt_path},<default>}`: a run resumed from <run folder>/checkpoints/*.ckpt
-  continues in that folder, not in a new one.
+* The default `hydra.run.dir` (conf/train/train.yaml, conf/theory/theory.yaml) ends with the
+  microseconds of the start time (`${now:%f}`, Hydra's own resolver), so that two runs started in
+  the same second get two folders. Multirun job folders keep Hydra's names (the sweep folder and
+  the job's number).
+* `ResumeInPlace`: a run resumed from <run folder>/checkpoints/*.ckpt continues in that folder, not
+  in a new one (a Hydra callback: it sets hydra.run.dir before Hydra creates the folder).
 * `check_run_dir`: a folder that already holds a run's results.json is refused, unless the run
   resumes that very run (ckpt_path inside the folder) or says `overwrite=true`. Called by a Hydra
   callback before Hydra writes .hydra/ into the folder, and by train.py for paths.output_dir.
@@ -13,20 +14,15 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, open_dict, read_write
 
 from sam_lightning.cli import BAD_INPUT, fail
 from sam_lightning.config import ConfigError
 from sam_lightning.jsonio import RESULTS_FILE
-
-_TOKEN = secrets.token_hex(3)  # one per process: every resolution of the run folder agrees
-
-OmegaConf.register_new_resolver("run_token", lambda: _TOKEN, replace=True)
 
 
 def folder_of_run(ckpt_path) -> Path | None:
@@ -38,14 +34,18 @@ def folder_of_run(ckpt_path) -> Path | None:
     return folder if folder is not None and (folder / RESULTS_FILE).is_file() else None
 
 
-def resume_dir(ckpt_path, default: str) -> str:
+class ResumeInPlace(Callback):
     """hydra.run.dir: a run resumed from a checkpoint in its run folder continues in that folder
-    (results.json, metrics.csv and the W&B run go on); any other run gets `default`."""
-    folder = folder_of_run(ckpt_path)
-    return str(folder) if folder is not None else default
+    (results.json, metrics.csv and the W&B run go on), unless the command names hydra.run.dir itself."""
 
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        folder = folder_of_run(config.get("ckpt_path"))
+        given = any(str(o).lstrip("+").startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+        if folder is None or given:
+            return
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.run.dir = str(folder)
 
-OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)
 
 # What a run writes into its folder, removed by overwrite=true (.hydra/ is rewritten by Hydra).
 RUN_FILES = (RESULTS_FILE, "noisy_labels.json", "checkpoints", "csv", "wandb")
