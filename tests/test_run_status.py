@@ -109,3 +109,29 @@ def test_a_non_finite_test_loss_is_divergence_and_never_a_best_checkpoint(tiny_c
         train(tiny_cfg("trainer.max_epochs=2", f"paths.output_dir={tmp_path}"))
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
     assert not list((tmp_path / "checkpoints").glob("best-*.ckpt"))
+
+
+def test_results_config_is_resolved_in_every_status(tmp_path, capfd, monkeypatch):
+    # A run refused before training records the config resolved, as a finished run does.
+    failed, finished = tmp_path / "failed", tmp_path / "finished"
+    assert run_entry("train", [*TINY, "data.batch_size=0", f"hydra.run.dir={failed}"], monkeypatch) == 2
+    assert run_entry("train", [*TINY, "callbacks=none", f"hydra.run.dir={finished}"], monkeypatch) == 0
+    configs = {p.name: json.loads((p / "results.json").read_text()) for p in (failed, finished)}
+    assert configs["failed"]["status"] == "failed" and configs["finished"]["status"] == "finished"
+    for name, payload in configs.items():
+        assert payload["config"]["paths"]["output_dir"] == str(tmp_path / name)
+        assert "config_unresolved" not in payload
+    assert configs["failed"]["config"]["data"]["seed"] == configs["finished"]["config"]["data"]["seed"] == 0
+
+
+def test_a_config_that_cannot_be_resolved_is_recorded_as_composed_and_says_why(tmp_path, monkeypatch):
+    from conftest import compose_config
+
+    from sam_lightning.results import write_failure
+
+    monkeypatch.delenv("NO_SUCH_VARIABLE", raising=False)
+    cfg = compose_config([*TINY, f"paths.output_dir={tmp_path}", "+where=${oc.env:NO_SUCH_VARIABLE}"])
+    write_failure(tmp_path, cfg, "the config could not be resolved")
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["config"]["where"] == "${oc.env:NO_SUCH_VARIABLE}" and payload["config"]["seed"] == 0
+    assert "NO_SUCH_VARIABLE" in payload["config_unresolved"]
