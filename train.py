@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-import sam_lightning.open_config_node  # noqa: F401 - trainer.<any argument>=... composes without "+"
 from sam_lightning.callbacks.divergence import DivergenceGuard
 from sam_lightning.callbacks.preemption import Preempted, Preemption
 from sam_lightning.callbacks.progress import progress_bar
@@ -40,7 +40,7 @@ from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
 from sam_lightning.resume import csv_logger, earlier_wandb_id
 from sam_lightning.run_dir import clear_run_dir, folder_of_run
-from sam_lightning.run_spec import RunSpec, TrainerSpec, build_run
+from sam_lightning.run_spec import RunSpec, TrainerSpec, build_run, check_trainer_overrides
 from sam_lightning.sweep.duplicates import skip_if_duplicate
 from sam_lightning.threads import cpu_name
 from sam_lightning.wandb_mode import resolve_mode
@@ -257,4 +257,8 @@ def objective(payload: dict | None) -> float:
 
 
 if __name__ == "__main__":
+    try:  # trainer.<typo>=... is one line naming the argument meant, before Hydra refuses it in several
+        check_trainer_overrides(sys.argv[1:])
+    except ConfigError as err:
+        fail(str(err), code=2)
     main()

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 
 SECTIONS = ("seed", "model", "method", "optim", "data")
 TRAINER_KEYS = ("max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val", "devices", "num_nodes")
+# Lightning's defaults of those: a key at its default is left out, so that checkpoints written before
+# conf/train/trainer listed it match the runs that list it.
+TRAINER_DEFAULTS = {"accumulate_grad_batches": 1, "gradient_clip_val": None, "num_nodes": 1}
 NOT_DEFINING = {"data.root", "data.download", "data.cache_dir", "data.eval_train"}
 
 
@@ -31,7 +34,13 @@ def fingerprint(config: Mapping) -> dict:
         if section in config:
             flat.update(_flatten(config[section], section))
     trainer = config.get("trainer") or {}
-    flat.update({f"trainer.{k}": trainer[k] for k in TRAINER_KEYS if k in trainer})
+    flat.update(
+        {
+            f"trainer.{k}": trainer[k]
+            for k in TRAINER_KEYS
+            if k in trainer and (k not in TRAINER_DEFAULTS or trainer[k] != TRAINER_DEFAULTS[k])
+        }
+    )
     return {k: v for k, v in sorted(flat.items()) if k not in NOT_DEFINING}
 
 

@@ -15,6 +15,7 @@ ConfigError line that names the key and the value, before any data is read or mo
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +56,31 @@ TRAINER_BOOLEANS = {
     "use_distributed_sampler": (),
     "inference_mode": (),
     "detect_anomaly": (),
+    "barebones": (),
 }
 
 
 def trainer_arguments() -> set[str]:
     """The pl.Trainer arguments the trainer node may set (the logger, callbacks and folder come from the run)."""
     return set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks", "default_root_dir"}
+
+
+def check_trainer_argument(key: str) -> None:
+    """trainer.<key> is a pl.Trainer argument, or one ConfigError line naming the argument meant."""
+    known = trainer_arguments()
+    if key not in known:
+        raise ConfigError(
+            f"trainer.{key} is not a pl.Trainer argument{did_you_mean(key, known)} (see the Lightning Trainer documentation)"
+        )
+
+
+def check_trainer_overrides(argv) -> None:
+    """`trainer.<key>=value` on train.py's command line, without `+`, for a key conf/train/trainer
+    does not list: Hydra would refuse it in several lines; here it is one, naming the argument meant.
+    (With `+`, the key composes and TrainerSpec refuses it alike.)"""
+    for arg in argv:
+        if match := re.match(r"trainer\.([A-Za-z_]\w*)(?:$|[.=])", str(arg)):
+            check_trainer_argument(match.group(1))
 
 
 @dataclass(frozen=True)
@@ -72,12 +92,8 @@ class TrainerSpec:
     callbacks: tuple[pl.Callback, ...] = ()
 
     def __post_init__(self) -> None:
-        known = trainer_arguments()
         for key in self.args:
-            if key not in known:
-                raise ConfigError(
-                    f"trainer.{key} is not a pl.Trainer argument{did_you_mean(key, known)} (see the Lightning Trainer documentation)"
-                )
+            check_trainer_argument(key)
         for key, words in TRAINER_BOOLEANS.items():
             if self.args.get(key) is not None:
                 require_bool(f"trainer.{key}", self.args[key], words)
@@ -192,7 +208,7 @@ def _trainer(values: dict, data: DataSpec) -> TrainerSpec:
     checkpoint["monitor"] = selection_metric(checkpoint.get("monitor", "auto"), data)
     args = values["trainer"]
     callbacks = instantiate_callbacks(
-        values.get("callbacks"), checkpoint["monitor"], checkpointing=bool(args.get("enable_checkpointing", True))
+        values.get("callbacks"), checkpoint["monitor"], checkpointing=args.get("enable_checkpointing") is not False
     )
     return TrainerSpec(args=args, callbacks=tuple(callbacks))
 

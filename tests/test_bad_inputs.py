@@ -125,6 +125,7 @@ TRAIN_CASES = [
     ("max_epochs_zero", ["trainer.max_epochs=0"], "trainer.max_epochs=0", 2),
     ("max_epochs_negative", ["trainer.max_epochs=-1"], "trainer.max_epochs=-1", 2),
     ("unknown_trainer_argument", ["trainer.max_epoch=3"], "trainer.max_epoch", 2),
+    ("unknown_trainer_argument_added_with_plus", ["+trainer.max_epoch=3"], "did you mean max_epochs", 2),
     # typos: named with the key they meant, before any data is read (the CIFAR root here does not exist)
     (
         "trainer_argument_typo_before_the_data",

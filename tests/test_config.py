@@ -60,6 +60,44 @@ def test_paper_pairing_and_presets():
     assert compose_config(["trainer=ddp"]).trainer.strategy == "ddp"
 
 
+def test_trainer_node_lists_real_lightning_arguments_with_lightnings_defaults():
+    """conf/train/trainer/default.yaml: each key a pl.Trainer argument, at Lightning's default unless its line says "here"."""
+    import inspect
+    import re
+
+    import pytorch_lightning as pl
+
+    params = inspect.signature(pl.Trainer.__init__).parameters
+    lines = (CONF / "trainer" / "default.yaml").read_text().splitlines()
+    listed = OmegaConf.load(CONF / "trainer" / "default.yaml")
+    ours = {m.group(1) for line in lines if (m := re.match(r"(\w+):.*# here\b", line))}
+    assert set(listed) <= set(params) - {"self", "logger", "callbacks", "default_root_dir"}, set(listed) - set(params)
+    assert ours <= set(listed) and "max_epochs" in ours
+    assert {k: v for k, v in listed.items() if k not in ours} == {
+        k: params[k].default for k in listed if k not in ours
+    }
+    assert {k for k in ours if listed[k] == params[k].default} == set()  # "here" only where it differs
+
+
+def test_unknown_trainer_arguments_are_refused_naming_the_one_meant():
+    from hydra.errors import ConfigCompositionException
+
+    from sam_lightning.config import ConfigError
+    from sam_lightning.run_spec import TrainerSpec, check_trainer_overrides
+
+    def spec(*overrides):
+        return TrainerSpec(args=OmegaConf.to_container(compose_config(list(overrides)).trainer))
+
+    with pytest.raises(ConfigCompositionException):  # not listed: Hydra refuses it without `+`
+        compose_config(["trainer.max_epoch=3"])
+    with pytest.raises(ConfigError, match="trainer.max_epoch is not a pl.Trainer argument; did you mean max_epochs"):
+        check_trainer_overrides(["experiment=smoke", "trainer.max_epoch=3"])  # train.py, before Hydra
+    with pytest.raises(ConfigError, match="did you mean max_epochs"):
+        spec("+trainer.max_epoch=3")
+    check_trainer_overrides(["trainer.max_epochs=3", "trainer=gpu", "+trainer.max_time=00:01:00:00"])
+    spec("trainer.detect_anomaly=true", "+trainer.enable_checkpointing=false")
+
+
 def test_train_help_lists_exactly_the_training_groups():
     import subprocess
     import sys
