@@ -16,7 +16,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import sam_lightning.open_config_node  # noqa: F401 - data.root=... composes without "+"
 from sam_lightning.analysis.evaluation import DataCache, loss_and_error, resolve_device, select_points
 from sam_lightning.checkpoints import data_spec_for, load_checkpoint
 from sam_lightning.cli import run_command

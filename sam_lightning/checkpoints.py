@@ -231,9 +231,13 @@ def run_config(ckpt: Checkpoint) -> dict | None:
 
 
 def data_spec_for(ckpt: Checkpoint, override: Mapping | None = None) -> DataSpec:
-    """The data the run trained on (its recorded data config), with the keys of `override` (e.g. a
-    new data.root, or a whole data option) on top."""
-    merged = {**((run_config(ckpt) or {}).get("data") or {}), **(override or {})}
+    """The data the run trained on (its recorded data config), with the keys of `override` on top:
+    a whole data option (data=cifar10), or keys given alone (data.root=...; the analysis configs'
+    null keys are not given)."""
+    given = dict(override or {})
+    if given.get("name") is None:  # no data option chosen: only the keys set on the command line
+        given = {k: v for k, v in given.items() if v is not None}
+    merged = {**((run_config(ckpt) or {}).get("data") or {}), **given}
     if merged.get("name") is None:
         raise ConfigError(
             f"{ckpt.path}: no run config found next to it (results.json two folders up); choose the data with data=cifar10 (or another conf/train/data option)"

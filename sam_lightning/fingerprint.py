@@ -16,7 +16,8 @@ TRAINER_KEYS = ("max_epochs", "precision", "accumulate_grad_batches", "gradient_
 # Lightning's defaults of those: a key at its default is left out, so that checkpoints written before
 # conf/train/trainer listed it match the runs that list it.
 TRAINER_DEFAULTS = {"accumulate_grad_batches": 1, "gradient_clip_val": None, "num_nodes": 1}
-NOT_DEFINING = {"data.root", "data.download", "data.cache_dir", "data.eval_train"}
+# data.default_arch only names the network model=default builds: model.arch records the one built.
+NOT_DEFINING = {"data.root", "data.download", "data.cache_dir", "data.eval_train", "data.default_arch"}
 
 
 def _flatten(node, prefix: str) -> dict:

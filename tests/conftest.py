@@ -12,8 +12,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-import sam_lightning.open_config_node  # noqa: F401 - the open node conf/train/trainer and conf/analysis build on
-
 # The suite runs as 2 pytest-xdist workers on 2 cores (make test): one thread each, and the same for
 # the training subprocesses that tests start. Oversubscribed threads make tiny jobs 10x slower.
 os.environ["OMP_NUM_THREADS"] = "1"

@@ -425,6 +425,7 @@ def test_every_boolean_of_conf_is_checked():
     known = {f.name for cls in specs for f in dataclasses.fields(cls) if "bool" in str(f.type)}
     known |= set(TRAINER_BOOLEANS) | {key.rsplit(".", 1)[-1] for keys in BOOLEANS.values() for key in keys}
     known |= {"chdir", "plots"}  # Hydra's own settings and its callbacks' arguments
+    known |= {"fast_dev_run"}  # true, false or a number of batches: Lightning refuses any other value itself
     found = set()
 
     def walk(node, path):

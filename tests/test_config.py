@@ -11,7 +11,7 @@ from sam_lightning.config import ModelSpec, OptimSpec
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "default")  # default: the data's
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
 
@@ -41,6 +41,8 @@ def test_paper_pairing_and_presets():
     assert (cfg.method.m, cfg.data.name, cfg.model.arch) == (128, "cifar100", "preact_resnet34")
     assert compose_config(["data=cifar10"]).model.arch == "preact_resnet18"
     assert compose_config(["data=cifar100", "model=preact_resnet18"]).model.arch == "preact_resnet18"
+    assert compose_config(["data=synthetic"]).model.arch == "preact_resnet18"
+    assert compose_config(["experiment=smoke", "data=cifar100"]).model.arch == "preact_resnet18"  # the preset's model
     default = compose_config([])
     assert (default.method._target_, default.method.rho, default.method.normalize) == (
         "sam_lightning.variants.SAM",
@@ -73,9 +75,7 @@ def test_trainer_node_lists_real_lightning_arguments_with_lightnings_defaults():
     ours = {m.group(1) for line in lines if (m := re.match(r"(\w+):.*# here\b", line))}
     assert set(listed) <= set(params) - {"self", "logger", "callbacks", "default_root_dir"}, set(listed) - set(params)
     assert ours <= set(listed) and "max_epochs" in ours
-    assert {k: v for k, v in listed.items() if k not in ours} == {
-        k: params[k].default for k in listed if k not in ours
-    }
+    assert {k: v for k, v in listed.items() if k not in ours} == {k: params[k].default for k in listed if k not in ours}
     assert {k for k in ours if listed[k] == params[k].default} == set()  # "here" only where it differs
 
 

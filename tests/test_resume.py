@@ -113,7 +113,7 @@ def test_resume_refuses_another_experiment_and_init_from_with_ckpt_path(tmp_path
 
 def test_trainer_arguments_at_lightnings_defaults_leave_the_fingerprint_as_before():
     # Checkpoints written before conf/train/trainer listed every argument still resume.
-    from sam_lightning.fingerprint import first_difference, fingerprint
+    from sam_lightning.fingerprint import fingerprint, first_difference
 
     before = {"seed": 0, "trainer": {"max_epochs": 2, "precision": "32-true", "devices": 1}}
     now = {"seed": 0, "trainer": {**before["trainer"], "accumulate_grad_batches": 1, "gradient_clip_val": None}}

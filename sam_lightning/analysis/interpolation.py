@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
-import sam_lightning.open_config_node  # noqa: F401 - the open `data` node of conf/analysis/
 from sam_lightning import plots
 from sam_lightning.analysis.evaluation import (
     DataCache,

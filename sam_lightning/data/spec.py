@@ -46,6 +46,8 @@ class DataSpec:
     the subset, its held-out validation part and the flipped labels, all drawn by `seed`.
     eval_train: also evaluate the training images. Synthetic only: n_train, n_test, num_classes,
     noise (per-pixel noise). num_classes: null for the others (CIFAR's own; an ImageFolder's folders).
+    default_arch: the network `model=default` builds for this data (the paper's pairing; the model
+    section records the one built).
     """
 
     name: str
@@ -65,6 +67,7 @@ class DataSpec:
     n_test: int | None = None
     num_classes: int | None = None
     noise: float = 0.6
+    default_arch: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in SOURCES:
