@@ -15,7 +15,6 @@ logger's files. results.json's status is finished, diverged, interrupted, preemp
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -34,70 +33,17 @@ from sam_lightning.callbacks.switch import MethodSwitch
 from sam_lightning.cli import fail, run_command
 from sam_lightning.config import ConfigError
 from sam_lightning.data import ImageDataModule
+from sam_lightning.loggers import finish_wandb, make_loggers
 from sam_lightning.module import SAMClassifier
-from sam_lightning.naming import wandb_names
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
-from sam_lightning.resume import csv_logger, earlier_wandb_id
 from sam_lightning.run_dir import clear_run_dir, folder_of_run
 from sam_lightning.run_spec import RunSpec, TrainerSpec, build_run, check_trainer_overrides
 from sam_lightning.sweep.duplicates import skip_if_duplicate
 from sam_lightning.threads import cpu_name
-from sam_lightning.wandb_mode import resolve_mode
 
 log = logging.getLogger("train")
 silence_deprecations()
-
-
-def make_logger(cfg: DictConfig, run_dir: Path, config: dict, resume_step: int | None = None):
-    """resume_step: the global step of the checkpoint a run resumes in its own folder (its logs go on)."""
-    lc = cfg.logger
-    if lc.name == "csv":
-        return csv_logger(run_dir, resume_step)
-    if lc.name != "wandb":
-        raise ConfigError(f"logger.name must be wandb or csv, got {lc.name!r}")
-    mode, why = resolve_mode(lc.mode)
-    if why:
-        print(f"W&B: offline mode ({why}); upload later with: wandb sync {run_dir / 'wandb'}/offline-run-*", flush=True)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    # W&B's debug logs and cache in the run's folder, not the home directory (WANDB_CACHE_DIR moves them).
-    os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb" / "cache"))
-    names = wandb_names(cfg)  # one group per sweep, job_type = method, name = the job's overrides
-    logger = pl.loggers.WandbLogger(
-        project=lc.project,
-        entity=lc.entity,
-        group=names["group"],
-        job_type=names["job_type"],
-        tags=list(lc.tags),
-        name=names["name"],
-        save_dir=str(run_dir),
-        mode=mode,
-        log_model=lc.log_model,
-        config={**config, "hydra": names["hydra"]},
-        reinit="finish_previous",
-        id=earlier_wandb_id(run_dir) if resume_step is not None else None,
-    )
-    logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; W&B warns that it has no effect
-    return logger
-
-
-def finish_wandb(logger, results: ResultsWriter, run_dir: Path) -> Path | None:
-    """The W&B run's summary (the errors, parameter count, wall time) and files (results.json,
-    train.log, uploaded at its end), then the run closed. Returns its folder; None when disabled."""
-    run = logger.experiment
-    summary = {
-        **results.summary(),
-        "wall_time_s": round(results.wall_time(), 3),
-        "parameters": results.extra.get("parameters"),
-    }
-    run.summary.update({k: v for k, v in summary.items() if v is not None})
-    if not run.disabled:
-        for path in (results.path, run_dir / "train.log"):
-            if path.exists():
-                run.save(str(path), base_path=str(run_dir), policy="end")
-    wandb_dir = None if run.disabled else Path(run.dir).parent
-    run.finish()
-    return wandb_dir
 
 
 def make_run_dir(run: RunSpec) -> Path:
@@ -114,7 +60,7 @@ def make_run_dir(run: RunSpec) -> Path:
     return run_dir
 
 
-def make_trainer(trainer: TrainerSpec, run_dir: Path, logger, always_on: list[pl.Callback]) -> pl.Trainer:
+def make_trainer(trainer: TrainerSpec, run_dir: Path, loggers: list, always_on: list[pl.Callback]) -> pl.Trainer:
     """pl.Trainer(**trainer.args) with the always-on callbacks and those of the `callbacks` group
     (trainer.callbacks). Checkpointing is on exactly when the group holds a checkpoint callback:
     a group without any (callbacks=none, trainer.enable_checkpointing=false) turns Lightning's own
@@ -125,7 +71,7 @@ def make_trainer(trainer: TrainerSpec, run_dir: Path, logger, always_on: list[pl
     args["enable_checkpointing"] = any(isinstance(c, Checkpoint) for c in trainer.callbacks)
     try:
         return pl.Trainer(
-            **args, logger=logger, callbacks=[*always_on, *trainer.callbacks], default_root_dir=str(run_dir)
+            **args, logger=loggers or False, callbacks=[*always_on, *trainer.callbacks], default_root_dir=str(run_dir)
         )
     except (TypeError, ValueError, MisconfigurationException) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -181,10 +127,10 @@ def train(cfg: DictConfig) -> dict:
     results = ResultsWriter(
         run_dir, config, extra={"parameters": n_params, "cpu_threads": run.threads, "cpu": cpu_name()}
     )
-    logger = make_logger(cfg, run_dir, config, resume_step)
+    loggers = make_loggers(cfg, run_dir, config, resume_step)
     preemption = Preemption(run_dir)
     trainer = make_trainer(
-        run.trainer, run_dir, logger, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption]
+        run.trainer, run_dir, loggers, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption]
     )
     wandb_dir = None
     try:
@@ -194,8 +140,8 @@ def train(cfg: DictConfig) -> dict:
             f"preempted (SIGTERM) at step {trainer.global_step}; resume with ckpt_path={preemption.saved}"
         ) from stop
     finally:
-        if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
-            wandb_dir = finish_wandb(logger, results, run_dir)
+        if trainer.is_global_zero:
+            wandb_dir = finish_wandb(loggers, results, run_dir)
     payload = results.write("finished" if not trainer.interrupted else "interrupted")
     if trainer.is_global_zero:
         print(summary_line(payload), flush=True)

@@ -2,11 +2,12 @@
 
 In a multirun every job is its own W&B run:
     group    = the sweep's folder below multirun/, e.g. rho_grid/2026-11-28/10-00-00
-               (logger.group=NAME sets it; single runs default to <data>-<model>)
-    job_type = the method: erm, sam, sam_m128, sam_const, ... (logger.job_type=NAME sets it)
+               (logger.wandb.group=NAME sets it; single runs default to <data>-<model>)
+    job_type = the method: erm, sam, sam_m128, sam_const, ... (logger.wandb.job_type=NAME sets it)
     name     = the job's overrides, e.g. method.rho=0.1,method=sam_m128,seed=2
 A single run is named <method label>-<data>-<model>-s<seed> and the overrides that set it apart
-(sam_m128-cifar10-preact_resnet18-s0,method.rho=0.2; `single_run_name`). Every run's config holds
+(sam_m128-cifar10-preact_resnet18-s0,method.rho=0.2; `single_run_name`; logger.wandb.name=NAME sets
+it). Every run's config holds
 hydra.overrides and hydra.command (the command line that runs the job again); a multirun job's
 config also carries hydra.group_key (the overrides minus the seed and
 bookkeeping keys), so that "Group by hydra.group_key" in the W&B table averages over seeds as
@@ -111,16 +112,14 @@ def sweep_name(sweep_dir: str) -> str:
 
 # Shown by the single-run name itself (<method label>-<data>-<model>-s<seed>), not repeated after it.
 IN_NAME_KEYS = frozenset(
-    {"method", "method.m", "method.normalize", "method.name", "data", "data.name", "model", "model.arch", "run_name"}
+    {"method", "method.m", "method.normalize", "method.name", "data", "data.name", "model", "model.arch"}
 )
 
 
 def single_run_name(cfg, overrides) -> str:
-    """The W&B name of a single run: run_name when given, else <method label>-<data>-<model>-s<seed>
-    (sam_m32, sam_m128, sam_const, ...: method_label), then the overrides that make it another run
-    (method.rho=0.2, optim.lr=0.05; not the seed, logger.tags or other bookkeeping), comma-separated."""
-    if cfg.get("run_name"):
-        return str(cfg.run_name)
+    """The W&B name of a single run: <method label>-<data>-<model>-s<seed> (sam_m32, sam_m128,
+    sam_const, ...: method_label), then the overrides that make it another run (method.rho=0.2,
+    optim.lr=0.05; not the seed, logger.wandb.tags or other bookkeeping), comma-separated."""
     base = f"{method_label(cfg.method)}-{cfg.data.name}-{cfg.model.arch}-s{cfg.seed}"
     config = OmegaConf.to_container(cfg, resolve=False)
     extra = [f"{k}={v}" for k, v in group_keys(overrides, config).items() if k not in IN_NAME_KEYS]
@@ -160,15 +159,16 @@ def _hydra_job():
     return str(hc.sweep.dir), hc.job.num, list(hc.overrides.task), hc.job.override_dirname
 
 
-def wandb_names(cfg) -> dict:
-    """group, job_type, name and the hydra section to log for this job (see the module doc)."""
-    lc = cfg.logger
+def wandb_names(cfg, group: str | None = None, job_type: str | None = None, name: str | None = None) -> dict:
+    """group, job_type, name and the hydra section to log for this job (see the module doc); the
+    W&B logger entry's own group, job_type and name win when given."""
     job = _hydra_job()
     overrides = job[2] if job else _task_overrides()
+    single = name or single_run_name(cfg, overrides)
     names = {
-        "group": lc.group or (sweep_name(job[0]) if job else f"{cfg.data.name}-{cfg.model.arch}"),
-        "job_type": lc.job_type or method_label(cfg.method),
-        "name": (job[3] or single_run_name(cfg, overrides)) if job else single_run_name(cfg, overrides),
+        "group": group or (sweep_name(job[0]) if job else f"{cfg.data.name}-{cfg.model.arch}"),
+        "job_type": job_type or method_label(cfg.method),
+        "name": (job[3] or single) if job else single,
         "hydra": {"overrides": overrides, "command": command_line(overrides)},
     }
     if job:

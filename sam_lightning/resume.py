@@ -34,20 +34,17 @@ def earlier_rows(csv_dir: Path, until_step: int | None) -> tuple[list[str], list
     return header, [r for r in rows if until_step is None or step(r) < until_step]
 
 
-def csv_logger(run_dir: Path, resume_step: int | None):
-    """CSVLogger in <run dir>/csv; resuming (resume_step: the checkpoint's global step), metrics.csv
-    keeps the earlier rows and the new ones are appended."""
-    import pytorch_lightning as pl
-
-    csv_dir = run_dir / "csv"
-    header, rows = earlier_rows(csv_dir, resume_step) if resume_step is not None else ([], [])
-    if resume_step is not None and csv_dir.is_dir():
+def continue_csv(logger, resume_step: int) -> None:
+    """A CSVLogger (its files not written yet) resuming in place at the checkpoint's global step:
+    metrics.csv keeps the earlier rows and the new ones are appended."""
+    csv_dir = Path(logger.log_dir)
+    header, rows = earlier_rows(csv_dir, resume_step)
+    if csv_dir.is_dir():
         for (
             old
         ) in csv_dir.iterdir():  # rewritten below and by the run (hparams.yaml); an empty folder raises no warning
             if old.is_file():
                 old.unlink()
-    logger = pl.loggers.CSVLogger(save_dir=str(run_dir), name="", version="csv")
     if header:
         writer = logger.experiment
         writer.metrics_keys = sorted(header)
@@ -55,7 +52,6 @@ def csv_logger(run_dir: Path, resume_step: int | None):
             out = csv.DictWriter(f, fieldnames=writer.metrics_keys)
             out.writeheader()
             out.writerows(rows)
-    return logger
 
 
 def earlier_wandb_id(run_dir: Path) -> str | None:

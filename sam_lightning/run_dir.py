@@ -48,7 +48,7 @@ class ResumeInPlace(Callback):
 
 
 # What a run writes into its folder, removed by overwrite=true (.hydra/ is rewritten by Hydra).
-RUN_FILES = (RESULTS_FILE, "noisy_labels.json", "checkpoints", "csv", "wandb")
+RUN_FILES = (RESULTS_FILE, "noisy_labels.json", "checkpoints", "csv", "wandb", "tensorboard")
 
 
 def _inside(path: str | os.PathLike, folder: Path) -> bool:

@@ -31,7 +31,6 @@ from sam_lightning.config import (
     ModelSpec,
     OptimSpec,
     did_you_mean,
-    from_mapping,
     is_int,
     is_number,
     require_bool,
@@ -43,7 +42,6 @@ from sam_lightning.fingerprint import fingerprint
 from sam_lightning.run_dir import check_run_dir
 from sam_lightning.threads import choose_threads
 from sam_lightning.variants import ERM, Variant
-from sam_lightning.wandb_mode import MODES, api_key_known
 
 # pl.Trainer's true/false arguments -> the words each takes besides true and false
 TRAINER_BOOLEANS = {
@@ -129,36 +127,20 @@ class TrainerSpec:
 
 @dataclass(frozen=True)
 class LoggingSpec:
-    """What the run's logger needs (the `logger` node): csv, or wandb with its mode (auto: online
-    with an API key and network, offline otherwise), project, entity, group, job type, tags."""
+    """The `logger` group, checked: name -> `_target_` entry of a Lightning logger (logger=wandb,
+    logger=[csv,tensorboard]); `sam_lightning.loggers` builds them (W&B's mode=auto: online with
+    an API key and network, offline otherwise)."""
 
-    name: str
-    mode: str = "auto"
-    project: str | None = None
-    entity: str | None = None
-    group: str | None = None
-    job_type: str | None = None
-    tags: tuple = ()
-    log_model: bool | str = False
+    entries: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.name not in ("wandb", "csv"):
-            raise ConfigError(f"logger.name={self.name!r}: must be wandb or csv (logger=wandb, logger=csv)")
-        require_bool("logger.log_model", self.log_model, ("all",))
-        if self.name == "wandb" and self.mode not in MODES:
-            raise ConfigError(f"logger.mode={self.mode!r}: must be one of {', '.join(MODES)}")
-        if self.name == "wandb" and self.mode == "online" and not api_key_known():
-            raise ConfigError(
-                "logger.mode=online needs a W&B API key (WANDB_API_KEY, or `wandb login`); "
-                "logger.mode=offline logs here (wandb sync uploads later), logger.mode=auto chooses"
-            )
+        from sam_lightning.loggers import check_entries
+
+        check_entries(self.entries)
 
     @classmethod
-    def from_mapping(cls, values: Mapping) -> LoggingSpec:
-        values = dict(values)
-        if isinstance(values.get("tags"), list):
-            values["tags"] = tuple(values["tags"])
-        return from_mapping(cls, "logger", values)
+    def from_mapping(cls, values: Mapping | None) -> LoggingSpec:
+        return cls(entries=dict(values or {}))
 
 
 @dataclass(frozen=True)
@@ -231,7 +213,7 @@ def build_run(cfg: DictConfig) -> RunSpec:
     # (the datamodule checks every source on the loaded data, with the real device count).
     if (n_train := data.train_size()) is not None:
         require_full_batches(n_train, data.batch_size, trainer.world_size)
-    logging = LoggingSpec.from_mapping(values["logger"])
+    logging = LoggingSpec.from_mapping(values.get("logger"))
 
     setting = values.get("cpu_threads", "auto")
     if setting != "auto":

@@ -143,12 +143,19 @@ TRAIN_CASES = [
         "NoSuchCallback",
         2,
     ),
-    ("logger_mode_typo", ["logger=wandb", "logger.mode=offlien"], "logger.mode='offlien'", 2),
-    ("logger_name_unknown", ["logger.name=tensorboard"], "logger.name='tensorboard'", 2),
+    ("logger_mode_typo", ["logger=wandb", "logger.wandb.mode=offlien"], "logger.wandb.mode='offlien'", 2),
+    (
+        "logger_class_missing",
+        ["+logger.extra._target_=pytorch_lightning.loggers.NoSuchLogger"],
+        "logger.extra._target_='pytorch_lightning.loggers.NoSuchLogger'",
+        2,
+    ),
+    ("logger_not_a_logger", ["+logger.extra._target_=collections.OrderedDict"], "is not a Lightning logger", 2),
+    ("logger_boolean_off", ["logger=tensorboard", "+logger.tensorboard.log_graph=off"], "log_graph='off'", 2),
     (
         "wandb_online_without_an_api_key",
-        ["logger=wandb", "logger.mode=online"],
-        "logger.mode=online needs a W&B API key",
+        ["logger=wandb", "logger.wandb.mode=online"],
+        "logger.wandb.mode=online needs a W&B API key",
         2,
     ),
     ("ckpt_path_missing", [f"ckpt_path={TMP}/missing.ckpt"], "missing.ckpt", 2),
@@ -444,7 +451,8 @@ def test_every_boolean_of_conf_is_checked():
         "save_on_train_epoch_end",
         "auto_insert_metric_name",
         "enable_version_counter",
-    }  # by their classes' defaults
+        "log_model",
+    }  # callbacks' and loggers' arguments, checked by their classes' signatures
     missing = sorted(path for name, path in found if name not in known | callback_arguments)
     assert not missing, missing
 

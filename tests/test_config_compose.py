@@ -39,7 +39,7 @@ TRAIN_EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "train" / "experimen
 THEORY_EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "theory" / "experiment").glob("*.yaml"))
 CASES = [
     ("train", "train", []),
-    ("train", "train", ["data=cifar100", "trainer.max_epochs=3"]),
+    ("train", "train", ["data=cifar100", "logger=[csv,tensorboard]", "trainer.max_epochs=3"]),
     *[("train", "train", [f"experiment={e}"]) for e in TRAIN_EXPERIMENTS],
     *[("theory", "theory", [f"experiment={e}", "method=sam_m1"]) for e in THEORY_EXPERIMENTS],
     ("analysis", "sharpness", ["ckpt=x.ckpt", "data=cifar100", "data.root=/elsewhere"]),
@@ -66,8 +66,8 @@ def test_every_tree_composes_and_resolves_with_hydra_alone():
     folder, microseconds = run_dir.rsplit("_", 1)  # outputs/<date>/<time>_<method>_<data>_<microseconds>
     assert folder.startswith("outputs/") and folder.endswith("_sam_cifar10")
     assert len(microseconds) == 6 and microseconds.isdigit()
-    paired, _ = by_case["train train data=cifar100 trainer.max_epochs=3"]
-    assert paired["model"]["arch"] == "preact_resnet34"
+    paired, _ = by_case["train train data=cifar100 logger=[csv,tensorboard] trainer.max_epochs=3"]
+    assert paired["model"]["arch"] == "preact_resnet34" and list(paired["logger"]) == ["csv", "tensorboard"]
     diag, theory_dir = by_case["theory theory experiment=diag_net method=sam_m1"]
     assert (diag["train"]["lr"], diag["method"]["rho_paper"]) == ("1/d", "2.5/d")  # the paper's units, as stated
     assert theory_dir.startswith("outputs/theory/") and "_diag_net_sam_" in theory_dir

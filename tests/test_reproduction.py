@@ -48,7 +48,7 @@ def test_laptop_presets_keep_their_scale_with_either_image_source(preset):
             cfg = compose_config([f"experiment={preset}", *source, f"method={method}"])
             assert (cfg.data.name, cfg.data.train_fraction, cfg.data.label_noise) == (source[0][5:], 0.04, noise)
             assert (cfg.model.arch, cfg.model.width, cfg.model.norm) == ("preact_resnet18", 16, norm)
-            assert (cfg.trainer.accelerator, cfg.trainer.max_epochs, cfg.logger.name) == ("cpu", epochs, "csv")
+            assert (cfg.trainer.accelerator, cfg.trainer.max_epochs, list(cfg.logger)) == ("cpu", epochs, ["csv"])
             variant = instantiate_method(cfg.method)
             variant.check_batch_size(cfg.data.batch_size)
             if method != "erm":

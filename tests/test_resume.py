@@ -37,7 +37,7 @@ def test_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(tmp_path, ti
         assert [h["train/perturbed"] for h in resumed["history"]] == [0.0, 1.0]
 
 
-@pytest.mark.parametrize("logger", ["csv", "wandb"])
+@pytest.mark.parametrize("logger", ["csv", "wandb", "tensorboard"])
 def test_resume_from_the_command_line_continues_the_run_in_its_own_folder(tmp_path, logger):
     import csv
     import json
@@ -54,7 +54,7 @@ def test_resume_from_the_command_line_continues_the_run_in_its_own_folder(tmp_pa
         "trainer.max_epochs=2",
         "trainer.log_every_n_steps=1",
         f"logger={logger}",
-        *(["logger.mode=offline"] if logger == "wandb" else []),
+        *(["logger.wandb.mode=offline"] if logger == "wandb" else []),
     ]
 
     def train_cli(*more: str) -> None:  # run from tmp_path: a new default run folder would land under tmp_path/outputs
@@ -80,6 +80,8 @@ def test_resume_from_the_command_line_continues_the_run_in_its_own_folder(tmp_pa
         tested = [r["epoch"] for r in rows if r.get("test/error")]
         assert tested == ["0", "1"], rows  # the first segment's rows kept, none repeated
         assert [r["epoch"] for r in rows if r.get("train/loss")] == ["0", "1"], rows
+    elif logger == "tensorboard":
+        assert len(list(run.glob("tensorboard/events.out.tfevents.*"))) == 2  # one per segment, in one folder
     else:
         files = sorted(run.glob("wandb/offline-run-*/*.wandb"))
         assert len(files) == 2

@@ -34,7 +34,7 @@ def test_build_run_makes_every_spec_and_the_run_level_values(tmp_path):
     assert isinstance(run.method, SAM) and run.method.m == 32
     assert (run.model.width, run.data.name, run.data.batch_size, run.data.n_train) == (4, "synthetic", 128, 256)
     assert run.trainer.max_epochs == 1 and run.trainer.world_size == 1 and not run.trainer.on_gpu
-    assert run.logging.name == "csv" and run.seed == 0 and run.threads == 1 and run.num_classes == 10
+    assert list(run.logging.entries) == ["csv"] and run.seed == 0 and run.threads == 1 and run.num_classes == 10
     assert run.channels_last is False  # channels_last=auto on a CPU run
     assert run.output_dir == tmp_path / "run" and run.ckpt_path is None and run.init_from is None
     # the resolved config, as results.json records it: the variant's name, the selection metric

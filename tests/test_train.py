@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY, stop_after
@@ -77,7 +79,7 @@ def test_resume_from_last_checkpoint_continues_the_run(tmp_path, tiny_cfg):
 
 def test_wandb_offline_run_holds_config_and_final_metrics(tiny_cfg, capsys, monkeypatch):
     monkeypatch.delenv("WANDB_MODE")  # mode=auto must find no API key and go offline by itself
-    cfg = tiny_cfg("logger=wandb", "logger.mode=auto")
+    cfg = tiny_cfg("logger=wandb", "logger.wandb.mode=auto")
     out = train(cfg)
     notices = [line for line in capsys.readouterr().out.splitlines() if line.startswith("W&B: offline mode")]
     assert len(notices) == 1 and "wandb sync" in notices[0]
@@ -98,6 +100,21 @@ def test_wandb_offline_run_holds_config_and_final_metrics(tiny_cfg, capsys, monk
     assert run["project"] == "sam-lightning"
 
 
+def test_smoke_preset_logs_to_two_loggers_at_once(tiny_cfg):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_cfg("logger=[csv,tensorboard]")
+    assert list(cfg.logger) == ["csv", "tensorboard"]
+    out = train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    assert [float(r["test/error"]) for r in rows if r.get("test/error")] == [out["final_test_error"]]
+    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events)).Reload()
+    assert "test/error" in scalars.Tags()["scalars"] and "train/loss" in scalars.Tags()["scalars"]
+    assert scalars.Scalars("test/error")[-1].value == pytest.approx(out["final_test_error"])
+
+
 def _offline_run_file(run_dir):
     (run_file,) = (run_dir / "wandb").glob("offline-run-*/*.wandb")
     return run_file
@@ -112,8 +129,8 @@ def test_wandb_run_records_the_command_its_files_and_its_preset(tmp_path):
             "trainer.log_every_n_steps=1",
             "method=sam_m128",
             "logger=wandb",
-            "logger.mode=offline",
-            "logger.tags=[paper]",
+            "logger.wandb.mode=offline",
+            "logger.wandb.tags=[paper]",
             f"hydra.run.dir={tmp_path}",
         )
     finally:
@@ -124,7 +141,10 @@ def test_wandb_run_records_the_command_its_files_and_its_preset(tmp_path):
     assert "anonymous" not in console and "warning" not in console.lower(), console[-3000:]
     results = json.load(open(tmp_path / "results.json"))
     config, summary, run = run_contents(_offline_run_file(tmp_path))
-    assert "method=sam_m128" in config["hydra"]["overrides"] and "logger.tags=[paper]" in config["hydra"]["overrides"]
+    assert (
+        "method=sam_m128" in config["hydra"]["overrides"]
+        and "logger.wandb.tags=[paper]" in config["hydra"]["overrides"]
+    )
     assert config["hydra"]["command"].startswith("python train.py ") and "method=sam_m128" in config["hydra"]["command"]
     assert run["name"].startswith("sam_m128-synthetic-"), run["name"]  # the preset, not only its class
     assert "paper" not in run["name"] and run["tags"] == ["paper"]
@@ -145,13 +165,13 @@ def test_wandb_run_names_keep_the_preset_and_its_overrides():
     assert name("method=sam_m32") != name("method=sam_m128") != name("method=sam_m4")
     assert name("method=sam_m32").startswith("sam_m32-synthetic-preact_resnet18-s0")
     assert "method.rho=0.2" in name("method=sam_m32", "method.rho=0.2")
-    assert name("method=sam_m32", "seed=3", "logger.tags=[x]", "trainer.enable_progress_bar=false") == name(
+    assert name("method=sam_m32", "seed=3", "logger.wandb.tags=[x]", "trainer.enable_progress_bar=false") == name(
         "method=sam_m32", "seed=3"
     )
 
 
 def test_wandb_disabled_prints_no_run_folder(tiny_cfg, capsys):
-    train(tiny_cfg("logger=wandb", "logger.mode=disabled"))
+    train(tiny_cfg("logger=wandb", "logger.wandb.mode=disabled"))
     out = capsys.readouterr().out
     assert "finished:" in out and "W&B run:" not in out
 
@@ -162,8 +182,8 @@ def test_cli_multirun_leaves_logger_tags_out_of_folder_names(tmp_path):
         *TINY,
         "seed=0",
         "logger=wandb",
-        "logger.mode=offline",
-        "logger.tags=[paper]",
+        "logger.wandb.mode=offline",
+        "logger.wandb.tags=[paper]",
         f"hydra.sweep.dir={tmp_path}",
         "hydra/launcher=basic",
     )
