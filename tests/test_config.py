@@ -111,3 +111,35 @@ def test_train_help_lists_exactly_the_training_groups():
     listed = {line.split(":")[0].strip() for line in groups.splitlines() if ": " in line}
     expected = {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"}
     assert listed == expected and {"method", "norm", "data", "model"} <= listed and not listed & {"analysis", "theory"}
+
+
+def test_local_settings_compose_when_present_and_are_optional(tmp_path, monkeypatch):
+    """conf/train/local/default.yaml (git-ignored) holds one machine's settings; a fresh clone has none."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sam_lightning.loggers import logger_entries
+
+    monkeypatch.delenv("SAM_DATA_ROOT", raising=False)
+    tree = tmp_path / "train"
+    shutil.copytree(CONF, tree, ignore=lambda folder, names: ["default.yaml"] if folder.endswith("local") else [])
+
+    def composed(*overrides):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(tree), version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides))
+
+    fresh = composed()  # no local file: the defaults entry is optional
+    assert fresh.cpu_threads == "auto" and fresh.data.root == "data" and fresh.logger.wandb.entity is None
+    (tree / "local" / "default.yaml").write_text(
+        "# @package _global_\ndata:\n  root: /datasets/here\ncpu_threads: 3\nlogger:\n  wandb:\n    entity: team\n"
+    )
+    here = composed("experiment=laptop", "data=cifar10")
+    assert (here.data.root, here.cpu_threads, here.logger.wandb.entity) == ("/datasets/here", 3, "team")
+    assert list(here.logger) == ["csv", "wandb"]  # the preset's csv; the W&B setting is kept but not a logger
+    assert [name for name, _, _ in logger_entries(here)] == ["csv"]
+    assert composed("data.root=/elsewhere").data.root == "/elsewhere"  # the command line still wins
+    example = composed("local=example")
+    assert example.data.root == "/datasets/cifar" and example.cpu_threads == 8
