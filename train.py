@@ -35,6 +35,7 @@ from sam_lightning.config import ConfigError
 from sam_lightning.data import ImageDataModule
 from sam_lightning.loggers import finish_wandb, make_loggers
 from sam_lightning.module import SAMClassifier
+from sam_lightning.print_config import print_config_tree
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
 from sam_lightning.run_dir import clear_run_dir, folder_of_run
@@ -176,6 +177,8 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point. Returns what Hydra sweepers that optimize (Optuna) minimize: `objective`."""
     if skip_if_duplicate(cfg):  # ERM at a second rho of a multirun grid: its job at the first rho is the same run
         return float("inf")
+    if cfg.get("print_config") is True:
+        print_config_tree(cfg)
 
     def record(reason: str, status: str = "failed") -> None:
         try:

@@ -163,6 +163,7 @@ class RunSpec:
     num_classes: int
     output_dir: Path
     overwrite: bool  # replace the run already in output_dir
+    print_config: bool  # the composed config printed as a tree when the run starts (train.py's main)
     ckpt_path: str | None  # resume this checkpoint (checked: resume_from)
     resume_from: Checkpoint | None
     init_from: Checkpoint | None  # start from these weights only
@@ -202,6 +203,7 @@ def build_run(cfg: DictConfig) -> RunSpec:
     values = OmegaConf.to_container(cfg, resolve=True)  # the one conversion; everything below reads `values`
     overwrite, ckpt_path, init_from = values.get("overwrite", False), values.get("ckpt_path"), values.get("init_from")
     require_bool("overwrite", overwrite)
+    require_bool("print_config", values.get("print_config", False))
     output_dir = Path(values["paths"]["output_dir"])
     check_run_dir(output_dir, ckpt_path, overwrite)
     seed = values.get("seed")
@@ -254,6 +256,7 @@ def build_run(cfg: DictConfig) -> RunSpec:
         num_classes=num_classes,
         output_dir=output_dir,
         overwrite=overwrite,
+        print_config=values.get("print_config", False),
         ckpt_path=ckpt_path,
         resume_from=load_for_resume(ckpt_path, model, num_classes, trainer.max_epochs, defining) if ckpt_path else None,
         init_from=load_for_model(init_from, "init_from", model, num_classes) if init_from else None,

@@ -115,6 +115,23 @@ def test_smoke_preset_logs_to_two_loggers_at_once(tiny_cfg):
     assert scalars.Scalars("test/error")[-1].value == pytest.approx(out["final_test_error"])
 
 
+def test_print_config_shows_the_composed_config_as_a_tree_first(tmp_path, capfd, monkeypatch):
+    from test_bad_inputs import run_entry
+
+    # Printed before anything runs: a bad value after it still is refused as always.
+    code = run_entry(
+        "train", [*TINY, "print_config=true", "data.batch_size=0", f"hydra.run.dir={tmp_path}"], monkeypatch
+    )
+    out = capfd.readouterr().out
+    assert code == 2 and out.startswith("config\n")
+    branches = [line.split("── ")[1] for line in out.splitlines() if line[:4] in ("├── ", "└── ")]
+    assert branches[:4] == ["data", "model", "method", "optim"] and branches[-1] == "top level"
+    assert "│   └── name: synthetic" in out and "seed: 0" in out.split("── data")[1]  # resolved: data.seed is ${seed}
+    assert f"output_dir: {tmp_path}" in out
+    run_entry("train", [*TINY, "data.batch_size=0", f"hydra.run.dir={tmp_path / 'quiet'}"], monkeypatch)
+    assert "── data" not in capfd.readouterr().out  # print_config=false, the default: nothing printed
+
+
 def _offline_run_file(run_dir):
     (run_file,) = (run_dir / "wandb").glob("offline-run-*/*.wandb")
     return run_file
