@@ -40,7 +40,7 @@ def _reachable(host: str, port: int = 443, timeout: float = 2.0) -> bool:
 def resolve_mode(requested: str = "auto") -> tuple[str, str | None]:
     """Returns (mode, why) where `why` explains a fallback to offline (None when there is none)."""
     if requested not in MODES:
-        raise ValueError(f"logger.mode must be one of {', '.join(MODES)}, got {requested!r}")
+        raise ValueError(f"logger.wandb.mode must be one of {', '.join(MODES)}, got {requested!r}")
     env = os.environ.get("WANDB_MODE")
     if requested == "auto" and env in ("online", "offline", "disabled", "dryrun"):
         return ("offline" if env == "dryrun" else env), None
