@@ -39,7 +39,11 @@ def logger_class(entry, key: str) -> type | None:
     """The class an entry names by `_target_`, None for an entry without one; a bad name is one line."""
     from hydra.utils import get_class
 
-    if entry is None or "_target_" not in entry:
+    if entry is None:
+        return None
+    if not (isinstance(entry, Mapping) or OmegaConf.is_dict(entry)):
+        raise ConfigError(f"{key} must be a mapping with a _target_ (a Lightning logger class), got {entry!r}")
+    if "_target_" not in entry:
         return None
     try:
         return get_class(entry["_target_"])

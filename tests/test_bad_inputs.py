@@ -255,7 +255,7 @@ OTHER_CASES = [
     (
         "sharpness_data_key_typo",
         "sharpness",
-        [f"ckpt={TMP}/good.ckpt", "data=synthetic", "data.n_trian=64"],
+        [f"ckpt={TMP}/good.ckpt", "data=synthetic", "+data.n_trian=64"],
         "did you mean n_train",
         2,
     ),
@@ -279,7 +279,7 @@ OTHER_CASES = [
     (
         "eval_data_augment_off",
         "eval",
-        [f"ckpt_path={TMP}/run/checkpoints/last.ckpt", "data.augment=off"],
+        [f"ckpt_path={TMP}/run/checkpoints/last.ckpt", "+data.augment=off"],
         "data.augment='off'",
         2,
     ),

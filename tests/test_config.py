@@ -139,7 +139,7 @@ def test_local_settings_compose_when_present_and_are_optional(tmp_path, monkeypa
     here = composed("experiment=laptop", "data=cifar10")
     assert (here.data.root, here.cpu_threads, here.logger.wandb.entity) == ("/datasets/here", 3, "team")
     assert list(here.logger) == ["csv", "wandb"]  # the preset's csv; the W&B setting is kept but not a logger
-    assert [name for name, _, _ in logger_entries(here)] == ["csv"]
+    assert [name for name, _, _ in logger_entries(here.logger)] == ["csv"]
     assert composed("data.root=/elsewhere").data.root == "/elsewhere"  # the command line still wins
     example = composed("local=example")
     assert example.data.root == "/datasets/cifar" and example.cpu_threads == 8

@@ -33,6 +33,7 @@ def rho_from_paper_code(rho: float, m: int | None) -> float:
     """
     return 2.0 * float(rho) if m == 1 else float(rho)
 
+
 ASCENTS = ("train", "batch")
 SOURCES = ("seeded", "paper")
 STEP_CODES = ("shared", "vectorized")
