@@ -86,3 +86,19 @@ def test_the_analysis_data_options_are_the_training_ones():
         text = (ROOT / "conf" / "analysis" / "data" / name).read_text()
         assert f"- /train/data/{name.removesuffix('.yaml')}@_here_" in text  # a pointer, no settings of its own
     assert not [p for p in (ROOT / "conf").rglob("*") if p.is_symlink()]
+
+
+def test_train_prints_the_resolved_config():
+    proc = subprocess.run(
+        [sys.executable, "train.py", "experiment=smoke", "--cfg", "job", "--resolve"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "${" not in proc.stdout
+        and "  arch: preact_resnet18" in proc.stdout
+        and "    _target_: pytorch_lightning.loggers.CSVLogger" in proc.stdout
+    )
