@@ -11,9 +11,7 @@ runs as a real process, to show that the two agree.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, TINY
-from hydra.core.global_hydra import GlobalHydra
+from helpers import check_one_line, run_entry
 from torchvision.io import encode_jpeg, write_png
 
 from sam_lightning.models import build_model
@@ -287,54 +285,6 @@ OTHER_CASES = [
 
 def _fill(args: list[str], root: Path) -> list[str]:
     return [a.replace(TMP, str(root)) for a in args]
-
-
-SCRIPTS = {
-    "train": ROOT / "train.py",
-    "eval": ROOT / "eval.py",
-    "theory": ROOT / "theory.py",
-    "bench": ROOT / "bench" / "step_time.py",
-}
-MODULES = {"sharpness": "sam_lightning.analysis.sharpness", "interpolation": "sam_lightning.analysis.interpolation"}
-
-
-def run_entry(module: str, args: list[str], monkeypatch) -> int:
-    """The entry point as the command line runs it (`python train.py ARGS` is runpy of the script as
-    __main__, which is also how Hydra finds its config folder); returns its exit code."""
-    if module == "sweep":
-        from sam_lightning.sweep.cli import main
-
-        return main(args)
-    script = SCRIPTS.get(module)
-    monkeypatch.setattr(sys, "argv", [str(script or module), *args])
-    GlobalHydra.instance().clear()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        if script is not None:
-            runpy.run_path(str(script), run_name="__main__")
-        else:
-            runpy.run_module(MODULES[module], run_name="__main__", alter_sys=True)
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 1
-    except KeyboardInterrupt:  # escaped the entry point: report it, do not end the test session
-        print("KeyboardInterrupt escaped", file=sys.stderr)
-        return -2
-    finally:
-        # Hydra points the root logger at this test's captured streams and run folder: undo it.
-        for handler in set(root.handlers) - set(handlers):
-            handler.close()
-        root.handlers[:], root.level = handlers, level
-    return 0
-
-
-def check_one_line(stderr: str, code: int, expected_code: int, names: str) -> None:
-    assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr[-3000:]
-    assert names in errors[0], errors[0]
-    assert code == expected_code, (code, errors[0])
-    assert "HYDRA_FULL_ERROR" not in stderr
 
 
 @pytest.mark.parametrize(("overrides", "names", "code"), [c[1:] for c in TRAIN_CASES], ids=[c[0] for c in TRAIN_CASES])

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
-from test_module import batches, fit, system
+from helpers import batches, fit, system
 from torch import nn
 
 from sam_lightning.config import ModelSpec

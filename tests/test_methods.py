@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from test_sam_step import fixed_batch, mlp
+from helpers import fixed_batch, mlp
 
 from sam_lightning.cli import instantiate_method
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec

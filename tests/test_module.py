@@ -8,50 +8,10 @@ from dataclasses import dataclass
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_sam_step import LR, reference_update
-from torch.utils.data import DataLoader, TensorDataset
+from helpers import LR, batches, fit, reference_update, system
 
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
-from sam_lightning.module import SAMClassifier
-from sam_lightning.variants import ERM, SAM, Method
-
-TINY_MODEL = ModelSpec("preact_resnet18", width=2, norm="batch")
-
-
-def system(
-    method: Method,
-    l2: float = 5e-4,
-    l2_mode: str = "loss",
-    schedule: str = "constant",
-    max_epochs: int = 1,
-    model: ModelSpec = TINY_MODEL,
-    grad_clip=None,
-) -> SAMClassifier:
-    torch.manual_seed(0)
-    optim = OptimSpec(lr=LR, momentum=0.9, l2=l2, l2_mode=l2_mode, schedule=schedule, grad_clip=grad_clip)
-    return SAMClassifier(model, method, optim, num_classes=3, max_epochs=max_epochs).double()
-
-
-def batches(n_batches: int = 1, batch_size: int = 8):
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(n_batches * batch_size, 3, 32, 32, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 3, (n_batches * batch_size,), generator=g)
-    return x, y, DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
-
-
-def fit(module: SAMClassifier, loader, **trainer_kwargs) -> pl.Trainer:
-    settings = dict(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer = pl.Trainer(**{**settings, **trainer_kwargs})
-    trainer.fit(module, train_dataloaders=loader)
-    return trainer
+from sam_lightning.variants import ERM, SAM
 
 
 @pytest.mark.parametrize("m", [None, 4])

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 from conftest import TINY
-from test_bad_inputs import check_one_line, run_entry
+from helpers import check_one_line, run_entry
 
 from sam_lightning.jsonio import atomic_write_json
 from sam_lightning.module import SAMClassifier
