@@ -161,3 +161,15 @@ def check_one_line(stderr: str, code: int, expected_code: int, names: str) -> No
     assert names in errors[0], errors[0]
     assert code == expected_code, (code, errors[0])
     assert "HYDRA_FULL_ERROR" not in stderr
+
+
+# -- label noise ----------------------------------------------------------------------------------------
+def assert_noise_figures_add_up(row: dict, sizes: dict) -> None:
+    """An epoch's training error is that of its clean points and of its flipped points not fitted to
+    their flipped label, weighted by their counts: every point is one or the other, and each epoch
+    (drop_last, a batch size dividing the training set) sees every point once."""
+    import pytest
+
+    n, noisy = sizes["train"], sizes["noisy_train"]
+    expected = (row["train/clean_error"] * (n - noisy) + (1 - row["train/noisy_fit"]) * noisy) / n
+    assert row["train/error"] == pytest.approx(expected, abs=1e-6), row

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fixed_batch, mlp
+from helpers import assert_noise_figures_add_up, fixed_batch, mlp
 
 from sam_lightning.cli import instantiate_method
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
@@ -208,8 +208,14 @@ def test_label_noise_run_records_noise_figures(tiny_cfg):
     saved = json.load(open(f"{run_dir}/noisy_labels.json"))
     assert len(saved["indices"]) == round(0.6 * 256) == out["data_sizes"]["noisy_train"]
     assert all(a != b for a, b in zip(saved["noisy_labels"], saved["true_labels"]))
-    assert 0 <= out["final_noisy_fit"] <= 1 and 0 <= out["final_clean_train_error"] <= 1
-    assert out["best_epoch"] in (0, 1) and out["best_test_error"] <= out["final_test_error"]
+    assert [h["epoch"] for h in out["history"]] == [0, 1]
+    for row in out["history"]:
+        assert_noise_figures_add_up(row, out["data_sizes"])
+    last = out["history"][-1]
+    assert (out["final_noisy_fit"], out["final_clean_train_error"]) == (
+        last["train/noisy_fit"],
+        last["train/clean_error"],
+    )
 
 
 @pytest.mark.parametrize(

@@ -153,7 +153,6 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
         per_seed = [np.mean(v) for _, v in sorted(by_group[key].items())]
         assert float(row["mean"]) == pytest.approx(np.mean(per_seed), abs=1e-12)
         low, high = float(row["ci_low"]), float(row["ci_high"])
-        assert low <= float(row["mean"]) <= high
         assert (low, high) == pytest.approx((min(per_seed), max(per_seed)))  # 2 seeds: the range
     sam = [rows[("sam_m32", "0.05")], rows[("sam_m32", "0.1")]]
     assert [r["best_rho"] for r in sam].count("1") == 1 and rows[("erm", "")]["best_rho"] == "0"
