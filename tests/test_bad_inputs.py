@@ -110,7 +110,6 @@ TRAIN_CASES = [
     ("unknown_norm", ["model.norm=layer"], "model.norm='layer'", 2),
     ("unknown_method", ["method._target_=sam_lightning.variants.Adam"], "sam_lightning.variants.Adam", 2),
     ("unknown_method_key", ["+method.alpha=0.5"], "method.alpha", 2),
-    ("m_not_dividing_batch", ["method.m=48"], "method.m=48", 2),
     ("switch_at_out_of_range", ["method=erm_to_sam", "method.switch_at=2"], "method.switch_at=2", 2),
     ("unknown_engine", ["method.engine=jit"], "method.engine='jit'", 2),
     ("chunks_per_pass_zero", ["method.chunks_per_pass=0"], "method.chunks_per_pass=0", 2),
@@ -223,6 +222,13 @@ OTHER_CASES = [
     ("theory_d_zero", "theory", ["data.d=0"], "data.d=0", 2),
     ("theory_d_not_a_number", "theory", ["data.d=abc"], "data.d='abc'", 2),
     ("theory_rho_not_a_number", "theory", ["method=sam_m1", "method.rho=abc"], "method.rho='abc'", 2),
+    (
+        "theory_rho_negative",
+        "theory",
+        ["experiment=diag_net", "method=sam_m1", "method.rho=-0.5"],
+        "method.rho=-0.5: must be a number >= 0",
+        2,
+    ),
     ("theory_iterations_zero", "theory", ["experiment=diag_net", "train.iterations=0"], "train.iterations=0", 2),
     ("theory_normalize_no", "theory", ["method=sam", "method.normalize=no"], "method.normalize='no'", 2),
     ("sharpness_one_step_no", "sharpness", [f"ckpt={TMP}/good.ckpt", "one_step=no"], "one_step='no'", 2),
@@ -317,6 +323,47 @@ def test_the_command_line_answers_as_the_in_process_entry_point(paths, tmp_path)
         timeout=120,
     )
     check_one_line(proc.stderr, proc.returncode, 2, "a_file/run")
+
+
+# m must divide the batch wherever the two are given: the method's m, the data's batch size, a
+# preset's m, the theory command, and a hand-written loop calling the step itself
+M_NOT_DIVIDING = {
+    "method_m": ("train", ["method.m=48"], "method.m=48 must divide"),
+    "data_batch_size": ("train", ["method.m=32", "data.batch_size=48"], "method.m=32 must divide"),
+    "preset_m": ("train", ["method=sam_m128", "data.batch_size=192", "data.n_train=384"], "method.m=128 must divide"),
+    "theory": (
+        "theory",
+        ["experiment=diag_net", "method=sam", "method.m=3", "train.iterations=2"],
+        "method.m=3 must divide the number of examples data.n=20",
+    ),
+    "theory_batch_size": (
+        "theory",
+        ["experiment=diag_net", "method=sam", "method.m=2", "train.batch_size=5", "train.iterations=2"],
+        "method.m=2 must divide the batch size train.batch_size=5",
+    ),
+    "library": ("library", [], "method.m=5 must be a positive divisor of the batch size 16"),
+}
+
+
+@pytest.mark.parametrize("where", M_NOT_DIVIDING)
+def test_m_must_divide_the_batch(where, tmp_path, capfd, monkeypatch):
+    entry, args, names = M_NOT_DIVIDING[where]
+    if entry == "library":
+        import torch.nn.functional as F
+        from helpers import fixed_batch, mlp
+
+        from sam_lightning.sam import sam_gradients
+        from sam_lightning.variants import SAM
+
+        model, (x, y) = mlp(), fixed_batch(16)
+        with pytest.raises(ValueError, match=names):
+            sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, SAM(m=5))
+        return
+    prefix = TINY if entry == "train" else []
+    got = run_entry(entry, [*prefix, *args, f"hydra.run.dir={tmp_path / 'run'}"], monkeypatch)
+    check_one_line(capfd.readouterr().err, got, 2, names)
+    recorded = json.loads((tmp_path / "run" / "results.json").read_text())  # refused, and recorded as such
+    assert recorded["status"] == "failed" and recorded["reason"].startswith("ConfigError: ")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
@@ -429,11 +476,20 @@ def test_overwrite_replaces_the_earlier_run(tmp_path, capfd, monkeypatch):
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
 
 
-def test_two_runs_started_together_write_two_folders(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def test_two_runs_started_together_write_two_folders_without_a_warning(tmp_path):
+    # The default hydra.run.dir (outputs/<date>/<time>_<method>_<data>_<token>, under the working
+    # folder) is checked for writability before Hydra creates it: silently, and for real.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), *TINY, "callbacks=none", f"seed={seed}"],
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                *TINY,
+                "trainer.log_every_n_steps=1",
+                "callbacks=none",
+                f"seed={seed}",
+            ],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.PIPE,
@@ -445,7 +501,8 @@ def test_two_runs_started_together_write_two_folders(tmp_path):
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
-    results = sorted(tmp_path.glob("outputs/*/*/results.json"))
+        assert "warning" not in (out + err).lower(), err[-3000:]
+    results = sorted(tmp_path.glob("outputs/*/*_sam_m32_synthetic_*/results.json"))
     assert len(results) == 2, [str(p) for p in tmp_path.rglob("*")][:20]
     assert sorted(json.loads(p.read_text())["config"]["seed"] for p in results) == [0, 1]
     # not by luck of the clock: the default folder ends with a token drawn once per process

@@ -4,8 +4,6 @@ sharpness table over seeds and the sweep plots the document shows."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,17 +106,12 @@ def test_fig2_preset_finds_each_methods_checkpoints_of_a_fig16_sweep(tmp_path, n
         expand_checkpoints([f"{tmp_path}/**/*method=gsam,*/last.ckpt"], ["GSAM"])
 
 
-def test_fig2_preset_without_its_sweep_folder_is_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "sam_lightning.analysis.sharpness", "experiment=laptop_fig2", f"out_dir={tmp_path}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: sweep is required: add sweep=..."], (
-        proc.stderr[-2000:]
-    )
+def test_fig2_preset_without_its_sweep_folder_is_one_line(tmp_path, capfd, monkeypatch):
+    from helpers import run_entry
+
+    code = run_entry("sharpness", ["experiment=laptop_fig2", f"out_dir={tmp_path}"], monkeypatch)
+    err = capfd.readouterr().err
+    assert code == 2 and err.strip().splitlines() == ["error: sweep is required: add sweep=..."], err[-2000:]
 
 
 def test_sharpness_table_is_mean_and_ci_over_checkpoints_sharing_a_label():

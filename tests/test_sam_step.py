@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from helpers import LR, fixed_batch, mlp, reference_update
 
 from sam_lightning.sam import (
-    chunk_slices,
     erm_gradients,
     frozen_bn_running_stats,
     sam_gradients,
@@ -124,8 +123,3 @@ def test_frozen_bn_running_stats_restores_buffers():
         assert torch.equal(b, before[k])
     model(x)
     assert not torch.equal(model[1].running_mean, before["1.running_mean"])
-
-
-def test_m_must_divide_batch():
-    with pytest.raises(ValueError, match="divisor"):
-        chunk_slices(16, 5)

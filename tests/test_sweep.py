@@ -49,7 +49,7 @@ TINY = [
 ]
 
 
-def _train(args: list[str], failing_job: bool = False) -> None:
+def _train(args: list[str], failing_job: bool = False) -> subprocess.CompletedProcess:
     # One thread per process: on busy shared cores, torch's thread pool spins and a tiny job takes
     # ten times longer. A multirun with a job that did not finish exits 1 after its table.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -57,17 +57,17 @@ def _train(args: list[str], failing_job: bool = False) -> None:
         [sys.executable, "train.py", "-m", *TINY, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == (1 if failing_job else 0), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    return proc
 
 
 @pytest.fixture(scope="module")
-def sweep_run(tmp_path_factory) -> tuple[Path, str]:
+def sweep_run(tmp_path_factory) -> tuple[Path, str, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("multirun") / "sweep"
     # One process runs the jobs in turn: importing torch and Lightning costs more than a job.
     _train(["method=erm,sam_m32", "method.rho=0.05,0.1", "seed=0", f"hydra.sweep.dir={out}"])
-    printed = _train(["method=erm,sam_m32", "method.rho=0.05,0.1", "seed=1", f"hydra.sweep.dir={out}"])
+    printed = _train(["method=erm,sam_m32", "method.rho=0.05,0.1", "seed=1", f"hydra.sweep.dir={out}"]).stdout
     # The failing job goes through submitit's local executor: its own process, as on a cluster.
-    _train(
+    failing = _train(
         [
             "method=sam_m32",
             "data.batch_size=48",
@@ -78,12 +78,23 @@ def sweep_run(tmp_path_factory) -> tuple[Path, str]:
         ],
         failing_job=True,
     )
-    return out, printed
+    return out, printed, failing
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(sweep_run) -> Path:
     return sweep_run[0]
+
+
+def test_a_multirun_with_a_failed_job_prints_the_table_and_exits_non_zero(sweep_run):
+    failing = sweep_run[2]  # its one job failed (m = 32 does not divide 48); the folder's other jobs finished
+    assert "test error" in failing.stdout and "summary.csv" in failing.stdout  # the table came first
+    errors = [
+        line
+        for line in failing.stderr.splitlines()
+        if line.startswith("error: 1 job(s) of this multirun did not finish")
+    ]
+    assert len(errors) == 1 and "(failed)" in errors[0], failing.stderr[-3000:]
 
 
 def _results(sweep: Path) -> dict[str, dict]:
@@ -178,7 +189,7 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
 
 
 def test_multirun_ends_with_the_sweep_table(sweep_run):
-    sweep, printed = sweep_run
+    sweep, printed, _ = sweep_run
     # The second command's callback read the whole folder: the first command's jobs (seed 0) too.
     table = printed[printed.index(f"sweep: {sweep}") :]
     lines = [ln.split() for ln in table.splitlines()]
