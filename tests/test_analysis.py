@@ -280,6 +280,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@pytest.mark.slow
 def test_both_commands_write_json_and_png_from_two_smoke_checkpoints(smoke_checkpoints, tmp_path):
     sam_ckpt, erm_ckpt = smoke_checkpoints
     digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in smoke_checkpoints}
@@ -337,6 +338,7 @@ def test_both_commands_write_json_and_png_from_two_smoke_checkpoints(smoke_check
     assert digest == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in smoke_checkpoints}
 
 
+@pytest.mark.slow
 def test_interpolation_command_refuses_another_architecture_before_any_work(smoke_checkpoints, tmp_path):
     other = save_checkpoint(tmp_path / "other.ckpt", tiny_net(width=2), width=2)
     cfg = compose_config(
@@ -349,6 +351,7 @@ def test_interpolation_command_refuses_another_architecture_before_any_work(smok
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "data,used",
     [

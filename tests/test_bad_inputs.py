@@ -312,6 +312,7 @@ def test_other_commands_refuse_in_one_line(module, args, names, code, paths, tmp
     check_one_line(capfd.readouterr().err, got, code, names)
 
 
+@pytest.mark.slow
 def test_the_command_line_answers_as_the_in_process_entry_point(paths, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -467,6 +468,7 @@ def test_a_folder_that_holds_a_run_is_refused(key, tmp_path, capfd, monkeypatch)
     assert (folder / "checkpoints" / "epoch099.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_earlier_run(tmp_path, capfd, monkeypatch):
     folder = tmp_path / "run"
     _earlier_run(folder)
@@ -476,6 +478,7 @@ def test_overwrite_replaces_the_earlier_run(tmp_path, capfd, monkeypatch):
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_write_two_folders_without_a_warning(tmp_path):
     # The default hydra.run.dir (outputs/<date>/<time>_<method>_<data>_<token>, under the working
     # folder) is checked for writability before Hydra creates it: silently, and for real.

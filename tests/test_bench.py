@@ -11,6 +11,9 @@ from helpers import run_entry
 TINY = ["width=4", "batch_sizes=[16]", "m=[4]", "steps=1", "rounds=1", "threads=1"]
 SETTING = ("batch", "norm", "precision", "channels_last", "compile")
 
+# Every test here trains or starts a process.
+pytestmark = pytest.mark.slow
+
 
 def test_bench_runs_and_writes_its_table(tmp_path, capfd, monkeypatch):
     out = tmp_path / "bench.json"

@@ -65,6 +65,7 @@ def test_subset_validation_split_and_flipped_labels_are_what_the_batches_carry(d
     assert int((seen_labels != seen_true).sum()) > 0.4 * len(seen_labels)
 
 
+@pytest.mark.slow
 def test_training_with_label_noise_and_a_subset_records_what_happened(data_source, tmp_path):
     common = ("data.train_fraction=0.5", "data.val_fraction=0.25", "trainer.max_epochs=3", "data.batch_size=32")
     noisy = train(
@@ -88,6 +89,7 @@ def test_training_with_label_noise_and_a_subset_records_what_happened(data_sourc
     assert len(saved["indices"]) == 58 and all(a != b for a, b in zip(saved["noisy_labels"], saved["true_labels"]))
 
 
+@pytest.mark.slow
 def test_resume_on_every_source_is_exact(data_source, tmp_path):
     def run(name: str, *more: str) -> dict:
         return train(
@@ -110,6 +112,7 @@ def test_resume_on_every_source_is_exact(data_source, tmp_path):
     assert resumed["history"] == whole["history"]
 
 
+@pytest.mark.slow
 def test_analysis_commands_use_the_runs_own_training_points(data_source, tmp_path):
     from sam_lightning.analysis.interpolation import run as interpolation_run
     from sam_lightning.analysis.sharpness import run as sharpness_run
@@ -169,6 +172,7 @@ def test_analysis_commands_use_the_runs_own_training_points(data_source, tmp_pat
 REGIMES = ("laptop_sam_vs_erm", "laptop_small_m", "laptop_label_noise")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", REGIMES)
 def test_laptop_regimes_train_on_every_source(preset, data_source, tmp_path):
     # The regime as composed (its subset, split, noise, norm, schedule), shrunk only in size and time.
@@ -193,6 +197,7 @@ def test_laptop_regimes_train_on_every_source(preset, data_source, tmp_path):
     assert out["data_sizes"]["val"] == round(0.1 * 256)
 
 
+@pytest.mark.slow
 def test_eval_command_gives_the_runs_own_final_errors(data_source, tmp_path):
     from eval import evaluate
 

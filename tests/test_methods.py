@@ -144,6 +144,7 @@ def test_constant_rho_is_projected_onto_the_ball_and_project_false_is_not():
         torch.testing.assert_close(e["a"] / torch.linalg.vector_norm(e["a"]), g["a"] / g_norm)
 
 
+@pytest.mark.slow
 def test_rho_schedule_follows_the_learning_rate(tiny_cfg):
     out = train(
         tiny_cfg("trainer.max_epochs=4", "optim.schedule=piecewise", "method.rho_schedule=lr", "method.rho=0.2")
@@ -157,6 +158,7 @@ def test_rho_schedule_follows_the_learning_rate(tiny_cfg):
     assert [h["train/rho"] for h in constant["history"]] == pytest.approx([0.2, 0.2])
 
 
+@pytest.mark.slow
 def test_switching_happens_at_the_planned_epoch_also_after_resume(tmp_path, tiny_cfg):
     run = tmp_path / "switch"
     common = ["method=erm_to_sam", "method.switch_at=0.5", f"paths.output_dir={run}"]
@@ -202,6 +204,7 @@ def test_noisy_fit_counts_a_hand_made_case():
     assert fitted.tolist() == [False, False, False, True, False, False]
 
 
+@pytest.mark.slow
 def test_label_noise_run_records_noise_figures(tiny_cfg):
     out = train(tiny_cfg("data.label_noise=0.6", "trainer.max_epochs=2"))
     run_dir = out["config"]["paths"]["output_dir"]
@@ -251,16 +254,19 @@ def test_bad_data_parameters_fail_before_any_data_is_read(noise, fraction, tiny_
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["erm", "sam", "nsam", "random", "asam", "erm_to_sam", "sam_to_erm"])
 def test_every_method_trains_end_to_end(method, tiny_cfg):
     out = train(tiny_cfg(f"method={method}", "method.ascent_steps=2" if method == "sam" else "seed=0"))
     assert out["status"] == "finished" and out["final_test_error"] is not None
 
 
+@pytest.mark.slow
 def test_nsam_with_random_ascent_batch_trains(tiny_cfg):
     assert train(tiny_cfg("method=nsam", "method.ascent_batch=random"))["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_init_from_loads_weights_only_and_refuses_another_architecture(tmp_path, tiny_cfg):
     from sam_lightning.run_spec import build_run
     from train import make_model

@@ -53,6 +53,7 @@ def test_laptop_presets_keep_their_scale_with_either_image_source(preset):
                 assert variant.rho == rho
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(LAPTOP))
 def test_laptop_presets_run_their_smoke_variant(preset, tmp_path):
     cfg = compose_config(

@@ -86,6 +86,7 @@ def sweep_dir(sweep_run) -> Path:
     return sweep_run[0]
 
 
+@pytest.mark.slow
 def test_a_multirun_with_a_failed_job_prints_the_table_and_exits_non_zero(sweep_run):
     failing = sweep_run[2]  # its one job failed (m = 32 does not divide 48); the folder's other jobs finished
     assert "test error" in failing.stdout and "summary.csv" in failing.stdout  # the table came first
@@ -112,6 +113,7 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_multirun_folders_are_named_by_overrides(sweep_dir):
     names = sorted(
         p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "summary"
@@ -122,6 +124,7 @@ def test_multirun_folders_are_named_by_overrides(sweep_dir):
     assert any((sweep_dir / ".submitit").glob("*/*_log.out"))  # submitit ran the failing job
 
 
+@pytest.mark.slow
 def test_erm_trains_once_in_a_rho_grid(sweep_dir):
     # Hydra numbers the jobs method x rho: job 1 is ERM at rho = 0.1, the same run as job 0 (rho = 0.05).
     for seed in (0, 1):
@@ -136,6 +139,7 @@ def test_erm_trains_once_in_a_rho_grid(sweep_dir):
         assert [json.loads((jobs[n] / "results.json").read_text())["status"] for n in "023"] == ["finished"] * 3
 
 
+@pytest.mark.slow
 def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
     out = tmp_path / "summary"
     proc = subprocess.run(
@@ -188,6 +192,7 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_multirun_ends_with_the_sweep_table(sweep_run):
     sweep, printed, _ = sweep_run
     # The second command's callback read the whole folder: the first command's jobs (seed 0) too.
@@ -204,6 +209,7 @@ def test_multirun_ends_with_the_sweep_table(sweep_run):
     assert (sweep / "summary" / "summary.csv").is_file() and (sweep / "summary" / "test_error_curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_unfinished_and_unreadable_jobs_are_listed_and_one_seed_has_no_interval(sweep_dir, tmp_path, capsys):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "csv", "summary"))
@@ -250,6 +256,7 @@ def _sweep_py(root: Path, out: Path, *args: str) -> str:
     return proc.stdout.replace(str(out), "<out>").replace(str(root), "<dir>")
 
 
+@pytest.mark.slow
 def test_the_results_json_files_alone_make_the_same_tables(sweep_dir, tmp_path):
     # Every job records its overrides in results.json, as .hydra/overrides.yaml holds them
     # (the skipped jobs and the failed one, run by submitit in its own process, too).
@@ -513,6 +520,7 @@ def test_wandb_names_follow_the_sweep():
     assert names["hydra"]["group_key"] == "method=sam,method.rho=0.2" and names["hydra"]["job_num"] == 3
 
 
+@pytest.mark.slow
 def test_optuna_preset_runs_trials_and_a_failed_trial_does_not_stop_the_study(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

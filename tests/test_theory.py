@@ -212,6 +212,7 @@ def paper_code_step(u: np.ndarray, v: np.ndarray, X: np.ndarray, y: np.ndarray, 
     return u - gamma * du.mean(0), v - gamma * dv.mean(0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,m", [("GD", None), ("n-SAM", None), ("1-SAM", 1)])
 def test_iterates_equal_the_paper_codes_under_the_documented_map(kind, m):
     """1500 steps from the paper's init (w_+ = w_- = alpha is its code's u = 2 alpha, v = 0): the code's
@@ -232,6 +233,7 @@ def test_iterates_equal_the_paper_codes_under_the_documented_map(kind, m):
     np.testing.assert_allclose(w_plus - w_minus, v, rtol=0, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_paper_draw_reproduces_the_notebooks_printed_test_losses():
     """data.source=paper is the notebook's draw; on it GD, 1-SAM and n-SAM give the test losses the
     notebook prints for Fig. 14 (its test loss: ||X_test beta - y_test||^2 / 2000 on its 1000 test
@@ -271,6 +273,7 @@ def test_paper_draw_reproduces_the_notebooks_printed_test_losses():
 # -- the Fig. 6 ordering, small and fast ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fig6_ordering_on_a_short_run():
     """1-SAM generalizes clearly better than GD; full-batch n-SAM stays close to GD (Theorem 1).
 
@@ -456,6 +459,7 @@ def test_relu_experiment_writes_png_and_numbers(tmp_path):
 # -- tables: theory multiruns through the sweep aggregation ------------------------------------------
 
 
+@pytest.mark.slow
 def test_fig6_preset_is_a_multirun_ending_with_its_table(tmp_path):
     """The Fig. 6 preset, shortened: 3 methods x 2 seeds, the table printed at the end, the curves."""
     cfg = composed("experiment=fig6")

@@ -36,6 +36,7 @@ def run_cli(*overrides: str, timeout: int = 120) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_compose_api_run_writes_results_and_checkpoints(tiny_cfg):
     cfg = tiny_cfg("trainer.max_epochs=2")
     out = train(cfg)
@@ -52,6 +53,7 @@ def test_compose_api_run_writes_results_and_checkpoints(tiny_cfg):
     assert any(f.startswith("best-epoch") for f in os.listdir(f"{run_dir}/checkpoints"))
 
 
+@pytest.mark.slow
 def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, tiny_cfg):
     a = train(tiny_cfg(f"paths.output_dir={tmp_path / 'a'}"))
     b = train(tiny_cfg(f"paths.output_dir={tmp_path / 'b'}"))
@@ -60,6 +62,7 @@ def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, tiny_cfg):
     assert a["history"] != c["history"]
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_holds_config_and_final_metrics(tiny_cfg, capsys, monkeypatch):
     monkeypatch.delenv("WANDB_MODE")  # mode=auto must find no API key and go offline by itself
     cfg = tiny_cfg("logger=wandb", "logger.mode=auto")
@@ -88,6 +91,7 @@ def _offline_run_file(run_dir):
     return run_file
 
 
+@pytest.mark.slow
 def test_wandb_run_records_the_command_its_files_and_its_preset(tmp_path):
     # WANDB_SILENT unset, as for a user: W&B's own warnings would show
     env_silent = os.environ.pop("WANDB_SILENT", None)
@@ -119,6 +123,7 @@ def test_wandb_run_records_the_command_its_files_and_its_preset(tmp_path):
     assert "CPU threads" in (files / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_wandb_run_names_keep_the_preset_and_its_overrides():
     from sam_lightning.naming import single_run_name
 
@@ -135,12 +140,14 @@ def test_wandb_run_names_keep_the_preset_and_its_overrides():
     )
 
 
+@pytest.mark.slow
 def test_wandb_disabled_prints_no_run_folder(tiny_cfg, capsys):
     train(tiny_cfg("logger=wandb", "logger.mode=disabled"))
     out = capsys.readouterr().out
     assert "finished:" in out and "W&B run:" not in out
 
 
+@pytest.mark.slow
 def test_cli_multirun_leaves_logger_tags_out_of_folder_names(tmp_path):
     proc = run_cli(
         "-m",
@@ -159,6 +166,7 @@ def test_cli_multirun_leaves_logger_tags_out_of_folder_names(tmp_path):
     assert "paper" not in run["name"] and run["tags"] == ["paper"]
 
 
+@pytest.mark.slow
 def test_cli_smoke_preset_learns(tmp_path):
     # About 25 s on 2 idle cores; the time limit here only catches a preset grown far too big.
     proc = run_cli("experiment=smoke", f"hydra.run.dir={tmp_path}", "trainer.enable_progress_bar=false", timeout=300)
@@ -209,6 +217,7 @@ def test_console_counts_epochs_from_one_as_the_plots():
     assert "(epoch 1 of 4)" in summary_line(payload)
 
 
+@pytest.mark.slow
 def test_fast_dev_run_says_its_errors_are_from_one_batch(tiny_cfg, capsys):
     train(tiny_cfg("trainer.fast_dev_run=true"))
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("finished")]
