@@ -195,6 +195,15 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
 @pytest.mark.slow
 def test_multirun_ends_with_the_sweep_table(sweep_run):
     sweep, printed, _ = sweep_run
+    # as each job starts, where the multirun stands: k of N, the swept overrides, and an ETA from the second on
+    progress = [ln for ln in printed.splitlines() if ln.startswith("job ")]
+    assert [ln.split(" — ")[0] for ln in progress] == [
+        "job 1/4 (method=erm method.rho=0.05)",
+        "job 2/4 (method=erm method.rho=0.1)",
+        "job 3/4 (method=sam_m32 method.rho=0.05)",
+        "job 4/4 (method=sam_m32 method.rho=0.1)",
+    ], printed[-3000:]
+    assert "ETA" not in progress[0] and all(", ETA " in ln for ln in progress[1:])
     # The second command's callback read the whole folder: the first command's jobs (seed 0) too.
     table = printed[printed.index(f"sweep: {sweep}") :]
     lines = [ln.split() for ln in table.splitlines()]
