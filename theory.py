@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import sam_lightning.run_dir  # noqa: F401 - registers the ${run_token:} resolver before composition
 import sam_lightning.theory.spec  # noqa: F401 - registers the ${div:a,b} resolver before composition
-from sam_lightning.cli import FAILED, fail, is_multirun, run_command
+from sam_lightning.cli import FAILED, check_mode_flags, fail, is_multirun, run_command
 from sam_lightning.config import ConfigError
 from sam_lightning.results import write_failure
 from sam_lightning.strict import check_booleans
@@ -61,4 +61,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_mode_flags()  # -m with --cfg: one line, not Hydra's traceback
     main()

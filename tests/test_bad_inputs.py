@@ -554,3 +554,37 @@ def test_run_command_exits_2_for_a_user_mistake_1_for_a_failure_and_the_errors_o
     check_one_line(err, code, 143, "preempted")
     code, err = _exit_of(raising(RuntimeError("CUDA out of memory")), capfd)  # a failed run: its traceback
     assert code == 1 and "Traceback" in err and "error: RuntimeError: CUDA out of memory" in err
+
+
+# -- Hydra's mode flags: at most one per command ------------------------------------------------------
+MODE_FLAGS = {
+    "multirun_cfg": ("train", ["-m", "experiment=smoke", "--cfg", "job"], "--cfg shows one job's config"),
+    "multirun_cfg_hydra": (
+        "train",
+        ["--multirun", "--cfg=hydra", "seed=0,1"],
+        "drop -m and give one value per swept key",
+    ),
+    "theory_multirun_cfg": ("theory", ["-m", "method=erm,sam", "-c", "job"], "--cfg shows one job's config"),
+    "cfg_info": ("train", ["--cfg", "job", "--info"], "--cfg and --info cannot be combined"),
+}
+
+
+@pytest.mark.parametrize("entry,args,names", MODE_FLAGS.values(), ids=MODE_FLAGS.keys())
+def test_two_mode_flags_are_one_line(entry, args, names, capfd, monkeypatch):
+    got = run_entry(entry, args, monkeypatch)
+    out, err = capfd.readouterr()
+    check_one_line(err, got, 2, names)
+    assert out == ""  # refused before Hydra printed anything
+
+
+@pytest.mark.slow
+def test_a_multiruns_cfg_from_the_command_line_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", "experiment=smoke", "--cfg", "job"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    check_one_line(proc.stderr, proc.returncode, 2, "--cfg shows one job's config")
+    assert "--cfg hydra" in proc.stderr and proc.stdout == ""
