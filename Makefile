@@ -35,7 +35,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15
 
 # Everything but the tests marked slow (trainings, started processes): the SAM step and engines,
-# the variants, the composed configs, bad inputs. Under a minute on 2 cores.
+# the variants, the composed configs, bad inputs. About 90 s of CPU time: about a minute on 2 idle cores.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
