@@ -12,7 +12,7 @@ endif
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo lint test bench bench-gpu clean
+.PHONY: install demo lint test test-fast bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -32,7 +32,12 @@ lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --durations=15
+
+# Everything but the tests marked slow (trainings, started processes): the SAM step and engines,
+# the variants, the composed configs, bad inputs. About 90 s of CPU time: about a minute on 2 idle cores.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 bench: $(STAMP)
 	$(PY) bench/step_time.py

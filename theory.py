@@ -23,7 +23,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from sam_lightning.cli import FAILED, fail, is_multirun, run_command
+from sam_lightning.cli import FAILED, check_mode_flags, fail, is_multirun, run_command
 from sam_lightning.config import ConfigError
 from sam_lightning.results import write_failure
 from sam_lightning.strict import check_booleans
@@ -60,4 +60,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_mode_flags()  # -m with --cfg: one line, not Hydra's traceback
     main()

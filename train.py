@@ -30,7 +30,7 @@ from sam_lightning.callbacks.preemption import Preempted, Preemption
 from sam_lightning.callbacks.progress import progress_bar
 from sam_lightning.callbacks.rng_state import RNGState
 from sam_lightning.callbacks.switch import MethodSwitch
-from sam_lightning.cli import fail, run_command
+from sam_lightning.cli import check_mode_flags, fail, run_command
 from sam_lightning.config import ConfigError
 from sam_lightning.data import ImageDataModule
 from sam_lightning.loggers import finish_wandb, make_loggers
@@ -206,6 +206,7 @@ def objective(payload: dict | None) -> float:
 
 
 if __name__ == "__main__":
+    check_mode_flags()  # -m with --cfg: one line, not Hydra's traceback
     try:  # trainer.<typo>=... is one line naming the argument meant, before Hydra refuses it in several
         check_trainer_overrides(sys.argv[1:])
     except ConfigError as err:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import platform
 import statistics
 import sys
@@ -151,6 +152,12 @@ def run_step_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
         print(f"  step round done ({len(rows)} measurements)", flush=True)
     for row in rows:
         row["ms"] = 1000 * statistics.median(row["times"]) if row["times"] and "error" not in row else None
+        # how far apart the rounds' medians are: (max - min) / median; None for one round
+        row["spread"] = (
+            (max(row["times"]) - min(row["times"])) / statistics.median(row["times"])
+            if len(row["times"]) > 1 and "error" not in row
+            else None
+        )
     for row in rows:  # ratio to SAM (m = batch) in the same setting
         base = next(
             r
@@ -162,6 +169,41 @@ def run_step_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
         row["epoch_s"] = row["ms"] / 1000 * (cfg.epoch_images // row["batch"]) if row["ms"] else None
         del row["_method"], row["times"]
     return rows
+
+
+# What a quiet machine always gives: SAM's two passes cost more than ERM's one, and m-SAM does at least
+# SAM's arithmetic in smaller pieces. Past these margins the clock measured the other processes.
+ERM_OVER_SAM_MAX = 0.9
+MSAM_OVER_SAM_MIN = 0.9
+ROUND_SPREAD_MAX = 0.2
+
+
+def unreliable_because(rows: list[dict], load: float | None = None, cpus: int | None = None) -> list[str]:
+    """Why the step table's ratios cannot be trusted (empty: no sign of it). `load`: the 1-minute load
+    average; above `cpus` (the machine's cores) the timed threads had to share them."""
+    reasons = []
+    if load is not None and cpus and load > cpus:
+        reasons.append(f"load average {load:.1f} on {cpus} CPUs")
+    for row in rows:
+        where = f"batch {row['batch']}, {row['norm']}, {row['precision']}"
+        what = row["method"] + ("" if row["engine"] == "-" else f" {row['engine']}")
+        ratio = row.get("vs_sam")
+        if ratio is not None and row["method"] == "ERM" and ratio > ERM_OVER_SAM_MAX:
+            reasons.append(f"SAM (m = batch) no costlier than ERM ({where}: ERM at {ratio:.2f}x SAM)")
+        if ratio is not None and row["method"].startswith("m-SAM") and ratio < MSAM_OVER_SAM_MIN:
+            reasons.append(f"{what} faster than SAM (m = batch) ({where}: {ratio:.2f}x)")
+        if row.get("spread") is not None and row["spread"] > ROUND_SPREAD_MAX:
+            reasons.append(f"rounds {100 * row['spread']:.0f}% apart ({what}, {where})")
+    return reasons
+
+
+def load_warning(rows: list[dict], load: float | None = None, cpus: int | None = None) -> str | None:
+    """One line after the table when its ratios look like a loaded machine's, with the reasons."""
+    reasons = unreliable_because(rows, load, cpus)
+    if not reasons:
+        return None
+    shown = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "")
+    return f"warning: the machine looks loaded and these ratios are unreliable ({shown}); rerun on a quiet machine"
 
 
 class StepClock(pl.Callback):
@@ -326,6 +368,11 @@ def bench(cfg: DictConfig) -> None:
             f"{fmt(r['ms'], '.1f')} | {fmt(r['vs_sam'], '.2f')} | {fmt(r['epoch_s'], '.1f')} |"
             + (f" {r['error']}" if "error" in r else "")
         )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") and device.type == "cpu" else None
+    warning = load_warning(rows, load, os.cpu_count())
+    if warning:
+        print(warning, flush=True)
+    result["warning"] = warning
     if cfg.loops:
         loops = loop_times(cfg, device)
         result["loops_ms"] = {**loops, "lightning/plain": loops["lightning"] / loops["plain"]}

@@ -30,6 +30,37 @@ def fail(message: str, code: int = FAILED) -> None:
     sys.exit(code)
 
 
+# Hydra's mode flags, of which a command takes at most one (Hydra itself answers two of them with a
+# ValueError traceback, before the task function runs).
+MODE_FLAGS = {
+    "-m": "--multirun",
+    "--multirun": "--multirun",
+    "-c": "--cfg",
+    "--cfg": "--cfg",
+    "-r": "--run",
+    "--run": "--run",
+    "-i": "--info",
+    "--info": "--info",
+    "-sc": "--shell-completion",
+    "--shell-completion": "--shell-completion",
+}
+
+
+def check_mode_flags(argv: list[str] | None = None) -> None:
+    """Before a Hydra entry point's main(): two of Hydra's mode flags together are one line, exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    given = list(dict.fromkeys(MODE_FLAGS[a.split("=", 1)[0]] for a in argv if a.split("=", 1)[0] in MODE_FLAGS))
+    if len(given) < 2:
+        return
+    if set(given) == {"--multirun", "--cfg"}:
+        fail(
+            "--cfg shows one job's config, not a multirun's: drop -m and give one value per swept key "
+            "(e.g. seed=0), or see the sweep itself (hydra.sweeper.params) with --cfg hydra, without -m",
+            code=BAD_INPUT,
+        )
+    fail(f"{' and '.join(given)} cannot be combined: give one of them", code=BAD_INPUT)
+
+
 def run_command(job, cfg, required: str = "", record_failure=None):
     """`job(cfg)` for every Hydra entry point (train.py, eval.py, theory.py, the analysis commands,
     the bench). A user mistake (ConfigError, or a mandatory value left out) is one `error:` line and

@@ -198,6 +198,34 @@ def fold_chunk_statistics(model: nn.Module, buffers: dict[str, Tensor], copies: 
         count.add_(j * n)
 
 
+@contextlib.contextmanager
+def batchnorm_inputs_in_statistics_dtype(model: nn.Module) -> Iterator[None]:
+    """Under autocast, BatchNorm layers get their input in the statistics' dtype (float32).
+
+    Why: torch.vmap's BatchNorm rule with per-chunk running statistics requires the input in their
+    dtype, while autocast hands BatchNorm the bfloat16/float16 output of the layer before it
+    ("expected scalar type BFloat16 but found Float"). The loop's BatchNorm computes in float32 from
+    those same values, so upcasting them changes nothing but the output's dtype, which the next
+    autocast layer casts back."""
+
+    def upcast(mod, args):
+        stats = mod.running_mean
+        if stats is not None and args[0].dtype != stats.dtype:
+            return (args[0].to(stats.dtype), *args[1:])
+        return None
+
+    handles = [
+        mod.register_forward_pre_hook(upcast)
+        for mod in model.modules()
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 # -- the step -----------------------------------------------------------------------------------
 def _stack(x: Tensor, n: int) -> Tensor:
     """(n * m, ...) -> (n, m, ...): n consecutive chunks of m examples, chunk first."""
@@ -344,12 +372,10 @@ def sam_gradients(
         ascent_copies = {k: c.clone() for k, c in copies.items()} if separate_ascent_stats else copies
         e = None if drawn is None else {k: torch.stack([chunk[k] for chunk in drawn[start:stop]]) for k in w}
         part = slice(slices[start].start, slices[stop - 1].stop)  # chunks start..stop-1, stacked below
-        d, report = vmap(chunk_step, in_dims=(0, 0, 0, 0, 0, 0, None if e is None else 0), randomness="different")(
-            copies,
-            ascent_copies,
-            *(_stack(t[part], size) for t in (inputs, targets, xa_all, ya_all)),
-            e,
-        )
+        with batchnorm_inputs_in_statistics_dtype(model):
+            d, report = vmap(chunk_step, in_dims=(0, 0, 0, 0, 0, 0, None if e is None else 0), randomness="different")(
+                copies, ascent_copies, *(_stack(t[part], size) for t in (inputs, targets, xa_all, ya_all)), e
+            )
         fold_chunk_statistics(model, buffers, copies)
         torch._foreach_add_(list(descent.values()), [d[k].sum(0) for k in descent])
         reports.append(report)

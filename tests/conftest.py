@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -85,6 +86,23 @@ def _nothing_written_into_the_tree():
     yield
     left = sorted(_tree_entries(*watched) - before)
     assert not left, f"written into the repository tree: {left[:5]}"
+
+
+@pytest.fixture(autouse=True)
+def _python_processes_only_in_slow_tests(request, monkeypatch):
+    """Starting Python, torch and Lightning costs seconds: a test that starts a Python process is
+    marked slow (make test-fast leaves those out), or fails here and says so."""
+    if request.node.get_closest_marker("slow"):
+        return
+    start = subprocess.Popen.__init__
+
+    def refuse_python(self, args, *rest, **kwargs):
+        program = args if isinstance(args, (str, os.PathLike)) else args[0]
+        if os.path.realpath(program) == os.path.realpath(sys.executable):
+            raise AssertionError(f"{request.node.nodeid} starts a Python process: mark it @pytest.mark.slow")
+        start(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse_python)
 
 
 class StopAfterEpoch(pl.Callback):

@@ -280,6 +280,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@pytest.mark.slow
 def test_both_commands_write_json_and_png_from_two_smoke_checkpoints(smoke_checkpoints, tmp_path):
     sam_ckpt, erm_ckpt = smoke_checkpoints
     digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in smoke_checkpoints}
@@ -328,12 +329,16 @@ def test_both_commands_write_json_and_png_from_two_smoke_checkpoints(smoke_check
     assert len(out["results"]) == 2 * 2 * 2  # checkpoints x bn modes x radii
     for r in out["results"]:
         assert r["n_batches"] == 1 and math.isfinite(r["sharpness"]) and r["max_delta_norm"] <= r["rho"] * (1 + 1e-5)
-        assert r["suboptimality_factor"] is None or r["suboptimality_factor"] > 0
+        # Fig. 3's suboptimality factor: the sharpness of the multi-step ascent over that of one step
+        assert r["one_step_sharpness"] > 0 and r["suboptimality_factor"] == pytest.approx(
+            r["sharpness"] / r["one_step_sharpness"], rel=1e-12
+        )
     assert (tmp_path / "sharpness" / "sharpness.png").read_bytes()[:4] == b"\x89PNG"
     # Analysis only reads checkpoints (train-mode BN statistics are restored in memory, never saved).
     assert digest == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in smoke_checkpoints}
 
 
+@pytest.mark.slow
 def test_interpolation_command_refuses_another_architecture_before_any_work(smoke_checkpoints, tmp_path):
     other = save_checkpoint(tmp_path / "other.ckpt", tiny_net(width=2), width=2)
     cfg = compose_config(
@@ -346,19 +351,35 @@ def test_interpolation_command_refuses_another_architecture_before_any_work(smok
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "data",
-    [["data=synthetic", "data.n_train=256", "data.n_test=128"], ["data.root=/elsewhere"]],
+    "data,used",
+    [
+        # a conf/train/data option replaces the run's data settings
+        (["data=synthetic", "data.n_train=512", "data.n_test=128"], {"name": "synthetic", "n_train": 512}),
+        # data.root alone moves the run's own data: its other settings are kept
+        (["data.root=/elsewhere"], {"name": "synthetic", "n_train": 256, "root": "/elsewhere"}),
+    ],
     ids=["data_option", "data_root_alone"],
 )
-def test_sharpness_takes_the_data_options_docs_analysis_md_documents(smoke_checkpoints, tmp_path, data):
-    from sam_lightning.analysis.sharpness import run as sharpness_run
+def test_sharpness_takes_the_data_options_docs_analysis_md_documents(
+    smoke_checkpoints, tmp_path, data, used, monkeypatch
+):
+    from sam_lightning.analysis import sharpness
+    from sam_lightning.checkpoints import data_spec_for
 
     for choice in (["data=imagefolder", "data.root=/some/tree"], ["data=cifar10"]):  # compose, as documented
         assert (
             compose_config(["ckpt=x", *choice], config_name="sharpness", tree="analysis").data.name
             == choice[0].split("=")[1]
         )
+    seen = []  # the data each checkpoint is read with
+
+    def recorded(ckpt, override):
+        seen.append(data_spec_for(ckpt, override))
+        return seen[-1]
+
+    monkeypatch.setattr(sharpness, "data_spec_for", recorded)
     cfg = compose_config(
         [
             f"ckpt={smoke_checkpoints[0]}",
@@ -374,5 +395,6 @@ def test_sharpness_takes_the_data_options_docs_analysis_md_documents(smoke_check
         config_name="sharpness",
         tree="analysis",
     )
-    out = sharpness_run(cfg)
+    out = sharpness.run(cfg)
     assert out["checkpoints"][0]["data"] == "synthetic" and len(out["results"]) == 1
+    assert len(seen) == 1 and {key: getattr(seen[0], key) for key in used} == used

@@ -11,9 +11,7 @@ runs as a real process, to show that the two agree.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, TINY
-from hydra.core.global_hydra import GlobalHydra
+from helpers import check_one_line, run_entry
 from torchvision.io import encode_jpeg, write_png
 
 from sam_lightning.models import build_model
@@ -112,7 +110,6 @@ TRAIN_CASES = [
     ("unknown_norm", ["model.norm=layer"], "model.norm='layer'", 2),
     ("unknown_method", ["method._target_=sam_lightning.variants.Adam"], "sam_lightning.variants.Adam", 2),
     ("unknown_method_key", ["+method.alpha=0.5"], "method.alpha", 2),
-    ("m_not_dividing_batch", ["method.m=48"], "method.m=48", 2),
     ("switch_at_out_of_range", ["method=erm_to_sam", "method.switch_at=2"], "method.switch_at=2", 2),
     ("unknown_engine", ["method.engine=jit"], "method.engine='jit'", 2),
     ("chunks_per_pass_zero", ["method.chunks_per_pass=0"], "method.chunks_per_pass=0", 2),
@@ -233,6 +230,13 @@ OTHER_CASES = [
     ("theory_d_zero", "theory", ["data.d=0"], "data.d=0", 2),
     ("theory_d_not_a_number", "theory", ["data.d=abc"], "data.d='abc'", 2),
     ("theory_rho_not_a_number", "theory", ["method=sam_m1", "method.rho=abc"], "method.rho='abc'", 2),
+    (
+        "theory_rho_negative",
+        "theory",
+        ["experiment=diag_net", "method=sam_m1", "method.rho=-0.5"],
+        "method.rho=-0.5: must be a number >= 0",
+        2,
+    ),
     ("theory_iterations_zero", "theory", ["experiment=diag_net", "train.iterations=0"], "train.iterations=0", 2),
     ("theory_normalize_no", "theory", ["method=sam", "method.normalize=no"], "method.normalize='no'", 2),
     ("sharpness_one_step_no", "sharpness", [f"ckpt={TMP}/good.ckpt", "one_step=no"], "one_step='no'", 2),
@@ -297,54 +301,6 @@ def _fill(args: list[str], root: Path) -> list[str]:
     return [a.replace(TMP, str(root)) for a in args]
 
 
-SCRIPTS = {
-    "train": ROOT / "train.py",
-    "eval": ROOT / "eval.py",
-    "theory": ROOT / "theory.py",
-    "bench": ROOT / "bench" / "step_time.py",
-}
-MODULES = {"sharpness": "sam_lightning.analysis.sharpness", "interpolation": "sam_lightning.analysis.interpolation"}
-
-
-def run_entry(module: str, args: list[str], monkeypatch) -> int:
-    """The entry point as the command line runs it (`python train.py ARGS` is runpy of the script as
-    __main__, which is also how Hydra finds its config folder); returns its exit code."""
-    if module == "sweep":
-        from sam_lightning.sweep.cli import main
-
-        return main(args)
-    script = SCRIPTS.get(module)
-    monkeypatch.setattr(sys, "argv", [str(script or module), *args])
-    GlobalHydra.instance().clear()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        if script is not None:
-            runpy.run_path(str(script), run_name="__main__")
-        else:
-            runpy.run_module(MODULES[module], run_name="__main__", alter_sys=True)
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 1
-    except KeyboardInterrupt:  # escaped the entry point: report it, do not end the test session
-        print("KeyboardInterrupt escaped", file=sys.stderr)
-        return -2
-    finally:
-        # Hydra points the root logger at this test's captured streams and run folder: undo it.
-        for handler in set(root.handlers) - set(handlers):
-            handler.close()
-        root.handlers[:], root.level = handlers, level
-    return 0
-
-
-def check_one_line(stderr: str, code: int, expected_code: int, names: str) -> None:
-    assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr[-3000:]
-    assert names in errors[0], errors[0]
-    assert code == expected_code, (code, errors[0])
-    assert "HYDRA_FULL_ERROR" not in stderr
-
-
 @pytest.mark.parametrize(("overrides", "names", "code"), [c[1:] for c in TRAIN_CASES], ids=[c[0] for c in TRAIN_CASES])
 def test_train_refuses_in_one_line(overrides, names, code, paths, tmp_path, capfd, monkeypatch):
     args = [*TINY, f"hydra.run.dir={tmp_path / 'run'}", *_fill(overrides, paths)]
@@ -364,6 +320,7 @@ def test_other_commands_refuse_in_one_line(module, args, names, code, paths, tmp
     check_one_line(capfd.readouterr().err, got, code, names)
 
 
+@pytest.mark.slow
 def test_the_command_line_answers_as_the_in_process_entry_point(paths, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -375,6 +332,47 @@ def test_the_command_line_answers_as_the_in_process_entry_point(paths, tmp_path)
         timeout=120,
     )
     check_one_line(proc.stderr, proc.returncode, 2, "a_file/run")
+
+
+# m must divide the batch wherever the two are given: the method's m, the data's batch size, a
+# preset's m, the theory command, and a hand-written loop calling the step itself
+M_NOT_DIVIDING = {
+    "method_m": ("train", ["method.m=48"], "method.m=48 must divide"),
+    "data_batch_size": ("train", ["method.m=32", "data.batch_size=48"], "method.m=32 must divide"),
+    "preset_m": ("train", ["method=sam_m128", "data.batch_size=192", "data.n_train=384"], "method.m=128 must divide"),
+    "theory": (
+        "theory",
+        ["experiment=diag_net", "method=sam", "method.m=3", "train.iterations=2"],
+        "method.m=3 must divide the number of examples data.n=20",
+    ),
+    "theory_batch_size": (
+        "theory",
+        ["experiment=diag_net", "method=sam", "method.m=2", "train.batch_size=5", "train.iterations=2"],
+        "method.m=2 must divide the batch size train.batch_size=5",
+    ),
+    "library": ("library", [], "method.m=5 must be a positive divisor of the batch size 16"),
+}
+
+
+@pytest.mark.parametrize("where", M_NOT_DIVIDING)
+def test_m_must_divide_the_batch(where, tmp_path, capfd, monkeypatch):
+    entry, args, names = M_NOT_DIVIDING[where]
+    if entry == "library":
+        import torch.nn.functional as F
+        from helpers import fixed_batch, mlp
+
+        from sam_lightning.sam import sam_gradients
+        from sam_lightning.variants import SAM
+
+        model, (x, y) = mlp(), fixed_batch(16)
+        with pytest.raises(ValueError, match=names):
+            sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, SAM(m=5))
+        return
+    prefix = TINY if entry == "train" else []
+    got = run_entry(entry, [*prefix, *args, f"hydra.run.dir={tmp_path / 'run'}"], monkeypatch)
+    check_one_line(capfd.readouterr().err, got, 2, names)
+    recorded = json.loads((tmp_path / "run" / "results.json").read_text())  # refused, and recorded as such
+    assert recorded["status"] == "failed" and recorded["reason"].startswith("ConfigError: ")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
@@ -480,6 +478,7 @@ def test_a_folder_that_holds_a_run_is_refused(key, tmp_path, capfd, monkeypatch)
     assert (folder / "checkpoints" / "epoch099.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_earlier_run(tmp_path, capfd, monkeypatch):
     folder = tmp_path / "run"
     _earlier_run(folder)
@@ -489,11 +488,21 @@ def test_overwrite_replaces_the_earlier_run(tmp_path, capfd, monkeypatch):
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
 
 
-def test_two_runs_started_together_write_two_folders(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+@pytest.mark.slow
+def test_two_runs_started_together_write_two_folders_without_a_warning(tmp_path):
+    # The default hydra.run.dir (outputs/<date>/<time>_<method>_<data>_<token>, under the working
+    # folder) is checked for writability before Hydra creates it: silently, and for real.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), *TINY, "callbacks=none", f"seed={seed}"],
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                *TINY,
+                "trainer.log_every_n_steps=1",
+                "callbacks=none",
+                f"seed={seed}",
+            ],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.PIPE,
@@ -505,7 +514,8 @@ def test_two_runs_started_together_write_two_folders(tmp_path):
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
-    results = sorted(tmp_path.glob("outputs/*/*/results.json"))
+        assert "warning" not in (out + err).lower(), err[-3000:]
+    results = sorted(tmp_path.glob("outputs/*/*_sam_m32_synthetic_*/results.json"))
     assert len(results) == 2, [str(p) for p in tmp_path.rglob("*")][:20]
     assert sorted(json.loads(p.read_text())["config"]["seed"] for p in results) == [0, 1]
     # not by luck of the second: the default folder ends with the start's microseconds
@@ -554,3 +564,37 @@ def test_run_command_exits_2_for_a_user_mistake_1_for_a_failure_and_the_errors_o
     check_one_line(err, code, 143, "preempted")
     code, err = _exit_of(raising(RuntimeError("CUDA out of memory")), capfd)  # a failed run: its traceback
     assert code == 1 and "Traceback" in err and "error: RuntimeError: CUDA out of memory" in err
+
+
+# -- Hydra's mode flags: at most one per command ------------------------------------------------------
+MODE_FLAGS = {
+    "multirun_cfg": ("train", ["-m", "experiment=smoke", "--cfg", "job"], "--cfg shows one job's config"),
+    "multirun_cfg_hydra": (
+        "train",
+        ["--multirun", "--cfg=hydra", "seed=0,1"],
+        "drop -m and give one value per swept key",
+    ),
+    "theory_multirun_cfg": ("theory", ["-m", "method=erm,sam", "-c", "job"], "--cfg shows one job's config"),
+    "cfg_info": ("train", ["--cfg", "job", "--info"], "--cfg and --info cannot be combined"),
+}
+
+
+@pytest.mark.parametrize("entry,args,names", MODE_FLAGS.values(), ids=MODE_FLAGS.keys())
+def test_two_mode_flags_are_one_line(entry, args, names, capfd, monkeypatch):
+    got = run_entry(entry, args, monkeypatch)
+    out, err = capfd.readouterr()
+    check_one_line(err, got, 2, names)
+    assert out == ""  # refused before Hydra printed anything
+
+
+@pytest.mark.slow
+def test_a_multiruns_cfg_from_the_command_line_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", "experiment=smoke", "--cfg", "job"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    check_one_line(proc.stderr, proc.returncode, 2, "--cfg shows one job's config")
+    assert "--cfg hydra" in proc.stderr and proc.stdout == ""

@@ -1,26 +1,21 @@
-"""`make bench` and `make bench-gpu` keep working: the benchmark runs on a tiny model and writes its table."""
+"""`make bench` and `make bench-gpu` keep working: the benchmark runs on a tiny model and writes its
+table (in this process, as the command line runs it), and says when a loaded machine made it."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from conftest import ROOT
+import pytest
+from helpers import run_entry
 
 TINY = ["width=4", "batch_sizes=[16]", "m=[4]", "steps=1", "rounds=1", "threads=1"]
+SETTING = ("batch", "norm", "precision", "channels_last", "compile")
 
 
-def test_bench_runs_and_writes_its_table(tmp_path):
+@pytest.mark.slow
+def test_bench_runs_and_writes_its_table(tmp_path, capfd, monkeypatch):
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/step_time.py", *TINY, f"out={out}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert run_entry("bench", [*TINY, f"out={out}"], monkeypatch) == 0, capfd.readouterr().err[-2000:]
     result = json.loads(out.read_text())
     methods = {(r["norm"], r["method"], r["engine"]) for r in result["steps"]}
     assert methods == {
@@ -28,20 +23,22 @@ def test_bench_runs_and_writes_its_table(tmp_path):
         for n in ("batch", "group")
         for m, e in [("ERM", "-"), ("SAM (m = batch)", "-"), ("m-SAM (m = 4)", "loop"), ("m-SAM (m = 4)", "vmap")]
     }
-    assert all(r["ms"] > 0 and r["vs_sam"] > 0 for r in result["steps"])
-    assert result["loops_ms"]["lightning/plain"] > 0 and set(result["loader_batches_per_s"]) == {
-        "DataLoader",
-        "device-resident",
-    }
-    assert "| m-SAM (m = 4) | vmap |" in proc.stdout
+    for row in result["steps"]:  # each time over SAM's (m = batch) in the same setting
+        sam = next(
+            r for r in result["steps"] if r["method"] == "SAM (m = batch)" and all(r[k] == row[k] for k in SETTING)
+        )
+        assert row["vs_sam"] == pytest.approx(row["ms"] / sam["ms"])
+    loops = result["loops_ms"]
+    assert loops["lightning/plain"] == pytest.approx(loops["lightning"] / loops["plain"])
+    assert set(result["loader_batches_per_s"]) == {"DataLoader", "device-resident"}
+    assert "| m-SAM (m = 4) | vmap |" in capfd.readouterr().out
 
 
-def test_gpu_preset_composes_and_runs_its_grid_on_the_cpu(tmp_path):
+@pytest.mark.slow
+def test_gpu_preset_composes_and_runs_its_grid_on_the_cpu(tmp_path, capfd, monkeypatch):
     # The GPU preset's settings with a CPU and a tiny model: every row of its grid runs.
     out = tmp_path / "gpu.json"
-    cmd = [
-        sys.executable,
-        "bench/step_time.py",
+    args = [
         "preset=gpu",
         "device=cpu",
         *TINY,
@@ -51,8 +48,45 @@ def test_gpu_preset_composes_and_runs_its_grid_on_the_cpu(tmp_path):
         "loaders=false",
         f"out={out}",
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert run_entry("bench", args, monkeypatch) == 0, capfd.readouterr().err[-2000:]
     rows = json.loads(out.read_text())["steps"]
     assert {r["channels_last"] for r in rows} == {False, True} and {r["norm"] for r in rows} == {"batch"}
     assert all(r["ms"] is not None for r in rows)
+
+
+def _row(method: str, vs_sam: float, engine: str = "-", spread: float | None = 0.05) -> dict:
+    return {
+        "batch": 128,
+        "norm": "batch",
+        "precision": "fp32",
+        "method": method,
+        "engine": engine,
+        "vs_sam": vs_sam,
+        "spread": spread,
+    }
+
+
+QUIET = [
+    _row("ERM", 0.48),
+    _row("SAM (m = batch)", 1.0),
+    _row("m-SAM (m = 4)", 3.3, "loop"),
+    _row("m-SAM (m = 4)", 1.9, "vmap"),
+]
+
+
+@pytest.mark.parametrize(
+    "rows,load,reason",
+    [
+        ([_row("ERM", 1.05), *QUIET[1:]], None, "SAM (m = batch) no costlier than ERM"),
+        ([*QUIET[:3], _row("m-SAM (m = 4)", 0.7, "vmap")], None, "m-SAM (m = 4) vmap faster than SAM (m = batch)"),
+        ([*QUIET[:3], _row("m-SAM (m = 4)", 1.9, "vmap", spread=0.35)], None, "rounds 35% apart (m-SAM (m = 4) vmap"),
+        (QUIET, 7.9, "load average 7.9 on 2 CPUs"),
+    ],
+    ids=["sam_cheaper_than_erm", "msam_faster_than_sam", "rounds_apart", "load_above_the_cpus"],
+)
+def test_a_table_made_on_a_loaded_machine_ends_with_one_warning_line(rows, load, reason):
+    from bench.step_time import load_warning
+
+    warning = load_warning(rows, load, cpus=2)
+    assert warning.startswith("warning: the machine looks loaded") and reason in warning and "\n" not in warning
+    assert load_warning(QUIET, 1.5, cpus=2) is None and load_warning(QUIET, None, None) is None

@@ -30,6 +30,7 @@ def ckpt_files(run_dir) -> set[str]:
     return {p.name for p in Path(run_dir).rglob("*.ckpt")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every", [1, 2], ids=["tested_every_epoch", "tested_every_2nd_epoch"])
 def test_last_ckpt_holds_the_last_epoch_even_after_the_best_one(tiny_cfg, best_at_epoch_0, every):
     cfg = tiny_cfg("trainer.max_epochs=3", f"trainer.check_val_every_n_epoch={every}")
@@ -42,6 +43,7 @@ def test_last_ckpt_holds_the_last_epoch_even_after_the_best_one(tiny_cfg, best_a
     )
 
 
+@pytest.mark.slow
 def test_periodic_checkpoints_are_all_kept_and_top_k_keeps_the_k_best(tiny_cfg, best_at_epoch_0):
     cfg = tiny_cfg("trainer.max_epochs=3", "checkpoint.every_n_epochs=1", "checkpoint.top_k=2")
     train(cfg)
@@ -61,6 +63,7 @@ def test_periodic_checkpoints_are_all_kept_and_top_k_keeps_the_k_best(tiny_cfg, 
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "off", ["callbacks=none", "trainer.enable_checkpointing=false", "+trainer.enable_checkpointing=false"]
 )
@@ -93,6 +96,7 @@ def test_callback_options_combine_by_name():
     assert monitors == ["step", "val/error", None, "val/error"]
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_the_run_finished_and_says_how_far(tiny_cfg, best_at_epoch_0):
     cfg = tiny_cfg("trainer.max_epochs=4", "callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=1")
     out = train(cfg)

@@ -126,6 +126,7 @@ def test_device_resident_batches_equal_the_dataloaders():
     assert not torch.equal(runs[True][0][1], runs[True][6][1])  # reshuffled per epoch
 
 
+@pytest.mark.slow
 def test_training_on_device_resident_data_gives_the_same_run(tiny_cfg, tmp_path):
     from train import train
 

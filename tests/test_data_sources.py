@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 from conftest import compose_config, stop_after, tiny_on
+from helpers import assert_noise_figures_add_up
 from omegaconf import OmegaConf
 
 from sam_lightning.data import DataSpec, ImageDataModule, load_source
@@ -64,6 +65,7 @@ def test_subset_validation_split_and_flipped_labels_are_what_the_batches_carry(d
     assert int((seen_labels != seen_true).sum()) > 0.4 * len(seen_labels)
 
 
+@pytest.mark.slow
 def test_training_with_label_noise_and_a_subset_records_what_happened(data_source, tmp_path):
     common = ("data.train_fraction=0.5", "data.val_fraction=0.25", "trainer.max_epochs=3", "data.batch_size=32")
     noisy = train(
@@ -73,17 +75,21 @@ def test_training_with_label_noise_and_a_subset_records_what_happened(data_sourc
     assert noisy["data_sizes"]["train"] == clean["data_sizes"]["train"] == 96 and noisy["data_sizes"]["val"] == 32
     assert noisy["data_sizes"]["noisy_train"] == 58 and "noisy_train" not in clean["data_sizes"]
     fits = [h["train/noisy_fit"] for h in noisy["history"]]
-    assert len(fits) == 3 and all(0 <= f <= 1 for f in fits) and len(set(fits)) > 1  # tracked every epoch, and it moves
+    assert len(fits) == 3 and len(set(fits)) > 1  # tracked every epoch, and it moves
+    for row in noisy["history"]:
+        assert_noise_figures_add_up(row, noisy["data_sizes"])
     assert noisy["final_noisy_fit"] is not None and clean["final_noisy_fit"] is None
     assert noisy["history"][0]["train/loss"] != clean["history"][0]["train/loss"]  # other labels, other run
     for run in (noisy, clean):
-        assert run["final_val_error"] is not None and run["best_val_epoch"] in (0, 1, 2)
+        val_errors = [h["val/error"] for h in run["history"]]
+        assert run["final_val_error"] == val_errors[-1] and run["best_val_epoch"] == val_errors.index(min(val_errors))
         assert run["test_error_at_best_val"] == run["history"][run["best_val_epoch"]]["test/error"]
         assert run["config"]["checkpoint"]["monitor"] == "val/error"
     saved = json.loads((tmp_path / "noisy" / "noisy_labels.json").read_text())
     assert len(saved["indices"]) == 58 and all(a != b for a, b in zip(saved["noisy_labels"], saved["true_labels"]))
 
 
+@pytest.mark.slow
 def test_resume_on_every_source_is_exact(data_source, tmp_path):
     def run(name: str, *more: str) -> dict:
         return train(
@@ -106,6 +112,7 @@ def test_resume_on_every_source_is_exact(data_source, tmp_path):
     assert resumed["history"] == whole["history"]
 
 
+@pytest.mark.slow
 def test_analysis_commands_use_the_runs_own_training_points(data_source, tmp_path):
     from sam_lightning.analysis.interpolation import run as interpolation_run
     from sam_lightning.analysis.sharpness import run as sharpness_run
@@ -165,6 +172,7 @@ def test_analysis_commands_use_the_runs_own_training_points(data_source, tmp_pat
 REGIMES = ("laptop_sam_vs_erm", "laptop_small_m", "laptop_label_noise")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", REGIMES)
 def test_laptop_regimes_train_on_every_source(preset, data_source, tmp_path):
     # The regime as composed (its subset, split, noise, norm, schedule), shrunk only in size and time.
@@ -189,6 +197,7 @@ def test_laptop_regimes_train_on_every_source(preset, data_source, tmp_path):
     assert out["data_sizes"]["val"] == round(0.1 * 256)
 
 
+@pytest.mark.slow
 def test_eval_command_gives_the_runs_own_final_errors(data_source, tmp_path):
     from eval import evaluate
 

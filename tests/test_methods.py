@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from test_sam_step import fixed_batch, mlp
+from helpers import assert_noise_figures_add_up, fixed_batch, mlp
 
 from sam_lightning.cli import instantiate_method
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
@@ -144,6 +144,7 @@ def test_constant_rho_is_projected_onto_the_ball_and_project_false_is_not():
         torch.testing.assert_close(e["a"] / torch.linalg.vector_norm(e["a"]), g["a"] / g_norm)
 
 
+@pytest.mark.slow
 def test_rho_schedule_follows_the_learning_rate(tiny_cfg):
     out = train(
         tiny_cfg("trainer.max_epochs=4", "optim.schedule=piecewise", "method.rho_schedule=lr", "method.rho=0.2")
@@ -157,6 +158,7 @@ def test_rho_schedule_follows_the_learning_rate(tiny_cfg):
     assert [h["train/rho"] for h in constant["history"]] == pytest.approx([0.2, 0.2])
 
 
+@pytest.mark.slow
 def test_switching_happens_at_the_planned_epoch_also_after_resume(tmp_path, tiny_cfg):
     run = tmp_path / "switch"
     common = ["method=erm_to_sam", "method.switch_at=0.5", f"paths.output_dir={run}"]
@@ -202,14 +204,21 @@ def test_noisy_fit_counts_a_hand_made_case():
     assert fitted.tolist() == [False, False, False, True, False, False]
 
 
+@pytest.mark.slow
 def test_label_noise_run_records_noise_figures(tiny_cfg):
     out = train(tiny_cfg("data.label_noise=0.6", "trainer.max_epochs=2"))
     run_dir = out["config"]["paths"]["output_dir"]
     saved = json.load(open(f"{run_dir}/noisy_labels.json"))
     assert len(saved["indices"]) == round(0.6 * 256) == out["data_sizes"]["noisy_train"]
     assert all(a != b for a, b in zip(saved["noisy_labels"], saved["true_labels"]))
-    assert 0 <= out["final_noisy_fit"] <= 1 and 0 <= out["final_clean_train_error"] <= 1
-    assert out["best_epoch"] in (0, 1) and out["best_test_error"] <= out["final_test_error"]
+    assert [h["epoch"] for h in out["history"]] == [0, 1]
+    for row in out["history"]:
+        assert_noise_figures_add_up(row, out["data_sizes"])
+    last = out["history"][-1]
+    assert (out["final_noisy_fit"], out["final_clean_train_error"]) == (
+        last["train/noisy_fit"],
+        last["train/clean_error"],
+    )
 
 
 @pytest.mark.parametrize(
@@ -220,8 +229,6 @@ def test_label_noise_run_records_noise_figures(tiny_cfg):
         ({"_target_": "sam_lightning.variants.SAM", "name": "foo"}, "unknown key.*method.name"),
         ({"_target_": "sam_lightning.variants.NSAM", "ascent_batch": "next"}, "method.ascent_batch"),
         ({"_target_": "sam_lightning.variants.ERM", "m": 4}, "unknown key.*method.m"),
-        ({"_target_": "sam_lightning.variants.SAM", "rho": "abc"}, "method.rho"),
-        ({"_target_": "sam_lightning.variants.SAM", "engine": "jit"}, "method.engine"),
         ({"_target_": "sam_lightning.variants.Nope"}, "method._target_"),
         ({"rho": 0.1}, "method._target_"),
     ],
@@ -247,16 +254,19 @@ def test_bad_data_parameters_fail_before_any_data_is_read(noise, fraction, tiny_
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["erm", "sam", "nsam", "random", "asam", "erm_to_sam", "sam_to_erm"])
 def test_every_method_trains_end_to_end(method, tiny_cfg):
     out = train(tiny_cfg(f"method={method}", "method.ascent_steps=2" if method == "sam" else "seed=0"))
     assert out["status"] == "finished" and out["final_test_error"] is not None
 
 
+@pytest.mark.slow
 def test_nsam_with_random_ascent_batch_trains(tiny_cfg):
     assert train(tiny_cfg("method=nsam", "method.ascent_batch=random"))["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_init_from_loads_weights_only_and_refuses_another_architecture(tmp_path, tiny_cfg):
     from sam_lightning.run_spec import build_run
     from train import make_model

@@ -4,6 +4,7 @@ it, each method of its grid on its own."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,11 @@ def test_paper_settings_table_covers_every_paper_preset():
     assert not unknown, f"table keys the test does not check: {unknown}"
 
 
+@functools.cache  # read only: each method's radius and chunk size come from one composition
+def preset_with(figure: str, method: str):
+    return compose_config([f"experiment={figure}", f"method={method}"])
+
+
 @pytest.mark.parametrize("figure", PRESETS)
 def test_paper_settings_of_each_preset_match_the_paper(figure):
     want, grid = settings(figure), sweep_params(figure)
@@ -81,7 +87,7 @@ def test_paper_settings_of_each_preset_match_the_paper(figure):
     for key in ("rho", "m"):
         for method, value in (want.get(key) or {}).items():
             path = f"method.{key}"
-            composed = OmegaConf.select(compose_config([f"experiment={figure}", f"method={method}"]), path)
+            composed = OmegaConf.select(preset_with(figure, method), path)
             if path in grid:  # a list must be the grid; a value must be one of the grid's
                 assert (grid[path] == value) if isinstance(value, list) else (value in grid[path]), (
                     f"{method}: {key} grid {grid[path]}, the paper: {value}"

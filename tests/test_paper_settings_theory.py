@@ -8,6 +8,7 @@ and compared with the table, radii after the one documented map (`rho_from_paper
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,11 @@ ABOUT = {"section", "sources", "presets"}  # where the values come from, and wha
 
 
 def composed(overrides: list[str]):
+    return _composed(tuple(overrides))
+
+
+@functools.cache  # read only here; each figure's presets are read for every key of the table
+def _composed(overrides: tuple[str, ...]):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="theory", overrides=list(overrides), return_hydra_config=True)
 

@@ -16,6 +16,9 @@ from train import train
 
 STEPS = ["trainer.max_epochs=2", "data.batch_size=64"]  # 4 steps an epoch: step 6 is mid-epoch 1
 
+# Every test here trains or starts a process.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("on_device", ["false", "true"])
 def test_sigterm_mid_epoch_is_preempted_and_resumes_exactly(tmp_path, tiny_cfg, on_device):

@@ -10,6 +10,7 @@ from train import train
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if p.stem.startswith("fig"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_smoke_variant_runs(preset, tmp_path):
     cfg = compose_config(

@@ -9,6 +9,9 @@ from conftest import stop_after
 
 from train import train
 
+# Every test here trains or starts a process.
+pytestmark = pytest.mark.slow
+
 CASES = {
     "sam": [],
     "nsam_previous_batch": ["method=nsam", "method.m=null"],

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 from conftest import TINY
-from test_bad_inputs import check_one_line, run_entry
+from helpers import check_one_line, run_entry
 
 from sam_lightning.jsonio import atomic_write_json
 from sam_lightning.module import SAMClassifier
@@ -17,6 +17,7 @@ from sam_lightning.sweep.collect import collect
 from train import train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checked_every", [1, 50], ids=["checked_every_step", "checked_at_epoch_end"])
 def test_non_finite_loss_stops_the_run_as_diverged_and_sweep_keeps_it_apart(
     tiny_cfg, tmp_path, monkeypatch, checked_every
@@ -43,6 +44,7 @@ def test_non_finite_loss_stops_the_run_as_diverged_and_sweep_keeps_it_apart(
     assert [(r.status, "epoch 1, step 4" in r.reason) for r in runs.itertuples()] == [("diverged", True)]
 
 
+@pytest.mark.slow
 def test_diverging_run_exits_non_zero_with_one_line_naming_epoch_and_step(tmp_path, capfd, monkeypatch):
     code = run_entry("train", [*TINY, "trainer.max_epochs=3", "optim.lr=1e8", f"hydra.run.dir={tmp_path}"], monkeypatch)
     check_one_line(capfd.readouterr().err, code, 1, "training diverged")
@@ -50,6 +52,7 @@ def test_diverging_run_exits_non_zero_with_one_line_naming_epoch_and_step(tmp_pa
     assert results["status"] == "diverged" and set(results["diverged_at"]) == {"epoch", "step", "loss"}
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_the_run_as_interrupted(tiny_cfg, monkeypatch):
     step = SAMClassifier.training_step
 
@@ -96,6 +99,7 @@ def test_ctrl_c_before_training_is_interrupted_too(tmp_path, capfd, monkeypatch)
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_a_non_finite_test_loss_is_divergence_and_never_a_best_checkpoint(tiny_cfg, tmp_path, monkeypatch):
     # The training loss stays finite; the evaluation of epoch 0 sees NaN logits.
     forward = SAMClassifier.validation_step

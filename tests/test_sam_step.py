@@ -1,9 +1,5 @@
-"""The SAM update against a hand-written reference on tiny models with fixed data.
-
-The reference below does not use sam_lightning.sam: it evaluates the loss of a copy of the model
-at explicit weight vectors (torch.func.functional_call), forms every chunk's perturbation from the
-formula, and applies the first SGD-with-momentum step by hand: w1 = w0 - lr * mean_c grad L_c(w0 + e_c).
-"""
+"""The SAM update against a hand-written reference (tests/helpers.py: `reference_update`, which does
+not use sam_lightning.sam) on tiny models with fixed data."""
 
 from __future__ import annotations
 
@@ -12,64 +8,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call
+from helpers import LR, fixed_batch, mlp, reference_update
 
 from sam_lightning.sam import (
-    chunk_slices,
     erm_gradients,
     frozen_bn_running_stats,
     sam_gradients,
 )
 from sam_lightning.variants import SAM
-
-LR = 0.1
-
-
-def mlp(norm: bool = False) -> nn.Module:
-    torch.manual_seed(0)
-    layers = [nn.Linear(6, 8)] + ([nn.BatchNorm1d(8)] if norm else []) + [nn.Tanh(), nn.Linear(8, 3)]
-    return nn.Sequential(*layers).double()
-
-
-def fixed_batch(n: int = 16):
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(n, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
-
-
-def reference_update(model, x, y, *, rho, m, normalize, l2, ascent_updates_bn=True, return_buffers=False):
-    """Hand-written m-SAM step, returns the new weights {name: tensor} (and BN buffers)."""
-    net = copy.deepcopy(model)
-    w0 = {k: v.detach().clone() for k, v in net.named_parameters()}
-    names = list(w0)
-
-    def objective(w, xc, yc):
-        loss = F.cross_entropy(functional_call(net, w, (xc,)), yc)
-        return loss + 0.5 * l2 * sum((w[k] ** 2).sum() for k in names)
-
-    def grad(w, xc, yc):
-        w = {k: v.clone().requires_grad_(True) for k, v in w.items()}
-        return dict(zip(names, torch.autograd.grad(objective(w, xc, yc), [w[k] for k in names])))
-
-    m = m or len(y)
-    descent = {k: torch.zeros_like(v) for k, v in w0.items()}
-    chunks = range(0, len(y), m)
-    for start in chunks:
-        xc, yc = x[start : start + m], y[start : start + m]
-        saved = {k: b.clone() for k, b in net.named_buffers()}
-        g = grad(w0, xc, yc)  # in train mode this forward updates BN running statistics...
-        if not ascent_updates_bn:  # ...unless the ascent pass is told not to
-            for k, b in net.named_buffers():
-                b.copy_(saved[k])
-        norm = torch.sqrt(sum((g[k] ** 2).sum() for k in names))
-        # Constant rho (normalize=False): e = rho g, projected onto ||e|| <= rho as the paper's code does.
-        scale = rho / norm if normalize else rho * min(1.0, 1.0 / float(norm))
-        d = grad({k: w0[k] + scale * g[k] for k in names}, xc, yc)
-        for k in names:
-            descent[k] += d[k] / len(chunks)
-    # First SGD step with momentum 0.9: the momentum buffer starts as the gradient itself.
-    new = {k: w0[k] - LR * descent[k] for k in names}
-    return (new, dict(net.named_buffers())) if return_buffers else new
 
 
 def library_update(model, x, y, *, rho, m, normalize, l2):
@@ -177,8 +123,3 @@ def test_frozen_bn_running_stats_restores_buffers():
         assert torch.equal(b, before[k])
     model(x)
     assert not torch.equal(model[1].running_mean, before["1.running_mean"])
-
-
-def test_m_must_divide_batch():
-    with pytest.raises(ValueError, match="divisor"):
-        chunk_slices(16, 5)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+import pytest
 import torch
 from conftest import ROOT, TINY
 
@@ -38,6 +39,7 @@ m: 32
 """
 
 
+@pytest.mark.slow
 def test_a_variant_defined_outside_the_package_trains_through_train_py(tmp_path):
     (tmp_path / "conf" / "method").mkdir(parents=True)
     (tmp_path / "conf" / "method" / "sign_sam.yaml").write_text(YAML)

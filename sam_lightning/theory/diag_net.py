@@ -38,7 +38,8 @@ from torch.func import functional_call, grad
 
 from sam_lightning.config import ConfigError
 from sam_lightning.sam import sam_gradients, step_gradients
-from sam_lightning.theory.spec import DiagProblem, DiagTraining, check_vectorizable
+from sam_lightning.theory.progress import progress
+from sam_lightning.theory.spec import DiagProblem, DiagTraining, check_vectorizable, display_name
 from sam_lightning.theory.vectorized import diag_msam_gradients
 from sam_lightning.variants import SAM, Method
 from sam_lightning.variants.base import Params, tree_add
@@ -208,7 +209,7 @@ def train(
     optimizer = torch.optim.SGD(model.parameters(), lr=training.lr)
     if not traj.history:
         traj.history.append(measure(model, data, traj.iterations))
-    for _ in range(iterations):
+    for _ in progress(range(iterations), display_name(method, training.batch_size, training.ascent)):
         if batch == n:
             X, y = data.X, data.y
         else:

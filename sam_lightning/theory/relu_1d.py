@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from sam_lightning.config import ConfigError
 from sam_lightning.sam import step_gradients
 from sam_lightning.stats import mean_ci
+from sam_lightning.theory.progress import progress
 from sam_lightning.theory.spec import check_vectorizable
 from sam_lightning.variants import ERM, Method
 
@@ -149,7 +150,7 @@ def train_network(net: OneHiddenReLU, method: Method, settings: ReluSettings) ->
     params = list(net.parameters())
     optimizer = torch.optim.SGD(params, lr=settings.lr)
     done, flow_time = 0, 0.0
-    for done in range(1, settings.iterations + 1):
+    for done in progress(range(1, settings.iterations + 1), f"relu_1d {method.name}"):
         optimizer.zero_grad(set_to_none=True)
         loss = float(step_gradients(net, params, half_sum_squared_error, x, y, method).loss)
         if not math.isfinite(loss) or loss < settings.stop_below:
@@ -226,7 +227,7 @@ def train_vectorized(
     base_lr = torch.tensor(settings.lr, dtype=DTYPE)  # a tensor: torch.where of two Python floats is float32
     running = torch.ones(len(nets), dtype=torch.bool)
     done, flow_time, history = torch.zeros(len(nets), dtype=torch.long), torch.zeros(len(nets), dtype=DTYPE), []
-    for step in range(1, settings.iterations + 1):
+    for step in progress(range(1, settings.iterations + 1), f"relu_1d, {len(nets)} runs at once"):
         grads, loss = _gradients(params, x, y)
         running &= torch.isfinite(loss) & (loss >= settings.stop_below)  # measured at w: stop before stepping
         if step % settings.log_every == 0:
