@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import ROOT
 
 # Run in a fresh interpreter: the test process has imported the whole project already.
@@ -57,6 +58,7 @@ def compose_alone(cases) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a fresh interpreter: nothing of the project imported
 def test_every_tree_composes_and_resolves_with_hydra_alone():
     got = compose_alone(CASES)
     assert got["imported"] == []
@@ -88,6 +90,7 @@ def test_the_analysis_data_options_are_the_training_ones():
     assert not [p for p in (ROOT / "conf").rglob("*") if p.is_symlink()]
 
 
+@pytest.mark.slow  # starts train.py
 def test_train_prints_the_resolved_config():
     proc = subprocess.run(
         [sys.executable, "train.py", "experiment=smoke", "--cfg", "job", "--resolve"],
