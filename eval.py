@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sam_lightning.analysis.evaluation import DataCache, loss_and_error, resolve_device, select_points
 from sam_lightning.checkpoints import data_spec_for, load_checkpoint
-from sam_lightning.cli import run_command
+from sam_lightning.entry import run_command
 from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
 
 

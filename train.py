@@ -30,9 +30,9 @@ from sam_lightning.callbacks.preemption import Preempted, Preemption
 from sam_lightning.callbacks.progress import progress_bar
 from sam_lightning.callbacks.rng_state import RNGState
 from sam_lightning.callbacks.switch import MethodSwitch
-from sam_lightning.cli import check_mode_flags, fail, run_command
 from sam_lightning.config import ConfigError
 from sam_lightning.data import ImageDataModule
+from sam_lightning.entry import check_mode_flags, fail, run_command
 from sam_lightning.loggers import finish_wandb, make_loggers
 from sam_lightning.module import SAMClassifier
 from sam_lightning.print_config import print_config_tree

@@ -5,7 +5,7 @@
     .venv/bin/python bench/step_time.py m=[4] norms=[group] steps=20
 
 Measures a pre-activation ResNet-18 (width 16, batch 128 on the CPU by default):
-  * the gradient step alone, through sam_lightning.sam: ERM, SAM (m = batch), and m-SAM for each m
+  * the gradient step alone, through sam_lightning.step: ERM, SAM (m = batch), and m-SAM for each m
     with the chunk loop and the vectorized engine; BatchNorm and GroupNorm;
   * the whole training loop: Lightning (SAMClassifier + Trainer) vs an equivalent plain PyTorch loop;
   * the training data: device-resident batches vs the DataLoader path (batches per second).
@@ -35,14 +35,14 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sam_lightning.cli import run_command  # noqa: E402
 from sam_lightning.config import NORMS, ConfigError, ModelSpec, OptimSpec  # noqa: E402
 from sam_lightning.data import DataSpec, ImageDataModule  # noqa: E402
 from sam_lightning.data.device_loader import DeviceBatches  # noqa: E402
+from sam_lightning.entry import run_command  # noqa: E402
 from sam_lightning.models import build_model  # noqa: E402
 from sam_lightning.module import SAMClassifier, l2_penalty  # noqa: E402
 from sam_lightning.quiet import quiet_lightning, silence_deprecations  # noqa: E402
-from sam_lightning.sam import erm_gradients, sam_gradients  # noqa: E402
+from sam_lightning.step import erm_gradients, sam_gradients  # noqa: E402
 from sam_lightning.strict import check_booleans  # noqa: E402
 from sam_lightning.variants import ERM, SAM  # noqa: E402
 

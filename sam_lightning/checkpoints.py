@@ -31,7 +31,7 @@ PREFIX = "backbone."
 
 
 @dataclass
-class Checkpoint:
+class SavedCheckpoint:
     path: Path
     model: ModelSpec
     num_classes: int
@@ -119,7 +119,7 @@ def _load_error(err: BaseException) -> str:
     return text.split(". ")[0] if text else type(err).__name__
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> SavedCheckpoint:
     """Read a train.py checkpoint with `weights_only=True` and check its weights fit its hyper-parameters."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -147,7 +147,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         model = ModelSpec.from_mapping(hparams["model"])
     except ConfigError as err:
         raise ConfigError(f"{path}: cannot build its model ({err})") from err
-    ckpt = Checkpoint(
+    ckpt = SavedCheckpoint(
         path=path,
         model=model,
         num_classes=int(hparams.get("num_classes", 0)),
@@ -164,7 +164,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def load_for_model(path: str | Path, key: str, model: ModelSpec, num_classes: int) -> Checkpoint:
+def load_for_model(path: str | Path, key: str, model: ModelSpec, num_classes: int) -> SavedCheckpoint:
     """The checkpoint given as `key`=path (init_from, ckpt_path), checked against the configured
     model before Lightning opens it: a missing, unreadable or foreign file, or weights of another
     shape, is one ConfigError line naming the setting and the file."""
@@ -182,7 +182,7 @@ def load_for_model(path: str | Path, key: str, model: ModelSpec, num_classes: in
 
 def load_for_resume(
     path: str | Path, model: ModelSpec, num_classes: int, max_epochs: int, fingerprint: Mapping
-) -> Checkpoint:
+) -> SavedCheckpoint:
     """ckpt_path: the checks of `load_for_model`, the same planned length and the same experiment.
     The LR schedule and the ERM->SAM switch epoch are fractions of trainer.max_epochs: resuming with
     another value would silently give another run, so it is refused; training longer is a new run.
@@ -203,7 +203,7 @@ def load_for_resume(
     return ckpt
 
 
-def require_same_architecture(a: Checkpoint, b: Checkpoint) -> None:
+def require_same_architecture(a: SavedCheckpoint, b: SavedCheckpoint) -> None:
     """Weights of two checkpoints can only be mixed if every tensor has the same meaning and shape."""
     if a.architecture != b.architecture:
         raise ConfigError(
@@ -211,7 +211,7 @@ def require_same_architecture(a: Checkpoint, b: Checkpoint) -> None:
         )
 
 
-def run_config(ckpt: Checkpoint) -> dict | None:
+def run_config(ckpt: SavedCheckpoint) -> dict | None:
     """The resolved config of the run that wrote `ckpt` (results.json, else .hydra/config.yaml)."""
     run_dir = ckpt.run_dir
     if run_dir is None:
@@ -230,7 +230,7 @@ def run_config(ckpt: Checkpoint) -> dict | None:
     return None
 
 
-def data_spec_for(ckpt: Checkpoint, override: Mapping | None = None) -> DataSpec:
+def data_spec_for(ckpt: SavedCheckpoint, override: Mapping | None = None) -> DataSpec:
     """The data the run trained on (its recorded data config), with the keys of `override` on top:
     a whole data option (data=cifar10), or keys given alone (data.root=...; the analysis configs'
     null keys are not given)."""

@@ -26,8 +26,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from sam_lightning.callbacks.from_config import is_boolean_parameter
-from sam_lightning.cli import instantiate_one_line
 from sam_lightning.config import ConfigError, require_bool
+from sam_lightning.entry import instantiate_one_line
 from sam_lightning.naming import wandb_names
 from sam_lightning.resume import continue_csv, earlier_wandb_id
 from sam_lightning.wandb_mode import MODES, api_key_known, resolve_mode
@@ -146,7 +146,7 @@ def finish_wandb(loggers, results, run_dir: Path) -> Path | None:
             continue
         run = logger.experiment
         summary = {
-            **results.summary(),
+            **results.final_metrics(),
             "wall_time_s": round(results.wall_time(), 3),
             "parameters": results.extra.get("parameters"),
         }

@@ -1,6 +1,6 @@
 """The training system: a LightningModule with manual optimization around a SAM-unaware backbone.
 
-All gradient math lives in `sam_lightning.sam`; this class only wires it to Lightning: the
+All gradient math lives in `sam_lightning.step`; this class only wires it to Lightning: the
 optimizer, the LR schedule, metrics and logging. One call of `training_step` makes exactly one
 optimizer step, so `trainer.global_step` counts batches for every method.
 """
@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.data.label_noise import noise_fit
 from sam_lightning.models import build_model
-from sam_lightning.sam import choose_engine, chunk_slices, step_gradients
+from sam_lightning.step import choose_engine, chunk_slices, step_gradients
 from sam_lightning.variants import Method
 
 log = logging.getLogger("sam_lightning")

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sam_lightning.cli import BAD_INPUT, fail
+from sam_lightning.entry import BAD_INPUT, fail
 
 
 def _check(path: str, key: str) -> None:

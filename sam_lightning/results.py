@@ -38,6 +38,15 @@ TRAIN_KEYS = (
 )
 EVAL_KEYS = ("test/loss", "test/error", "val/loss", "val/error", "train_eval/loss", "train_eval/error")
 EPOCH_KEYS = TRAIN_KEYS + EVAL_KEYS
+# results.json's final_* keys are "final_" + the logged key with "/" as "_" (train/noisy_fit ->
+# final_train_noisy_fit): one name in logs, results.json, W&B and docs. Files written before that
+# rule used these names; `current_keys` reads them under today's.
+RENAMED_KEYS = {"final_noisy_fit": "final_train_noisy_fit", "final_clean_train_error": "final_train_clean_error"}
+
+
+def current_keys(payload: dict) -> dict:
+    """A results.json payload with the keys of older files renamed to today's (RENAMED_KEYS)."""
+    return {RENAMED_KEYS.get(k, k): v for k, v in payload.items()}
 
 
 def _float(value) -> float | None:
@@ -137,7 +146,7 @@ class ResultsWriter(pl.Callback):
             self.write(status_of(exception), reason=f"{type(exception).__name__}: {exception}")
             ResultsWriter.closed.add(self.path.resolve())
 
-    def summary(self) -> dict:
+    def final_metrics(self) -> dict:
         tested = [h for h in self.history if h.get("test/error") is not None]
         best = min(tested, key=lambda h: h["test/error"]) if tested else None
         validated = [h for h in self.history if h.get("val/error") is not None]
@@ -160,8 +169,8 @@ class ResultsWriter(pl.Callback):
             "final_train_error": trained[-1]["train/error"] if trained else None,
             "final_train_loss": trained[-1].get("train/loss") if trained else None,
             "final_train_objective": trained[-1].get("train/objective") if trained else None,
-            "final_clean_train_error": trained[-1].get("train/clean_error") if trained else None,
-            "final_noisy_fit": trained[-1].get("train/noisy_fit") if trained else None,
+            "final_train_clean_error": trained[-1].get("train/clean_error") if trained else None,
+            "final_train_noisy_fit": trained[-1].get("train/noisy_fit") if trained else None,
             "epochs_done": len(trained),
             "global_step": last.get("step", 0),
         }
@@ -170,7 +179,7 @@ class ResultsWriter(pl.Callback):
         payload = {
             "status": status,
             "reason": reason,
-            **self.summary(),
+            **self.final_metrics(),
             "wall_time_s": round(self.wall_time(), 3),
             **self.extra,
             "config": self.config,

@@ -20,8 +20,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from sam_lightning.cli import BAD_INPUT, fail
 from sam_lightning.config import ConfigError
+from sam_lightning.entry import BAD_INPUT, fail
 from sam_lightning.jsonio import RESULTS_FILE
 
 

@@ -24,8 +24,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from sam_lightning.callbacks.from_config import instantiate_callbacks
-from sam_lightning.checkpoints import Checkpoint, load_for_model, load_for_resume
-from sam_lightning.cli import instantiate_method
+from sam_lightning.checkpoints import SavedCheckpoint, load_for_model, load_for_resume
 from sam_lightning.config import (
     ConfigError,
     ModelSpec,
@@ -38,6 +37,7 @@ from sam_lightning.config import (
 )
 from sam_lightning.data.sources import num_classes_of
 from sam_lightning.data.spec import DataSpec, require_full_batches
+from sam_lightning.entry import instantiate_method
 from sam_lightning.fingerprint import fingerprint
 from sam_lightning.run_dir import check_run_dir
 from sam_lightning.threads import choose_threads
@@ -165,8 +165,8 @@ class RunSpec:
     overwrite: bool  # replace the run already in output_dir
     print_config: bool  # the composed config printed as a tree when the run starts (train.py's main)
     ckpt_path: str | None  # resume this checkpoint (checked: resume_from)
-    resume_from: Checkpoint | None
-    init_from: Checkpoint | None  # start from these weights only
+    resume_from: SavedCheckpoint | None
+    init_from: SavedCheckpoint | None  # start from these weights only
     fingerprint: dict = field(repr=False)  # what defines the run (sam_lightning/fingerprint.py)
     config: dict = field(repr=False)  # the resolved config, as results.json and the logger record it
 

@@ -27,7 +27,7 @@ from sam_lightning.config import ConfigError
 from sam_lightning.data.augment import normalize
 from sam_lightning.data.sources import make_synthetic
 from sam_lightning.models import build_model
-from sam_lightning.sam import global_norm, sam_gradients
+from sam_lightning.step import global_norm, sam_gradients
 
 
 @pytest.fixture(autouse=True, scope="module")

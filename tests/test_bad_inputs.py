@@ -361,7 +361,7 @@ def test_m_must_divide_the_batch(where, tmp_path, capfd, monkeypatch):
         import torch.nn.functional as F
         from helpers import fixed_batch, mlp
 
-        from sam_lightning.sam import sam_gradients
+        from sam_lightning.step import sam_gradients
         from sam_lightning.variants import SAM
 
         model, (x, y) = mlp(), fixed_batch(16)
@@ -538,7 +538,7 @@ def test_a_checkpoint_with_code_is_refused_without_advising_weights_only_false(t
 
 # -- one error type, one exit code per kind of outcome ----------------------------------------------
 def _exit_of(job, capfd) -> tuple[int, str]:
-    from sam_lightning.cli import run_command
+    from sam_lightning.entry import run_command
 
     with pytest.raises(SystemExit) as stop:
         run_command(job, None)

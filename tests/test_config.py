@@ -6,8 +6,8 @@ import pytest
 from conftest import CONF, compose_config
 from omegaconf import OmegaConf
 
-from sam_lightning.cli import instantiate_method
 from sam_lightning.config import ModelSpec, OptimSpec
+from sam_lightning.entry import instantiate_method
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))

@@ -78,7 +78,7 @@ def test_training_with_label_noise_and_a_subset_records_what_happened(data_sourc
     assert len(fits) == 3 and len(set(fits)) > 1  # tracked every epoch, and it moves
     for row in noisy["history"]:
         assert_noise_figures_add_up(row, noisy["data_sizes"])
-    assert noisy["final_noisy_fit"] is not None and clean["final_noisy_fit"] is None
+    assert noisy["final_train_noisy_fit"] is not None and clean["final_train_noisy_fit"] is None
     assert noisy["history"][0]["train/loss"] != clean["history"][0]["train/loss"]  # other labels, other run
     for run in (noisy, clean):
         val_errors = [h["val/error"] for h in run["history"]]

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_noise_figures_add_up, fixed_batch, mlp
 
-from sam_lightning.cli import instantiate_method
 from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.data import DataSpec
 from sam_lightning.data.label_noise import flip_labels, noise_fit, subset_indices
-from sam_lightning.sam import global_norm, sam_gradients
+from sam_lightning.entry import instantiate_method
+from sam_lightning.step import global_norm, sam_gradients
 from sam_lightning.variants import ASAM, NSAM, SAM, RandomPerturbation
 from train import train
 
@@ -215,7 +215,7 @@ def test_label_noise_run_records_noise_figures(tiny_cfg):
     for row in out["history"]:
         assert_noise_figures_add_up(row, out["data_sizes"])
     last = out["history"][-1]
-    assert (out["final_noisy_fit"], out["final_clean_train_error"]) == (
+    assert (out["final_train_noisy_fit"], out["final_train_clean_error"]) == (
         last["train/noisy_fit"],
         last["train/clean_error"],
     )

@@ -124,7 +124,7 @@ def test_grad_clip_clips_the_final_descent_gradient():
 
 
 def test_erm_is_a_method_whose_hparams_are_those_of_old_checkpoints():
-    from sam_lightning.cli import instantiate_method
+    from sam_lightning.entry import instantiate_method
     from sam_lightning.module import method_hparams
 
     saved = method_hparams(ERM())

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from sam_lightning import plots
 from sam_lightning.analysis.sharpness import expand_checkpoints, summary_table
-from sam_lightning.cli import instantiate_method
 from sam_lightning.config import ConfigError
+from sam_lightning.entry import instantiate_method
 from sam_lightning.stats import format_mean_ci, mean_ci
 from sam_lightning.sweep.cli import summarize
 from sam_lightning.sweep.collect import KEY

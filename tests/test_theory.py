@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from sam_lightning.config import ConfigError
-from sam_lightning.sam import erm_gradients, sam_gradients
+from sam_lightning.step import erm_gradients, sam_gradients
 from sam_lightning.theory import relu_1d
 from sam_lightning.theory.diag_net import (
     DiagonalLinearNet,
@@ -27,7 +27,7 @@ from sam_lightning.theory.diag_net import (
     population_loss,
     quarter_squared_error,
     run_diag_net,
-    train,
+    run_steps,
 )
 from sam_lightning.theory.runner import run_job
 from sam_lightning.theory.spec import DiagProblem, DiagTraining, display_name, rho_from_paper_code
@@ -162,7 +162,7 @@ def test_vectorized_step_code_matches_shared_step(method, batch_size, tol):
         training = DiagTraining(
             alpha=0.3, lr=0.1, iterations=25, batch_size=batch_size, log_every=5, step_code=step_code
         )
-        traj = train(net, data, method, training, 25, torch.Generator().manual_seed(0))
+        traj = run_steps(net, data, method, training, 25, torch.Generator().manual_seed(0))
         finals.append((weights(net), traj.history))
     torch.testing.assert_close(finals[0][0], finals[1][0], rtol=tol, atol=tol)
     assert not torch.equal(finals[0][0], torch.full((12,), 0.3, dtype=D))  # it did move
@@ -226,7 +226,7 @@ def test_iterates_equal_the_paper_codes_under_the_documented_map(kind, m):
     method = ERM() if kind == "GD" else sam(rho=rho_from_paper_code(rho_code, m), m=m)
     net = DiagonalLinearNet(30, alpha)
     training = DiagTraining(alpha=alpha, lr=gamma, iterations=steps, log_every=steps, step_code="vectorized")
-    train(net, data, method, training, steps, torch.Generator())
+    run_steps(net, data, method, training, steps, torch.Generator())
     w_plus, w_minus = net.w_plus.detach().numpy(), net.w_minus.detach().numpy()
     assert np.abs(u).max() > 0.5 and np.abs(v).max() > 0.1  # far from the init
     np.testing.assert_allclose(w_plus + w_minus, u, rtol=0, atol=1e-13)  # measured 3e-16 .. 1.3e-15
@@ -250,7 +250,7 @@ def test_paper_draw_reproduces_the_notebooks_printed_test_losses():
 
     def notebook_test_loss(method, lr):
         net = DiagonalLinearNet(30, 0.05)  # the notebook's u0 = 0.1
-        train(
+        run_steps(
             net,
             data,
             method,

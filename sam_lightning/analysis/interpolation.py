@@ -37,8 +37,8 @@ from sam_lightning.analysis.evaluation import (
     select_points,
 )
 from sam_lightning.checkpoints import data_spec_for, load_checkpoint, require_same_architecture
-from sam_lightning.cli import run_command
 from sam_lightning.config import ConfigError
+from sam_lightning.entry import run_command
 from sam_lightning.jsonio import atomic_write_json
 from sam_lightning.strict import check_booleans
 

@@ -44,11 +44,11 @@ from sam_lightning.analysis.evaluation import (
     select_points,
 )
 from sam_lightning.checkpoints import data_spec_for, load_checkpoint
-from sam_lightning.cli import run_command
 from sam_lightning.config import ConfigError
+from sam_lightning.entry import run_command
 from sam_lightning.jsonio import atomic_write_json
-from sam_lightning.sam import frozen_bn_running_stats
 from sam_lightning.stats import format_mean_ci, mean_ci
+from sam_lightning.step import frozen_bn_running_stats
 from sam_lightning.strict import check_booleans
 from sam_lightning.variants import projected_ascent
 from sam_lightning.variants.base import tree_norm

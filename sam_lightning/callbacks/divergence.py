@@ -20,14 +20,14 @@ from collections.abc import Mapping
 import pytorch_lightning as pl
 import torch
 
-EPOCH_KEYS = ("train/loss", "train/objective")
+TRAINING_LOSSES = ("train/loss", "train/objective")  # non-finite at an epoch's end: diverged
 EVAL_LOSSES = ("test/loss", "val/loss")  # a model whose evaluation loss is not finite has diverged too
 
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite; results.json records status `diverged`."""
 
-    exit_code = 1  # a run that failed, not bad input (sam_lightning.cli)
+    exit_code = 1  # a run that failed, not bad input (sam_lightning.entry)
 
     def __init__(self, loss: float, epoch: int, step: int, what: str = "the loss") -> None:
         self.loss, self.epoch, self.step = loss, epoch, step
@@ -67,7 +67,7 @@ class DivergenceGuard(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check(trainer)
-        for key in EPOCH_KEYS:  # reduced across devices already: every rank sees the same value
+        for key in TRAINING_LOSSES:  # reduced across devices already: every rank sees the same value
             value = trainer.callback_metrics.get(key)
             if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
                 raise TrainingDiverged(

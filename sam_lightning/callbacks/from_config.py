@@ -16,8 +16,8 @@ import pytorch_lightning as pl
 from hydra.utils import get_class
 from pytorch_lightning.callbacks import Checkpoint, StochasticWeightAveraging
 
-from sam_lightning.cli import instantiate_one_line
 from sam_lightning.config import ConfigError, is_number, require_bool
+from sam_lightning.entry import instantiate_one_line
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sam_lightning.cli import BAD_INPUT, FAILED
 from sam_lightning.config import ConfigError
+from sam_lightning.entry import BAD_INPUT, FAILED
 from sam_lightning.sweep import paired as pairing
 from sam_lightning.sweep import table
 from sam_lightning.sweep.collect import collect

@@ -23,6 +23,7 @@ import yaml
 
 from sam_lightning.config import ConfigError
 from sam_lightning.naming import group_keys, method_label
+from sam_lightning.results import current_keys
 from sam_lightning.sweep.duplicates import RHO_INERT
 
 RESULTS_FILE = "results.json"
@@ -132,7 +133,7 @@ def read_job(job: Path, name: str) -> tuple[dict, list[dict]]:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as err:
         return {**record(name, {"status": "unreadable", "reason": f"results.json: {_clip(err)}"}, overrides or [])}, []
-    return record(name, payload, overrides), list(payload.get("history") or [])
+    return record(name, current_keys(payload), overrides), list(payload.get("history") or [])
 
 
 def iter_jobs(roots: list[str | os.PathLike], check=None):

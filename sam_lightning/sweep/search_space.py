@@ -13,7 +13,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sam_lightning.cli import BAD_INPUT, fail
+from sam_lightning.entry import BAD_INPUT, fail
 
 
 def search_space_problem(params: dict) -> str | None:

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad
 
 from sam_lightning.config import ConfigError
-from sam_lightning.sam import sam_gradients, step_gradients
+from sam_lightning.step import sam_gradients, step_gradients
 from sam_lightning.theory.progress import progress
 from sam_lightning.theory.spec import DiagProblem, DiagTraining, check_vectorizable, display_name
 from sam_lightning.theory.vectorized import diag_msam_gradients
@@ -180,7 +180,7 @@ def measure(model: DiagonalLinearNet, data: SparseRegression, iteration: int) ->
         }
 
 
-def train(
+def run_steps(
     model: DiagonalLinearNet,
     data: SparseRegression,
     method: Method,
@@ -231,7 +231,7 @@ def train(
     return traj
 
 
-def summary(traj: Trajectory) -> dict:
+def endpoint_metrics(traj: Trajectory) -> dict:
     last = traj.history[-1]
     return {
         "final_train_loss": last["train/loss"],
@@ -287,21 +287,21 @@ def run_diag_net(
     model = DiagonalLinearNet(problem.d, training.alpha)
     gen = torch.Generator().manual_seed(seed + 1_000_003)  # batches: independent of the data draw
     if switch_at is None:
-        traj = train(model, data, method, training, training.iterations, gen)
-        return {**summary(traj), "beta_star_l1": float(data.beta_star.abs().sum()), "history": traj.history}
+        traj = run_steps(model, data, method, training, training.iterations, gen)
+        return {**endpoint_metrics(traj), "beta_star_l1": float(data.beta_star.abs().sum()), "history": traj.history}
 
-    traj = train(model, data, method, training, switch_at, gen)
+    traj = run_steps(model, data, method, training, switch_at, gen)
     branch = DiagonalLinearNet(problem.d, training.alpha)
     branch.load_state_dict(model.state_dict())
     branch_traj = Trajectory([dict(r) for r in traj.history], traj.iterations, traj.diverged)
     branch_gen = torch.Generator().set_state(gen.get_state())
     rest = training.iterations - switch_at
-    train(model, data, method, training, rest, gen, traj)
-    train(branch, data, switch_to, training, rest, branch_gen, branch_traj)
+    run_steps(model, data, method, training, rest, gen, traj)
+    run_steps(branch, data, switch_to, training, rest, branch_gen, branch_traj)
     return {
-        **summary(branch_traj),
+        **endpoint_metrics(branch_traj),
         "beta_star_l1": float(data.beta_star.abs().sum()),
         "history": branch_traj.history,
-        "reference": {**summary(traj), "history": traj.history},
+        "reference": {**endpoint_metrics(traj), "history": traj.history},
         "line": loss_along_line(_weights(model), _weights(branch), data, line_points),
     }

@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from sam_lightning.config import ConfigError
-from sam_lightning.sam import step_gradients
 from sam_lightning.stats import mean_ci
+from sam_lightning.step import step_gradients
 from sam_lightning.theory.progress import progress
 from sam_lightning.theory.spec import check_vectorizable
 from sam_lightning.variants import ERM, Method

@@ -44,7 +44,7 @@ THEORY_METHODS = (ERM, SAM)  # the paper's theory (Sec. 4) compares these two
 def theory_method(values: Mapping, key: str = "method") -> Method:
     """The method a theory config names by its `_target_`, built as train.py builds its method;
     ConfigError (one line naming `key`) for a bad key, value or class."""
-    from sam_lightning.cli import instantiate_method
+    from sam_lightning.entry import instantiate_method
 
     try:
         method = instantiate_method(values)
