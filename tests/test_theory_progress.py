@@ -9,7 +9,7 @@ import torch
 
 from sam_lightning.theory import progress as progress_module
 from sam_lightning.theory import relu_1d
-from sam_lightning.theory.diag_net import DiagonalLinearNet, make_sparse_regression, train
+from sam_lightning.theory.diag_net import DiagonalLinearNet, make_sparse_regression, run_steps
 from sam_lightning.theory.progress import progress
 from sam_lightning.theory.spec import DiagProblem, DiagTraining
 from sam_lightning.variants import SAM
@@ -42,7 +42,7 @@ def _diag_net():
     data = make_sparse_regression(DiagProblem(d=6, n=8, kappa=2), seed=0)
     training = DiagTraining(alpha=0.3, lr=0.1, iterations=20, log_every=20, step_code="vectorized")
     method = SAM(rho=0.1, m=1, normalize=False, project=False)  # the theory's SAM (conf/theory/method/sam.yaml)
-    train(DiagonalLinearNet(6, 0.3), data, method, training, 20, torch.Generator())
+    run_steps(DiagonalLinearNet(6, 0.3), data, method, training, 20, torch.Generator())
 
 
 def _relu(step_code: str):
