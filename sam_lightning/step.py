@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from sam_lightning.variants import SAM, Method, Variant
+from sam_lightning.variants import Method, Variant
 from sam_lightning.variants.base import tree_add, tree_norm
 
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -274,12 +274,9 @@ def sam_gradients(
     criterion: Loss,
     inputs: Tensor,
     targets: Tensor,
-    variant: Variant | None = None,
+    variant: Variant,
     *,
     rho: float | None = None,
-    m: int | None = None,
-    normalize: bool = True,
-    project: bool = True,
     ascent_inputs: Tensor | None = None,
     ascent_targets: Tensor | None = None,
     regularizer: Regularizer | None = None,
@@ -287,9 +284,8 @@ def sam_gradients(
 ) -> StepOutput:
     """m-SAM and its relatives: the mean over chunks of the variant's descent gradient lands in `p.grad`.
 
-    variant: a `sam_lightning.variants` object (its m, engine, chunks_per_pass and hooks); without
-    one, SAM(rho=rho, m=m, normalize=normalize, project=project). rho: the radius for this step (default the
-    variant's; a schedule passes the current one). ascent_inputs/targets: take the ascent gradient
+    variant: a `sam_lightning.variants` object (its m, engine, chunks_per_pass and hooks). rho: the
+    radius for this step (default the variant's; a schedule passes the current one). ascent_inputs/targets: take the ascent gradient
     on another batch of the same size, chunk c of it for chunk c (n-SAM, paper Eq. 21).
 
     The gradient reaches `p.grad` through one `backward` of sum_p <p, d_p> (d detached), whose
@@ -300,7 +296,6 @@ def sam_gradients(
     The logits and loss reported are those of the first pass on the batch itself: at w for SAM,
     at w + e_c when the ascent used another batch or no gradient (n-SAM, random).
     """
-    variant = variant if variant is not None else SAM(rho=rho or 0.0, m=m, normalize=normalize, project=project)
     rho = variant.rho if rho is None else rho
     params = list(params)
     name_of = {id(p): name for name, p in model.named_parameters()}

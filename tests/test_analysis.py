@@ -28,6 +28,7 @@ from sam_lightning.data.augment import normalize
 from sam_lightning.data.sources import make_synthetic
 from sam_lightning.models import build_model
 from sam_lightning.step import global_norm, sam_gradients
+from sam_lightning.variants import SAM
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -143,7 +144,7 @@ def test_one_ascent_step_of_size_rho_is_the_sam_perturbation_of_the_training_ste
 
     # The training step's m-SAM (m=4) perturbs each chunk the same way: same losses at w and w + e_c.
     trained = copy.deepcopy(model).train()
-    step = sam_gradients(trained, list(trained.parameters()), F.cross_entropy, x, y, rho=rho, m=4)
+    step = sam_gradients(trained, list(trained.parameters()), F.cross_entropy, x, y, SAM(rho=rho, m=4))
     assert chunked["loss"] == pytest.approx(step.loss.item(), rel=1e-6)
     assert chunked["perturbed_loss"] == pytest.approx(step.perturbed_loss.item(), rel=1e-6)
     assert chunked["max_delta_norm"] == pytest.approx(step.perturbation_norm.item(), rel=1e-5)

@@ -49,16 +49,16 @@ def test_nsam_takes_the_ascent_gradient_on_the_other_batch():
     xo, yo = torch.randn(16, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g)
     g_other = grads_of(model, xo, yo)
     e = [0.5 * g / global_norm(g_other) for g in g_other]
-    got, _ = step_grads(model, x, y, rho=0.5, ascent_inputs=xo, ascent_targets=yo)
+    got, _ = step_grads(model, x, y, variant=SAM(rho=0.5), ascent_inputs=xo, ascent_targets=yo)
     assert_grads_close(got, grads_of(model, x, y, at=e))
-    same, _ = step_grads(model, x, y, rho=0.5)
+    same, _ = step_grads(model, x, y, variant=SAM(rho=0.5))
     assert any(not torch.allclose(a, b) for a, b in zip(got, same))
 
 
 def test_one_ascent_step_of_multiplier_one_is_sam():
     model = mlp(norm=True)
     x, y = fixed_batch()
-    a, _ = step_grads(model, x, y, rho=0.5, m=4)
+    a, _ = step_grads(model, x, y, variant=SAM(rho=0.5, m=4))
     b, _ = step_grads(model, x, y, variant=SAM(rho=0.5, m=4, ascent_steps=1, ascent_step_mult=1.0))
     for u, v in zip(a, b):
         assert torch.equal(u, v)
