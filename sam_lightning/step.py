@@ -285,8 +285,9 @@ def sam_gradients(
     """m-SAM and its relatives: the mean over chunks of the variant's descent gradient lands in `p.grad`.
 
     variant: a `sam_lightning.variants` object (its m, engine, chunks_per_pass and hooks). rho: the
-    radius for this step (default the variant's; a schedule passes the current one). ascent_inputs/targets: take the ascent gradient
-    on another batch of the same size, chunk c of it for chunk c (n-SAM, paper Eq. 21).
+    radius for this step (default the variant's; a schedule passes the current one).
+    ascent_inputs/targets: take the ascent gradient on another batch of the same size, chunk c of it
+    for chunk c (n-SAM, paper Eq. 21).
 
     The gradient reaches `p.grad` through one `backward` of sum_p <p, d_p> (d detached), whose
     gradient is d exactly: Lightning passes `manual_backward`, so a data-parallel wrapper

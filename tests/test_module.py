@@ -6,7 +6,6 @@ import copy
 from dataclasses import dataclass
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from helpers import LR, batches, fit, reference_update, system
 
@@ -46,17 +45,8 @@ def test_one_optimizer_step_per_batch(method):
     _, _, loader = batches(n_batches=3)
     module = system(method)
     calls = []
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
     module.configure_optimizers = _count_steps(module.configure_optimizers, calls)
-    trainer.fit(module, train_dataloaders=loader)
+    trainer = fit(module, loader)
     assert trainer.global_step == 3
     assert len(calls) == 3
 
