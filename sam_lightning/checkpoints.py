@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from sam_lightning.config import ConfigError, ModelSpec
 from sam_lightning.data.spec import DataSpec
 from sam_lightning.fingerprint import first_difference
+from sam_lightning.jsonio import RESULTS_FILE
 from sam_lightning.models import build_model
 
 PREFIX = "backbone."
@@ -216,7 +217,7 @@ def run_config(ckpt: SavedCheckpoint) -> dict | None:
     run_dir = ckpt.run_dir
     if run_dir is None:
         return None
-    results = run_dir / "results.json"
+    results = run_dir / RESULTS_FILE
     if results.is_file():
         try:
             config = json.loads(results.read_text()).get("config")

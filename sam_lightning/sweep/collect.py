@@ -22,11 +22,11 @@ import pandas as pd
 import yaml
 
 from sam_lightning.config import ConfigError
+from sam_lightning.jsonio import RESULTS_FILE
 from sam_lightning.naming import group_keys, method_label
 from sam_lightning.results import current_keys
 from sam_lightning.sweep.duplicates import RHO_INERT
 
-RESULTS_FILE = "results.json"
 KEY = "key:"  # prefix of the group columns: key:method, key:method.rho, ...
 # Besides every final_*/best_* number: the test error at the epoch of lowest validation error.
 EXTRA_METRICS = ("test_error_at_best_val",)
