@@ -237,13 +237,21 @@ def _stack(x: Tensor, n: int) -> Tensor:
 CPU_VMAP_MAX_M = 16
 
 
+def channels_last(model: nn.Module) -> bool:
+    """Whether the model's convolution weights are in the channels_last memory format."""
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    return bool(convs) and convs[0].is_contiguous(memory_format=torch.channels_last) and not convs[0].is_contiguous()
+
+
 def choose_engine(variant: Variant, model: nn.Module, n_chunks: int, chunk_size: int) -> str:
     """The engine for `variant.engine`. auto: vmap where the variant and model allow it, there is
-    more than one chunk and, on a CPU, chunks hold at most CPU_VMAP_MAX_M examples; else the loop."""
+    more than one chunk and, on a CPU, chunks hold at most CPU_VMAP_MAX_M examples and the weights
+    are not channels_last (vmap's batching rules copy strided tensors on a slow path there: make
+    bench, one thread, 4-SAM with channels_last: vmap 1.10-1.16x the loop's time); else the loop."""
     if variant.engine == "loop" or n_chunks == 1:
         return "loop"
     on_cpu = next(model.parameters()).device.type == "cpu"
-    if variant.engine == "auto" and on_cpu and chunk_size > CPU_VMAP_MAX_M:
+    if variant.engine == "auto" and on_cpu and (chunk_size > CPU_VMAP_MAX_M or channels_last(model)):
         return "loop"
     why = None if variant.vectorizable else f"the {variant.name} variant is not vectorizable"
     why = why or vmap_unsupported(model)

@@ -160,6 +160,8 @@ def test_auto_engine_falls_back_to_the_loop_for_a_single_chunk_and_foreign_buffe
     assert choose_engine(SAM(m=32, engine="vmap"), model, 4, 32) == "vmap"
     assert choose_engine(SAM(m=None), model, 1, 16) == "loop"
     assert choose_engine(SAM(m=4, engine="loop"), model, 4, 4) == "loop"
+    last = copy.deepcopy(model).to(memory_format=torch.channels_last)  # vmap is slower there on a CPU
+    assert (choose_engine(SAM(m=4), last, 4, 4), choose_engine(SAM(m=4, engine="vmap"), last, 4, 4)) == ("loop", "vmap")
     model.register_buffer("counter", torch.zeros(1))
     with caplog.at_level("WARNING"):
         assert choose_engine(SAM(m=4, engine="vmap"), model, 4, 4) == "loop"
