@@ -255,7 +255,7 @@ def sweep_curves(
     Panels of a row share the y-axis."""
     test_key = "test/error" if info["metric"].endswith("error") else "test/loss"
     train_key = test_key.replace("test/", "train/")
-    what, scale = _what(info["metric"])
+    _, scale = _what(info["metric"])
     # label-noise runs also log how they fit the flipped and the clean labels (paper Fig. 12)
     extra_keys = ("train/noisy_fit", "train/clean_error") if scale == 100 else ()
     seeds = {r.job: r.seed if pd.notna(r.seed) else r.job for r in runs.itertuples()}
@@ -324,7 +324,8 @@ def sweep_curves(
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if scale == 1:
                 ax.set_yscale("log")  # losses: decades, as in the paper's Fig. 6
-    what = what.removeprefix("best ")  # the curves are the logged values, whichever the table's metric
+    # the curves are the logged values, whichever the table's metric (best, at the best val epoch, ...)
+    what = "test error (%)" if scale == 100 else "test loss"
     quantity = what.replace("test ", "test and train ", 1) if len(keys) >= 2 else what
     fig.suptitle(
         f"{quantity.capitalize()} over {'steps' if by_step else 'epochs'}: mean over seeds with 95% bootstrap band",

@@ -48,3 +48,18 @@ def test_sweep_makes_the_documents_tables_from_the_committed_results(preset, tmp
     )
     assert code == 0
     assert "paired differences to erm" in capsys.readouterr().out
+
+
+def test_curves_are_titled_by_what_they_plot_whatever_the_tables_metric(monkeypatch, tmp_path):
+    # --metric best with a validation split ranks by the test error at the best validation epoch; the
+    # curves still plot the logged test and train error (and, with label noise, the fit of each label kind).
+    import sam_lightning.plots as plots
+
+    if not (RESULTS / "laptop_label_noise").is_dir():
+        pytest.skip("no committed laptop_label_noise runs")
+    titles = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi=110: titles.setdefault(path.name, fig) and path)
+    assert sweep_main([str(RESULTS / "laptop_label_noise"), "--metric", "best", "--out", str(tmp_path)]) == 0
+    curves = titles["test_error_curves.png"]
+    assert curves.get_suptitle().startswith("Test and train error (%) over epochs")
+    assert {ax.get_ylabel() for ax in curves.axes} >= {"flipped labels fitted (%)", "train error, clean labels (%)"}
