@@ -143,6 +143,10 @@ def train(cfg: DictConfig) -> dict:
     finally:
         if trainer.is_global_zero:
             wandb_dir = finish_wandb(loggers, results, run_dir)
+    if not trainer.interrupted and run.criterion is not None and run.criterion.applies_to(run.method.name):
+        reached = run.criterion.check(results.history, run.trainer.max_epochs)
+        results.extra["criterion"] = reached
+        (log.info if reached["met"] else log.warning)(run.criterion.describe(reached))
     payload = results.write("finished" if not trainer.interrupted else "interrupted")
     if trainer.is_global_zero:
         print(summary_line(payload), flush=True)

@@ -35,6 +35,7 @@ from sam_lightning.config import (
     require_bool,
     require_int,
 )
+from sam_lightning.criterion import Criterion
 from sam_lightning.data.sources import num_classes_of
 from sam_lightning.data.spec import DataSpec, require_full_batches
 from sam_lightning.entry import instantiate_method
@@ -167,6 +168,7 @@ class RunSpec:
     ckpt_path: str | None  # resume this checkpoint (checked: resume_from)
     resume_from: SavedCheckpoint | None
     init_from: SavedCheckpoint | None  # start from these weights only
+    criterion: Criterion | None  # what the regime's baseline runs must reach (sam_lightning/criterion.py)
     fingerprint: dict = field(repr=False)  # what defines the run (sam_lightning/fingerprint.py)
     config: dict = field(repr=False)  # the resolved config, as results.json and the logger record it
 
@@ -260,6 +262,7 @@ def build_run(cfg: DictConfig) -> RunSpec:
         ckpt_path=ckpt_path,
         resume_from=load_for_resume(ckpt_path, model, num_classes, trainer.max_epochs, defining) if ckpt_path else None,
         init_from=load_for_model(init_from, "init_from", model, num_classes) if init_from else None,
+        criterion=Criterion.from_mapping(values.get("criterion")),
         fingerprint=defining,
         config=values,
     )
