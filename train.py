@@ -44,6 +44,11 @@ from sam_lightning.sweep.duplicates import skip_if_duplicate
 from sam_lightning.threads import cpu_name
 
 log = logging.getLogger("train")
+# measured (README, Speed): the one combination that only costs time, said once instead of refused
+CPU_GROUPNORM_CHANNELS_LAST = (
+    "channels_last=true with GroupNorm on a CPU is not faster (0.97-1.34x the float32 step time, "
+    "README Speed): channels_last=auto leaves it off there"
+)
 silence_deprecations()
 
 
@@ -112,6 +117,8 @@ def train(cfg: DictConfig) -> dict:
     quiet_lightning(on_cpu=not run.trainer.on_gpu)
     torch.set_num_threads(run.threads)
     log.info("CPU threads: %d (cpu_threads=%s; %s)", run.threads, run.config.get("cpu_threads", "auto"), cpu_name())
+    if run.channels_last and run.model.norm == "group" and not run.trainer.on_gpu:
+        log.warning(CPU_GROUPNORM_CHANNELS_LAST)
     run_dir = make_run_dir(run)
     pl.seed_everything(run.seed, workers=True, verbose=False)
 

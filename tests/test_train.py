@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -277,3 +278,14 @@ def test_summary_line_reads_early_stopping_on_validation_when_there_is_a_split()
     }
     assert "at the best validation epoch (110): test error 47.90%, validation error 43.00%" in summary_line(payload)
     assert "validation" not in summary_line({**payload, "test_error_at_best_val": None})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warned"), [(["norm=group", "channels_last=true"], True), (["norm=group"], False)]
+)
+def test_channels_last_with_groupnorm_on_a_cpu_is_said_to_be_slow(tiny_cfg, caplog, overrides, warned):
+    from train import CPU_GROUPNORM_CHANNELS_LAST
+
+    with caplog.at_level(logging.WARNING, logger="train"):
+        train(tiny_cfg(*overrides, "trainer.fast_dev_run=true"))
+    assert (CPU_GROUPNORM_CHANNELS_LAST in caplog.text) is warned
