@@ -141,6 +141,39 @@ def test_best_metric_with_a_split_reports_the_test_error_at_the_best_validation_
     assert _summary(tmp_path / "out")[("sam", "0.05")]["n_seeds"] == "2"
 
 
+def test_the_best_test_error_key_reports_the_lowest_test_error_rho_still_chosen_on_validation(tmp_path, capsys):
+    # `--metric best` with a split is early stopping on validation; asking for the key best_test_error is
+    # asking for the lowest test error over epochs (the paper's reading of its label-noise figure).
+    sweep = tmp_path / "keys"
+    values = {0.05: dict(best_val=0.10, test=0.30), 0.2: dict(best_val=0.22, test=0.10)}
+    for seed in (0, 1):
+        for i, (rho, v) in enumerate(values.items()):
+            _job(sweep, 2 * seed + i, "sam", rho, seed, **_split(v["test"] + 0.01 * seed, 0.3, 0.4, v["best_val"]))
+    assert sweep_main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots", "--metric", "best_test_error"]) == 0
+    rows = _summary(tmp_path / "out")
+    assert {(r["metric"], r["chosen_on"]) for r in rows.values()} == {("best_test_error", "best_val_error")}
+    assert float(rows[("sam", "0.2")]["mean"]) == pytest.approx(0.055)  # min over epochs: test - 0.05
+    assert [k for k, r in rows.items() if r["best_rho"] == "1"] == [("sam", "0.05")]  # validation chose
+    assert "best test error % (95% CI)" in capsys.readouterr().out
+
+
+def test_the_train_column_is_in_percent_whatever_the_metric(tmp_path, capsys):
+    # A table of a fraction that is not an error (flipped labels fitted) keeps the train error in percent.
+    for seed in (0, 1):
+        _job(tmp_path / "fit", seed, "sam", 0.1, seed, **_split(0.3, None), final_train_noisy_fit=0.4 + 0.1 * seed)
+    assert (
+        sweep_main(
+            [str(tmp_path / "fit"), "--out", str(tmp_path / "out"), "--no-plots", "--metric", "final_train_noisy_fit"]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("---"))
+    header, row = [c.strip() for c in lines[rule - 1].split("  ") if c.strip()], lines[rule + 1]
+    assert header[-1] == "train error %" and row.split()[-1] == "1.00"  # final_train_error 0.01
+    assert "0.45 [0.4, 0.5]" in row
+
+
 def test_rows_without_a_split_are_not_ranked_beside_rows_with_one(tmp_path):
     sweep = _grid(tmp_path / "mixed")
     # The test set's favourite, rerun without a validation split, would win on test: it cannot win on validation.

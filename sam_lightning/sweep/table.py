@@ -58,13 +58,14 @@ def resolve_metric(runs: pd.DataFrame, metric: str) -> str:
 def resolve_metrics(runs: pd.DataFrame, metric: str) -> tuple[str, str | None]:
     """(the test metric the table reports, the validation metric that chooses rho or None when no
     finished run has a validation split). With a split, `best` reports the test error at the epoch of
-    lowest validation error (early stopping chosen on validation), not the lowest test error over epochs."""
+    lowest validation error (early stopping chosen on validation), not the lowest test error over epochs;
+    the key itself (`best_test_error`) reports that lowest test error, rho still chosen on validation."""
     test = resolve_metric(runs, metric)
     val = VAL_OF.get(test)
     finished = runs[runs["status"] == "finished"] if "status" in runs else runs
     if val is None or val not in finished or finished[val].isna().all():
         return test, None
-    return (AT_BEST_VAL if test == "best_test_error" else test), val
+    return (AT_BEST_VAL if metric == "best" else test), val
 
 
 def is_error(metric: str) -> bool:
@@ -229,7 +230,8 @@ def display_frame(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
             format_mean_ci(r[prefix + "mean"], r[prefix + "ci_low"], r[prefix + "ci_high"], scale, spec)
             for _, r in summary.iterrows()
         ]
-    out[_what(train)] = [format_mean_ci(v, scale=scale, spec=spec) for v in summary["train_mean"]]
+    train_scale, train_spec = (100.0, ".2f") if is_error(train) else (1.0, ".3g")  # its own kind, not the metric's
+    out[_what(train)] = [format_mean_ci(v, scale=train_scale, spec=train_spec) for v in summary["train_mean"]]
     if summary["excluded"].astype(bool).any():
         out["not finished"] = summary["excluded"]
     if summary["best"].any():
