@@ -169,3 +169,15 @@ def test_imagefolder_skips_non_image_files_and_counts_them(tmp_path, caplog):
     assert arrays.train_x.shape[0] == 4 and arrays.test_x.shape[0] == 4
     skipped = [r.message for r in caplog.records if "skipped" in r.message]
     assert len(skipped) == 1 and "skipped 2 file(s)" in skipped[0] and "README.txt" in skipped[0]
+
+
+def test_imagefolder_composed_without_a_root_is_refused_not_pointed_at_cifars_folder():
+    # data/imagefolder builds on data/cifar10, whose root has a default; the tree has none.
+    from conftest import compose_config
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(compose_config(["data=imagefolder"]).data, resolve=True)
+    with pytest.raises(ConfigError, match="data.root is required for data=imagefolder"):
+        DataSpec.from_mapping(data)
+    given = OmegaConf.to_container(compose_config(["data=imagefolder", "data.root=/trees/cifar"]).data, resolve=True)
+    assert DataSpec.from_mapping(given).root == "/trees/cifar"
