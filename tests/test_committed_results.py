@@ -4,6 +4,7 @@ in them, and sweep.py makes the document's tables from them."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import ROOT, compose_config
@@ -36,12 +37,78 @@ def test_each_regimes_erm_runs_meet_the_criterion_its_preset_states(preset):
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in RESULTS.iterdir()) if RESULTS.is_dir() else [])
-def test_sweep_makes_the_documents_tables_from_the_committed_results(preset, tmp_path, capsys):
+def test_every_committed_results_folder_sweeps_paired(preset, tmp_path, capsys):
     code = sweep_main(
         [str(RESULTS / preset), "--paired", "seed", "--baseline", "erm", "--no-plots", "--out", str(tmp_path)]
     )
     assert code == 0
     assert "paired differences to erm" in capsys.readouterr().out
+
+
+DOC = ROOT / "docs" / "reproduction.md"
+
+
+def _paragraphs(lines: list[str]) -> list[list[str]]:
+    paras, cur = [], []
+    for line in [*lines, ""]:
+        if line.strip():
+            cur.append(line)
+        elif cur:
+            paras, cur = [*paras, cur], []
+    return paras
+
+
+def _tables(lines: list[str]) -> list[list[str]]:
+    """The aligned tables of sweep's output: paragraphs whose second line is the header rule."""
+    return [p for p in _paragraphs(lines) if len(p) > 1 and p[1].startswith("---")]
+
+
+def _documents_sweep_blocks() -> list[tuple[str, str, list[str]]]:
+    """(preset, metric, block lines) for each block of docs/reproduction.md that shows sweep's output: a
+    whole output ("sweep: docs/results/<preset>" first) or its tables alone ("method ..." first), whose
+    preset and --metric are the last ones the text names before the block."""
+    text = DOC.read_text()
+    blocks, preset, metric, pos = [], None, "final_test_error", 0
+    for m in re.finditer(r"```[a-z]*\n(.*?)```", text, flags=re.S):
+        before = text[pos : m.start()]
+        pos = m.end()
+        body = m.group(1).rstrip("\n").splitlines()
+        named = re.findall(r"sweep\.py docs/results/([\w/]+)", before)
+        flags = re.findall(r"--metric (\w+)", before)
+        if named or flags:
+            preset = named[-1] if named else preset
+            metric = flags[-1] if flags else "final_test_error"
+        if body and body[0].startswith("sweep: docs/results/"):
+            preset, metric = body[0].removeprefix("sweep: docs/results/"), "final_test_error"
+            blocks.append((preset, metric, body))
+        elif body and body[0].startswith("method ") and preset:
+            blocks.append((preset, metric, body))
+    return blocks
+
+
+def test_the_documents_tables_are_what_sweep_prints_from_the_committed_results(tmp_path, capsys):
+    # Every table of docs/reproduction.md is regenerated here from docs/results/ and must match it
+    # character for character: a run added without refreshing the document fails.
+    blocks = _documents_sweep_blocks()
+    if not blocks:
+        pytest.skip("no sweep tables in docs/reproduction.md")
+    assert {preset for preset, _, _ in blocks} >= {"laptop_sam_vs_erm", "laptop_label_noise"}
+    for preset, metric, body in blocks:
+        argv = [str(RESULTS / preset), "--paired", "seed", "--baseline", "erm", "--metric", metric]
+        assert sweep_main([*argv, "--no-plots", "--out", str(tmp_path)]) == 0
+        printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("wrote ")]
+        if body[0].startswith("sweep: "):
+            printed = [line.replace(str(RESULTS), "docs/results") for line in printed]
+            assert body == _paragraph_lines(printed), (preset, metric)
+        else:
+            assert _tables(body) == _tables(printed), (preset, metric)
+
+
+def _paragraph_lines(lines: list[str]) -> list[str]:
+    """The lines without trailing blank ones (the document's block ends at its last line)."""
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return lines
 
 
 def test_curves_are_titled_by_what_they_plot_whatever_the_tables_metric(monkeypatch, tmp_path):
