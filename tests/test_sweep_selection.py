@@ -270,3 +270,44 @@ def test_optuna_preset_holds_out_a_validation_split():
     assert compose_config(["hparams_search=rho_optuna"]).data.val_fraction == 0.1
     assert compose_config(["hparams_search=rho_optuna", "experiment=smoke"]).data.val_fraction == 0.1
     assert compose_config(["hparams_search=rho_optuna", "data.val_fraction=0"]).data.val_fraction == 0
+
+
+def test_where_keeps_the_matching_jobs_so_one_seed_can_choose_rho(tmp_path, capsys):
+    # Seed 0 alone: the first stage of a rho choice ("rho chosen on seed 0's validation split").
+    sweep = _grid(tmp_path / "val")
+    for seed in (1, 2):  # seeds 1 and 2 would pick rho 0.05 on their mean; seed 0 alone still picks 0.1
+        for job in sweep.glob(f"*method.rho=0.05,method=sam,seed={seed}"):
+            payload = json.loads((job / "results.json").read_text())
+            payload["final_val_error"] = 0.01
+            (job / "results.json").write_text(json.dumps(payload))
+    out = tmp_path / "out"
+    assert sweep_main([str(sweep), "--where", "seed=0", "--out", str(out), "--no-plots"]) == 0
+    assert "sweep: " in (text := capsys.readouterr().out) and ", where seed=0" in text
+    rows = _summary(out)
+    assert {r["n_seeds"] for r in rows.values()} == {"1"} and {r["seeds"] for r in rows.values()} == {"0"}
+    assert [k for k, r in rows.items() if r["best_rho"] == "1"] == [("sam", "0.1")]
+    assert float(rows[("sam", "0.1")]["val_mean"]) == pytest.approx(0.20)
+    assert sweep_main([str(sweep), "--out", str(out), "--no-plots"]) == 0  # all seeds: rho 0.05
+    assert [k for k, r in _summary(out).items() if r["best_rho"] == "1"] == [("sam", "0.05")]
+    # Numbers compare as numbers, keys may repeat, and ERM (no rho) is left out by a rho condition.
+    capsys.readouterr()
+    assert sweep_main([str(sweep), "--where", "method.rho=0.10", "--where", "seed=2", "--out", str(out)]) == 0
+    assert "common overrides: method=sam method.rho=0.1" in capsys.readouterr().out
+    with open(out / "summary.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert row["seeds"] == "2" and float(row["mean"]) == pytest.approx(0.254)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("seed", "give KEY=VALUE, KEY one of seed, method, method.rho"),
+        ("lr=0.1", "KEY one of"),
+        ("seed=7", "no job has seed=7"),
+    ],
+)
+def test_where_bad_input_is_one_line(tmp_path, capsys, where, message):
+    sweep = _grid(tmp_path / "val")
+    assert sweep_main([str(sweep), "--where", where, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -24,7 +24,7 @@ from sam_lightning.config import ConfigError
 from sam_lightning.entry import BAD_INPUT, FAILED
 from sam_lightning.sweep import paired as pairing
 from sam_lightning.sweep import table
-from sam_lightning.sweep.collect import collect
+from sam_lightning.sweep.collect import collect, select
 
 OUTPUT_NAMES = ("summary.csv", "summary.md", "runs.csv")
 PAIRED_CSV = "paired.csv"
@@ -60,6 +60,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--baseline",
         metavar="METHOD",
         help="with --paired: the method label as the table shows it (erm, sam, sam_m128, ...)",
+    )
+    p.add_argument(
+        "--where",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="only the jobs with KEY=VALUE (seed or any override key; repeatable), e.g. --where seed=0: "
+        "the first stage of a rho choice, each rho's validation error on one seed",
     )
     p.add_argument(
         "--export",
@@ -163,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runs, histories = collect(args.dirs)
             sources = list(args.dirs)
+        if args.where:
+            runs = select(runs, args.where)
+            sources.append(f"where {' and '.join(args.where)}")
         if args.paired:
             pairing.check(runs, args.paired, args.baseline)
     except ConfigError as err:

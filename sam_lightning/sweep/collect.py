@@ -159,3 +159,27 @@ def collect(roots: list[str | os.PathLike]) -> tuple[pd.DataFrame, dict[str, lis
         row, histories[name] = read_job(job, name)
         rows.append(row)
     return pd.DataFrame(rows), histories
+
+
+def select(runs: pd.DataFrame, where: list[str]) -> pd.DataFrame:
+    """The rows whose KEY equals VALUE for every `KEY=VALUE` of `where` (KEY: seed or any override key;
+    numbers compare as numbers, so 0.10 selects 0.1). A job without the key (ERM in a rho grid) is left out."""
+    for condition in where:
+        key, sep, value = condition.partition("=")
+        column = key if key == "seed" else KEY + key
+        if not sep or column not in runs:
+            keys = ["seed", *(c.removeprefix(KEY) for c in runs.columns if c.startswith(KEY))]
+            raise ConfigError(f"--where {condition}: give KEY=VALUE, KEY one of {', '.join(keys)}")
+        runs = runs[runs[column].map(lambda v, value=value: _equal(v, value))]
+    if runs.empty:
+        raise ConfigError(f"no job has {' and '.join(where)}")
+    return runs
+
+
+def _equal(recorded, value: str) -> bool:
+    if pd.isna(recorded):
+        return False
+    try:
+        return float(recorded) == float(value)
+    except (TypeError, ValueError):
+        return str(recorded) == value
