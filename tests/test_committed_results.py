@@ -63,26 +63,29 @@ def _tables(lines: list[str]) -> list[list[str]]:
     return [p for p in _paragraphs(lines) if len(p) > 1 and p[1].startswith("---")]
 
 
-def _documents_sweep_blocks() -> list[tuple[str, str, list[str]]]:
-    """(preset, metric, block lines) for each block of docs/reproduction.md that shows sweep's output: a
-    whole output ("sweep: docs/results/<preset>" first) or its tables alone ("method ..." first), whose
-    preset and --metric are the last ones the text names before the block."""
+def _documents_sweep_blocks() -> list[tuple[str, list[str], list[str]]]:
+    """(preset, sweep.py options, block lines) for each block of docs/reproduction.md that shows sweep's
+    output: a whole output ("sweep: docs/results/<preset>[, where ...]" first) or its tables alone
+    ("method ..." first), whose preset, --metric and --where are the last ones the text names before it."""
     text = DOC.read_text()
-    blocks, preset, metric, pos = [], None, "final_test_error", 0
+    blocks, preset, options, pos = [], None, [], 0
     for m in re.finditer(r"```[a-z]*\n(.*?)```", text, flags=re.S):
         before = text[pos : m.start()]
         pos = m.end()
         body = m.group(1).rstrip("\n").splitlines()
-        named = re.findall(r"sweep\.py docs/results/([\w/]+)", before)
+        named = re.findall(r"sweep\.py docs/results/([\w/]+)([^`\n]*)", before)
         flags = re.findall(r"--metric (\w+)", before)
-        if named or flags:
-            preset = named[-1] if named else preset
-            metric = flags[-1] if flags else "final_test_error"
+        if named:
+            preset, rest = named[-1]
+            options = [arg for flag in re.findall(r"--(?:metric|where) \S+", rest) for arg in flag.split()]
+        elif flags:
+            options = ["--metric", flags[-1]]
         if body and body[0].startswith("sweep: docs/results/"):
-            preset, metric = body[0].removeprefix("sweep: docs/results/"), "final_test_error"
-            blocks.append((preset, metric, body))
+            preset, _, where = body[0].removeprefix("sweep: docs/results/").partition(", where ")
+            options = [arg for cond in where.split(" and ") if cond for arg in ("--where", cond)]
+            blocks.append((preset, options, body))
         elif body and body[0].startswith("method ") and preset:
-            blocks.append((preset, metric, body))
+            blocks.append((preset, options, body))
     return blocks
 
 
@@ -93,15 +96,15 @@ def test_the_documents_tables_are_what_sweep_prints_from_the_committed_results(t
     if not blocks:
         pytest.skip("no sweep tables in docs/reproduction.md")
     assert {preset for preset, _, _ in blocks} >= {"laptop_sam_vs_erm", "laptop_label_noise"}
-    for preset, metric, body in blocks:
-        argv = [str(RESULTS / preset), "--paired", "seed", "--baseline", "erm", "--metric", metric]
+    for preset, options, body in blocks:
+        argv = [str(RESULTS / preset), "--paired", "seed", "--baseline", "erm", *options]
         assert sweep_main([*argv, "--no-plots", "--out", str(tmp_path)]) == 0
         printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("wrote ")]
         if body[0].startswith("sweep: "):
             printed = [line.replace(str(RESULTS), "docs/results") for line in printed]
-            assert body == _paragraph_lines(printed), (preset, metric)
+            assert body == _paragraph_lines(printed), (preset, options)
         else:
-            assert _tables(body) == _tables(printed), (preset, metric)
+            assert _tables(body) == _tables(printed), (preset, options)
 
 
 def _paragraph_lines(lines: list[str]) -> list[str]:
