@@ -404,6 +404,10 @@ def test_aggregate_groups_by_what_varies_and_stars_only_a_separated_best():
     rows[-3:] = [("sam", 0.2, seed, err) for seed, err in ((0, 0.05), (1, 0.15), (2, 0.12))]
     summary, _ = aggregate(runs(rows))
     assert summary.loc[summary["best"], KEY + "method.rho"].tolist() == [0.2] and not summary["separated"].any()
+    # A tie (one seed each, as in a rho grid on seed 0) goes to the smallest rho, whatever the job order.
+    tie = [("sam", rho, 0, err) for rho, err in ((0.2, 0.10), (0.05, 0.30), (0.1, 0.10))]
+    summary, _ = aggregate(runs(tie))
+    assert summary.loc[summary["best"], KEY + "method.rho"].tolist() == [0.1]
     # Without a varying key there is one row; a failed job is counted, not averaged.
     one = pd.concat(
         [runs(rows[:2]), pd.DataFrame([{"job": "x", "status": "diverged", "reason": "nan", KEY + "method": "erm"}])]

@@ -188,7 +188,8 @@ def _mark_best(summary: pd.DataFrame, groups: list[str], prefix: str = "") -> No
     for _, members in with_rho.groupby(family, dropna=False, sort=False) if family else [(None, with_rho)]:
         if members[RHO].nunique() < 2:
             continue
-        best = members[mean].idxmin()
+        # A tie goes to the smallest rho: the weaker perturbation, the one nearer ERM.
+        best = members.sort_values(RHO, kind="stable")[mean].idxmin()
         others = members.drop(index=best)
         summary.loc[best, "best"] = True
         # A row without an interval (one seed) counts with its mean; the best row needs its own interval.
