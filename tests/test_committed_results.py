@@ -54,7 +54,8 @@ def _paragraphs(lines: list[str]) -> list[list[str]]:
         if line.strip():
             cur.append(line)
         elif cur:
-            paras, cur = [*paras, cur], []
+            paras.append(cur)
+            cur = []
     return paras
 
 

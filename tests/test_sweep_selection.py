@@ -311,3 +311,11 @@ def test_where_bad_input_is_one_line(tmp_path, capsys, where, message):
     assert sweep_main([str(sweep), "--where", where, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_where_with_export_is_refused_in_one_line(tmp_path, capsys):
+    sweep = _grid(tmp_path / "val")
+    with pytest.raises(SystemExit) as stop:
+        sweep_main([str(sweep), "--where", "seed=0", "--export", str(tmp_path / "kept")])
+    assert stop.value.code == 2 and "--where chooses table rows" in capsys.readouterr().err
+    assert not (tmp_path / "kept").exists()

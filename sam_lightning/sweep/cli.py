@@ -89,6 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--paired and --baseline go together, e.g. --paired seed --baseline erm")
     if args.export and args.wandb:
         p.error("--export copies job folders: give multirun folders, not --wandb")
+    if args.export and args.where:
+        p.error("--export copies every job that ended: --where chooses table rows, not what to export")
     if args.metric not in ("auto", *table.METRICS) and not args.metric.startswith(("final_", "best_")):
         p.error(f"--metric: auto, {', '.join(table.METRICS)} or a final_*/best_* key, got {args.metric!r}")
     return args
