@@ -114,6 +114,21 @@ def _families(summary: pd.DataFrame, groups: list[str]) -> list[tuple[str, pd.Da
     ]
 
 
+def _curve_panels(summary: pd.DataFrame, groups: list[str]) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    """The panels of sweep_curves: one per method, each with the columns that tell its lines apart
+    (rho, sigma, switch epoch, ...: what varies within it, or all it sets when it has one row). A
+    sweep without a method column gets one panel per rho family."""
+    method = KEY + "method"
+    if method not in groups:
+        return [(label, members, [RHO] if RHO in groups else []) for label, members in _families(summary, groups)]
+    panels = []
+    for name, members in summary.groupby(method, dropna=False, sort=False):
+        own = [c for c in groups if c != method and members[c].notna().any()]
+        varying = [c for c in own if members[c].nunique(dropna=False) > 1]
+        panels.append((str(name), members.sort_values(varying or own or [method]), varying or own))
+    return panels
+
+
 def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | None:
     """The metric against rho, one line per method (family), mean and 95% CI over seeds; a method
     without rho is a horizontal line with its CI as a band; a star marks a best rho whose interval
@@ -251,18 +266,18 @@ def sweep_curves(
 ) -> Path | None:
     """Test (top) and train (bottom) metric over epochs or steps, mean over seeds with a 95% CI band;
     label-noise runs add train/noisy_fit and train/clean_error. One panel per method with one line
-    per rho; when every method has a single row, one panel per metric with one line per method.
-    Panels of a row share the y-axis."""
+    per row (its rho, sigma, ...); when every method has a single row, one panel per metric with one
+    line per method. Panels of a row share the y-axis."""
     test_key = "test/error" if info["metric"].endswith("error") else "test/loss"
     train_key = test_key.replace("test/", "train/")
     _, scale = _what(info["metric"])
     # label-noise runs also log how they fit the flipped and the clean labels (paper Fig. 12)
     extra_keys = ("train/noisy_fit", "train/clean_error") if scale == 100 else ()
     seeds = {r.job: r.seed if pd.notna(r.seed) else r.job for r in runs.itertuples()}
-    families = _families(summary, info["groups"])
-    single = all(len(m) == 1 for _, m in families)
-    panels = [("", summary)] if single else families
-    family_of = {idx: i for i, (_, members) in enumerate(families) for idx in members.index}
+    families = _curve_panels(summary, info["groups"])
+    single = all(len(m) == 1 for _, m, _ in families)
+    panels = [("", summary, [])] if single else families
+    family_of = {idx: i for i, (_, members, _) in enumerate(families) for idx in members.index}
     jobs = [j for js in summary["jobs"] for j in js]
     keys = [
         k
@@ -281,9 +296,9 @@ def sweep_curves(
         axes = fig.subplots(len(keys), len(panels), squeeze=False, sharey="row", sharex=True)
     by_step = False
     for r, key in enumerate(keys):
-        for c, (title, members) in enumerate(panels):
+        for c, (title, members, line_keys) in enumerate(panels):
             ax = axes[r][c]
-            for i, (_, row) in enumerate(members.sort_values(RHO).iterrows() if RHO in members else members.iterrows()):
+            for i, (_, row) in enumerate(members.iterrows()):
                 frame = _history_frame(histories, row["jobs"], seeds, key)
                 if frame.empty:
                     continue
@@ -294,8 +309,8 @@ def sweep_curves(
                 label = (
                     _family_label(row, [k for k in info["groups"] if k != RHO])
                     if single
-                    else f"rho={row[RHO]:g}"
-                    if RHO in row and pd.notna(row[RHO])
+                    else _family_label(row, line_keys).replace("method.", "")
+                    if any(pd.notna(row[k]) for k in line_keys)
                     else "no rho"
                 )
                 k = family_of[row.name] if single else i

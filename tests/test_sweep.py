@@ -657,3 +657,33 @@ def test_by_row_plot_draws_the_seed_dots_above_the_whiskers(tmp_path, monkeypatc
     dots = [line for line in ax.lines if line.get_marker() == "." and len(line.get_xdata()) == 2]
     whiskers = [c for c in ax.collections]  # the errorbars' interval lines
     assert dots and whiskers and min(d.get_zorder() for d in dots) > max(w.get_zorder() for w in whiskers)
+
+
+def test_curves_have_one_panel_per_method_and_a_line_per_setting(tmp_path, monkeypatch):
+    # A sigma grid of random perturbations is one panel with a line per sigma, not a panel per sigma.
+    from sam_lightning.plots import sweep_curves
+
+    rows = [
+        ("erm", {}),
+        ("random", {"method.rho": 0.05, "method.sigma": 0.01}),
+        ("random", {"method.rho": 0.05, "method.sigma": 0.02}),
+        ("erm_to_sam", {"method.rho": 0.05, "method.switch_at": 0.5}),
+    ]
+    runs = pd.DataFrame(
+        [
+            {"job": f"j{i}", "status": "finished", "seed": 0, "final_test_error": 0.5, "final_train_error": 0.0}
+            | {KEY + "method": method}
+            | {KEY + k: v for k, v in keys.items()}
+            for i, (method, keys) in enumerate(rows)
+        ]
+    )
+    histories = {f"j{i}": [{"epoch": e, "test/error": 0.6, "train/error": 0.1} for e in range(3)] for i in range(4)}
+    summary, info = aggregate(runs)
+    fig = _figure_of(monkeypatch, lambda: sweep_curves(summary, info, runs, histories, tmp_path / "c.png"))
+    top = fig.axes[:3]
+    assert [ax.get_title() for ax in top] == ["erm", "erm_to_sam", "random"]
+    assert [[t.get_text() for t in ax.get_legend().get_texts()] for ax in top] == [
+        ["no rho (1 seed)"],
+        ["rho=0.05 switch_at=0.5 (1 seed)"],
+        ["sigma=0.01 (1 seed)", "sigma=0.02 (1 seed)"],
+    ]
