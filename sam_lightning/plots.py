@@ -86,13 +86,14 @@ def _what(metric: str) -> tuple[str, float]:
     return (f"{name} (%)", 100.0) if metric.endswith("error") else (name, 1.0)
 
 
-def _family_label(row: pd.Series, columns: list[str]) -> str:
+def _family_label(row: pd.Series, columns: list[str], drop: str = "") -> str:
+    """The row's values of `columns` as key=value (the method as its name); `drop`: a prefix left off the keys."""
     parts = [
         str(row[c])
         if c == KEY + "method"
-        else f"{c[len(KEY) :]}={row[c]:g}"
+        else f"{c[len(KEY) :].removeprefix(drop)}={row[c]:g}"
         if isinstance(row[c], float)
-        else f"{c[len(KEY) :]}={row[c]}"
+        else f"{c[len(KEY) :].removeprefix(drop)}={row[c]}"
         for c in columns
         if pd.notna(row[c])
     ]
@@ -117,15 +118,15 @@ def _families(summary: pd.DataFrame, groups: list[str]) -> list[tuple[str, pd.Da
 def _curve_panels(summary: pd.DataFrame, groups: list[str]) -> list[tuple[str, pd.DataFrame, list[str]]]:
     """The panels of sweep_curves: one per method, each with the columns that tell its lines apart
     (rho, sigma, switch epoch, ...: what varies within it, or all it sets when it has one row). A
-    sweep without a method column gets one panel per rho family."""
+    sweep without a method column gets one panel per rho family. Rows keep the summary's order
+    (sorted by table.aggregate)."""
     method = KEY + "method"
     if method not in groups:
         return [(label, members, [RHO] if RHO in groups else []) for label, members in _families(summary, groups)]
     panels = []
     for name, members in summary.groupby(method, dropna=False, sort=False):
         own = [c for c in groups if c != method and members[c].notna().any()]
-        varying = [c for c in own if members[c].nunique(dropna=False) > 1]
-        panels.append((str(name), members.sort_values(varying or own or [method]), varying or own))
+        panels.append((str(name), members, [c for c in own if members[c].nunique(dropna=False) > 1] or own))
     return panels
 
 
@@ -309,7 +310,7 @@ def sweep_curves(
                 label = (
                     _family_label(row, [k for k in info["groups"] if k != RHO])
                     if single
-                    else _family_label(row, line_keys).replace("method.", "")
+                    else _family_label(row, line_keys, drop="method.")
                     if any(pd.notna(row[k]) for k in line_keys)
                     else "no rho"
                 )
