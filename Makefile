@@ -12,38 +12,53 @@ endif
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo lint test test-fast bench bench-gpu clean
+.PHONY: help install demo lint format test test-fast bench bench-gpu gpu-check clean
 
-install: $(STAMP)
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
+install: $(STAMP)  ## .venv with the project, its test and launcher extras (TORCH=cpu: CPU-only torch)
+
+# The stamp is written last: after a failed step the next make runs them all again, and a .venv whose
+# python has no pip (a venv creation that stopped half way) is made anew.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[test,launchers,optuna]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP)  ## ERM vs SAM on a small synthetic problem, 2 seeds each, ending with the table
 	OMP_NUM_THREADS=1 $(PY) train.py experiment=demo
 	@echo "The same comparison on CIFAR-10 (ResNet-18, 200 epochs, 3 seeds, one GPU per job):"
 	@echo "  $(PY) train.py -m method=erm,sam seed=0,1,2 trainer=gpu"
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff check and ruff format --check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-test: $(STAMP)
+format: $(STAMP)  ## ruff format: rewrites the files in place
+	$(PY) -m ruff format .
+
+test: $(STAMP)  ## the whole test suite, 2 workers
 	$(PY) -m pytest -q -n 2 --durations=15
 
 # Everything but the tests marked slow (trainings, started processes): the SAM step and engines,
 # the variants, the composed configs, bad inputs. About 90 s of CPU time: about a minute on 2 idle cores.
-test-fast: $(STAMP)
+test-fast: $(STAMP)  ## the suite without the tests marked slow
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
-bench: $(STAMP)
+bench: $(STAMP)  ## step-time benchmark on the CPU
 	$(PY) bench/step_time.py
 
-bench-gpu: $(STAMP)
+bench-gpu: $(STAMP)  ## step-time benchmark on a GPU
 	$(PY) bench/step_time.py preset=gpu
 
-clean:
+# The GPU path end to end (README, GPU): training, exact resume, the step bench, DDP, sharpness, each
+# step timed, within ten minutes. OUT=<folder> gets report.json; without OUT a new folder, printed.
+# On a machine without CUDA the same steps run shrunk on the CPU.
+OUT ?=
+gpu-check: $(STAMP)  ## the GPU path end to end (OUT=<folder> for report.json)
+	$(PY) bench/gpu_check.py $(if $(OUT),out=$(OUT))
+
+clean:  ## remove outputs/, multirun/ and pytest's cache
 	rm -rf outputs multirun .pytest_cache

@@ -18,12 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from sam_lightning.analysis.evaluation import DataCache, loss_and_error, resolve_device, select_points
 from sam_lightning.checkpoints import data_spec_for, load_checkpoint
-from sam_lightning.entry import run_command
+from sam_lightning.entry import hydra_main, run_command
 from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
+from sam_lightning.strict import check_settings
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Everything the command does; returns what results.json holds."""
+    check_settings(cfg, "evaluate")  # batch_size >= 1, no key it does not read
     device = resolve_device(cfg.device)
     ckpt = load_checkpoint(cfg.ckpt_path)
     override = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
@@ -56,4 +58,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_main(main)  # Hydra's own composition errors: one line, exit 2

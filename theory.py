@@ -24,9 +24,9 @@ import hydra
 from omegaconf import DictConfig
 
 from sam_lightning.config import ConfigError
-from sam_lightning.entry import FAILED, check_mode_flags, fail, is_multirun, run_command
+from sam_lightning.entry import FAILED, check_mode_flags, fail, hydra_main, is_multirun, run_command
 from sam_lightning.results import write_failure
-from sam_lightning.strict import check_booleans
+from sam_lightning.strict import check_settings
 from sam_lightning.theory.runner import run_job
 from sam_lightning.theory.units import in_project_units
 
@@ -42,7 +42,7 @@ def check_dimension(cfg: DictConfig) -> None:
 
 
 def job(cfg: DictConfig) -> dict:
-    check_booleans(cfg, "theory")
+    check_settings(cfg, "theory")
     check_dimension(cfg)
     return run_job(cfg)
 
@@ -61,4 +61,4 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     check_mode_flags()  # -m with --cfg: one line, not Hydra's traceback
-    main()
+    hydra_main(main)  # Hydra's own composition errors (method=sam_m12, method.rhoo=...): one line, exit 2

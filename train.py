@@ -4,16 +4,17 @@
     python train.py method=sam_m128 data=cifar100     # 128-SAM, CIFAR-100, ResNet-34
     python train.py experiment=smoke                  # a CPU check in under a minute
     python train.py -m method.rho=0.05,0.1,0.2 seed=0,1,2   # a grid, one job per combination
-    python train.py ckpt_path=outputs/.../checkpoints/last.ckpt   # resume (same settings)
+    python train.py ckpt_path=outputs/.../checkpoints/last.ckpt   # resume, with the run's own settings
     python train.py experiment=smoke callbacks=none   # no checkpoints
 
 Each run directory holds results.json, train.log, checkpoints/ (the `callbacks` group) and the
-logger's files. results.json's status is finished, diverged, interrupted, preempted, skipped or failed
+logger's files. results.json's status is finished, stopped, diverged, interrupted, preempted, skipped or failed
 (README, Outputs).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from pathlib import Path
@@ -21,24 +22,31 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from sam_lightning.callbacks.checked_io import CheckedCheckpointIO
 from sam_lightning.callbacks.divergence import DivergenceGuard
+from sam_lightning.callbacks.epoch_metrics import EpochMetricsState
+from sam_lightning.callbacks.log_interval import LogInterval
 from sam_lightning.callbacks.preemption import Preempted, Preemption
 from sam_lightning.callbacks.progress import progress_bar
 from sam_lightning.callbacks.rng_state import RNGState
 from sam_lightning.callbacks.switch import MethodSwitch
 from sam_lightning.config import ConfigError
 from sam_lightning.data import ImageDataModule
-from sam_lightning.entry import check_mode_flags, fail, run_command
-from sam_lightning.loggers import finish_wandb, make_loggers
+from sam_lightning.entry import check_mode_flags, fail, is_multirun, run_command
+from sam_lightning.loggers import FinalMetrics, finish_wandb, make_loggers
 from sam_lightning.module import SAMClassifier
 from sam_lightning.print_config import print_config_tree
+from sam_lightning.provenance import provenance
 from sam_lightning.quiet import quiet_lightning, silence_deprecations
 from sam_lightning.results import ResultsWriter, write_failure
-from sam_lightning.run_dir import clear_run_dir, folder_of_run
+from sam_lightning.resume import earlier_job, run_settings
+from sam_lightning.run_dir import claimed, claimed_here, discard_if_unused, folder_of_run, holds_run, write_hydra_files
 from sam_lightning.run_spec import RunSpec, TrainerSpec, build_run, check_trainer_overrides
 from sam_lightning.sweep.duplicates import skip_if_duplicate
 from sam_lightning.threads import cpu_name
@@ -52,20 +60,6 @@ CPU_GROUPNORM_CHANNELS_LAST = (
 silence_deprecations()
 
 
-def make_run_dir(run: RunSpec) -> Path:
-    """The run's folder (paths.output_dir), created; with overwrite=true an earlier run's files removed."""
-    run_dir = run.output_dir
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(
-            f"paths.output_dir={run_dir} cannot be created ({err.strerror or err}); choose a writable folder"
-        ) from err
-    if run.overwrite and not run.ckpt_path:
-        clear_run_dir(run_dir)  # the earlier run's results and checkpoints must not mix with this one's
-    return run_dir
-
-
 def make_trainer(trainer: TrainerSpec, run_dir: Path, loggers: list, always_on: list[pl.Callback]) -> pl.Trainer:
     """pl.Trainer(**trainer.args) with the always-on callbacks and those of the `callbacks` group
     (trainer.callbacks). Checkpointing is on exactly when the group holds a checkpoint callback:
@@ -75,6 +69,10 @@ def make_trainer(trainer: TrainerSpec, run_dir: Path, loggers: list, always_on: 
     if args.get("enable_progress_bar", True):
         always_on = [*always_on, progress_bar()]
     args["enable_checkpointing"] = any(isinstance(c, Checkpoint) for c in trainer.callbacks)
+    plugins = args.get("plugins") or []
+    plugins = plugins if isinstance(plugins, list) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):  # a checkpoint that fails to save fails the run
+        args["plugins"] = [*plugins, CheckedCheckpointIO()]
     try:
         return pl.Trainer(
             **args, logger=loggers or False, callbacks=[*always_on, *trainer.callbacks], default_root_dir=str(run_dir)
@@ -94,6 +92,7 @@ def make_model(run: RunSpec) -> SAMClassifier:
         num_classes=run.num_classes,
         max_epochs=run.trainer.max_epochs,
         channels_last=run.channels_last,
+        compile=run.compile,
         track_label_noise=run.data.label_noise > 0,
         fingerprint=run.fingerprint,
     )
@@ -111,15 +110,28 @@ def resume_step_of(run: RunSpec, run_dir: Path) -> int | None:
     return run.resume_from.global_step or 0
 
 
-def train(cfg: DictConfig) -> dict:
-    """Runs one training job and returns what results.json holds. Raises on failure."""
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Runs one training job and returns what results.json holds. Raises on failure. Every check
+    comes first; the run folder is written only once it is claimed for this process. `overrides`:
+    the command line's (Hydra's), which a resume checks against the run's own settings."""
+    cfg = run_settings(cfg, overrides)  # ckpt_path alone: the run's own settings
+    composed = copy.deepcopy(cfg)  # as Hydra composed it, for .hydra/config.yaml (build_run adds method.name)
     run = build_run(cfg)
-    quiet_lightning(on_cpu=not run.trainer.on_gpu)
+    resume_step = resume_step_of(run, run.output_dir)
+    with claimed(run.output_dir, clear=run.overwrite) as run_dir:
+        if resume_step is None:  # a resumed run keeps the .hydra/ files it was made with
+            write_hydra_files(run_dir, composed)
+        return train_in(run, run_dir, cfg, resume_step)
+
+
+def train_in(run: RunSpec, run_dir: Path, cfg: DictConfig, resume_step: int | None) -> dict:
+    """The run, in its claimed folder."""
+    quiet_lightning()
     torch.set_num_threads(run.threads)
     log.info("CPU threads: %d (cpu_threads=%s; %s)", run.threads, run.config.get("cpu_threads", "auto"), cpu_name())
+    log.info(run.speed)  # precision, memory layout, compile: what was chosen and why (sam_lightning/speed.py)
     if run.channels_last and run.model.norm == "group" and not run.trainer.on_gpu:
         log.warning(CPU_GROUPNORM_CHANNELS_LAST)
-    run_dir = make_run_dir(run)
     pl.seed_everything(run.seed, workers=True, verbose=False)
 
     datamodule = ImageDataModule(
@@ -131,14 +143,35 @@ def train(cfg: DictConfig) -> dict:
         "model %s width %d, %s norm: %s parameters; method %s",
         *(run.model.arch, run.model.width, run.model.norm, f"{n_params:,}", run.method.name),
     )
-    config, resume_step = run.config, resume_step_of(run, run_dir)
+    config = run.config
     results = ResultsWriter(
-        run_dir, config, extra={"parameters": n_params, "cpu_threads": run.threads, "cpu": cpu_name()}
+        run_dir,
+        config,
+        extra={
+            "parameters": n_params,
+            "cpu_threads": run.threads,
+            "cpu": cpu_name(),
+            "channels_last": run.channels_last,  # resolved; config holds the setting (auto)
+            "compile": run.compile,
+            "provenance": provenance(),  # git commit (and dirty flag), versions, CPU and GPU names
+        },
     )
     loggers = make_loggers(cfg, run_dir, config, resume_step)
     preemption = Preemption(run_dir)
     trainer = make_trainer(
-        run.trainer, run_dir, loggers, always_on=[DivergenceGuard(), results, RNGState(), MethodSwitch(), preemption]
+        run.trainer,
+        run_dir,
+        loggers,
+        always_on=[
+            DivergenceGuard(),
+            results,
+            RNGState(),
+            MethodSwitch(),
+            preemption,
+            EpochMetricsState(),
+            LogInterval(),
+            FinalMetrics(results),
+        ],
     )
     wandb_dir = None
     try:
@@ -154,7 +187,7 @@ def train(cfg: DictConfig) -> dict:
         reached = run.criterion.check(results.history, run.trainer.max_epochs)
         results.extra["criterion"] = reached
         (log.info if reached["met"] else log.warning)(run.criterion.describe(reached))
-    payload = results.write("finished" if not trainer.interrupted else "interrupted")
+    payload = results.write_end(trainer)
     if trainer.is_global_zero:
         print(summary_line(payload), flush=True)
         print(f"run directory: {run_dir}\nresults:       {results.path}", flush=True)
@@ -188,17 +221,36 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point. Returns what Hydra sweepers that optimize (Optuna) minimize: `objective`."""
     if skip_if_duplicate(cfg):  # ERM at a second rho of a multirun grid: its job at the first rho is the same run
         return float("inf")
+    if is_multirun() and (earlier := earlier_job(cfg.paths.output_dir)) is not None:
+        what, found = earlier  # the same sweep again, in its own folder: each job goes on where it ended
+        if what == "kept":  # printed, not logged: the job's train.log is its own
+            print(f"{cfg.paths.output_dir}: {found.get('status')} earlier, kept as it is", flush=True)
+            return objective(found)
+        with open_dict(cfg):
+            cfg.ckpt_path, cfg.overwrite = (str(found), False) if what == "resume" else (None, True)
     if cfg.get("print_config") is True:
         print_config_tree(cfg)
 
     def record(reason: str, status: str = "failed") -> None:
+        """A run's failure is written into its own folder only: one this process claimed, or in a
+        multirun the job's fresh folder (sweep.py lists the job as failed). A refused single run
+        writes nothing, and the empty folder Hydra made for it goes."""
+        folder = Path(cfg.paths.output_dir)
         try:
-            write_failure(cfg.paths.output_dir, cfg, reason, status)
-        except OSError:  # the run directory itself is what failed; the message says so
+            if folder.resolve() in claimed_here():
+                write_failure(folder, cfg, reason, status)
+            elif is_multirun() and not holds_run(folder):
+                with claimed(folder):
+                    write_hydra_files(folder, cfg)  # the job's settings, as for any job of the sweep
+                    write_failure(folder, cfg, reason, status)
+            else:
+                discard_if_unused(folder)
+        except (OSError, ConfigError):  # the folder itself is what failed, or another run holds it
             pass
 
     try:
-        out = run_command(train, cfg, record_failure=record)
+        given = [str(o) for o in HydraConfig.get().overrides.task]
+        out = run_command(lambda c: train(c, given), cfg, record_failure=record)
     except KeyboardInterrupt:  # Ctrl-C before Lightning took over (during the data load); Lightning handles it later
         record("KeyboardInterrupt: stopped before training started", status="interrupted")
         fail("interrupted (Ctrl-C) before training started")
@@ -222,4 +274,6 @@ if __name__ == "__main__":
         check_trainer_overrides(sys.argv[1:])
     except ConfigError as err:
         fail(str(err), code=2)
-    main()
+    from sam_lightning.entry import hydra_main
+
+    hydra_main(main)  # Hydra's own composition errors (method=sam_m12, method.rhoo=...): one line, exit 2

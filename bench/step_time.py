@@ -2,11 +2,16 @@
 
     make bench                                        # .venv/bin/python bench/step_time.py
     make bench-gpu                                    # .venv/bin/python bench/step_time.py preset=gpu
+    .venv/bin/python bench/step_time.py preset=m_grid # m = 32, 8, 4 at batch 128, float32
     .venv/bin/python bench/step_time.py m=[4] norms=[group] steps=20
 
-Measures a pre-activation ResNet-18 (width 16, batch 128 on the CPU by default):
+Measures a pre-activation ResNet-18 (by default the laptop presets' size: width 16, batch 64 and 128):
   * the gradient step alone, through sam_lightning.step: ERM, SAM (m = batch), and m-SAM for each m
-    with the chunk loop and the vectorized engine; BatchNorm and GroupNorm;
+    with the chunk loop and the vectorized engine; BatchNorm and GroupNorm; in float32, bf16
+    autocast, channels_last and both, each as a ratio to float32 of the same method in the same run;
+  * the machine's dense matmul rate (a large torch.mm in float32 and in bf16), and the fraction of
+    it each step achieves: the model's FLOPs (forward + backward, counted once with
+    torch.utils.flop_counter) times the method's passes (ERM 1, SAM and m-SAM 2) over the step time;
   * the whole training loop: Lightning (SAMClassifier + Trainer) vs an equivalent plain PyTorch loop;
   * the training data: device-resident batches vs the DataLoader path (batches per second).
 Each time is the median over `steps` steps after warm-up; measurements are interleaved over
@@ -32,6 +37,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,14 +48,17 @@ from sam_lightning.entry import run_command  # noqa: E402
 from sam_lightning.models import build_model  # noqa: E402
 from sam_lightning.module import SAMClassifier, l2_penalty  # noqa: E402
 from sam_lightning.quiet import quiet_lightning, silence_deprecations  # noqa: E402
+from sam_lightning.speed import NO_BF16_CPU, cpu_bf16_feature  # noqa: E402
 from sam_lightning.step import erm_gradients, sam_gradients  # noqa: E402
 from sam_lightning.strict import check_booleans  # noqa: E402
 from sam_lightning.variants import ERM, SAM  # noqa: E402
 
 L2 = 5e-4
-WARMUP = 3
+WARMUP = 2  # steps before a row's first timing; 1 in later rounds (its kernels and buffers exist by then)
 ENGINES = ("loop", "vmap")
 PRECISIONS = ("fp32", "bf16")
+SETTING = ("batch", "norm", "precision", "channels_last", "compile")  # what a row's ratios hold fixed
+MATMUL_N = 2048  # the matmul that measures the machine's rate: (N x N) @ (N x N), 2 N^3 FLOPs
 silence_deprecations()
 
 
@@ -77,19 +86,49 @@ def gradient_step(method, model, params):
     return run
 
 
-def median_step_time(step, batch, device, steps: int, precision: str) -> float:
+def median_step_time(step, batch, device, steps: int, precision: str, warmup: int = WARMUP) -> float:
     x, y = batch
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     times = []
-    for i in range(steps + WARMUP):
+    for i in range(steps + warmup):
         sync(device)
         t0 = time.perf_counter()
         with autocast:
             step(x, y)
         sync(device)
-        if i >= WARMUP:
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def matmul_rates(device: torch.device, precisions, n: int = MATMUL_N, seconds: float = 0.5) -> dict:
+    """The machine's dense matmul rate in FLOP/s per precision: the best of repeated (n x n) @ (n x n)
+    products (at least `seconds` of them after one warm-up), with the threads the steps use."""
+    rates = {}
+    for precision in precisions:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        torch.mm(a, b)
+        best, spent = float("inf"), 0.0
+        while spent < seconds or best == float("inf"):
+            sync(device)
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            sync(device)
+            took = time.perf_counter() - t0
+            best, spent = min(best, took), spent + took
+        rates[precision] = 2 * n**3 / best
+    return rates
+
+
+def pass_flops(width: int, norm: str, batch_size: int) -> int:
+    """FLOPs of one forward + backward pass of the model over a batch (convolutions and the linear
+    layer, as torch.utils.flop_counter counts them: the normalizations' few FLOPs are left out)."""
+    model = build_model(num_classes=10, **asdict(ModelSpec(width=width, norm=norm)))
+    x, y = torch.randn(batch_size, 3, 32, 32), torch.randint(0, 10, (batch_size,))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops()
 
 
 def step_rows(cfg: DictConfig) -> list[dict]:
@@ -116,6 +155,7 @@ def step_rows(cfg: DictConfig) -> list[dict]:
                     "method": label,
                     "m": getattr(method, "m", None) or (batch_size if label.startswith("SAM") else None),
                     "engine": engine,
+                    "passes": 1 if isinstance(method, ERM) else 2,  # forward + backward passes over the batch
                     "_method": method,
                     "times": [],
                 }
@@ -123,12 +163,13 @@ def step_rows(cfg: DictConfig) -> list[dict]:
     return rows
 
 
-def run_step_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
+def run_step_rows(cfg: DictConfig, device: torch.device, rates: dict | None = None) -> list[dict]:
+    """The step table; `rates`: the matmul rate per precision (FLOP/s), for each row's share of it."""
     rows = step_rows(cfg)
     setups = {}
     for _ in range(cfg.rounds):
         for row in rows:
-            key = (row["batch"], row["norm"], row["precision"], row["channels_last"], row["compile"])
+            key = tuple(row[k] for k in SETTING)
             if key not in setups:
                 torch.manual_seed(0)
                 spec = ModelSpec(width=cfg.width, norm=row["norm"])  # GroupNorm's groups: the paper's default
@@ -141,10 +182,14 @@ def run_step_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
                 net = torch.compile(model) if row["compile"] else model
                 setups[key] = (net, params, (x, y))
             net, params, batch = setups[key]
+            if row["compile"] and row["engine"] == "vmap":  # it would run the chunk loop (sam_lightning.step)
+                row["error"] = "not measured: torch.vmap cannot run a compiled forward"
+                continue
+            warmup = WARMUP if not row["times"] else 1
             try:
                 row["times"].append(
                     median_step_time(
-                        gradient_step(row["_method"], net, params), batch, device, cfg.steps, row["precision"]
+                        gradient_step(row["_method"], net, params), batch, device, cfg.steps, row["precision"], warmup
                     )
                 )
             except Exception as err:  # noqa: BLE001 - a combination that does not run is a result too
@@ -158,15 +203,25 @@ def run_step_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
             if len(row["times"]) > 1 and "error" not in row
             else None
         )
+    flops = {(b, n): pass_flops(cfg.width, n, b) for b in cfg.batch_sizes for n in cfg.norms}
     for row in rows:  # ratio to SAM (m = batch) in the same setting
-        base = next(
-            r
-            for r in rows
-            if r["method"] == "SAM (m = batch)"
-            and all(r[k] == row[k] for k in ("batch", "norm", "precision", "channels_last", "compile"))
-        )
+        base = next(r for r in rows if r["method"] == "SAM (m = batch)" and all(r[k] == row[k] for k in SETTING))
         row["vs_sam"] = row["ms"] / base["ms"] if row["ms"] and base["ms"] else None
+        # ratio to the same method and engine in float32, default layout (None where that was not measured)
+        fp32 = next(
+            (
+                r
+                for r in rows
+                if (r["precision"], r["channels_last"]) == ("fp32", False)
+                and all(r[k] == row[k] for k in ("batch", "norm", "compile", "method", "engine"))
+            ),
+            None,
+        )
+        row["vs_fp32"] = row["ms"] / fp32["ms"] if row["ms"] and fp32 and fp32["ms"] else None
         row["epoch_s"] = row["ms"] / 1000 * (cfg.epoch_images // row["batch"]) if row["ms"] else None
+        row["flops"] = flops[(row["batch"], row["norm"])] * row["passes"]
+        rate = (rates or {}).get(row["precision"])
+        row["of_matmul_rate"] = row["flops"] / (row["ms"] / 1000) / rate if row["ms"] and rate else None
         del row["_method"], row["times"]
     return rows
 
@@ -285,6 +340,43 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def setting_name(precision: str, channels_last: bool) -> str:
+    return precision + (", channels_last" if channels_last else "")
+
+
+def precision_table(rows: list[dict]) -> list[str]:
+    """One line per method (and batch, norm, engine, compile), one column per precision and layout:
+    ms/step, its ratio to float32 in the default layout of the same line, and its share of the
+    matmul rate of its precision. Empty when the rows hold only one precision and layout."""
+    settings = list(dict.fromkeys((r["precision"], r["channels_last"]) for r in rows))
+    if len(settings) < 2:
+        return []
+    keys = ("batch", "norm", "compile", "method", "engine")
+    lines = [
+        "| batch | norm | compile | method | engine | " + " | ".join(setting_name(*s) for s in settings) + " |",
+        "|---" * (len(keys) + len(settings)) + "|",
+    ]
+    for line in dict.fromkeys(tuple(r[k] for k in keys) for r in rows):
+        cells = []
+        for precision, cl in settings:
+            row = next(
+                (
+                    r
+                    for r in rows
+                    if (r["precision"], r["channels_last"]) == (precision, cl) and tuple(r[k] for k in keys) == line
+                ),
+                None,
+            )
+            if row is None or row["ms"] is None:  # failed to run (the long table says why)
+                cells.append("-")
+                continue
+            ratio = "" if row["vs_fp32"] is None or (precision, cl) == ("fp32", False) else f" ({row['vs_fp32']:.2f})"
+            share = "" if row["of_matmul_rate"] is None else f", {100 * row['of_matmul_rate']:.2g}%"
+            cells.append(f"{fmt(row['ms'], '.0f')}{ratio}{share}")
+        lines.append("| " + " | ".join(str(v) for v in line) + " | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _choices(cfg: DictConfig, key: str, allowed: tuple) -> None:
     values = cfg.get(key)
     if not OmegaConf.is_list(values) or not len(values):
@@ -337,7 +429,7 @@ def main(cfg: DictConfig) -> None:
 
 def bench(cfg: DictConfig) -> None:
     device, out = check_options(cfg)
-    quiet_lightning(on_cpu=device.type == "cpu")
+    quiet_lightning()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     hardware = (
@@ -349,25 +441,43 @@ def bench(cfg: DictConfig) -> None:
         f"PreAct ResNet-18 width {cfg.width}, {device.type} ({hardware}), torch {torch.__version__}; median of {cfg.steps} steps x {cfg.rounds} rounds",
         flush=True,
     )
-    rows = run_step_rows(cfg, device)
+    if device.type == "cpu" and "bf16" in cfg.precisions:
+        feature = cpu_bf16_feature()
+        print(f"bf16: native on this CPU ({feature})" if feature else f"{NO_BF16_CPU} (bf16 rows are emulated)")
+    rates = matmul_rates(device, cfg.precisions)
+    print(
+        f"matmul rate (torch.mm, {MATMUL_N} x {MATMUL_N}): "
+        + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()),
+        flush=True,
+    )
+    rows = run_step_rows(cfg, device, rates)
     result = {
         "device": device.type,
         "hardware": hardware,
         "torch": torch.__version__,
         "config": OmegaConf.to_container(cfg),
+        "matmul_flops_per_s": rates,
         "steps": rows,
     }
 
     print(
-        "\n| batch | norm | precision | channels_last | compile | method | engine | ms/step | vs SAM (m = batch) | epoch s (est.) |"
+        "\n| batch | norm | precision | channels_last | compile | method | engine | ms/step | vs SAM (m = batch) "
+        "| vs fp32 | of matmul rate | epoch s (est.) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 12 + "|")
     for r in rows:
+        share = "-" if r["of_matmul_rate"] is None else f"{100 * r['of_matmul_rate']:.2g}%"
         print(
             f"| {r['batch']} | {r['norm']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['method']} | {r['engine']} | "
-            f"{fmt(r['ms'], '.1f')} | {fmt(r['vs_sam'], '.2f')} | {fmt(r['epoch_s'], '.1f')} |"
-            + (f" {r['error']}" if "error" in r else "")
+            f"{fmt(r['ms'], '.1f')} | {fmt(r['vs_sam'], '.2f')} | {fmt(r['vs_fp32'], '.2f')} | {share} | "
+            f"{fmt(r['epoch_s'], '.1f')} |" + (f" {r['error']}" if "error" in r else "")
         )
+    if table := precision_table(rows):
+        print(
+            "\nms/step by precision and layout (ratio to fp32 of the same line; share of the matmul rate of "
+            "the precision, FLOPs = forward + backward x passes):"
+        )
+        print("\n".join(table))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") and device.type == "cpu" else None
     warning = load_warning(rows, load, os.cpu_count())
     if warning:

@@ -72,15 +72,21 @@ def from_mapping(cls, section: str, values: Mapping):
     return cls(**dict(values))
 
 
+def check_keys(section: str, values: Mapping, known: Iterable[str]) -> None:
+    """A one-line error naming the first key of `values` that is not `known` (a key no code reads,
+    e.g. one added with +, would be silently ignored), with the known key closest to it. `section`:
+    the dotted path of `values` ("" at the top level)."""
+    known = set(known)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        key = f"{section}.{unknown[0]}" if section else unknown[0]
+        raise ConfigError(f"unknown key {key}{did_you_mean(unknown[0], known)} (known: {', '.join(sorted(known))})")
+
+
 def check_fields(cls, section: str, values: Mapping) -> None:
     """A one-line error naming any key that is not a field of the dataclass `cls`, or a value of the
     wrong type (so that e.g. method.rho=abc is refused here, not met as a TypeError deep in a comparison)."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {section}.{unknown[0]}{did_you_mean(unknown[0], known)} (known: {', '.join(sorted(known))})"
-        )
+    check_keys(section, values, (f.name for f in fields(cls)))
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         if not _accepts(hints[key], value):

@@ -13,6 +13,9 @@ every run of the methods it names checks it at the end (one log line, `criterion
     Criterion.from_mapping(node).check(history, max_epochs)
       -> {"metric", "rule", "value", "epoch", "met"}
 
+Before a run starts, `build_run` checks that the metric is one the run logs and `check_methods`
+that each name in methods is a method's: a typo would otherwise train to the end unchecked.
+
 The best value inside the window counts (the lowest for at_most, the highest for at_least): the
 question is whether the model got there, not where one noisy epoch left it. A run that logged the
 metric in none of the window's epochs has value None and does not meet it.
@@ -20,10 +23,10 @@ metric in none of the window's epochs has value None and does not meet it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from sam_lightning.config import ConfigError, from_mapping, is_number
+from sam_lightning.config import ConfigError, did_you_mean, from_mapping, is_number
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,15 @@ class Criterion:
     @classmethod
     def from_mapping(cls, values: Mapping | None) -> Criterion | None:
         return None if values is None else from_mapping(cls, "criterion", values)
+
+    def check_methods(self, names: Collection[str]) -> None:
+        """Each of `methods` is one of `names`, the methods' names: a typo would apply to no run."""
+        for name in self.methods:
+            if name not in names:
+                raise ConfigError(
+                    f"criterion.methods: {name!r} is no method's name{did_you_mean(name, names)} "
+                    f"(names: {', '.join(sorted(names))})"
+                )
 
     def applies_to(self, method: str) -> bool:
         return method in self.methods

@@ -8,6 +8,7 @@ optimizer step, so `trainer.global_step` counts batches for every method.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 
 import pytorch_lightning as pl
@@ -79,6 +80,7 @@ class SAMClassifier(pl.LightningModule):
         channels_last: bool = False,
         track_label_noise: bool = False,
         fingerprint: dict | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # logger=False: the loggers get the resolved Hydra config from train.py, not this copy of it.
@@ -101,6 +103,13 @@ class SAMClassifier(pl.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        # In place (nn.Module.compile): parameter names, state_dict and checkpoints stay those of the
+        # eager model, and functional_call at explicit weights (the SAM step) runs the compiled forward.
+        self.compiled = compile
+        if compile:
+            self.backbone.compile()
+        self._compile_clock: list[float] = []  # the first two training steps' seconds (compile=true)
+        self._epoch_started = 0.0
         self.automatic_optimization = False
         self.train_error = ErrorRate(num_classes, average="micro")
         self.train_loss, self.train_objective = MeanMetric(), MeanMetric()
@@ -204,7 +213,28 @@ class SAMClassifier(pl.LightningModule):
             dtype=self.dtype, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
         )
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # Seconds since the epoch's start, logged at every batch and reduced by max: the epoch's value is
+        # its training time up to its last batch (its evaluation, which comes after, is left out).
+        elapsed = time.perf_counter() - self._epoch_started
+        self.log("time/epoch_s", elapsed, on_step=False, on_epoch=True, reduce_fx="max")
+
+    def _clock_compile(self, seconds: float) -> None:
+        """compile=true: the first step compiles the backbone's training graph; the second runs it."""
+        self._compile_clock.append(seconds)
+        if len(self._compile_clock) == 2 and self.trainer.is_global_zero:
+            first, second = self._compile_clock
+            log.info(
+                "torch.compile of the backbone: first training step %.1f s, the second %.2f s: about %.0f s of "
+                "compiling (evaluation compiles once more at its first batch)",
+                *(first, second, first - second),
+            )
+
     def training_step(self, batch, batch_idx: int) -> Tensor:
+        started = time.perf_counter()
         x, y = self._images(batch[0]), batch[1]
         opt = self.optimizers()
         lr = opt.param_groups[0]["lr"]
@@ -239,6 +269,8 @@ class SAMClassifier(pl.LightningModule):
         if out.perturbed_loss is not None:
             steps["step/perturbed_loss"] = out.perturbed_loss
         self.log_dict(steps, on_step=True, on_epoch=False)
+        if self.compiled and len(self._compile_clock) < 2:
+            self._clock_compile(time.perf_counter() - started)
         return out.loss
 
     def _log_label_noise(self, logits: Tensor, y: Tensor, y_true: Tensor) -> None:

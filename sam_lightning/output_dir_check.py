@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from sam_lightning.entry import BAD_INPUT, fail
 
 
-def _check(path: str, key: str) -> None:
+def check_creatable(path: str, key: str) -> None:
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -30,7 +30,7 @@ class WritableOutputDir(Callback):
         # Hydra sets this config as the HydraConfig right after the callbacks' on_run_start; doing
         # it first lets the folder's ${hydra:runtime.choices...} interpolations resolve here.
         HydraConfig.instance().set_config(config)
-        _check(str(config.hydra.run.dir), "hydra.run.dir")
+        check_creatable(str(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        _check(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+        check_creatable(str(config.hydra.sweep.dir), "hydra.sweep.dir")

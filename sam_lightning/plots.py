@@ -1,8 +1,12 @@
 """Every PNG of the project (matplotlib's object API: no pyplot state, no display needed).
 
-Shared conventions: one colour list without pale colours; rho always on a log axis ticked at the
-values run (`rho_axis`); means over seeds with their 95% bootstrap interval as bars or bands and
-the number of seeds in the legend; panels that compare methods share their y-axis.
+Shared conventions, for figures that go into a draft as they come: one colour per method in every
+panel and figure of a sweep (`method_colors`; ERM, the reference, dark grey and dashed, drawn in
+every panel that compares with it), the settings of one method told apart by shade, line style and
+markers; rho always on a log axis ticked at the values run (`rho_axis`); means over seeds with their
+interval as bars or bands, named for what it is (`stats.interval_name`: the range of 2-3 seeds, a 95%
+bootstrap CI for more) and the number of seeds in the legend; legends outside the data; panels that
+compare methods share their y-axis.
 
 sweep_vs_rho, sweep_points, sweep_curves: the summary of a multirun (sweep.py and the end-of-multirun table),
     training runs (test error over epochs) and theory runs (test loss over steps) alike.
@@ -16,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import LogNorm
+from matplotlib.colors import LogNorm, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-from sam_lightning.stats import bootstrap_ci, format_mean_ci
+from sam_lightning.stats import bootstrap_ci, format_mean_ci, interval_name
 
 COLORS = (
     "tab:blue",
@@ -30,10 +34,13 @@ COLORS = (
     "tab:orange",
     "tab:brown",
     "tab:pink",
-    "tab:gray",
     "tab:cyan",
-    "black",
+    "tab:olive",
 )
+REFERENCE = "erm"  # the baseline every other method is read against
+REFERENCE_COLOR = "0.25"  # dark grey: no method's colour
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 KEY = "key:"  # the group columns of a sweep summary (sam_lightning.sweep.collect.KEY)
 RHO = KEY + "method.rho"
 CURVE_NAMES = {"train/noisy_fit": "flipped labels fitted", "train/clean_error": "train error, clean labels"}
@@ -42,6 +49,24 @@ CURVE_RESAMPLES = 1000  # one interval per logged point and line: seaborn's coun
 
 def color(i: int) -> str:
     return COLORS[i % len(COLORS)]
+
+
+def method_colors(names) -> dict[str, str]:
+    """One colour per method, the same in every panel and figure of a sweep (given its methods in
+    the table's order): ERM the reference grey, the others the palette in turn."""
+    others = [n for n in dict.fromkeys(str(n) for n in names) if n != REFERENCE]
+    return {REFERENCE: REFERENCE_COLOR, **{n: color(i) for i, n in enumerate(others)}}
+
+
+def shade(base: str, i: int, n: int) -> tuple:
+    """The i-th of n settings of one method: its colour from lighter (first) to full (last)."""
+    rgb = np.array(to_rgb(base))
+    return tuple(rgb + (1 - rgb) * (0.45 * (1 - i / (n - 1)) if n > 1 else 0.0))
+
+
+def _outside_legend(ax, **kwargs) -> None:
+    """The legend to the right of the panel, never over the data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, **kwargs)
 
 
 def _two_and_five(value: float, _pos=None) -> str:
@@ -130,51 +155,76 @@ def _curve_panels(summary: pd.DataFrame, groups: list[str]) -> list[tuple[str, p
     return panels
 
 
+def _family_looks(families: list[tuple[str, pd.DataFrame]]) -> list[tuple]:
+    """(colour, marker) per family: the method's colour, shaded when a method has several families
+    (random at several sigma), and a marker of its own."""
+    methods = [_method_of(members.iloc[0]) for _, members in families]
+    colors = method_colors(m for m in methods if m)
+    looks = []
+    for j, method in enumerate(methods):
+        same = [k for k, m in enumerate(methods) if m == method] if method else [j]
+        base = colors.get(method, color(j)) if method else color(j)
+        looks.append((shade(base, same.index(j), len(same)), MARKERS[j % len(MARKERS)]))
+    return looks
+
+
 def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | None:
-    """The metric against rho, one line per method (family), mean and 95% CI over seeds; a method
-    without rho is a horizontal line with its CI as a band; a star marks a best rho whose interval
-    lies below every other rho's."""
+    """The metric against rho, one line per method (family), mean over seeds with its interval (the
+    range of 2-3 seeds, else the 95% CI); each method in its colour, families nudged apart along the
+    axis so that points at one rho stay visible; a method without rho (ERM) is a dashed horizontal
+    line with its interval as a band; a star marks a best rho whose interval lies below every other
+    rho's. The legend sits to the right of the axes."""
     if RHO not in info["groups"] or (pd.to_numeric(summary[RHO], errors="coerce") > 0).sum() < 2:
         return None
     families = _families(summary, info["groups"])
     if len(families) > 4 and all(len(members) == 1 for _, members in families):
         return _trials_vs_rho(summary, info, path)
     what, scale = _what(info["metric"])
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    fig = Figure(figsize=(7.6, 4.2), layout="constrained")
     ax = fig.subplots()
-    for i, (label, members) in enumerate(families):
+    looks = _family_looks(families)
+    for j, ((label, members), (col, marker)) in enumerate(zip(families, looks)):
         members = members.sort_values(RHO)
         label = f"{label} ({_seeds(members)})"
         positive = pd.to_numeric(members[RHO], errors="coerce") > 0
         for _, row in members[~positive].iterrows():  # no rho (ERM) or rho = 0: a baseline across the axis
+            reference = _method_of(row) == REFERENCE
             ax.axhline(
                 scale * row["mean"],
                 ls="--",
-                lw=1.2,
-                color=color(i),
+                lw=1.4,
+                color=REFERENCE_COLOR if reference else col,
                 label=label if pd.isna(row[RHO]) else f"{label}, rho=0",
+                zorder=1,
             )
             if np.isfinite(row["ci_low"]):
-                ax.axhspan(scale * row["ci_low"], scale * row["ci_high"], color=color(i), alpha=0.15)
+                band = REFERENCE_COLOR if reference else col
+                ax.axhspan(scale * row["ci_low"], scale * row["ci_high"], color=band, alpha=0.12, lw=0, zorder=0)
         members = members[positive]
         if members.empty:
             continue
+        # a log axis: a factor, the same width at every rho; at most +-0.04 decades (+-10%) for all families
+        nudge = 10 ** (min(0.012, 0.08 / len(families)) * (j - (len(families) - 1) / 2))
+        x = members[RHO].astype(float).to_numpy() * nudge
         y = scale * members["mean"].to_numpy()
         err = np.nan_to_num(
             scale * np.abs(np.vstack([members["mean"] - members["ci_low"], members["ci_high"] - members["mean"]]))
         )
-        ax.errorbar(members[RHO].astype(float), y, yerr=err, marker="o", ms=4, capsize=3, color=color(i), label=label)
-        for _, r in members[members["separated"]].iterrows():
-            ax.plot([r[RHO]], [scale * r["mean"]], marker="*", ms=14, color=color(i), mec="black", zorder=5, ls="none")
+        ax.errorbar(x, y, yerr=err, marker=marker, ms=5, capsize=3, color=col, label=label, alpha=0.9)
+        for xi, (_, r) in zip(x, members.iterrows()):
+            if r["separated"]:
+                ax.plot([xi], [scale * r["mean"]], marker="*", ms=14, color=col, mec="black", zorder=5, ls="none")
     rho_axis(ax, pd.to_numeric(summary[RHO], errors="coerce").dropna())
     _log_if_wide(ax, scale * summary["mean"])
     ax.set_ylabel(what)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _outside_legend(ax)
     star = (
         "\nstar: the best rho of a method, its interval below every other rho's" if summary["separated"].any() else ""
     )
-    ax.set_title(f"{what.capitalize()} against rho: mean over seeds with 95% bootstrap interval{star}", fontsize=9)
+    interval = interval_name(summary["n_seeds"])
+    bars = f", bars: {interval} over seeds" if interval else ""
+    ax.set_title(f"{what.capitalize()} against rho: mean over seeds{bars}{star}", fontsize=9)
     return _save(fig, path)
 
 
@@ -213,28 +263,33 @@ def _trials_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path:
 
 
 def sweep_points(summary: pd.DataFrame, info: dict, runs: pd.DataFrame, path: str | Path) -> Path | None:
-    """The metric of every table row (paper Fig. 1 style): mean over seeds with its 95% CI, each
-    seed as a dot. For sweeps whose rows are not a curve against rho (sweep_vs_rho draws those)."""
+    """The metric of every table row (paper Fig. 1 style): mean over seeds with its interval (the
+    range of 2-3 seeds, else the 95% CI), each seed as a dot, each method in its colour (ERM the grey
+    reference). For sweeps whose rows are not a curve against rho (sweep_vs_rho draws those)."""
     if len(summary) < 2:
         return None
     what, scale = _what(info["metric"])
     metric = runs.set_index("job")[info["metric"]]
     fig = Figure(figsize=(6.4, 1.4 + 0.42 * len(summary)), layout="constrained")
     ax = fig.subplots()
+    colors = method_colors(m for _, row in summary.iterrows() if (m := _method_of(row)))
     for y, (i, row) in enumerate(summary.iloc[::-1].iterrows()):
+        col = colors.get(_method_of(row), color(i))
         seeds = scale * metric.reindex(row["jobs"]).dropna().to_numpy()
         ax.plot(
-            seeds, np.full(len(seeds), y), ls="none", marker=".", ms=6, color=color(i), alpha=0.5, zorder=4
+            seeds, np.full(len(seeds), y), ls="none", marker=".", ms=6, color=col, alpha=0.5, zorder=4
         )  # above the whiskers
         err = np.nan_to_num(scale * np.abs([[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]))
-        ax.errorbar([scale * row["mean"]], [y], xerr=err, marker="o", ms=6, capsize=4, color=color(i))
+        ax.errorbar([scale * row["mean"]], [y], xerr=err, marker="o", ms=6, capsize=4, color=col)
     names = [
         f"{_family_label(row, info['groups'])} ({_seeds(summary.loc[[i]])})" for i, row in summary.iloc[::-1].iterrows()
     ]
     ax.set_yticks(range(len(summary)), names, fontsize=8)
     ax.set_xlabel(what)
     ax.grid(alpha=0.3, axis="x")
-    ax.set_title(f"{what.capitalize()}: mean over seeds with 95% bootstrap interval, dots: seeds", fontsize=9)
+    interval = interval_name(summary["n_seeds"])
+    bars = f", bars: {interval} over seeds" if interval else ""
+    ax.set_title(f"{what.capitalize()}: mean over seeds{bars}, dots: seeds", fontsize=9)
     return _save(fig, path)
 
 
@@ -262,23 +317,26 @@ def _band(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return np.array(lows), np.array(highs)
 
 
+def _method_of(row: pd.Series) -> str | None:
+    value = row.get(KEY + "method")
+    return None if value is None or pd.isna(value) else str(value)
+
+
 def sweep_curves(
     summary: pd.DataFrame, info: dict, runs: pd.DataFrame, histories: dict, path: str | Path
 ) -> Path | None:
-    """Test (top) and train (bottom) metric over epochs or steps, mean over seeds with a 95% CI band;
-    label-noise runs add train/noisy_fit and train/clean_error. One panel per method with one line
-    per row (its rho, sigma, ...); when every method has a single row, one panel per metric with one
-    line per method. Panels of a row share the y-axis."""
+    """Test and train metric over epochs or steps, mean over seeds with a band (their range for 2-3
+    seeds, else the 95% CI); label-noise runs add train/noisy_fit and train/clean_error. A row of
+    panels per method with a line per setting (rho, sigma, ...: shades of the method's colour, line
+    styles and markers), a column per metric, ERM as a dashed grey reference in every row (and no
+    row of its own); when every method has a single row, one panel per metric with a line per method.
+    Each metric's panels share the y-axis; legends sit to the right of the panels."""
     test_key = "test/error" if info["metric"].endswith("error") else "test/loss"
     train_key = test_key.replace("test/", "train/")
     _, scale = _what(info["metric"])
     # label-noise runs also log how they fit the flipped and the clean labels (paper Fig. 12)
     extra_keys = ("train/noisy_fit", "train/clean_error") if scale == 100 else ()
     seeds = {r.job: r.seed if pd.notna(r.seed) else r.job for r in runs.itertuples()}
-    families = _curve_panels(summary, info["groups"])
-    single = all(len(m) == 1 for _, m, _ in families)
-    panels = [("", summary, [])] if single else families
-    family_of = {idx: i for i, (_, members, _) in enumerate(families) for idx in members.index}
     jobs = [j for js in summary["jobs"] for j in js]
     keys = [
         k
@@ -287,64 +345,98 @@ def sweep_curves(
     ]
     if not keys:
         return None
-    if single:  # one panel per metric: side by side, or a 2-column grid for more than two
+    by_step = not any("epoch" in h for j in jobs for h in histories.get(j, []))
+    colors = method_colors(m for _, row in summary.iterrows() if (m := _method_of(row)))
+    panels = _curve_panels(summary, info["groups"])
+    single = all(len(m) == 1 for _, m, _ in panels)
+    ref = [i for i, row in summary.iterrows() if _method_of(row) == REFERENCE]
+    reference = ref[0] if len(ref) == 1 and not single else None
+    drawn = [p for p in panels if p[0] != REFERENCE] if reference is not None and len(panels) > 1 else panels
+    counts = []
+
+    def draw(ax, row, key, label, col, style, marker, k, z=2) -> None:
+        frame = _history_frame(histories, row["jobs"], seeds, key)
+        if by_step:
+            frame = frame[frame.index > 0]  # log x: start at the first logged step, no line from 0
+        if frame.empty:
+            return
+        counts.append(frame.shape[1])
+        x, mean = frame.index.to_numpy(), scale * frame.mean(axis=1).to_numpy()
+        every = max(1, len(x) // 8)
+        ax.plot(
+            x,
+            mean,
+            color=col,
+            ls=style,
+            lw=1.4,
+            alpha=0.9,
+            marker=marker,
+            ms=4,
+            markevery=(k % every, every),  # each line's markers start elsewhere: overlapping lines stay visible
+            label=f"{label} ({frame.shape[1]} seed{'s' * (frame.shape[1] > 1)})",
+            zorder=z,
+        )
+        low, high = _band(frame)
+        if np.isfinite(low).any():
+            ax.fill_between(x, scale * low, scale * high, color=col, alpha=0.15, lw=0)
+
+    def style_axis(ax, key, bottom: bool) -> None:
+        ax.set_ylabel(CURVE_NAMES.get(key, key.replace("/", " ")) + (" (%)" if scale == 100 else ""))
+        ax.grid(alpha=0.3)
+        if bottom:
+            ax.set_xlabel("step (log scale)" if by_step else "epoch")
+        if by_step:
+            ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if scale == 1:
+            ax.set_yscale("log")  # losses: decades, as in the paper's Fig. 6
+
+    if single:  # one panel per metric: side by side, or a 2-column grid for more than two; one legend
         cols = 2 if len(keys) > 2 else len(keys)
         rows = -(-len(keys) // cols)
-        fig = Figure(figsize=(5.2 * cols, 3.6 * rows + 0.2), layout="constrained")
-        axes = [[ax] for ax in fig.subplots(rows, cols, squeeze=False, sharex=True).ravel()[: len(keys)]]
-    else:  # a row per metric, a panel per method; panels of a row share the y-axis
-        fig = Figure(figsize=(4.8 * len(panels), 3.4 * len(keys)), layout="constrained")
-        axes = fig.subplots(len(keys), len(panels), squeeze=False, sharey="row", sharex=True)
-    by_step = False
-    for r, key in enumerate(keys):
-        for c, (title, members, line_keys) in enumerate(panels):
-            ax = axes[r][c]
-            for i, (_, row) in enumerate(members.iterrows()):
-                frame = _history_frame(histories, row["jobs"], seeds, key)
-                if frame.empty:
-                    continue
-                by_step = by_step or not any("epoch" in h for h in histories.get(row["jobs"][0], []))
-                if by_step:
-                    frame = frame[frame.index > 0]  # log x: start at the first logged step, no line from 0
-                x, mean = frame.index.to_numpy(), scale * frame.mean(axis=1).to_numpy()
-                label = (
-                    _family_label(row, [k for k in info["groups"] if k != RHO])
-                    if single
-                    else _family_label(row, line_keys, drop="method.")
-                    if any(pd.notna(row[k]) for k in line_keys)
-                    else "no rho"
-                )
-                k = family_of[row.name] if single else i
-                ax.plot(
-                    x,
-                    mean,
-                    color=color(k),
-                    marker="o" if len(x) < 4 else None,
-                    ms=3,
-                    label=f"{label} ({frame.shape[1]} seed{'s' * (frame.shape[1] > 1)})",
-                )
-                low, high = _band(frame)
-                if np.isfinite(low).any():
-                    ax.fill_between(x, scale * low, scale * high, color=color(k), alpha=0.2, lw=0)
-            ax.set_ylabel(CURVE_NAMES.get(key, key.replace("/", " ")) + (" (%)" if scale == 100 else ""))
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-            if r == 0 and title:
-                ax.set_title(title, fontsize=9)
-            if r == len(keys) - 1 or single:
-                ax.set_xlabel("step (log scale)" if by_step else "epoch")
-        for ax in axes[r]:
-            if by_step:
-                ax.set_xscale("log")
-            else:
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if scale == 1:
-                ax.set_yscale("log")  # losses: decades, as in the paper's Fig. 6
+        fig = Figure(figsize=(4.6 * cols + 2.4, 3.4 * rows + 0.4), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False, sharex=True).ravel()
+        for ax in axes[len(keys) :]:
+            ax.set_visible(False)
+        families = _families(summary, info["groups"])
+        for r, key in enumerate(keys):
+            for i, (label, members) in enumerate(families):
+                row = members.iloc[0]
+                method = _method_of(row)
+                col = colors.get(method, color(i)) if method else color(i)
+                style = "--" if method == REFERENCE else LINESTYLES[i % len(LINESTYLES)]
+                draw(axes[r], row, key, label, col, style, MARKERS[i % len(MARKERS)], i)
+            style_axis(axes[r], key, bottom=True)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    else:  # a row per method, a column per metric
+        fig = Figure(figsize=(4.4 * len(keys) + 2.6, 2.7 * len(drawn) + 0.5), layout="constrained")
+        axes = fig.subplots(len(drawn), len(keys), squeeze=False, sharey="col", sharex=True)
+        for r, (title, members, line_keys) in enumerate(drawn):
+            base = colors.get(title, color(r))
+            for c, key in enumerate(keys):
+                ax = axes[r][c]
+                if reference is not None:
+                    # dashed, above the method's lines: where they coincide both stay visible
+                    ref_row = summary.loc[reference]
+                    draw(ax, ref_row, key, f"{REFERENCE} (reference)", REFERENCE_COLOR, "--", None, 0, z=3)
+                for i, (_, row) in enumerate(members.iterrows()):
+                    label = _family_label(row, line_keys, drop="method.") if line_keys else title
+                    n = len(members)
+                    look = (shade(base, i, n), LINESTYLES[i % len(LINESTYLES)], MARKERS[i % len(MARKERS)])
+                    draw(ax, row, key, label, *look, i + 1)
+                style_axis(ax, key, bottom=r == len(drawn) - 1)
+                if c == 0:
+                    ax.set_title(title, fontsize=10, loc="left", fontweight="bold")
+            _outside_legend(axes[r][-1], title=title, title_fontsize=8)
     # the curves are the logged values, whichever the table's metric (best, at the best val epoch, ...)
     what = "test error (%)" if scale == 100 else "test loss"
     quantity = what.replace("test ", "test and train ", 1) if len(keys) >= 2 else what
+    interval = interval_name(counts)
     fig.suptitle(
-        f"{quantity.capitalize()} over {'steps' if by_step else 'epochs'}: mean over seeds with 95% bootstrap band",
+        f"{quantity.capitalize()} over {'steps' if by_step else 'epochs'}: mean over seeds"
+        + (f", band: {interval} over seeds" if interval else ""),
         fontsize=10,
     )
     return _save(fig, path)
@@ -356,33 +448,39 @@ def sweep_curves(
 def sharpness(records: Sequence[dict], path: str | Path) -> Path:
     """m-sharpness against rho (Fig. 2 style): the loss increase at the (approximate) worst point of
     radius rho, mean over batches with the per-batch range as a band; one panel per m, one line per
-    checkpoint label and BN mode (checkpoints sharing a label: their mean, the 95% CI as the band).
-    A second row shows the suboptimality factor, steps-step over 1-step
-    value (Fig. 3), when computed."""
+    checkpoint label and BN mode (checkpoints sharing a label: their mean, with their range (2-3) or
+    95% CI (more) as the band). Each label keeps its colour and marker in every panel (ERM the grey
+    reference), the BN mode its line style; the curves are nudged apart along rho so that coinciding
+    ones stay visible. A second row shows the suboptimality factor, steps-step over 1-step value
+    (Fig. 3), when computed. The legend sits to the right of the panels."""
     ms = sorted({r["m"] for r in records})
     curves = list(dict.fromkeys((r["checkpoint"], r["bn"]) for r in records))
-    checkpoints = list(dict.fromkeys(label for label, _ in curves))  # one colour each, BN mode by line style
+    checkpoints = list(dict.fromkeys(label for label, _ in curves))  # one colour and marker each
+    colors = method_colors(REFERENCE if str(c).lower().startswith(REFERENCE) else c for c in checkpoints)
     with_factor = any(r.get("suboptimality_factor") is not None for r in records)
     show_bn = len({bn for _, bn in curves}) > 1
     rows = 2 if with_factor else 1
-    fig = Figure(figsize=(4.2 * len(ms) + 1.0, 3.2 * rows), layout="constrained")
+    fig = Figure(figsize=(4.2 * len(ms) + 2.8, 3.2 * rows), layout="constrained")
     axes = fig.subplots(rows, len(ms), squeeze=False, sharey="row")
     styles = {"train": "-", "eval": "--"}
-    any_repeats = False
+    repeats_seen = []
     for col, m in enumerate(ms):
-        for label, bn in curves:
+        for k, (label, bn) in enumerate(curves):
             points = pd.DataFrame([r for r in records if r["m"] == m and r["checkpoint"] == label and r["bn"] == bn])
             if points.empty:
                 continue
             repeats = int(points.groupby("rho").size().max())  # checkpoints sharing the label (seeds)
-            any_repeats = any_repeats or repeats > 1
+            repeats_seen.append(repeats)
             name = (f"{label}, BN {bn}" if show_bn else label) + (f" ({repeats} checkpoints)" if repeats > 1 else "")
-            c = color(checkpoints.index(label))
-            style = dict(color=c, linestyle=styles.get(bn, "-"), marker="o", markersize=4, label=name)
+            i = checkpoints.index(label)
+            c = colors[REFERENCE if str(label).lower().startswith(REFERENCE) else label]
+            style = dict(color=c, linestyle=styles.get(bn, "-"), marker=MARKERS[i % len(MARKERS)], markersize=5)
+            style.update(alpha=0.85, label=name, markerfacecolor="white" if bn == "eval" else c)  # eval: open
             by_rho = points.sort_values("rho").groupby("rho", sort=True)
-            rhos = list(by_rho.groups)
+            nudge = 10 ** (0.01 * (k - (len(curves) - 1) / 2))  # coinciding curves side by side, not on top
+            rhos = [r * nudge for r in by_rho.groups]
             axes[0][col].plot(rhos, by_rho["sharpness"].mean(), **style)
-            if repeats > 1:  # band: 95% CI over the checkpoints
+            if repeats > 1:  # band: over the checkpoints
                 spread = [bootstrap_ci(g["sharpness"].to_numpy()) or (np.nan, np.nan) for _, g in by_rho]
             else:  # band: the per-batch range of the one checkpoint
                 spread = [
@@ -392,7 +490,7 @@ def sharpness(records: Sequence[dict], path: str | Path) -> Path:
                     for _, g in by_rho
                 ]
             axes[0][col].fill_between(
-                rhos, [lo for lo, _ in spread], [hi for _, hi in spread], color=c, alpha=0.15, lw=0
+                rhos, [lo for lo, _ in spread], [hi for _, hi in spread], color=c, alpha=0.12, lw=0
             )
             if with_factor:
                 axes[1][col].plot(
@@ -406,16 +504,20 @@ def sharpness(records: Sequence[dict], path: str | Path) -> Path:
         steps = records[0]["ascent_steps"]
         rho_axis(axes[0][col], [r["rho"] for r in records])
         axes[0][col].set(title=f"{m}-sharpness ({steps} ascent steps)", ylabel="loss increase L(w + e) - L(w)")
+        axes[0][col].grid(alpha=0.3)
         if with_factor:
             rho_axis(axes[1][col], [r["rho"] for r in records])
             axes[1][col].axhline(1.0, color="0.7", linewidth=0.8, zorder=0)
             axes[1][col].set(title=f"suboptimality factor, {steps} steps vs 1", ylabel="factor")
+            axes[1][col].grid(alpha=0.3)
+    over = interval_name([n for n in repeats_seen if n > 1])
     title = (
-        "line: mean over batches and checkpoints\nband: 95% CI over checkpoints (one: per-batch range)"
-        if any_repeats
+        f"line: mean over batches and checkpoints\nband: {over} over checkpoints (one: per-batch range)"
+        if over
         else "line: mean over batches\nband: per-batch range"
     )
-    axes[0][-1].legend(fontsize="small", title=title, title_fontsize="small")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small", title=title, title_fontsize="small")
     return _save(fig, path)
 
 

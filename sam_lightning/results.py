@@ -5,7 +5,10 @@ complete state (never a half-written file: write to a temporary file in the same
 rename over the old one). `status` is one of
 
     running      an epoch has finished, the run goes on (or was killed without a word)
-    finished     trainer.max_epochs done (or stopped early by an early_stopping callback)
+    finished     trainer.max_epochs done
+    stopped      ended before trainer.max_epochs: trainer.max_steps, trainer.max_time, early stopping or
+                 another callback; `reason` says which, `stopped_at` the epoch and step (sweep tables
+                 list it apart from finished runs)
     diverged     the training loss became NaN or infinite; `diverged_at` names the epoch and step
     interrupted  stopped by Ctrl-C (KeyboardInterrupt)
     preempted    stopped by SIGTERM or SIGUSR1 (a scheduler); checkpoints/last.ckpt holds the step it stopped at
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sam_lightning.callbacks.divergence import TrainingDiverged
@@ -35,6 +39,7 @@ TRAIN_KEYS = (
     "train/perturbed",
     "train/clean_error",
     "train/noisy_fit",
+    "time/epoch_s",  # the epoch's training time (SAMClassifier), evaluation left out
 )
 EVAL_KEYS = ("test/loss", "test/error", "val/loss", "val/error", "train_eval/loss", "train_eval/error")
 EPOCH_KEYS = TRAIN_KEYS + EVAL_KEYS
@@ -78,6 +83,37 @@ def status_of(exception: BaseException) -> str:
     if isinstance(exception, SIGTERMException):
         return "preempted"
     return "failed"
+
+
+def stopped_epoch(trainer: pl.Trainer) -> int:
+    """The (0-based) epoch of the last step taken; Lightning's current_epoch has already moved past
+    an epoch cut short by max_steps."""
+    per_epoch = trainer.num_training_batches
+    if not trainer.global_step or not math.isfinite(per_epoch) or per_epoch < 1:
+        return trainer.current_epoch
+    return (trainer.global_step - 1) // int(per_epoch)
+
+
+def stop_reason(trainer: pl.Trainer) -> str | None:
+    """Why fit ended before trainer.max_epochs, or None when every epoch ran."""
+    from pytorch_lightning.callbacks import EarlyStopping, Timer
+
+    # Every step of every epoch ran (one optimizer step per batch: manual optimization). Epochs alone
+    # cannot tell: Lightning counts an epoch cut short by max_steps as completed.
+    per_epoch = trainer.num_training_batches
+    if trainer.max_epochs is None or trainer.max_epochs < 0 or not math.isfinite(per_epoch):
+        return None
+    if trainer.global_step >= trainer.max_epochs * per_epoch:
+        return None
+    where = f"in epoch {stopped_epoch(trainer) + 1} of {trainer.max_epochs}, at step {trainer.global_step}"
+    if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
+        return f"trainer.max_steps={trainer.max_steps} reached {where}"
+    for callback in trainer.callbacks:
+        if isinstance(callback, Timer) and callback.time_remaining() is not None and callback.time_remaining() <= 0:
+            return f"trainer.max_time reached {where}"
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            return f"early stopping on {callback.monitor} (patience {callback.patience}) {where}"
+    return f"a callback stopped training {where}"
 
 
 class ResultsWriter(pl.Callback):
@@ -125,6 +161,10 @@ class ResultsWriter(pl.Callback):
         if not trainer.sanity_checking:
             self._tested_epoch = trainer.current_epoch
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.device.type == "cuda":  # this run's peak, not an earlier job's of the same process (multirun)
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The epoch's evaluation has run by now (if it was due); callback_metrics hold both, and
         # test metrics of an earlier epoch are not repeated for an epoch without evaluation.
@@ -132,12 +172,26 @@ class ResultsWriter(pl.Callback):
         keys = EPOCH_KEYS if getattr(self, "_tested_epoch", None) == trainer.current_epoch else TRAIN_KEYS
         row = {k: _float(metrics[k]) for k in keys if k in metrics}
         self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **row})
+        if pl_module.device.type == "cuda":  # so far in this run (under DDP: rank 0's device); not in the
+            # history, which a repeated or resumed run reproduces exactly
+            self.extra["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(pl_module.device) / 2**20, 1)
         if trainer.is_global_zero:
             self.write("running")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            self.write("finished" if not trainer.interrupted else "interrupted", epochs_done=trainer.current_epoch)
+            self.write_end(trainer)
+
+    def write_end(self, trainer: pl.Trainer) -> dict:
+        """results.json at the end of fit: finished, stopped (and why) or interrupted."""
+        if trainer.interrupted:
+            return self.write("interrupted")
+        reason = stop_reason(trainer)
+        if reason is None:
+            self.extra.pop("stopped_at", None)
+            return self.write("finished")
+        self.extra["stopped_at"] = {"epoch": stopped_epoch(trainer), "step": trainer.global_step}
+        return self.write("stopped", reason=reason)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, TrainingDiverged):
@@ -157,6 +211,7 @@ class ResultsWriter(pl.Callback):
         return {
             "final_test_error": tested[-1]["test/error"] if tested else None,
             "final_test_loss": tested[-1].get("test/loss") if tested else None,
+            "final_test_epoch": tested[-1]["epoch"] if tested else None,  # a stopped run's last evaluation
             "best_test_error": best["test/error"] if best else None,
             "best_epoch": best["epoch"] if best else None,
             # Early stopping chosen on the validation split (data.val_fraction), never on test:

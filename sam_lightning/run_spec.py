@@ -6,10 +6,14 @@
 The config is converted to plain data once; every section becomes its typed spec (`ModelSpec`,
 `OptimSpec`, `DataSpec`, `TrainerSpec`, the SAM variant, `LoggingSpec`) and every value is checked in
 exactly one place: by the spec that holds it, or here when it ties two sections together (m divides
-the batch, a synthetic training set holds a full batch per device, a checkpoint fits the model).
-The dependent defaults are derived here too: the selection metric, channels_last, the CPU threads,
-the number of classes, the fingerprint (GroupNorm's groups: `ModelSpec`). Each bad value is one
-ConfigError line that names the key and the value, before any data is read or model built.
+the batch, the training images hold a full batch per device, the validation split and the label
+noise take at least one image, the monitor and the criterion name metrics the run logs, a checkpoint
+fits the model); a key no code reads is refused (`sam_lightning.strict.check_declared`).
+The dependent defaults are derived here too: the selection metric, the precision, channels_last and
+compile (`sam_lightning/speed.py`), the CPU threads, the number of classes, the fingerprint (GroupNorm's
+groups: `ModelSpec`). Each bad value is one
+ConfigError line that names the key and the value, before any image is decoded or model built
+(the data's images are only counted, once the settings themselves are checked).
 """
 
 from __future__ import annotations
@@ -36,13 +40,16 @@ from sam_lightning.config import (
     require_int,
 )
 from sam_lightning.criterion import Criterion
-from sam_lightning.data.sources import num_classes_of
+from sam_lightning.data.sources import num_classes_of, train_images_of
 from sam_lightning.data.spec import DataSpec, require_full_batches
 from sam_lightning.entry import instantiate_method
 from sam_lightning.fingerprint import fingerprint
+from sam_lightning.results import TRAIN_KEYS
 from sam_lightning.run_dir import check_run_dir
+from sam_lightning.speed import resolve_speed
+from sam_lightning.strict import check_declared
 from sam_lightning.threads import choose_threads
-from sam_lightning.variants import ERM, Variant
+from sam_lightning.variants import ERM, Variant, method_names
 
 # pl.Trainer's true/false arguments -> the words each takes besides true and false
 TRAINER_BOOLEANS = {
@@ -156,7 +163,9 @@ class RunSpec:
     logging: LoggingSpec
     seed: int
     threads: int  # torch's CPU threads (cpu_threads, resolved: sam_lightning/threads.py)
-    channels_last: bool  # channels_last=auto, resolved: on for a GPU
+    channels_last: bool  # channels_last=auto, resolved (sam_lightning/speed.py)
+    compile: bool  # compile=auto, resolved: torch.compile the backbone's forward
+    speed: str  # how the precision, layout and compile were chosen: one log line
     data_on_device: bool | str  # auto | true | false (sam_lightning.data.datamodule)
     eval_batch_size: int
     num_workers: int
@@ -173,13 +182,42 @@ class RunSpec:
     config: dict = field(repr=False)  # the resolved config, as results.json and the logger record it
 
 
+def logged_metrics(data: DataSpec) -> tuple[str, ...]:
+    """The per-epoch metrics a run on `data` logs (results.json's history keys): the training ones
+    (train/clean_error and train/noisy_fit only under label noise), then `<set>/error` and
+    `<set>/loss` of each evaluated set (`DataSpec.eval_sets`)."""
+    noise_only = ("train/clean_error", "train/noisy_fit")
+    train = tuple(k for k in TRAIN_KEYS if data.label_noise > 0 or k not in noise_only)
+    return train + tuple(f"{name}/{kind}" for name in data.eval_sets for kind in ("error", "loss"))
+
+
+# The metrics only some runs log, and the setting that makes a run log them.
+LOGGED_WITH = {
+    "val/": "data.val_fraction > 0",
+    "train_eval/": "data.eval_train=true",
+    "train/clean_error": "data.label_noise > 0",
+    "train/noisy_fit": "data.label_noise > 0",
+}
+
+
+def require_logged(key: str, metric, data: DataSpec, choices: str = "") -> None:
+    """`metric` (the value of `key`) is one this run logs per epoch, or one ConfigError line: a metric
+    never logged would stop the run after its first epoch (checkpoint.monitor) or leave nothing to
+    check at its end (criterion.metric)."""
+    known = logged_metrics(data)
+    if metric in known:
+        return
+    needs = next((why for prefix, why in LOGGED_WITH.items() if str(metric).startswith(prefix)), None)
+    hint = f" (it is logged only with {needs})" if needs else did_you_mean(metric, known)
+    raise ConfigError(f"{key}={metric!r}: this run logs no such metric{hint}; use {choices}one of {', '.join(known)}")
+
+
 def selection_metric(monitor, data: DataSpec) -> str:
-    """checkpoint.monitor: what "best" means for checkpoints and early stopping. auto: the
-    validation error when the run holds out a validation split, else the test error."""
+    """checkpoint.monitor: what "best" means for checkpoints and early stopping (lowest is best).
+    auto: the validation error when the run holds out a validation split, else the test error."""
     if monitor == "auto":
         return "val/error" if data.val_fraction > 0 else "test/error"
-    if not isinstance(monitor, str) or not monitor:
-        raise ConfigError(f"checkpoint.monitor={monitor!r}: must be auto or a logged metric, e.g. val/error")
+    require_logged("checkpoint.monitor", monitor, data, choices="auto or ")
     return monitor
 
 
@@ -203,6 +241,7 @@ def build_run(cfg: DictConfig) -> RunSpec:
     first bad value. The variant's name is recorded in `cfg` too (method.name: results.json, W&B
     and sweep tables name runs by it)."""
     values = OmegaConf.to_container(cfg, resolve=True)  # the one conversion; everything below reads `values`
+    check_declared(values, "train")  # +seeed=1, +checkpoint.topk=2: a key no code reads
     overwrite, ckpt_path, init_from = values.get("overwrite", False), values.get("ckpt_path"), values.get("init_from")
     require_bool("overwrite", overwrite)
     require_bool("print_config", values.get("print_config", False))
@@ -213,17 +252,12 @@ def build_run(cfg: DictConfig) -> RunSpec:
         raise ConfigError(f"seed={seed!r}: must be an integer in [0, 2^32)")
     data = DataSpec.from_mapping(values["data"])
     trainer = _trainer(values, data)
-    # A synthetic set's size follows from its settings: too small is refused before any process starts
-    # (the datamodule checks every source on the loaded data, with the real device count).
-    if (n_train := data.train_size()) is not None:
-        require_full_batches(n_train, data.batch_size, trainer.world_size)
     logging = LoggingSpec.from_mapping(values.get("logger"))
 
     setting = values.get("cpu_threads", "auto")
     if setting != "auto":
         require_int("cpu_threads", setting, 1, " (or auto)")
-    channels_last, on_device = values.get("channels_last", "auto"), values.get("data_on_device", "auto")
-    require_bool("channels_last", channels_last, ("auto",))
+    on_device = values.get("data_on_device", "auto")
     require_bool("data_on_device", on_device, ("auto",))
     require_int("eval_batch_size", values.get("eval_batch_size"), 1)
     require_int("num_workers", values.get("num_workers"), 0)
@@ -233,13 +267,33 @@ def build_run(cfg: DictConfig) -> RunSpec:
     values["method"]["name"] = method.name
     OmegaConf.update(cfg, "method.name", method.name, force_add=True)
     model, optim = ModelSpec.from_mapping(values["model"]), OptimSpec.from_mapping(values["optim"])
+    speed = resolve_speed(
+        trainer.args.get("precision"),
+        values.get("channels_last", "auto"),
+        values.get("compile", False),
+        on_gpu=trainer.on_gpu,
+        norm=model.norm,
+        engine=getattr(method, "engine", None),
+    )
+    # The precision computed, not the word auto: results.json, the loggers and the fingerprint that
+    # guards a resume record it (trainer.args is this same dict, so pl.Trainer gets it too).
+    values["trainer"]["precision"] = speed.precision
+    OmegaConf.update(cfg, "trainer.precision", speed.precision)
 
     if init_from and ckpt_path:
         raise ConfigError(
             "init_from and ckpt_path together: ckpt_path resumes a run (weights, optimizer, epoch), init_from starts "
             "a new one from weights only; give one of them"
         )
+    criterion = Criterion.from_mapping(values.get("criterion"))
+    if criterion is not None:  # a typo would train to the end, then find nothing to check
+        require_logged("criterion.metric", criterion.metric, data, choices="criterion=null or ")
+        criterion.check_methods(method_names() | {method.name})
     num_classes = num_classes_of(data)  # a missing data folder is refused here, before anything starts
+    # The images counted, none decoded: a split or label noise of no image, or fewer training images
+    # than a batch per device, is refused before anything starts (the datamodule checks the batches
+    # again with the real device count).
+    require_full_batches(data.check_sizes(train_images_of(data)), data.batch_size, trainer.world_size)
     defining = fingerprint(values)
     return RunSpec(
         model=model,
@@ -250,7 +304,9 @@ def build_run(cfg: DictConfig) -> RunSpec:
         logging=logging,
         seed=seed,
         threads=choose_threads(setting),
-        channels_last=trainer.on_gpu if channels_last == "auto" else channels_last,
+        channels_last=speed.channels_last,
+        compile=speed.compile,
+        speed=speed.why,
         data_on_device=on_device,
         eval_batch_size=values["eval_batch_size"],
         num_workers=values["num_workers"],
@@ -262,7 +318,7 @@ def build_run(cfg: DictConfig) -> RunSpec:
         ckpt_path=ckpt_path,
         resume_from=load_for_resume(ckpt_path, model, num_classes, trainer.max_epochs, defining) if ckpt_path else None,
         init_from=load_for_model(init_from, "init_from", model, num_classes) if init_from else None,
-        criterion=Criterion.from_mapping(values.get("criterion")),
+        criterion=criterion,
         fingerprint=defining,
         config=values,
     )

@@ -243,18 +243,25 @@ def channels_last(model: nn.Module) -> bool:
     return bool(convs) and convs[0].is_contiguous(memory_format=torch.channels_last) and not convs[0].is_contiguous()
 
 
+def compiled(model: nn.Module) -> bool:
+    """Whether the model's forward is torch.compile'd (in place by nn.Module.compile, or wrapped)."""
+    return getattr(model, "_compiled_call_impl", None) is not None or hasattr(model, "_orig_mod")
+
+
 def choose_engine(variant: Variant, model: nn.Module, n_chunks: int, chunk_size: int) -> str:
     """The engine for `variant.engine`. auto: vmap where the variant and model allow it, there is
     more than one chunk and, on a CPU, chunks hold at most CPU_VMAP_MAX_M examples and the weights
     are not channels_last (vmap's batching rules copy strided tensors on a slow path there: make
-    bench, one thread, 4-SAM with channels_last: vmap 1.10-1.16x the loop's time); else the loop."""
+    bench, one thread, 4-SAM with channels_last: vmap 1.10-1.16x the loop's time); else the loop.
+    A compiled model takes the loop: torch.func.grad and vmap cannot run a compiled forward (dynamo
+    skips it and runs it eagerly)."""
     if variant.engine == "loop" or n_chunks == 1:
         return "loop"
     on_cpu = next(model.parameters()).device.type == "cpu"
     if variant.engine == "auto" and on_cpu and (chunk_size > CPU_VMAP_MAX_M or channels_last(model)):
         return "loop"
     why = None if variant.vectorizable else f"the {variant.name} variant is not vectorizable"
-    why = why or vmap_unsupported(model)
+    why = why or vmap_unsupported(model) or ("the model is compiled (torch.compile)" if compiled(model) else None)
     if why is None:
         return "vmap"
     if variant.engine == "vmap":

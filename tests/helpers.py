@@ -173,3 +173,10 @@ def assert_noise_figures_add_up(row: dict, sizes: dict) -> None:
     n, noisy = sizes["train"], sizes["noisy_train"]
     expected = (row["train/clean_error"] * (n - noisy) + (1 - row["train/noisy_fit"]) * noisy) / n
     assert row["train/error"] == pytest.approx(expected, abs=1e-6), row
+
+
+# -- histories ------------------------------------------------------------------------------------------
+def computed(history: list[dict]) -> list[dict]:
+    """A results.json history without its wall-clock keys (time/epoch_s): what a repeated or resumed
+    run must reproduce exactly."""
+    return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in history]

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, compose_config, tiny_on
 from helpers import check_one_line, run_entry
 from torchvision.io import encode_jpeg, write_png
 
+from sam_lightning.data import ImageDataModule
 from sam_lightning.models import build_model
 
 # Values that stand for paths made by the fixtures below.
@@ -84,7 +85,8 @@ def paths(tmp_path_factory) -> Path:
     return root
 
 
-IMAGEFOLDER = ["data=imagefolder", "data.cache_dir=null"]
+# batches of 2: the broken trees hold 4 or 5 training images (too few for a full batch of 128 is refused first)
+IMAGEFOLDER = ["data=imagefolder", "data.cache_dir=null", "data.batch_size=2", "method.m=null"]
 
 # (case id, overrides after TINY, what the error line must contain, exit code: 2 for bad input to
 # every command; 1 is a run that failed or diverged)
@@ -180,6 +182,9 @@ TRAIN_CASES = [
     ("augment_off", ["data.augment=off"], "data.augment='off'", 2),
     ("eval_train_yes", ["data.eval_train=yes"], "data.eval_train='yes'", 2),
     ("channels_last_maybe", ["channels_last=maybe"], "channels_last='maybe'", 2),
+    ("compile_maybe", ["compile=maybe"], "compile='maybe'", 2),
+    ("compile_with_vmap", ["compile=true", "method.engine=vmap"], "compile=true with method.engine=vmap", 2),
+    ("precision_unknown", ["trainer.precision=fp8"], "fp8", 2),
     ("nesterov_on", ["optim.nesterov=on"], "optim.nesterov='on'", 2),
     ("normalize_no", ["method.normalize=no"], "method.normalize='no'", 2),
     ("progress_bar_off", ["trainer.enable_progress_bar=off"], "trainer.enable_progress_bar='off'", 2),
@@ -224,6 +229,42 @@ TRAIN_CASES = [
         "StochasticWeightAveraging",
         2,
     ),
+    # values that would train nothing or mislead, refused before the run starts
+    (
+        "label_noise_flips_no_label",
+        ["data.label_noise=0.001"],
+        "data.label_noise=0.001 flips no label of the 256 training images: the smallest noise that flips one is 0.00196",
+        2,
+    ),
+    (
+        "val_fraction_holds_out_no_image",
+        ["data.val_fraction=0.001"],
+        "data.val_fraction=0.001 holds out no image of the 256 training images",
+        2,
+    ),
+    ("monitor_without_a_validation_split", ["checkpoint.monitor=val/error"], "only with data.val_fraction > 0", 2),
+    ("monitor_not_logged", ["checkpoint.monitor=nope"], "use auto or one of train/loss", 2),
+    (
+        "criterion_metric_typo",
+        ["method=erm", "+criterion.metric=train/eror", "+criterion.at_most=0.1"],
+        "criterion.metric='train/eror': this run logs no such metric; did you mean train/error?",
+        2,
+    ),
+    (
+        "criterion_method_typo",
+        ["+criterion.metric=train/error", "+criterion.at_most=0.1", "+criterion.methods=[samm]"],
+        "criterion.methods: 'samm' is no method's name; did you mean sam?",
+        2,
+    ),
+    # a key no code reads, added with +, at the top level and in a section without a spec
+    ("unknown_top_level_key", ["+seeed=1"], "unknown key seeed; did you mean seed?", 2),
+    ("unknown_resume_key", [f"+ckpt_pth={TMP}/good.ckpt"], "unknown key ckpt_pth; did you mean ckpt_path?", 2),
+    ("unknown_init_key", [f"+init_form={TMP}/good.ckpt"], "unknown key init_form; did you mean init_from?", 2),
+    ("unknown_checkpoint_key", ["+checkpoint.topk=2"], "unknown key checkpoint.topk; did you mean top_k?", 2),
+    # Hydra's own composition errors
+    ("hydra_key_typo", ["method.rhoo=0.2"], "cannot set method.rhoo: no such key; did you mean rho?", 2),
+    ("hydra_option_typo", ["method=sam_m12"], "method=sam_m12: no such option; did you mean sam_m128?", 2),
+    ("hydra_override_unparsable", ["seed=[1"], "cannot parse seed=[1", 2),
 ]
 
 OTHER_CASES = [
@@ -287,6 +328,42 @@ OTHER_CASES = [
         "data.augment='off'",
         2,
     ),
+    ("eval_batch_size_zero", "eval", [f"ckpt_path={TMP}/run/checkpoints/last.ckpt", "batch_size=0"], "batch_size=0", 2),
+    (
+        "interpolation_batch_size_zero",
+        "interpolation",
+        [f"ckpt_a={TMP}/good.ckpt", f"ckpt_b={TMP}/good.ckpt", "batch_size=0"],
+        "batch_size=0",
+        2,
+    ),
+    ("sharpness_m_zero", "sharpness", [f"ckpt={TMP}/good.ckpt", "m=[0]"], "every batch size must be >= 1", 2),
+    ("eval_unknown_key", "eval", [f"ckpt_path={TMP}/good.ckpt", "+batch_sise=64"], "did you mean batch_size?", 2),
+    ("sharpness_unknown_key", "sharpness", [f"ckpt={TMP}/good.ckpt", "+seeed=1"], "did you mean seed?", 2),
+    ("theory_unknown_key", "theory", ["+seeed=1"], "unknown key seeed; did you mean seed?", 2),
+    ("theory_unknown_switch_key", "theory", ["+switch.att=5"], "unknown key switch.att; did you mean at?", 2),
+    (
+        "theory_hydra_key_typo",
+        "theory",
+        ["method.rhoo=0.2"],
+        "cannot set method.rhoo: no such key; did you mean rho?",
+        2,
+    ),
+    ("theory_hydra_option_typo", "theory", ["method=sam_m2"], "method=sam_m2: no such option; did you mean sam_m1?", 2),
+    ("eval_hydra_key_typo", "eval", [f"ckpt_path={TMP}/good.ckpt", "batch_sise=64"], "cannot set batch_sise", 2),
+    (
+        "sharpness_hydra_option_typo",
+        "sharpness",
+        [f"ckpt={TMP}/good.ckpt", "data=cifar1"],
+        "data=cifar1: no such option",
+        2,
+    ),
+    (
+        "interpolation_hydra_key_typo",
+        "interpolation",
+        [f"ckpt_a={TMP}/good.ckpt", f"ckpt_b={TMP}/good.ckpt", "t_nun=5"],
+        "cannot set t_nun: no such key; did you mean t_num?",
+        2,
+    ),
     (
         "sweep_paired_without_the_key",
         "sweep",
@@ -334,6 +411,98 @@ def test_the_command_line_answers_as_the_in_process_entry_point(paths, tmp_path)
     check_one_line(proc.stderr, proc.returncode, 2, "a_file/run")
 
 
+# -- values that train nothing or mislead, on every data source -------------------------------------
+# The training images are counted before the run starts (CIFAR's labels read, an ImageFolder tree's
+# files listed, a synthetic set's n_train), so that the refusal comes before anything is written.
+SPLIT_CASES = {
+    "label_noise_flips_no_label": (
+        ["data.label_noise=0.001"],
+        "data.label_noise=0.001 flips no label of the 256 training images: the smallest noise that flips one is 0.00196",
+    ),
+    "val_fraction_holds_out_no_image": (
+        ["data.val_fraction=0.001"],
+        "data.val_fraction=0.001 holds out no image of the 256 training images: the smallest fraction that holds out one is 0.00196",
+    ),
+    "label_noise_of_a_subset": (
+        ["data.train_fraction=0.1", "data.label_noise=0.01", "data.batch_size=16", "method.m=null"],
+        "data.label_noise=0.01 flips no label of the 26 training images (data.train_fraction=0.1 of 256)",
+    ),
+    "monitor_without_a_validation_split": (
+        ["checkpoint.monitor=val/error"],
+        "checkpoint.monitor='val/error': this run logs no such metric (it is logged only with data.val_fraction > 0)",
+    ),
+    "too_few_images_for_a_batch": (
+        ["data.train_fraction=0.1", "data.batch_size=32", "method.m=null"],
+        "data.batch_size=32 exceeds the 26 training images",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES)
+def test_a_split_or_noise_of_no_image_is_refused_before_the_run_on_every_source(case, data_source, tmp_path):
+    from sam_lightning.config import ConfigError
+    from sam_lightning.run_spec import build_run
+
+    overrides, names = SPLIT_CASES[case]
+    with pytest.raises(ConfigError) as err:
+        build_run(compose_config(tiny_on(data_source, f"paths.output_dir={tmp_path / 'run'}", *overrides)))
+    assert names in str(err.value)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()  # nothing decoded or written
+
+
+def test_the_smallest_fractions_named_are_accepted_on_every_source(data_source, tmp_path):
+    from sam_lightning.run_spec import build_run
+
+    # 0.00196 of 256 holds out one image; the smallest noise that flips one of the other 255 is 0.00197
+    run = build_run(
+        compose_config(
+            tiny_on(
+                data_source, f"paths.output_dir={tmp_path}", "data.val_fraction=0.00196", "data.label_noise=0.00197"
+            )
+        )
+    )
+    assert run.selection_metric == "val/error"
+    dm = ImageDataModule(run.data)
+    dm.setup("fit")
+    assert dm.splits.sizes()["val"] == 1 and dm.splits.sizes()["noisy_train"] == 1
+
+
+def test_an_optuna_study_of_no_trial_is_refused_before_anything_is_written(tmp_path, capfd, monkeypatch):
+    pytest.importorskip("optuna")
+    sweep = tmp_path / "sweep"
+    got = run_entry(
+        "train",
+        [*TINY, "hparams_search=rho_optuna", "hydra.sweeper.n_trials=0", f"hydra.sweep.dir={sweep}"],
+        monkeypatch,
+    )
+    check_one_line(capfd.readouterr().err, got, 2, "hydra.sweeper.n_trials=0: must be an integer >= 1")
+    assert not sweep.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides,names",
+    [
+        (["method=sam_m12"], "method=sam_m12: no such option; did you mean sam_m128?"),
+        (["+ckpt_pth=last.ckpt"], "unknown key ckpt_pth; did you mean ckpt_path?"),
+    ],
+    ids=["hydra_option_typo", "unknown_key"],
+)
+def test_a_bad_input_exits_2_from_the_command_line(overrides, names, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *TINY, *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    check_one_line(proc.stderr, proc.returncode, 2, names)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
 # m must divide the batch wherever the two are given: the method's m, the data's batch size, a
 # preset's m, the theory command, and a hand-written loop calling the step itself
 M_NOT_DIVIDING = {
@@ -371,6 +540,9 @@ def test_m_must_divide_the_batch(where, tmp_path, capfd, monkeypatch):
     prefix = TINY if entry == "train" else []
     got = run_entry(entry, [*prefix, *args, f"hydra.run.dir={tmp_path / 'run'}"], monkeypatch)
     check_one_line(capfd.readouterr().err, got, 2, names)
+    if entry == "train":  # a refused training run writes nothing (a multirun job records it: test_run_status.py)
+        assert not (tmp_path / "run").exists()
+        return
     recorded = json.loads((tmp_path / "run" / "results.json").read_text())  # refused, and recorded as such
     assert recorded["status"] == "failed" and recorded["reason"].startswith("ConfigError: ")
 
@@ -450,8 +622,14 @@ def test_every_boolean_of_conf_is_checked():
         "auto_insert_metric_name",
         "enable_version_counter",
         "log_model",
+        "default_hp_metric",
     }  # callbacks' and loggers' arguments, checked by their classes' signatures
-    missing = sorted(path for name, path in found if name not in known | callback_arguments)
+    # hydra.job_logging is Python's logging config (dictConfig), set in conf/, not a run's setting
+    missing = sorted(
+        path
+        for name, path in found
+        if name not in known | callback_arguments and not path.startswith("hydra.job_logging.")
+    )
     assert not missing, missing
 
 
@@ -501,6 +679,7 @@ def test_two_runs_started_together_write_two_folders_without_a_warning(tmp_path)
                 *TINY,
                 "trainer.log_every_n_steps=1",
                 "callbacks=none",
+                f"paths.log_dir={tmp_path}",
                 f"seed={seed}",
             ],
             cwd=tmp_path,

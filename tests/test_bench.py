@@ -23,15 +23,42 @@ def test_bench_runs_and_writes_its_table(tmp_path, capfd, monkeypatch):
         for n in ("batch", "group")
         for m, e in [("ERM", "-"), ("SAM (m = batch)", "-"), ("m-SAM (m = 4)", "loop"), ("m-SAM (m = 4)", "vmap")]
     }
+    rates = result["matmul_flops_per_s"]
+    assert set(rates) == {"fp32", "bf16"} and all(v > 0 for v in rates.values())
     for row in result["steps"]:  # each time over SAM's (m = batch) in the same setting
         sam = next(
             r for r in result["steps"] if r["method"] == "SAM (m = batch)" and all(r[k] == row[k] for k in SETTING)
         )
         assert row["vs_sam"] == pytest.approx(row["ms"] / sam["ms"])
+        # ... over float32's in the default layout, same method and engine
+        fp32 = next(
+            r
+            for r in result["steps"]
+            if (r["precision"], r["channels_last"]) == ("fp32", False)
+            and all(r[k] == row[k] for k in ("batch", "norm", "compile", "method", "engine"))
+        )
+        assert row["vs_fp32"] == pytest.approx(row["ms"] / fp32["ms"])
+        # the FLOPs of the method's passes (ERM 1, the others 2) per second, over the precision's matmul rate
+        assert row["flops"] == (1 if row["method"] == "ERM" else 2) * next(
+            r["flops"] for r in result["steps"] if r["method"] == "ERM" and r["norm"] == row["norm"]
+        )
+        assert row["of_matmul_rate"] == pytest.approx(row["flops"] / (row["ms"] / 1000) / rates[row["precision"]])
+    assert {(r["precision"], r["channels_last"]) for r in result["steps"]} == {
+        (p, c) for p in ("fp32", "bf16") for c in (False, True)
+    }
     loops = result["loops_ms"]
     assert loops["lightning/plain"] == pytest.approx(loops["lightning"] / loops["plain"])
     assert set(result["loader_batches_per_s"]) == {"DataLoader", "device-resident"}
-    assert "| m-SAM (m = 4) | vmap |" in capfd.readouterr().out
+    shown = capfd.readouterr().out
+    assert "| m-SAM (m = 4) | vmap |" in shown and "matmul rate (torch.mm" in shown
+    assert "| fp32 | fp32, channels_last | bf16 | bf16, channels_last |" in shown
+
+
+def test_the_m_grid_preset_keeps_the_float32_m_table():
+    from conftest import compose_config
+
+    cfg = compose_config(["preset=m_grid"], config_name="bench", tree="bench")
+    assert (list(cfg.m), list(cfg.batch_sizes), list(cfg.precisions)) == ([32, 8, 4], [128], ["fp32"])
 
 
 @pytest.mark.slow

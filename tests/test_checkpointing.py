@@ -97,10 +97,11 @@ def test_callback_options_combine_by_name():
 
 
 @pytest.mark.slow
-def test_early_stopping_ends_the_run_finished_and_says_how_far(tiny_cfg, best_at_epoch_0):
+def test_early_stopping_ends_the_run_stopped_and_says_why_and_how_far(tiny_cfg, best_at_epoch_0):
     cfg = tiny_cfg("trainer.max_epochs=4", "callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=1")
     out = train(cfg)
-    assert out["status"] == "finished" and out["epochs_done"] == 2
+    assert out["status"] == "stopped" and out["epochs_done"] == 2
+    assert out["reason"].startswith("early stopping on ") and out["stopped_at"]["epoch"] == 1
 
 
 def test_trainer_takes_any_lightning_argument_without_plus():

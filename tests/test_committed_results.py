@@ -64,29 +64,35 @@ def _tables(lines: list[str]) -> list[list[str]]:
     return [p for p in _paragraphs(lines) if len(p) > 1 and p[1].startswith("---")]
 
 
-def _documents_sweep_blocks() -> list[tuple[str, list[str], list[str]]]:
-    """(preset, sweep.py options, block lines) for each block of docs/reproduction.md that shows sweep's
-    output: a whole output ("sweep: docs/results/<preset>[, where ...]" first) or its tables alone
-    ("method ..." first), whose preset, --metric and --where are the last ones the text names before it."""
+def _documents_sweep_blocks() -> list[tuple[list[str], list[str], list[str]]]:
+    """(result folders, sweep.py options, block lines) for each block of docs/reproduction.md that shows
+    sweep's output: a whole output ("sweep: docs/results/<folder>[, docs/results/<folder> ...][, where
+    ...]" first) or its tables alone ("method ..." first), whose folder, --metric, --where and --baseline
+    (erm unless named) are the last ones the text names before it."""
     text = DOC.read_text()
-    blocks, preset, options, pos = [], None, [], 0
+    blocks, preset, options, pos, baseline = [], None, [], 0, "erm"
     for m in re.finditer(r"```[a-z]*\n(.*?)```", text, flags=re.S):
         before = text[pos : m.start()]
         pos = m.end()
         body = m.group(1).rstrip("\n").splitlines()
         named = re.findall(r"sweep\.py docs/results/([\w/]+)([^`\n]*)", before)
         flags = re.findall(r"--metric (\w+)", before)
+        baselines = re.findall(r"--baseline (\S+?)`", before)
+        if baselines:
+            baseline = baselines[-1]
         if named:
             preset, rest = named[-1]
             options = [arg for flag in re.findall(r"--(?:metric|where) \S+", rest) for arg in flag.split()]
         elif flags:
             options = ["--metric", flags[-1]]
         if body and body[0].startswith("sweep: docs/results/"):
-            preset, _, where = body[0].removeprefix("sweep: docs/results/").partition(", where ")
+            folders, _, where = body[0].removeprefix("sweep: ").partition(", where ")
+            preset = [f.removeprefix("docs/results/") for f in folders.split(", ")]
             options = [arg for cond in where.split(" and ") if cond for arg in ("--where", cond)]
-            blocks.append((preset, options, body))
+            blocks.append((preset, [*options, "--baseline", baseline], body))
         elif body and body[0].startswith("method ") and preset:
-            blocks.append((preset, options, body))
+            blocks.append(([preset] if isinstance(preset, str) else preset, [*options, "--baseline", baseline], body))
+        baseline = "erm"  # a block's baseline is named in the text just before it
     return blocks
 
 
@@ -96,16 +102,16 @@ def test_the_documents_tables_are_what_sweep_prints_from_the_committed_results(t
     blocks = _documents_sweep_blocks()
     if not blocks:
         pytest.skip("no sweep tables in docs/reproduction.md")
-    assert {preset for preset, _, _ in blocks} >= {"laptop_sam_vs_erm", "laptop_label_noise"}
-    for preset, options, body in blocks:
-        argv = [str(RESULTS / preset), "--paired", "seed", "--baseline", "erm", *options]
+    assert {f for folders, _, _ in blocks for f in folders} >= {"laptop_sam_vs_erm", "laptop_label_noise"}
+    for folders, options, body in blocks:
+        argv = [*(str(RESULTS / f) for f in folders), "--paired", "seed", *options]
         assert sweep_main([*argv, "--no-plots", "--out", str(tmp_path)]) == 0
         printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("wrote ")]
         if body[0].startswith("sweep: "):
             printed = [line.replace(str(RESULTS), "docs/results") for line in printed]
-            assert body == _paragraph_lines(printed), (preset, options)
+            assert body == _paragraph_lines(printed), (folders, options)
         else:
-            assert _tables(body) == _tables(printed), (preset, options)
+            assert _tables(body) == _tables(printed), (folders, options)
 
 
 def _paragraph_lines(lines: list[str]) -> list[str]:

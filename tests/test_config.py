@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import CONF, compose_config
 from omegaconf import OmegaConf
@@ -135,7 +137,7 @@ def test_local_settings_compose_when_present_and_are_optional(tmp_path, monkeypa
             return compose(config_name="train", overrides=list(overrides))
 
     fresh = composed()  # no local file: the defaults entry is optional
-    assert fresh.cpu_threads == "auto" and fresh.data.root == "data" and fresh.logger.wandb.entity is None
+    assert fresh.cpu_threads == "auto" and Path(fresh.data.root) == Path("data") and fresh.logger.wandb.entity is None
     (tree / "local" / "default.yaml").write_text(
         "# @package _global_\ndata:\n  root: /datasets/here\ncpu_threads: 3\nlogger:\n  wandb:\n    entity: team\n"
     )

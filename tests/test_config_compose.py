@@ -66,7 +66,7 @@ def test_every_tree_composes_and_resolves_with_hydra_alone():
     default, run_dir = by_case["train train"]
     assert default["model"]["arch"] == "preact_resnet18" and default["trainer"]["max_epochs"] == 200
     folder, microseconds = run_dir.rsplit("_", 1)  # outputs/<date>/<time>_<method>_<data>_<microseconds>
-    assert folder.startswith("outputs/") and folder.endswith("_sam_cifar10")
+    assert folder.startswith("./outputs/") and folder.endswith("_sam_cifar10")  # paths.log_dir: root_dir, "." here
     assert len(microseconds) == 6 and microseconds.isdigit()
     paired, _ = by_case["train train data=cifar100 logger=[csv,tensorboard] trainer.max_epochs=3"]
     assert paired["model"]["arch"] == "preact_resnet34" and list(paired["logger"]) == ["csv", "tensorboard"]

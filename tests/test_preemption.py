@@ -65,3 +65,10 @@ def test_sigterm_mid_epoch_is_preempted_and_resumes_exactly(tmp_path, tiny_cfg, 
     assert resumed["status"] == "finished"
     # the epochs' test evaluations are those of the uninterrupted run
     assert [h.get("test/error") for h in resumed["history"]] == [h.get("test/error") for h in whole["history"]]
+
+    # and so are the training metrics of the epoch cut in two: its running sums travel in the checkpoint
+    def metrics(payload: dict) -> list[dict]:
+        return [{k: v for k, v in h.items() if k.startswith("train/")} for h in payload["history"]]
+
+    assert metrics(resumed) == metrics(whole)
+    assert resumed["final_train_error"] == whole["final_train_error"]

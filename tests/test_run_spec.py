@@ -78,7 +78,7 @@ def test_data_spec_checks_its_values_once_and_reads_older_configs():
     assert (
         DataSpec(
             name="synthetic", n_train=100, n_test=8, num_classes=2, train_fraction=0.5, val_fraction=0.2
-        ).train_size()
+        ).check_sizes(100)
         == 40
     )
 

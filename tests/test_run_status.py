@@ -116,9 +116,11 @@ def test_a_non_finite_test_loss_is_divergence_and_never_a_best_checkpoint(tiny_c
 
 
 def test_results_config_is_resolved_in_every_status(tmp_path, capfd, monkeypatch):
-    # A run refused before training records the config resolved, as a finished run does.
+    # A multirun job refused before training records (in its own fresh folder, so that the sweep
+    # lists it) the config resolved, as a finished run does. A single run refused writes nothing.
     failed, finished = tmp_path / "failed", tmp_path / "finished"
-    assert run_entry("train", [*TINY, "data.batch_size=0", f"hydra.run.dir={failed}"], monkeypatch) == 2
+    args = [*TINY, "data.batch_size=0", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=failed"]
+    assert run_entry("train", ["-m", *args], monkeypatch) == 1  # the multirun says a job failed
     assert run_entry("train", [*TINY, "callbacks=none", f"hydra.run.dir={finished}"], monkeypatch) == 0
     configs = {p.name: json.loads((p / "results.json").read_text()) for p in (failed, finished)}
     assert configs["failed"]["status"] == "failed" and configs["finished"]["status"] == "finished"

@@ -187,7 +187,7 @@ def test_sweep_py_groups_counts_means(sweep_dir, tmp_path):
         "method",
         "method.rho",
         "seeds",
-        "test error % (95% CI)",
+        "test error % (range)",  # 2 seeds: their range, named so
     ]
 
 
@@ -533,7 +533,7 @@ def test_wandb_names_follow_the_sweep():
     assert (names["group"], names["job_type"], names["name"]) == (
         "rho_grid/2026-11-28/10-00-00",
         "sam",
-        "method.rho=0.2,method=sam,seed=1",
+        "sam rho=0.2 s1",  # no multirun.yaml to read the grid from: every key of the job's overrides counts
     )
     assert names["hydra"]["group_key"] == "method=sam,method.rho=0.2" and names["hydra"]["job_num"] == 3
 
@@ -661,6 +661,7 @@ def test_by_row_plot_draws_the_seed_dots_above_the_whiskers(tmp_path, monkeypatc
 
 def test_curves_have_one_panel_per_method_and_a_line_per_setting(tmp_path, monkeypatch):
     # A sigma grid of random perturbations is one panel with a line per sigma, not a panel per sigma.
+    from sam_lightning import plots
     from sam_lightning.plots import sweep_curves
 
     rows = [
@@ -680,10 +681,24 @@ def test_curves_have_one_panel_per_method_and_a_line_per_setting(tmp_path, monke
     histories = {f"j{i}": [{"epoch": e, "test/error": 0.6, "train/error": 0.1} for e in range(3)] for i in range(4)}
     summary, info = aggregate(runs)
     fig = _figure_of(monkeypatch, lambda: sweep_curves(summary, info, runs, histories, tmp_path / "c.png"))
-    top = fig.axes[:3]
-    assert [ax.get_title() for ax in top] == ["erm", "erm_to_sam", "random"]
-    assert [[t.get_text() for t in ax.get_legend().get_texts()] for ax in top] == [
-        ["no rho (1 seed)"],
-        ["rho=0.05 switch_at=0.5 (1 seed)"],
-        ["sigma=0.01 (1 seed)", "sigma=0.02 (1 seed)"],
+    grid = [fig.axes[i : i + 2] for i in range(0, len(fig.axes), 2)]  # a row per method: test, train
+    # ERM is no panel of its own: the dashed grey reference in every panel
+    assert [row[0].get_title(loc="left") for row in grid] == ["erm_to_sam", "random"]
+    for ax in fig.axes:
+        (ref,) = [line for line in ax.lines if line.get_label().startswith("erm (reference)")]
+        assert ref.get_linestyle() == "--" and ref.get_color() == plots.REFERENCE_COLOR
+    # a method keeps its colours in every panel; its settings differ by shade and line style
+    looks = [[(line.get_color(), line.get_linestyle()) for line in ax.lines[1:]] for ax in fig.axes]
+    assert looks[0] == looks[1] and looks[2] == looks[3] and len(set(looks[2])) == 2
+    assert not {c for c, _ in looks[0]} & {c for c, _ in looks[2]}
+    # one legend per row, to the right of its panels, never over the data
+    renderer = fig.canvas.get_renderer()
+    for row in grid:
+        legend = row[1].get_legend()
+        assert legend.get_window_extent(renderer).x0 >= row[1].get_window_extent(renderer).x1
+        assert [t.get_text() for t in legend.get_texts()][0] == "erm (reference) (1 seed)"
+    assert [t.get_text() for t in grid[1][1].get_legend().get_texts()][1:] == [
+        "sigma=0.01 (1 seed)",
+        "sigma=0.02 (1 seed)",
     ]
+    assert "95% CI" not in fig.get_suptitle()  # one seed: no band, none named

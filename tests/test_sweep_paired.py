@@ -150,7 +150,8 @@ def test_with_three_seeds_a_footnote_says_the_interval_is_their_range(tmp_path, 
         == 0
     )
     text = capsys.readouterr().out
-    assert "With 2-3 seeds the interval is only their range [min, max], not a confidence interval" in text
+    assert "minus erm (pp, range)" in text and "range: [min, max] over seeds (with 2-3 seeds" in text
+    assert "95% CI" not in text
     row = _csv(tmp_path / "out" / "paired.csv")[0]
     assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((-0.01, 0.03))
     assert row["metric"] == "final_test_error" and row["n_below"] == "1"
@@ -277,3 +278,33 @@ def test_export_refuses_another_run_under_the_same_name_and_a_target_inside_the_
     assert (target / "0_method.rho=0.05,method=sam,seed=0" / "results.json").read_text() == before
     assert sweep_main([str(first), "--export", str(first / "export")]) == 2
     assert "is inside" in capsys.readouterr().err and not (first / "export").exists()
+
+
+def test_a_setting_as_baseline_pairs_each_method_with_its_own_runs_at_that_setting(tmp_path, capsys):
+    # float32 runs that never overrode the precision (read from their config) against bf16 runs that did
+    for seed, (erm, sam) in enumerate([(0.40, 0.38), (0.42, 0.39)]):
+        for method, error in (("erm", erm), ("sam", sam)):
+            job = _job(tmp_path / "fp32", seed * 2 + (method == "sam"), method, seed, final_test_error=error)
+            payload = json.loads((job / "results.json").read_text())
+            payload["config"]["trainer"] = {"precision": "32-true"}
+            (job / "results.json").write_text(json.dumps(payload))
+            bf16 = {"trainer.precision": "bf16-mixed"}
+            _job(
+                tmp_path / "bf16",
+                seed * 2 + (method == "sam"),
+                method,
+                seed,
+                extra=bf16,
+                final_test_error=error + 0.01 * (1 + seed),
+            )
+    code = sweep_main([str(tmp_path), "--paired", "seed", "--baseline", "trainer.precision=32-true", "--no-plots"])
+    assert code == 0
+    rows = list(csv.DictReader(open(tmp_path / "summary" / "paired.csv")))
+    assert sorted((r["method"], r["baseline_row"], r["diff_seed_0"], r["diff_seed_1"]) for r in rows) == [
+        ("erm", "method=erm trainer.precision=32-true", "0.01", "0.02"),
+        ("sam", "method=sam trainer.precision=32-true method.rho=0.05", "0.01", "0.02"),
+    ]
+    assert (
+        sweep_main([str(tmp_path), "--paired", "seed", "--baseline", "trainer.precision=16-mixed", "--no-plots"]) == 2
+    )
+    assert "no run has trainer.precision=16-mixed; its values here: 32-true, bf16-mixed" in capsys.readouterr().err

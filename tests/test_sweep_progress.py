@@ -75,3 +75,28 @@ def test_the_count_is_the_sweepers(config, count, capsys):
     callback.on_multirun_start(config)
     callback.on_job_start(job(0, ["seed=0"]))
     assert capsys.readouterr().out.startswith("job 1/" + str(count) if count else "job 1 (seed=0)")
+
+
+def test_the_eta_counts_only_the_jobs_that_train(monkeypatch, capsys):
+    # method=erm,sam x rho=0.05,0.1: ERM at rho 0.1 (job 1) repeats job 0 and is skipped at once; it
+    # must neither pull the mean down nor count as work left.
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "time", lambda: now[0])
+    callback = MultirunProgress()
+    grid = ["method=erm,sam", "method.rho=0.05,0.1"]
+    callback.on_multirun_start(multirun(grid))
+    assert callback.skipped == {1}
+    lines = []
+    jobs = [["method=erm", "method.rho=0.05"], ["method=erm", "method.rho=0.1"]]
+    jobs += [["method=sam", "method.rho=0.05"], ["method=sam", "method.rho=0.1"]]
+    for num, (overrides, duration) in enumerate(zip(jobs, [600.0, 0.5, 600.0, 600.0])):
+        callback.on_job_start(job(num, overrides))
+        lines.append(capsys.readouterr().out.strip())
+        now[0] += duration
+        callback.on_job_end(job(num, overrides), job_return=JobReturn(status=JobStatus.COMPLETED))
+    assert [line.split("ETA ")[-1] if "ETA" in line else None for line in lines] == [
+        None,
+        "0:20:00",  # this job is skipped: the work left is the two SAM jobs, 10 min each
+        "0:20:00",  # the mean is 10 min (the skipped 0.5 s left out), two jobs left
+        "0:10:00",
+    ]

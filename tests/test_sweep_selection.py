@@ -87,10 +87,10 @@ def test_rho_is_chosen_on_validation_when_the_runs_have_a_split(tmp_path, capsys
     assert float(rows[("sam", "0.1")]["val_mean"]) == pytest.approx(0.202)
     assert float(rows[("sam", "0.1")]["mean"]) == pytest.approx(0.252)
     header = [c.strip() for c in _table_header(text) if c.strip()]
-    assert header[2:5] == ["seeds", "val error % (95% CI)", "test error % (95% CI)"]
+    assert header[2:5] == ["seeds", "val error % (range)", "test error % (range)"]  # 2-3 seeds: their range
     assert "best rho chosen on validation (val error" in text
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert "| val error % (95% CI)" in md and "best rho chosen on validation" in md
+    assert "| val error % (range)" in md and "best rho chosen on validation" in md
 
 
 def test_without_a_split_the_test_set_chooses_and_the_table_says_so(tmp_path, capsys):
@@ -131,7 +131,7 @@ def test_best_metric_with_a_split_reports_the_test_error_at_the_best_validation_
         0.335
     )  # early stopping on validation, not min over epochs
     header = [c.strip() for c in _table_header(text) if c.strip()]
-    assert header[1:4] == ["seeds", "best val error % (95% CI)", "test error at best val % (95% CI)"]
+    assert header[1:4] == ["seeds", "best val error % (range)", "test error at best val % (range)"]
     assert "33.50 [33.00, 34.00]" in text
     # A run without a split has no test error at a best validation epoch: named, not silently left out.
     _job(sweep, 99, "sam", 0.05, 2, **_split(0.01, None))
@@ -154,7 +154,7 @@ def test_the_best_test_error_key_reports_the_lowest_test_error_rho_still_chosen_
     assert {(r["metric"], r["chosen_on"]) for r in rows.values()} == {("best_test_error", "best_val_error")}
     assert float(rows[("sam", "0.2")]["mean"]) == pytest.approx(0.055)  # min over epochs: test - 0.05
     assert [k for k, r in rows.items() if r["best_rho"] == "1"] == [("sam", "0.05")]  # validation chose
-    assert "best test error % (95% CI)" in capsys.readouterr().out
+    assert "best test error % (range)" in capsys.readouterr().out
 
 
 def test_the_train_column_is_in_percent_whatever_the_metric(tmp_path, capsys):
@@ -170,7 +170,7 @@ def test_the_train_column_is_in_percent_whatever_the_metric(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     rule = next(i for i, line in enumerate(lines) if line.startswith("---"))
     header, row = [c.strip() for c in lines[rule - 1].split("  ") if c.strip()], lines[rule + 1]
-    assert header[-1] == "train error %" and row.split()[-1] == "1.00"  # final_train_error 0.01
+    assert header[-1] == "train error % (augmented, during the epoch)" and row.split()[-1] == "1.00"  # 0.01
     assert "0.45 [0.4, 0.5]" in row
 
 

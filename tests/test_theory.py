@@ -523,7 +523,7 @@ def test_fig6_preset_is_a_multirun_ending_with_its_table(tmp_path):
         if line.split()[:1] in (["erm"], ["sam"], ["sam_m1"])
     }
     assert set(rows) == {"erm", "sam", "sam_m1"} and all(r[1] == "2" for r in rows.values())  # 2 seeds each
-    assert "test loss (95% CI)" in table
+    assert "test loss (range)" in table  # 2 seeds: their range, named so
     summary = {r["method"]: r for r in __import__("csv").DictReader(open(tmp_path / "summary" / "summary.csv"))}
     for method, row in summary.items():
         losses = [
@@ -575,4 +575,4 @@ def test_rho_grid_table_by_method_and_rho_counts_diverged_runs(tmp_path, capsys)
     assert "0.003 [0.002, 0.004]" in lines[("sam_m1", "0.05")] and lines[("sam_m1", "0.05")].rstrip().endswith(" *")
     assert "1 diverged" in lines[("sam_m1", "0.3")] and " 1 " in lines[("sam_m1", "0.3")]  # one seed left
     assert "(*)" in lines[("sam", "0.05")]  # lowest, but its interval overlaps rho = 0.3's
-    assert "test loss (95% CI)" in text and "common overrides: experiment=diag_net_rho_grid" in text
+    assert "test loss (range)" in text and "common overrides: experiment=diag_net_rho_grid" in text

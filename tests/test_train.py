@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY
+from helpers import computed
 from wandb_log import run_contents
 
 from train import train
@@ -61,8 +62,8 @@ def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, tiny_cfg):
     a = train(tiny_cfg(f"paths.output_dir={tmp_path / 'a'}"))
     b = train(tiny_cfg(f"paths.output_dir={tmp_path / 'b'}"))
     c = train(tiny_cfg(f"paths.output_dir={tmp_path / 'c'}", "seed=1"))
-    assert a["history"] == b["history"]
-    assert a["history"] != c["history"]
+    assert computed(a["history"]) == computed(b["history"])
+    assert computed(a["history"]) != computed(c["history"])
 
 
 @pytest.mark.slow
@@ -137,7 +138,7 @@ def test_wandb_run_records_the_command_its_files_and_its_preset(tmp_path):
             "method=sam_m128",
             "logger=wandb",
             "logger.wandb.mode=offline",
-            "logger.wandb.tags=[paper]",
+            "tags=[paper]",
             f"hydra.run.dir={tmp_path}",
         )
     finally:
@@ -148,13 +149,10 @@ def test_wandb_run_records_the_command_its_files_and_its_preset(tmp_path):
     assert "anonymous" not in console and "warning" not in console.lower(), console[-3000:]
     results = json.load(open(tmp_path / "results.json"))
     config, summary, run = run_contents(_offline_run_file(tmp_path))
-    assert (
-        "method=sam_m128" in config["hydra"]["overrides"]
-        and "logger.wandb.tags=[paper]" in config["hydra"]["overrides"]
-    )
+    assert "method=sam_m128" in config["hydra"]["overrides"] and "tags=[paper]" in config["hydra"]["overrides"]
     assert config["hydra"]["command"].startswith("python train.py ") and "method=sam_m128" in config["hydra"]["command"]
     assert run["name"].startswith("sam_m128-synthetic-"), run["name"]  # the preset, not only its class
-    assert "paper" not in run["name"] and run["tags"] == ["paper"]
+    assert "paper" not in run["name"] and run["tags"] == ["sam_m128", "synthetic", "batchnorm", "smoke", "paper"]
     assert summary["parameters"] == results["parameters"] > 0 and summary["wall_time_s"] > 0
     files = next((tmp_path / "wandb").glob("offline-run-*")) / "files"
     assert json.loads((files / "results.json").read_text())["status"] == "finished"
@@ -172,8 +170,8 @@ def test_wandb_run_names_keep_the_preset_and_its_overrides():
 
     assert name("method=sam_m32") != name("method=sam_m128") != name("method=sam_m4")
     assert name("method=sam_m32").startswith("sam_m32-synthetic-preact_resnet18-s0")
-    assert "method.rho=0.2" in name("method=sam_m32", "method.rho=0.2")
-    assert name("method=sam_m32", "seed=3", "logger.wandb.tags=[x]", "trainer.enable_progress_bar=false") == name(
+    assert "rho=0.2" in name("method=sam_m32", "method.rho=0.2")
+    assert name("method=sam_m32", "seed=3", "tags=[x]", "trainer.enable_progress_bar=false") == name(
         "method=sam_m32", "seed=3"
     )
 
@@ -193,7 +191,7 @@ def test_cli_multirun_leaves_logger_tags_out_of_folder_names(tmp_path):
         "seed=0",
         "logger=wandb",
         "logger.wandb.mode=offline",
-        "logger.wandb.tags=[paper]",
+        "tags=[paper]",
         f"hydra.sweep.dir={tmp_path}",
         "hydra/launcher=basic",
     )
@@ -201,7 +199,7 @@ def test_cli_multirun_leaves_logger_tags_out_of_folder_names(tmp_path):
     (job,) = [p for p in tmp_path.iterdir() if (p / "results.json").exists()]
     assert "paper" not in job.name and "tags" not in job.name
     _, _, run = run_contents(_offline_run_file(job))
-    assert "paper" not in run["name"] and run["tags"] == ["paper"]
+    assert "paper" not in run["name"] and run["tags"][-1] == "paper"
 
 
 @pytest.mark.slow

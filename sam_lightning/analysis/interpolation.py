@@ -38,9 +38,9 @@ from sam_lightning.analysis.evaluation import (
 )
 from sam_lightning.checkpoints import data_spec_for, load_checkpoint, require_same_architecture
 from sam_lightning.config import ConfigError
-from sam_lightning.entry import run_command
+from sam_lightning.entry import hydra_main, run_command
 from sam_lightning.jsonio import atomic_write_json
-from sam_lightning.strict import check_booleans
+from sam_lightning.strict import check_settings
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def t_grid(cfg: DictConfig) -> list[float]:
 
 def run(cfg: DictConfig) -> dict:
     """Everything the command does; returns what interpolation.json holds."""
-    check_booleans(cfg, "interpolation")
+    check_settings(cfg, "interpolation")
     ts = t_grid(cfg)
     device = resolve_device(cfg.device)
     torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
@@ -221,4 +221,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_main(main)  # Hydra's own composition errors: one line, exit 2

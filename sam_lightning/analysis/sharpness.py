@@ -45,11 +45,11 @@ from sam_lightning.analysis.evaluation import (
 )
 from sam_lightning.checkpoints import data_spec_for, load_checkpoint
 from sam_lightning.config import ConfigError
-from sam_lightning.entry import run_command
+from sam_lightning.entry import hydra_main, run_command
 from sam_lightning.jsonio import atomic_write_json
-from sam_lightning.stats import format_mean_ci, mean_ci
+from sam_lightning.stats import format_mean_ci, interval_note, mean_ci
 from sam_lightning.step import frozen_bn_running_stats
-from sam_lightning.strict import check_booleans
+from sam_lightning.strict import check_settings
 from sam_lightning.variants import projected_ascent
 from sam_lightning.variants.base import tree_norm
 
@@ -263,7 +263,7 @@ def unique(labels: list[str]) -> list[str]:
 
 def summary_table(records: list[dict]) -> pd.DataFrame:
     """One row per label, BN mode, m and rho: the m-sharpness (and suboptimality factor) as mean
-    [95% CI] over the checkpoints that share the label."""
+    [interval] over the checkpoints that share the label (their range for 2-3, else the 95% CI)."""
     frame = pd.DataFrame(records)
     if "suboptimality_factor" not in frame:
         frame["suboptimality_factor"] = np.nan
@@ -286,7 +286,7 @@ def summary_table(records: list[dict]) -> pd.DataFrame:
 
 def run(cfg: DictConfig) -> dict:
     """Everything the command does; returns what sharpness.json holds."""
-    check_booleans(cfg, "sharpness")
+    check_settings(cfg, "sharpness")
     s = Settings.from_config(cfg)
     device = resolve_device(cfg.device)
     torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)  # a max of loss differences wants full fp32 convs
@@ -359,7 +359,9 @@ def run(cfg: DictConfig) -> dict:
     plots.sharpness(records, out_dir / "sharpness.png")
     print(
         table.to_markdown(index=False),
-        "95% CI: percentile bootstrap over the checkpoints of a label (none for one).",
+        interval_note(table["n_checkpoints"], over="checkpoints").replace(
+            "over checkpoints", "over the checkpoints of a label"
+        ),
         sep="\n",
         flush=True,
     )
@@ -373,4 +375,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_main(main)  # Hydra's own composition errors: one line, exit 2

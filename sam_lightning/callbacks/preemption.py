@@ -8,11 +8,16 @@ same way as SIGTERM. `on_exception` writes the checkpoint; train.py turns the ex
 `Preempted` (exit status 143, as a process ended by SIGTERM), which a scheduler reads as "not
 done": resuming with ckpt_path=<run dir>/checkpoints/last.ckpt goes on from that very step, with
 the epoch's batch order and random states (`ResumableEpoch`).
+
+Ctrl-C (KeyboardInterrupt, which Lightning turns into status `interrupted` and exit status 1) saves
+nothing, since it can land inside a step; it says where the run is and how to resume it from its
+last saved checkpoint (checkpoints/last.ckpt, written at each epoch's end), as SIGTERM's line does.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -26,6 +31,7 @@ class Preempted(Exception):
     """The run stopped on SIGTERM/SIGUSR1 after saving last.ckpt; results.json says `preempted`."""
 
     exit_code = PREEMPTED_EXIT
+    ends_sweep = True  # in a multirun, no next job starts: the process ends with 143 (train.py -m again resumes)
 
 
 class Preemption(pl.Callback):
@@ -50,6 +56,16 @@ class Preemption(pl.Callback):
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(str(self.path))
             self.saved = self.path
+        elif isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            print(interrupted_line(trainer.global_step, self.path), file=sys.stderr, flush=True)
+
+
+def interrupted_line(step: int, last: Path) -> str:
+    """What Ctrl-C leaves: the run folder and the command that resumes it (or why none can)."""
+    where = f"interrupted (Ctrl-C) at step {step}; run folder: {last.parent.parent}"
+    if last.is_file():
+        return f"{where}\nresume from its last checkpoint with: python train.py ckpt_path={last}"
+    return f"{where}\nno checkpoint saved yet ({last.name} is written at each epoch's end): nothing to resume, run it again"
 
 
 class ResumableEpoch:

@@ -67,21 +67,14 @@ class ImageDataModule(pl.LightningDataModule):
         sizes = self.splits.sizes()
         noisy = f", {sizes['noisy_train']} flipped labels" if "noisy_train" in sizes else ""
         log.info("data %s: %d train / %d validation / %d test examples, %d classes%s", self.data.name, sizes["train"], sizes["val"], sizes["test"], sizes["num_classes"], noisy)
-        # On the loaded data and the real device count: any source (build_run checked a synthetic set's
-        # size before anything started, with the device count its settings give).
+        # With the real device count (build_run checked the counted images before anything started,
+        # with the device count the settings give: "auto" devices are only known here).
         require_full_batches(sizes["train"], self.batch_size, self.trainer.world_size if self.trainer is not None else 1)
 
     @property
-    def eval_sets(self) -> list[str]:
-        """The evaluation loaders' names, in dataloader_idx order: test always; val with a
-        validation split (data.val_fraction); train with data.eval_train (the training images with
-        their true labels, unaugmented, in eval mode: whether a model has fit its training set)."""
-        sets = ["test"]
-        if self.data.val_fraction > 0:
-            sets.append("val")
-        if self.data.eval_train:
-            sets.append("train_eval")
-        return sets
+    def eval_sets(self) -> tuple[str, ...]:
+        """The evaluation loaders' names, in dataloader_idx order (`DataSpec.eval_sets`)."""
+        return self.data.eval_sets
 
     def _device_for_batches(self) -> torch.device | None:
         """The device to keep the training set on, or None for the DataLoader path."""

@@ -8,9 +8,11 @@ one line names the path and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +61,9 @@ def download_cifar(name: str, root: str) -> None:
 
 def _cifar_missing(name: str, root: str, download: bool) -> ConfigError:
     fix = "set data.download=true (needs network)" if not download else "delete the folder and download again"
-    return ConfigError(f"{name} not found or corrupted under {os.path.abspath(root)}: {fix}, or point data.root at a folder holding it")
+    return ConfigError(
+        f"{name} not found or corrupted under {os.path.abspath(root)}: {fix}, or point data.root at a folder holding it"
+    )
 
 
 def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
@@ -71,8 +75,13 @@ def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
             raise _cifar_missing(name, root, download) from err
         except OSError as err:  # no network while downloading
-            raise ConfigError(f"could not download {name} into {os.path.abspath(root)} ({err.__class__.__name__}: {err}); fetch it on a machine with network and set data.root, data.download=false") from err
-        splits[train] = (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.long))
+            raise ConfigError(
+                f"could not download {name} into {os.path.abspath(root)} ({err.__class__.__name__}: {err}); fetch it on a machine with network and set data.root, data.download=false"
+            ) from err
+        splits[train] = (
+            torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+            torch.tensor(ds.targets, dtype=torch.long),
+        )
     mean, std = (torch.tensor(s) for s in CIFAR_STATS[name])
     return ImageArrays(*splits[True], *splits[False], num_classes=100 if name == "cifar100" else 10, mean=mean, std=std)
 
@@ -101,7 +110,9 @@ def _list_images(base: Path, split: str, classes: list[str]) -> tuple[list[tuple
             else:
                 skipped.append(f)
         if not found:
-            raise ConfigError(f"{base / split / c} holds no images ({', '.join(IMAGE_EXTENSIONS)}): every class needs images in train/ and test/; remove the folder or add images")
+            raise ConfigError(
+                f"{base / split / c} holds no images ({', '.join(IMAGE_EXTENSIONS)}): every class needs images in train/ and test/; remove the folder or add images"
+            )
     return images, skipped
 
 
@@ -118,7 +129,12 @@ def _decode(files: list[tuple[Path, int]], desc: str) -> tuple[Tensor, Tensor]:
             reason = re.sub(r"^\w+, \S+:\d+, ", "", (str(err).strip().splitlines() or [type(err).__name__])[0])
             raise ConfigError(f"cannot decode {f}: {reason[:150]}; delete or replace the file") from err
         if img.shape[1:] != (32, 32):
-            img = F.interpolate(img[None].float(), size=(32, 32), mode="bilinear", antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
+            img = (
+                F.interpolate(img[None].float(), size=(32, 32), mode="bilinear", antialias=True)[0]
+                .round()
+                .clamp(0, 255)
+                .to(torch.uint8)
+            )
         images[i] = img
     return images, torch.tensor([k for _, k in files], dtype=torch.long)
 
@@ -133,6 +149,35 @@ def tree_fingerprint(files: list[Path], base: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _imagefolder_files(base: Path) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]], list[Path]]:
+    """The classes of an ImageFolder tree, its training and test image files (with their class
+    index) and the files skipped, listed without decoding any; a tree that cannot be used as it is
+    (see `load_imagefolder`) is a ConfigError."""
+    if not (base / "train").is_dir() or not (base / "test").is_dir():
+        raise ConfigError(
+            f"no train/ and test/ folders under {base.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)"
+        )
+    classes = _class_folders(base / "train")
+    if not classes:
+        raise ConfigError(
+            f"{base / 'train'} holds no class folders: an ImageFolder tree is train/<class>/*, test/<class>/*"
+        )
+    test_only = sorted(set(_class_folders(base / "test")) - set(classes))
+    if test_only:
+        raise ConfigError(
+            f"{base / 'test'} has class folder(s) that train/ lacks: {', '.join(test_only)}; a class must be in both"
+        )
+    missing = [c for c in classes if not (base / "test" / c).is_dir()]
+    if missing:
+        raise ConfigError(
+            f"{base / 'test'} lacks the class folder(s) {', '.join(missing)} of train/; a class must be in both"
+        )
+    train_files, skipped = _list_images(base, "train", classes)
+    test_files, skipped_test = _list_images(base, "test", classes)
+    skipped += skipped_test
+    return classes, train_files, test_files, skipped
+
+
 def load_imagefolder(root: str, cache_dir: str | None) -> ImageArrays:
     """Any `train/<class>/*`, `test/<class>/*` tree, decoded once (and cached, if `cache_dir`).
 
@@ -141,22 +186,15 @@ def load_imagefolder(root: str, cache_dir: str | None) -> ImageArrays:
     skipped and counted in the log; an undecodable image is an error that names the file. The cache
     is keyed on the tree's content (`tree_fingerprint`), so a changed tree is decoded again."""
     base = Path(root).expanduser()
-    if not (base / "train").is_dir() or not (base / "test").is_dir():
-        raise ConfigError(f"no train/ and test/ folders under {base.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)")
-    classes = _class_folders(base / "train")
-    if not classes:
-        raise ConfigError(f"{base / 'train'} holds no class folders: an ImageFolder tree is train/<class>/*, test/<class>/*")
-    test_only = sorted(set(_class_folders(base / "test")) - set(classes))
-    if test_only:
-        raise ConfigError(f"{base / 'test'} has class folder(s) that train/ lacks: {', '.join(test_only)}; a class must be in both")
-    missing = [c for c in classes if not (base / "test" / c).is_dir()]
-    if missing:
-        raise ConfigError(f"{base / 'test'} lacks the class folder(s) {', '.join(missing)} of train/; a class must be in both")
-    train_files, skipped = _list_images(base, "train", classes)
-    test_files, skipped_test = _list_images(base, "test", classes)
-    skipped += skipped_test
+    classes, train_files, test_files, skipped = _imagefolder_files(base)
     if skipped:
-        log.warning("skipped %d file(s) that are not %s images under %s, e.g. %s", len(skipped), "/".join(e[1:] for e in IMAGE_EXTENSIONS), base, skipped[0])
+        log.warning(
+            "skipped %d file(s) that are not %s images under %s, e.g. %s",
+            len(skipped),
+            "/".join(e[1:] for e in IMAGE_EXTENSIONS),
+            base,
+            skipped[0],
+        )
     cache = None
     if cache_dir:
         key = tree_fingerprint([f for f, _ in train_files + test_files], base)
@@ -169,11 +207,21 @@ def load_imagefolder(root: str, cache_dir: str | None) -> ImageArrays:
     mean, std = channel_stats(train_x)
     arrays = ImageArrays(train_x, train_y, test_x, test_y, len(classes), mean, std)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
-        torch.save(vars(arrays), tmp)
-        os.replace(tmp, cache)
-        log.info("%s: decoded images cached in %s", base, cache)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(vars(arrays), tmp)
+            os.replace(tmp, cache)
+            log.info("%s: decoded images cached in %s", base, cache)
+        except OSError as err:  # a cache is a saving, never a reason to fail the run
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            log.warning(
+                "%s: the decoded images cannot be cached in %s (%s); going on without",
+                base,
+                cache.parent,
+                err.strerror or err,
+            )
     return arrays
 
 
@@ -186,7 +234,9 @@ def make_synthetic(n_train: int, n_test: int, num_classes: int, seed: int, noise
     variance per unit of class signal) a network trained on a few hundred images fits their noise
     and generalizes far worse."""
     g = torch.Generator().manual_seed(seed)
-    templates = F.interpolate(torch.randn(num_classes, 3, 4, 4, generator=g), size=(32, 32), mode="bilinear", align_corners=False)
+    templates = F.interpolate(
+        torch.randn(num_classes, 3, 4, 4, generator=g), size=(32, 32), mode="bilinear", align_corners=False
+    )
     templates = templates / templates.flatten(1).std(dim=1)[:, None, None, None]
 
     def sample(n: int) -> tuple[Tensor, Tensor]:
@@ -227,5 +277,37 @@ def num_classes_of(data: DataSpec) -> int:
         return data.num_classes
     train = Path(data.root).expanduser() / "train"
     if not train.is_dir() or not (classes := _class_folders(train)):
-        raise ConfigError(f"no class folders under {train.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)")
+        raise ConfigError(
+            f"no class folders under {train.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)"
+        )
     return len(classes)
+
+
+# What torchvision's CIFAR download brings (its md5 sums pin the files): 50,000 training images.
+CIFAR_TRAIN_IMAGES = 50_000
+
+
+def train_images_of(data: DataSpec) -> int:
+    """The source's training images, counted without decoding any, so that the settings that depend
+    on their number (the validation split, label noise, full batches) are checked before the run
+    starts: synthetic: n_train; an ImageFolder tree: its image files, listed (a tree that cannot be
+    used is an error here already); CIFAR: the labels of its training files, unpickled as
+    torchvision does (a second or two for the real ones), or torchvision's 50,000 when the files
+    are still to be downloaded."""
+    if data.name == "synthetic":
+        return data.n_train
+    if data.name == "imagefolder":
+        return len(_imagefolder_files(Path(data.root).expanduser())[1])
+    cls = _cifar_class(data.name)
+    folder = Path(data.root).expanduser() / cls.base_folder
+    try:
+        count = 0
+        for file, _ in cls.train_list:
+            with open(folder / file, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")  # as torchvision reads them
+            count += len(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        return count
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as err:
+        if data.download:  # missing or damaged: prepare_data downloads torchvision's files
+            return CIFAR_TRAIN_IMAGES
+        raise _cifar_missing(data.name, data.root, data.download) from err

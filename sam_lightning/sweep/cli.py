@@ -7,6 +7,7 @@
     python sweep.py --wandb ENTITY/PROJECT --group rho_grid/2026-11-28/10-00-00
     python sweep.py <dir> --paired seed --baseline erm   # and each row minus ERM at the same seed
     python sweep.py <dir> --export docs/results/<name>   # copy the finished jobs' results.json only
+    python sweep.py <dir> --wandb-sync           # upload every offline W&B run below the folder(s)
 
 Exit status: 0 with a table, 1 when no job finished, 2 for bad input.
 """
@@ -58,8 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--baseline",
-        metavar="METHOD",
-        help="with --paired: the method label as the table shows it (erm, sam, sam_m128, ...)",
+        metavar="METHOD|KEY=VALUE",
+        help="with --paired: the method label as the table shows it (erm, sam, sam_m128, ...), or a "
+        "setting (trainer.precision=32-true): each method then minus its own runs at that setting "
+        "(a run that did not override KEY is read at its config's value)",
     )
     p.add_argument(
         "--where",
@@ -76,8 +79,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "skipped) into FOLDER/<job folder>/, e.g. docs/results/<name>; no table",
     )
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead of folders")
-    p.add_argument("--group", help="with --wandb: the W&B group (a multirun's is its folder below multirun/)")
+    p.add_argument(
+        "--group",
+        help="with --wandb: the W&B group (a multirun's: <preset or swept keys>/<date>/<time>, as W&B shows it)",
+    )
     p.add_argument("--no-report", action="store_true", help="with --wandb: do not log the summary back to W&B")
+    p.add_argument(
+        "--wandb-sync",
+        action="store_true",
+        help="upload every offline W&B run below the folders (wandb sync on each job's wandb/offline-run-*); no table",
+    )
     args = p.parse_args(argv)
     if args.wandb and args.dirs:
         p.error("give either multirun folders or --wandb, not both")
@@ -89,6 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--paired and --baseline go together, e.g. --paired seed --baseline erm")
     if args.export and args.wandb:
         p.error("--export copies job folders: give multirun folders, not --wandb")
+    if args.wandb_sync and (args.wandb or args.export):
+        p.error("--wandb-sync uploads the runs of multirun folders: give folders, without --wandb or --export")
     if args.export and args.where:
         p.error("--export copies every job that ended: --where chooses table rows, not what to export")
     if args.metric not in ("auto", *table.METRICS) and not args.metric.startswith(("final_", "best_")):
@@ -164,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.export:
         return _export(args.dirs, args.export)
+    if args.wandb_sync:
+        from sam_lightning.sweep.wandb_io import sync_offline
+
+        try:
+            return sync_offline(args.dirs)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return BAD_INPUT
     try:
         if args.wandb:
             from sam_lightning.sweep.wandb_io import collect_wandb
@@ -171,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             runs, histories = collect_wandb(args.wandb, args.group)
             sources = [f"wandb:{args.wandb} group {args.group}"]
         else:
-            runs, histories = collect(args.dirs)
+            setting = pairing.setting_of(args.baseline) if args.paired and args.baseline else None
+            runs, histories = collect(args.dirs, fill=(setting[0],) if setting else ())
             sources = list(args.dirs)
         if args.where:
             runs = select(runs, args.where)
@@ -189,15 +211,19 @@ def main(argv: list[str] | None = None) -> int:
             f"error: --out {out} cannot be created ({err.strerror or err}); choose a writable folder", file=sys.stderr
         )
         return BAD_INPUT
-    summary, info = summarize(
-        runs,
-        histories,
-        sources,
-        out,
-        args.metric,
-        plots=not args.no_plots,
-        paired=(args.paired, args.baseline) if args.paired else None,
-    )
+    try:
+        summary, info = summarize(
+            runs,
+            histories,
+            sources,
+            out,
+            args.metric,
+            plots=not args.no_plots,
+            paired=(args.paired, args.baseline) if args.paired else None,
+        )
+    except OSError as err:  # e.g. a read-only --out: one line, not a traceback
+        print(f"error: --out {out}: cannot write {err.filename or ''} ({err.strerror or err})", file=sys.stderr)
+        return BAD_INPUT
     if summary.empty:
         print(
             f"\nerror: none of the {len(runs)} job(s) finished with {info['metric']}; see {out / 'runs.csv'}",

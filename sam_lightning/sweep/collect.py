@@ -75,8 +75,20 @@ def _clip(text, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def record(name: str, payload: dict, overrides: list[str] | None) -> dict:
-    """One row: name, status, reason, seed, label, final metrics and key:<override> columns."""
+def config_value(config: dict, key: str):
+    """`key` (dotted) in a run's resolved config, or None."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def record(name: str, payload: dict, overrides: list[str] | None, fill: tuple[str, ...] = ()) -> dict:
+    """One row: name, status, reason, seed, label, final metrics and key:<override> columns. Each key
+    of `fill` that the run did not override gets its column from the run's config (a run made
+    with the default is then told from one that overrode it)."""
     config = payload.get("config") or {}
     status = str(payload.get("status"))
     reason = payload.get("reason")
@@ -106,10 +118,13 @@ def record(name: str, payload: dict, overrides: list[str] | None) -> dict:
     if (row["method_label"] if config.get("method") else keys.get("method")) in RHO_INERT:
         keys.pop("method.rho", None)
     row.update({KEY + k: v for k, v in keys.items()})
+    for key in fill:
+        if row.get(KEY + key) is None and (value := config_value(config, key)) is not None:
+            row[KEY + key] = value
     return row
 
 
-def read_job(job: Path, name: str) -> tuple[dict, list[dict]]:
+def read_job(job: Path, name: str, fill: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:
     """(row, history) of one job folder."""
     path = job / RESULTS_FILE
     overrides_file = job / ".hydra" / "overrides.yaml"
@@ -133,7 +148,7 @@ def read_job(job: Path, name: str) -> tuple[dict, list[dict]]:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as err:
         return {**record(name, {"status": "unreadable", "reason": f"results.json: {_clip(err)}"}, overrides or [])}, []
-    return record(name, current_keys(payload), overrides), list(payload.get("history") or [])
+    return record(name, current_keys(payload), overrides, fill), list(payload.get("history") or [])
 
 
 def iter_jobs(roots: list[str | os.PathLike], check=None):
@@ -152,11 +167,11 @@ def iter_jobs(roots: list[str | os.PathLike], check=None):
             yield job, (f"{root.name}/{name}" if len(roots) > 1 else name)
 
 
-def collect(roots: list[str | os.PathLike]) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
+def collect(roots: list[str | os.PathLike], fill: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict[str, list[dict]]]:
     """Every job below the given folders: one row each (finished or not), and {job: history}."""
     rows, histories = [], {}
     for job, name in iter_jobs(roots):
-        row, histories[name] = read_job(job, name)
+        row, histories[name] = read_job(job, name, fill)
         rows.append(row)
     return pd.DataFrame(rows), histories
 

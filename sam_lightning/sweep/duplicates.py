@@ -144,6 +144,9 @@ def skip_if_duplicate(cfg) -> bool:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001 - the record keeps the config as written
         config = OmegaConf.to_container(cfg, resolve=False)
+    from sam_lightning.run_dir import write_hydra_files
+
+    write_hydra_files(cfg.paths.output_dir, cfg)  # the job's settings, as every job of the sweep has them
     ResultsWriter(cfg.paths.output_dir, config).write("skipped", reason=reason)
     print(f"skipped: {reason}", flush=True)
     return True

@@ -6,8 +6,8 @@ When the training subset is fixed across seeds (the laptop presets fix `data.see
 methods at one seed share their training images, validation split and initial weights, so the
 difference per seed leaves out what the seeds share. For every row of the table other than the
 baseline's, the paired table shows that difference per seed, its mean with the 95% percentile
-bootstrap interval (`sam_lightning.stats`, as the main table) and how many seeds are below the
-baseline. The number is the main table's metric (with a validation split and `--metric best`: the
+bootstrap interval, which with 2-3 seeds is their range (`sam_lightning.stats`, named as in the
+main table) and how many seeds are below the baseline. The number is the main table's metric (with a validation split and `--metric best`: the
 test error at the best validation epoch).
 
 A row is paired with the baseline row that has the same value of every key the two share; keys
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from sam_lightning.config import ConfigError
-from sam_lightning.stats import bootstrap_ci, format_mean_ci
+from sam_lightning.stats import bootstrap_ci, format_mean_ci, interval_name, interval_note
 from sam_lightning.sweep.collect import KEY
 from sam_lightning.sweep.table import RHO, _cell, _sortable, _what, is_error
 
@@ -38,8 +38,18 @@ def unit_column(on: str) -> str:
     return "seed" if on == "seed" else KEY + on.removeprefix(KEY)
 
 
+def setting_of(baseline: str) -> tuple[str, str] | None:
+    """`--baseline KEY=VALUE` (e.g. trainer.precision=32-true): (key, value); a method name: None."""
+    key, sep, value = baseline.partition("=")
+    return (key.strip(), value.strip()) if sep else None
+
+
 def is_baseline(runs: pd.DataFrame, baseline: str) -> pd.Series:
-    """Runs of the baseline method: its label (erm, sam, sam_m128, ...) or its `method=` override."""
+    """Runs of the baseline: its method's label (erm, sam, sam_m128, ...) or `method=` override, or
+    with `KEY=VALUE` the runs whose KEY (override, else config: `collect(fill=...)`) is VALUE."""
+    if (setting := setting_of(baseline)) is not None:
+        col = KEY + setting[0]
+        return runs[col].astype(str) == setting[1] if col in runs else pd.Series(False, index=runs.index)
     hit = runs["method_label"].astype(str) == baseline if "method_label" in runs else pd.Series(False, index=runs.index)
     if KEY + "method" in runs:
         hit |= runs[KEY + "method"].astype(str) == baseline
@@ -55,6 +65,13 @@ def check(runs: pd.DataFrame, on: str, baseline: str) -> None:
             c[len(KEY) :] for c in present.columns if c.startswith(KEY) and present[c].notna().any()
         ]
         raise ConfigError(f"--paired {on}: no run has that key; the runs have: {', '.join(have) or 'none'}")
+    if (setting := setting_of(baseline)) is not None and not is_baseline(runs, baseline).any():
+        col = KEY + setting[0]
+        have = sorted({str(v) for v in runs[col].dropna()}) if col in runs else []
+        raise ConfigError(
+            f"--baseline {baseline}: no run has {setting[0]}={setting[1]}; "
+            + (f"its values here: {', '.join(have)}" if have else "no run has that key")
+        )
     if not is_baseline(runs, baseline).any():
         methods = sorted(
             {str(m) for m in runs.get("method_label", pd.Series(dtype=object)).dropna()}
@@ -102,7 +119,10 @@ def paired(runs: pd.DataFrame, info: dict, on: str, baseline: str) -> tuple[pd.D
     if not bases:  # its runs failed, are still running, or lack the metric
         pinfo["why"] = f"no finished {baseline} run with {metric}: nothing to pair with"
         return empty, pinfo
-    match_keys = [g for g in groups if g[len(KEY) :] not in LABEL_KEYS]
+    # A method baseline differs in the keys that name the method; a KEY=VALUE baseline in KEY alone
+    # (each method is then paired with its own run at the baseline's setting).
+    setting = setting_of(baseline)
+    match_keys = [g for g in groups if (g[len(KEY) :] != setting[0] if setting else g[len(KEY) :] not in LABEL_KEYS)]
     out = []
     for row in (r for r in rows if not r["base"]):
         found = [
@@ -170,7 +190,8 @@ def display_frame(frame: pd.DataFrame, pinfo: dict) -> pd.DataFrame:
     for u in pinfo["units"]:
         out[f"{on} {u}"] = [format(scale * d[u], spec) if u in d else "-" for d in frame["diffs"]]
     what = _what(pinfo["metric"]).removesuffix(" %")
-    out[f"{what} minus {baseline} ({'pp, ' if is_error(pinfo['metric']) else ''}95% CI)"] = [
+    named = [n for n in ("pp" if is_error(pinfo["metric"]) else None, interval_name(frame["n"])) if n]
+    out[f"{what} minus {baseline}" + (f" ({', '.join(named)})" if named else "")] = [
         format_mean_ci(r["mean"], r["ci_low"], r["ci_high"], scale, spec) for _, r in frame.iterrows()
     ]
     out[f"below {baseline}"] = [f"{r['below']} of {r['n']}" if r["n"] else "-" for _, r in frame.iterrows()]
@@ -184,17 +205,9 @@ def notes(frame: pd.DataFrame, pinfo: dict) -> list[str]:
     lines = [
         f"paired on {on}: each row minus the {baseline} run of the same {on} ({_what(metric).removesuffix(' %')}"
         f"{', ' + unit if unit else ''}; negative: below {baseline}). Keys only one of the two has (like method.rho) "
-        "are not matched; every other key they share is. 95% CI: percentile bootstrap of the mean difference "
-        f"over {on}s."
+        "are not matched; every other key they share is.",
+        interval_note(frame["n"] if len(frame) else [], over=f"{on}s").replace("of the mean", "of the mean difference"),
     ]
-    counts = set(frame["n"]) if len(frame) else set()
-    if counts & {2, 3}:
-        lines.append(
-            f"With 2-3 {on}s the interval is only their range [min, max], not a confidence interval; "
-            f"one {on} gives no interval."
-        )
-    elif 1 in counts:
-        lines.append(f"One {on} gives no interval.")
     for _, r in frame.iterrows():
         name = _row_name({g: r[g] for g in pinfo["groups"]}, pinfo["groups"])
         if r["note"]:

@@ -1,8 +1,10 @@
-"""A Hydra callback: an optimizing sweeper's search space (hydra.sweeper.params, Optuna) checked in
-one line before the first trial, instead of a traceback from inside the sweeper.
+"""A Hydra callback: an optimizing sweeper's search space (hydra.sweeper.params, Optuna) and its
+number of trials checked in one line before the first trial, instead of a traceback from inside the
+sweeper.
 
 An interval must run from low to high, and a log interval needs bounds > 0; a range must hold at
-least one value. Runs at on_multirun_start, before the sweeper reads the space.
+least one value; hydra.sweeper.n_trials must be at least 1. Runs at on_multirun_start, before the
+sweeper reads the space (and before the sweep folder is made: conf/train/train.yaml lists it first).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from sam_lightning.config import is_int
 from sam_lightning.entry import BAD_INPUT, fail
 
 
@@ -37,9 +40,21 @@ def search_space_problem(params: dict) -> str | None:
     return None
 
 
+def trials_problem(sweeper) -> str | None:
+    """One line when an optimizing sweeper is told to run no trial (n_trials < 1), else None."""
+    if "n_trials" not in sweeper:  # Hydra's basic sweeper: the jobs are the grid's
+        return None
+    n_trials = sweeper.get("n_trials")
+    if not is_int(n_trials) or n_trials < 1:
+        return f"hydra.sweeper.n_trials={n_trials!r}: must be an integer >= 1 (the trials the study runs)"
+    return None
+
+
 class SearchSpaceCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweeper = config.hydra.get("sweeper") or {}
+        if hasattr(sweeper, "get") and (problem := trials_problem(sweeper)):
+            fail(problem, BAD_INPUT)
         params = dict(sweeper.get("params") or {}) if hasattr(sweeper, "get") else {}
         for arg in config.hydra.overrides.get("task") or []:  # sweeps given on the command line
             key, sep, text = str(arg).partition("=")

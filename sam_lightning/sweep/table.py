@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from sam_lightning.stats import bootstrap_ci, format_mean_ci
+from sam_lightning.stats import bootstrap_ci, format_mean_ci, interval_name, interval_note
 from sam_lightning.sweep.collect import KEY
 
 RHO = KEY + "method.rho"
@@ -37,9 +37,16 @@ VAL_OF = {
 }
 AT_BEST_VAL = "test_error_at_best_val"  # test error at the epoch of lowest validation error
 SKIPPED = "skipped"
-CI_NOTE = (
-    "95% CI: percentile bootstrap of the mean over seeds (none for a single seed; with 2-3 seeds it is their range)."
-)
+# The training errors, each named for what it measures: train/error is a running average over the
+# epoch's augmented batches in training mode (BatchNorm on batch statistics), at w or, for nsam and
+# random, at the perturbed weights; train_eval/error (data.eval_train) is the error on the unaugmented
+# training images with their true labels, in eval mode, measured with the test set. (A train loss
+# keeps its plain name: the theory runs' full-batch loss is neither augmented nor a running average.)
+TRAIN_EVAL = "final_train_eval_error"
+COLUMN_NAMES = {
+    "final_train_error": "train error % (augmented, during the epoch)",
+    TRAIN_EVAL: "train error % (eval mode)",
+}
 BEST_NOTE = (
     "best rho: * the lowest mean among rows that differ only in rho, with an interval below all the "
     "others'; (*) the lowest mean, intervals overlapping."
@@ -97,7 +104,8 @@ def aggregate(runs: pd.DataFrame, metric: str = "auto") -> tuple[pd.DataFrame, d
     train = _train_metric(metric)
     skipped = runs["status"] == SKIPPED if "status" in runs else pd.Series(False, index=runs.index)
     runs = runs[~skipped].copy()
-    numbers = [metric, train, *([val] if val else [])]
+    train_eval = TRAIN_EVAL if is_error(metric) and TRAIN_EVAL in runs and runs[TRAIN_EVAL].notna().any() else None
+    numbers = [metric, train, *([val] if val else []), *([train_eval] if train_eval else [])]
     for col in (*numbers, "seed"):
         if col not in runs:
             runs[col] = np.nan
@@ -113,6 +121,7 @@ def aggregate(runs: pd.DataFrame, metric: str = "auto") -> tuple[pd.DataFrame, d
         "val_metric": val,
         "chosen_on": val or metric,
         "train_metric": train,
+        "train_eval_metric": train_eval,
         "common": common,
         "groups": groups,
         "skipped": int(skipped.sum()),
@@ -131,6 +140,8 @@ def aggregate(runs: pd.DataFrame, metric: str = "auto") -> tuple[pd.DataFrame, d
         mean=(metric, "mean"),
         train_mean=(train, "mean"),
     )
+    if train_eval:
+        summary["train_eval_mean"] = grouped[train_eval].mean()
     for prefix, col in (("", metric), *([("val_", val)] if val else [])):
         if prefix:
             summary[prefix + "mean"] = grouped[col].mean()
@@ -226,13 +237,18 @@ def display_frame(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
     if trials and all(t is not None for t in trials):  # an Optuna study: each row is one trial
         out.insert(0, "trial", [str(t) for t in trials])
     out["seeds"] = summary["n_seeds"].astype(str)
+    interval = interval_name(summary["n_seeds"])
     for prefix, col in ((("val_", info["val_metric"]),) if info.get("val_metric") else ()) + (("", metric),):
-        out[f"{_what(col)} (95% CI)"] = [
+        out[_what(col) + (f" ({interval})" if interval else "")] = [
             format_mean_ci(r[prefix + "mean"], r[prefix + "ci_low"], r[prefix + "ci_high"], scale, spec)
             for _, r in summary.iterrows()
         ]
     train_scale, train_spec = (100.0, ".2f") if is_error(train) else (1.0, ".3g")  # its own kind, not the metric's
-    out[_what(train)] = [format_mean_ci(v, scale=train_scale, spec=train_spec) for v in summary["train_mean"]]
+    out[COLUMN_NAMES.get(train, _what(train))] = [
+        format_mean_ci(v, scale=train_scale, spec=train_spec) for v in summary["train_mean"]
+    ]
+    if info.get("train_eval_metric"):
+        out[COLUMN_NAMES[TRAIN_EVAL]] = [format_mean_ci(v, scale=100.0, spec=".2f") for v in summary["train_eval_mean"]]
     if summary["excluded"].astype(bool).any():
         out["not finished"] = summary["excluded"]
     if summary["best"].any():
@@ -280,7 +296,7 @@ def report(
                 index=False, tablefmt="pipe" if markdown else "simple", disable_numparse=True
             ),
             "",
-            CI_NOTE + (" " + BEST_NOTE if summary["best"].any() else ""),
+            interval_note(summary["n_seeds"]) + (" " + BEST_NOTE if summary["best"].any() else ""),
         ]
         if summary["best"].any():
             parts += [""] * markdown + [chosen_line(info)]

@@ -1,5 +1,6 @@
-"""The W&B side of sweep.py: read a sweep's runs from the W&B API, log the summary back.
+"""The W&B side of sweep.py: upload a sweep's offline runs, read its runs from the W&B API, log the summary back.
 
+    python sweep.py multirun/2026-11-28/10-00-00 --wandb-sync   # wandb sync of every job's offline run
     python sweep.py --wandb ENTITY/PROJECT --group rho_grid/2026-11-28/10-00-00
 
 Needs to be online (an API key and a reachable server); otherwise it stops at once with one line,
@@ -9,6 +10,8 @@ written by train.py) and summary (final_test_error, ...); the per-epoch test err
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,12 +24,30 @@ REPORT_JOB_TYPE = "sweep-summary"
 API_TIMEOUT_S = 30
 
 
-def require_online() -> None:
+def require_online(instead: str = "aggregate the local multirun folder instead") -> None:
     mode, why = resolve_mode("auto")
     if mode != "online":
-        raise ConfigError(
-            f"W&B is not available ({why or 'mode ' + mode}); aggregate the local multirun folder instead"
-        )
+        raise ConfigError(f"W&B is not available ({why or 'mode ' + mode}); {instead}")
+
+
+def offline_runs(dirs: list[str]) -> list[Path]:
+    """Every offline W&B run folder below the given folders (<job>/wandb/offline-run-*), in order."""
+    found = []
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise ConfigError(f"{d}: no such folder")
+        found += sorted({*Path(d).glob("**/wandb/offline-run-*"), *Path(d).glob("offline-run-*")})
+    if not found:
+        raise ConfigError(f"no offline W&B run below {', '.join(dirs)} (runs logged with logger=wandb offline)")
+    return found
+
+
+def sync_offline(dirs: list[str]) -> int:
+    """Uploads every offline run below `dirs` with one `wandb sync`; its exit status."""
+    runs = offline_runs(dirs)
+    require_online("the runs stay offline: sync again with an API key (WANDB_API_KEY or wandb login) and network")
+    print(f"wandb sync: {len(runs)} offline run(s) below {', '.join(dirs)}", flush=True)
+    return subprocess.run([sys.executable, "-m", "wandb", "sync", *map(str, runs)], check=False).returncode
 
 
 def run_from_api(api_run) -> tuple[dict, list[dict]] | None:

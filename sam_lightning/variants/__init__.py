@@ -6,7 +6,7 @@ write a YAML with its `_target_` and keys (README: "Add your own SAM variant").
 """
 
 from sam_lightning.variants.asam import ASAM
-from sam_lightning.variants.base import GradFn, Method, Params, Variant
+from sam_lightning.variants.base import GradFn, Method, Params, Variant, method_names
 from sam_lightning.variants.erm import ERM
 from sam_lightning.variants.gsam import GSAM
 from sam_lightning.variants.nsam import NSAM
@@ -26,5 +26,6 @@ __all__ = [
     "RandomPerturbation",
     "SwitchedSAM",
     "Variant",
+    "method_names",
     "projected_ascent",
 ]

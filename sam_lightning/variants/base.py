@@ -111,6 +111,23 @@ class Method:
         """Plain data for checkpoints, results and labels: the name and every setting."""
         return {"name": self.name, **asdict(self)}
 
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The names a run of this class can carry (results.json's method.name): its `name`."""
+        name = getattr(cls, "name", None)
+        return (name,) if isinstance(name, str) else ()
+
+
+def method_names() -> set[str]:
+    """The names of every method class defined so far: the built-in ones, and a plugin's once its
+    class is imported (a run's own method is). What a name that selects methods may be."""
+    found, classes = set(), [Method]
+    while classes:
+        cls = classes.pop()
+        found.update(cls.names())
+        classes.extend(cls.__subclasses__())
+    return found
+
 
 @dataclass(frozen=True, kw_only=True)
 class Variant(Method):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from sam_lightning.variants.base import check
 from sam_lightning.variants.sam import SAM
 
+ORDERS = ("erm_to_sam", "sam_to_erm")
+
 
 @dataclass(frozen=True, kw_only=True)
 class SwitchedSAM(SAM):
@@ -22,14 +24,16 @@ class SwitchedSAM(SAM):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(
-            self.order in ("erm_to_sam", "sam_to_erm"), f"method.order={self.order!r}: must be erm_to_sam or sam_to_erm"
-        )
+        check(self.order in ORDERS, f"method.order={self.order!r}: must be erm_to_sam or sam_to_erm")
         check(0 <= self.switch_at <= 1, f"method.switch_at={self.switch_at!r}: must be in [0, 1]")
 
     @property
     def name(self) -> str:  # erm_to_sam or sam_to_erm, as the paper names them
         return self.order
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return ORDERS
 
     def switch_epoch(self, max_epochs: int) -> int:
         return round(self.switch_at * max_epochs)
