@@ -27,9 +27,10 @@ NO_BF16_CPU = "no bf16 support on this CPU: float32"
 # (whole laptop run: 0.42x/0.57x of float32 for ERM/SAM, vs 0.48x/0.63x in bf16 alone); with
 # GroupNorm it is not (CPU_GROUPNORM_CHANNELS_LAST in train.py says so when forced).
 # Measured (README, Speed; width 16, batch 64, one thread): the compiled backbone makes the float32
-# step 0.65-0.71x the eager one for ERM and SAM (4-SAM through the loop 0.68-0.96x): by those step
-# times it repays its 1-2 minutes of compiling within a 13-40 minute laptop run (an estimate, not a
-# whole run measured); in bf16 with channels_last 0.72-0.87x (ERM, SAM) and 0.93-0.97x (4-SAM).
+# step 0.65-0.71x the eager one for ERM and SAM (4-SAM through the loop 0.68-0.96x); through 12-epoch
+# regime-A runs the steady epoch took 0.77x (ERM) and 0.81x (SAM), so it repays its seconds to a minute
+# or two of compiling within a laptop run; in bf16 with channels_last 0.72-0.87x (ERM, SAM) and
+# 0.93-0.97x (4-SAM) per step.
 FLOAT32 = ("32-true", "32", 32)
 
 
