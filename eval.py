@@ -17,10 +17,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from sam_lightning.analysis.evaluation import DataCache, loss_and_error, resolve_device, select_points
-from sam_lightning.checkpoints import data_spec_for, load_checkpoint
 from sam_lightning.entry import hydra_main, run_command
-from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
-from sam_lightning.strict import check_settings
+from sam_lightning.run.checkpoints import data_spec_for, load_checkpoint
+from sam_lightning.run.jsonio import RESULTS_FILE, atomic_write_json
+from sam_lightning.settings.strict import check_settings
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -10,7 +10,7 @@ See docs/sweeps.md.
 
 import sys
 
-from sam_lightning.sweep.cli import main
+from sam_lightning.reporting.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

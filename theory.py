@@ -13,7 +13,7 @@
 
 A sibling of train.py rather than a train.py experiment: the Lightning loop costs milliseconds per
 step in callbacks and logging, more than the step itself on a 60-parameter model, and these runs
-take 2e4 full-batch steps. The step and the methods are the same: `sam_lightning.step`, `sam_lightning.variants`. Each run directory holds
+take 2e4 full-batch steps. The step and the methods are the same: `sam_lightning.core.step`, `sam_lightning.variants`. Each run directory holds
 results.json in the training runs' shape (status, final_train_loss, final_test_loss, config,
 history, ...); a multirun ends with the table of `python sweep.py <sweep dir>`.
 """
@@ -23,10 +23,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from sam_lightning.config import ConfigError
 from sam_lightning.entry import FAILED, check_mode_flags, fail, hydra_main, is_multirun, run_command
-from sam_lightning.results import write_failure
-from sam_lightning.strict import check_settings
+from sam_lightning.run.results import write_failure
+from sam_lightning.settings.config import ConfigError
+from sam_lightning.settings.strict import check_settings
 from sam_lightning.theory.runner import run_job
 from sam_lightning.theory.units import in_project_units
 

@@ -28,28 +28,35 @@ from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from sam_lightning.callbacks.checked_io import CheckedCheckpointIO
-from sam_lightning.callbacks.divergence import DivergenceGuard
-from sam_lightning.callbacks.epoch_metrics import EpochMetricsState
-from sam_lightning.callbacks.log_interval import LogInterval
-from sam_lightning.callbacks.preemption import Preempted, Preemption
-from sam_lightning.callbacks.progress import progress_bar
-from sam_lightning.callbacks.rng_state import RNGState
-from sam_lightning.callbacks.switch import MethodSwitch
-from sam_lightning.config import ConfigError
 from sam_lightning.data import ImageDataModule
 from sam_lightning.entry import check_mode_flags, fail, is_multirun, run_command
-from sam_lightning.loggers import FinalMetrics, finish_wandb, make_loggers
-from sam_lightning.module import SAMClassifier
-from sam_lightning.print_config import print_config_tree
-from sam_lightning.provenance import provenance
-from sam_lightning.quiet import quiet_lightning, silence_deprecations
-from sam_lightning.results import ResultsWriter, write_failure
-from sam_lightning.resume import earlier_job, run_settings
-from sam_lightning.run_dir import claimed, claimed_here, discard_if_unused, folder_of_run, holds_run, write_hydra_files
-from sam_lightning.run_spec import RunSpec, TrainerSpec, build_run, check_trainer_overrides
-from sam_lightning.sweep.duplicates import skip_if_duplicate
-from sam_lightning.threads import cpu_name
+from sam_lightning.run.duplicates import skip_if_duplicate
+from sam_lightning.run.provenance import provenance
+from sam_lightning.run.results import ResultsWriter, write_failure
+from sam_lightning.run.resume import earlier_job, run_settings
+from sam_lightning.run.run_dir import (
+    claimed,
+    claimed_here,
+    discard_if_unused,
+    folder_of_run,
+    holds_run,
+    write_hydra_files,
+)
+from sam_lightning.settings.config import ConfigError
+from sam_lightning.settings.threads import cpu_name
+from sam_lightning.training.callbacks.checked_io import CheckedCheckpointIO
+from sam_lightning.training.callbacks.divergence import DivergenceGuard
+from sam_lightning.training.callbacks.epoch_metrics import EpochMetricsState
+from sam_lightning.training.callbacks.log_interval import LogInterval
+from sam_lightning.training.callbacks.preemption import Preempted, Preemption
+from sam_lightning.training.callbacks.progress import progress_bar
+from sam_lightning.training.callbacks.rng_state import RNGState
+from sam_lightning.training.callbacks.switch import MethodSwitch
+from sam_lightning.training.loggers import FinalMetrics, finish_wandb, make_loggers
+from sam_lightning.training.module import SAMClassifier
+from sam_lightning.training.print_config import print_config_tree
+from sam_lightning.training.quiet import quiet_lightning, silence_deprecations
+from sam_lightning.training.run_spec import RunSpec, TrainerSpec, build_run, check_trainer_overrides
 
 log = logging.getLogger("train")
 # measured (README, Speed): the one combination that only costs time, said once instead of refused
@@ -129,7 +136,7 @@ def train_in(run: RunSpec, run_dir: Path, cfg: DictConfig, resume_step: int | No
     quiet_lightning()
     torch.set_num_threads(run.threads)
     log.info("CPU threads: %d (cpu_threads=%s; %s)", run.threads, run.config.get("cpu_threads", "auto"), cpu_name())
-    log.info(run.speed)  # precision, memory layout, compile: what was chosen and why (sam_lightning/speed.py)
+    log.info(run.speed)  # precision, memory layout, compile: what was chosen and why (sam_lightning/settings/speed.py)
     if run.channels_last and run.model.norm == "group" and not run.trainer.on_gpu:
         log.warning(CPU_GROUPNORM_CHANNELS_LAST)
     pl.seed_everything(run.seed, workers=True, verbose=False)

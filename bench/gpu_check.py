@@ -47,10 +47,10 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sam_lightning.config import ConfigError  # noqa: E402
 from sam_lightning.entry import fail, run_command  # noqa: E402
-from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json  # noqa: E402
-from sam_lightning.threads import cpu_name  # noqa: E402
+from sam_lightning.run.jsonio import RESULTS_FILE, atomic_write_json  # noqa: E402
+from sam_lightning.settings.config import ConfigError  # noqa: E402
+from sam_lightning.settings.threads import cpu_name  # noqa: E402
 
 STEPS = ("train", "resume", "bench", "ddp", "sharpness")
 PROFILES = ("gpu", "cpu")

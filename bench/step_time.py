@@ -6,7 +6,7 @@
     .venv/bin/python bench/step_time.py m=[4] norms=[group] steps=20
 
 Measures a pre-activation ResNet-18 (by default the laptop presets' size: width 16, batch 64 and 128):
-  * the gradient step alone, through sam_lightning.step: ERM, SAM (m = batch), and m-SAM for each m
+  * the gradient step alone, through sam_lightning.core.step: ERM, SAM (m = batch), and m-SAM for each m
     with the chunk loop and the vectorized engine; BatchNorm and GroupNorm; in float32, bf16
     autocast, channels_last and both, each as a ratio to float32 of the same method in the same run;
   * the machine's dense matmul rate (a large torch.mm in float32 and in bf16), and the fraction of
@@ -41,16 +41,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sam_lightning.config import NORMS, ConfigError, ModelSpec, OptimSpec  # noqa: E402
+from sam_lightning.core.step import erm_gradients, sam_gradients  # noqa: E402
 from sam_lightning.data import DataSpec, ImageDataModule  # noqa: E402
 from sam_lightning.data.device_loader import DeviceBatches  # noqa: E402
 from sam_lightning.entry import run_command  # noqa: E402
 from sam_lightning.models import build_model  # noqa: E402
-from sam_lightning.module import SAMClassifier, l2_penalty  # noqa: E402
-from sam_lightning.quiet import quiet_lightning, silence_deprecations  # noqa: E402
-from sam_lightning.speed import NO_BF16_CPU, cpu_bf16_feature  # noqa: E402
-from sam_lightning.step import erm_gradients, sam_gradients  # noqa: E402
-from sam_lightning.strict import check_booleans  # noqa: E402
+from sam_lightning.settings.config import NORMS, ConfigError, ModelSpec, OptimSpec  # noqa: E402
+from sam_lightning.settings.speed import NO_BF16_CPU, cpu_bf16_feature  # noqa: E402
+from sam_lightning.settings.strict import check_booleans  # noqa: E402
+from sam_lightning.training.module import SAMClassifier, l2_penalty  # noqa: E402
+from sam_lightning.training.quiet import quiet_lightning, silence_deprecations  # noqa: E402
 from sam_lightning.variants import ERM, SAM  # noqa: E402
 
 L2 = 5e-4
@@ -182,7 +182,7 @@ def run_step_rows(cfg: DictConfig, device: torch.device, rates: dict | None = No
                 net = torch.compile(model) if row["compile"] else model
                 setups[key] = (net, params, (x, y))
             net, params, batch = setups[key]
-            if row["compile"] and row["engine"] == "vmap":  # it would run the chunk loop (sam_lightning.step)
+            if row["compile"] and row["engine"] == "vmap":  # it would run the chunk loop (sam_lightning.core.step)
                 row["error"] = "not measured: torch.vmap cannot run a compiled forward"
                 continue
             warmup = WARMUP if not row["times"] else 1

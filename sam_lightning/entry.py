@@ -2,7 +2,7 @@
 
 Exit codes, the same everywhere: 0 done; 2 a user mistake (`ConfigError`: a bad setting, path or
 file, refused in one line before anything runs, or found missing while it runs); 1 a run that
-failed or diverged; 143 a preempted run (sam_lightning.callbacks.preemption).
+failed or diverged; 143 a preempted run (sam_lightning.training.callbacks.preemption).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def hydra_error_line(err: Exception) -> str:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from sam_lightning.config import did_you_mean
+    from sam_lightning.settings.config import did_you_mean
 
     if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:  # method=sam_m12
         group, _, option = err.missing_cfg_file.rpartition("/")
@@ -111,7 +111,7 @@ def hydra_main(main) -> None:
     traceback. A user who sets HYDRA_FULL_ERROR gets Hydra's full report, unchanged."""
     from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException
 
-    from sam_lightning.paths import ROOT_ENV, anchor_root
+    from sam_lightning.run.paths import ROOT_ENV, anchor_root
 
     anchored = anchor_root()  # paths.root_dir: outputs and data where the repository is, from any folder
     try:
@@ -143,7 +143,7 @@ def run_command(job, cfg, required: str = "", record_failure=None):
 
     from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
-    from sam_lightning.config import ConfigError
+    from sam_lightning.settings.config import ConfigError
 
     try:
         return job(cfg)
@@ -172,7 +172,7 @@ def instantiate_method(node):
     from hydra.utils import get_class
     from omegaconf import OmegaConf
 
-    from sam_lightning.config import ConfigError, check_fields
+    from sam_lightning.settings.config import ConfigError, check_fields
 
     values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     target = values.get("_target_")
@@ -195,7 +195,7 @@ def instantiate_one_line(entry, key: str):
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    from sam_lightning.config import ConfigError
+    from sam_lightning.settings.config import ConfigError
 
     try:
         return instantiate(entry, _convert_="all")

@@ -18,7 +18,7 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
 # -- the reference step -------------------------------------------------------------------------------
-# It does not use sam_lightning.step: it evaluates the loss of a copy of the model at explicit weight
+# It does not use sam_lightning.core.step: it evaluates the loss of a copy of the model at explicit weight
 # vectors (torch.func.functional_call), forms every chunk's perturbation from the formula, and applies
 # the first SGD-with-momentum step by hand: w1 = w0 - lr * mean_c grad L_c(w0 + e_c).
 LR = 0.1
@@ -81,8 +81,8 @@ def system(
     grad_clip=None,
 ):
     """A float64 SAMClassifier of a width-2 PreAct ResNet-18 (or `model`, a ModelSpec) on 3 classes."""
-    from sam_lightning.config import ModelSpec, OptimSpec
-    from sam_lightning.module import SAMClassifier
+    from sam_lightning.settings.config import ModelSpec, OptimSpec
+    from sam_lightning.training.module import SAMClassifier
 
     torch.manual_seed(0)
     model = model or ModelSpec("preact_resnet18", width=2, norm="batch")
@@ -127,7 +127,7 @@ def run_entry(module: str, args: list[str], monkeypatch) -> int:
     __main__, which is also how Hydra finds its config folder); returns its exit code. Starting
     Python, torch and Lightning in a new process would cost seconds per call."""
     if module == "sweep":
-        from sam_lightning.sweep.cli import main
+        from sam_lightning.reporting.cli import main
 
         return main(args)
     script = SCRIPTS.get(module)

@@ -22,12 +22,12 @@ from sam_lightning.analysis.evaluation import Points, recompute_bn_stats, select
 from sam_lightning.analysis.interpolation import interpolate_state, interpolation_curve
 from sam_lightning.analysis.interpolation import run as interpolation_run
 from sam_lightning.analysis.sharpness import ascend, batchnorm_mode, m_sharpness
-from sam_lightning.checkpoints import load_checkpoint, require_same_architecture
-from sam_lightning.config import ConfigError
+from sam_lightning.core.step import global_norm, sam_gradients
 from sam_lightning.data.augment import normalize
 from sam_lightning.data.sources import make_synthetic
 from sam_lightning.models import build_model
-from sam_lightning.step import global_norm, sam_gradients
+from sam_lightning.run.checkpoints import load_checkpoint, require_same_architecture
+from sam_lightning.settings.config import ConfigError
 from sam_lightning.variants import SAM
 
 
@@ -367,7 +367,7 @@ def test_sharpness_takes_the_data_options_docs_analysis_md_documents(
     smoke_checkpoints, tmp_path, data, used, monkeypatch
 ):
     from sam_lightning.analysis import sharpness
-    from sam_lightning.checkpoints import data_spec_for
+    from sam_lightning.run.checkpoints import data_spec_for
 
     for choice in (["data=imagefolder", "data.root=/some/tree"], ["data=cifar10"]):  # compose, as documented
         assert (

@@ -440,8 +440,8 @@ SPLIT_CASES = {
 
 @pytest.mark.parametrize("case", SPLIT_CASES)
 def test_a_split_or_noise_of_no_image_is_refused_before_the_run_on_every_source(case, data_source, tmp_path):
-    from sam_lightning.config import ConfigError
-    from sam_lightning.run_spec import build_run
+    from sam_lightning.settings.config import ConfigError
+    from sam_lightning.training.run_spec import build_run
 
     overrides, names = SPLIT_CASES[case]
     with pytest.raises(ConfigError) as err:
@@ -451,7 +451,7 @@ def test_a_split_or_noise_of_no_image_is_refused_before_the_run_on_every_source(
 
 
 def test_the_smallest_fractions_named_are_accepted_on_every_source(data_source, tmp_path):
-    from sam_lightning.run_spec import build_run
+    from sam_lightning.training.run_spec import build_run
 
     # 0.00196 of 256 holds out one image; the smallest noise that flips one of the other 255 is 0.00197
     run = build_run(
@@ -530,7 +530,7 @@ def test_m_must_divide_the_batch(where, tmp_path, capfd, monkeypatch):
         import torch.nn.functional as F
         from helpers import fixed_batch, mlp
 
-        from sam_lightning.step import sam_gradients
+        from sam_lightning.core.step import sam_gradients
         from sam_lightning.variants import SAM
 
         model, (x, y) = mlp(), fixed_batch(16)
@@ -592,10 +592,10 @@ def test_every_boolean_of_conf_is_checked():
     import yaml
 
     import sam_lightning.variants as variants
-    from sam_lightning.config import OptimSpec
     from sam_lightning.data import DataSpec
-    from sam_lightning.run_spec import TRAINER_BOOLEANS, LoggingSpec, RunSpec
-    from sam_lightning.strict import BOOLEANS
+    from sam_lightning.settings.config import OptimSpec
+    from sam_lightning.settings.strict import BOOLEANS
+    from sam_lightning.training.run_spec import TRAINER_BOOLEANS, LoggingSpec, RunSpec
 
     specs = [DataSpec, OptimSpec, LoggingSpec, RunSpec]
     specs += [c for c in vars(variants).values() if dataclasses.is_dataclass(c)]
@@ -706,8 +706,8 @@ def test_two_runs_started_together_write_two_folders_without_a_warning(tmp_path)
 def test_a_checkpoint_with_code_is_refused_without_advising_weights_only_false(tmp_path):
     import pickle
 
-    from sam_lightning.checkpoints import load_checkpoint
-    from sam_lightning.config import ConfigError
+    from sam_lightning.run.checkpoints import load_checkpoint
+    from sam_lightning.settings.config import ConfigError
 
     (tmp_path / "code.ckpt").write_bytes(pickle.dumps(Path("/")))  # unpickling it would construct an object
     with pytest.raises(ConfigError) as err:
@@ -725,9 +725,9 @@ def _exit_of(job, capfd) -> tuple[int, str]:
 
 
 def test_run_command_exits_2_for_a_user_mistake_1_for_a_failure_and_the_errors_own_code(capfd):
-    from sam_lightning.callbacks.divergence import TrainingDiverged
-    from sam_lightning.callbacks.preemption import Preempted
-    from sam_lightning.config import ConfigError
+    from sam_lightning.run.results import TrainingDiverged
+    from sam_lightning.settings.config import ConfigError
+    from sam_lightning.training.callbacks.preemption import Preempted
 
     def raising(error):
         def job(cfg):

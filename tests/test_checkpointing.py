@@ -10,8 +10,8 @@ import torch
 from conftest import compose_config
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-from sam_lightning.callbacks.from_config import instantiate_callbacks
-from sam_lightning.module import SAMClassifier
+from sam_lightning.training.callbacks.from_config import instantiate_callbacks
+from sam_lightning.training.module import SAMClassifier
 from train import train
 
 

@@ -9,9 +9,9 @@ import re
 import pytest
 from conftest import ROOT, compose_config
 
-from sam_lightning.criterion import Criterion
-from sam_lightning.results import current_keys
-from sam_lightning.sweep.cli import main as sweep_main
+from sam_lightning.reporting.cli import main as sweep_main
+from sam_lightning.run.results import current_keys
+from sam_lightning.settings.criterion import Criterion
 
 RESULTS = ROOT / "docs" / "results"
 
@@ -124,7 +124,7 @@ def _paragraph_lines(lines: list[str]) -> list[str]:
 def test_curves_are_titled_by_what_they_plot_whatever_the_tables_metric(monkeypatch, tmp_path):
     # --metric best with a validation split ranks by the test error at the best validation epoch; the
     # curves still plot the logged test and train error (and, with label noise, the fit of each label kind).
-    import sam_lightning.plots as plots
+    import sam_lightning.reporting.plots as plots
 
     if not (RESULTS / "laptop_label_noise").is_dir():
         pytest.skip("no committed laptop_label_noise runs")

@@ -8,8 +8,8 @@ import pytest
 from conftest import CONF, compose_config
 from omegaconf import OmegaConf
 
-from sam_lightning.config import ModelSpec, OptimSpec
 from sam_lightning.entry import instantiate_method
+from sam_lightning.settings.config import ModelSpec, OptimSpec
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
@@ -91,8 +91,8 @@ def test_trainer_node_lists_real_lightning_arguments_with_lightnings_defaults():
 def test_unknown_trainer_arguments_are_refused_naming_the_one_meant():
     from hydra.errors import ConfigCompositionException
 
-    from sam_lightning.config import ConfigError
-    from sam_lightning.run_spec import TrainerSpec, check_trainer_overrides
+    from sam_lightning.settings.config import ConfigError
+    from sam_lightning.training.run_spec import TrainerSpec, check_trainer_overrides
 
     def spec(*overrides):
         return TrainerSpec(args=OmegaConf.to_container(compose_config(list(overrides)).trainer))
@@ -125,7 +125,7 @@ def test_local_settings_compose_when_present_and_are_optional(tmp_path, monkeypa
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from sam_lightning.loggers import logger_entries
+    from sam_lightning.training.loggers import logger_entries
 
     monkeypatch.delenv("SAM_DATA_ROOT", raising=False)
     tree = tmp_path / "train"

@@ -1,4 +1,4 @@
-"""A regime's criterion (sam_lightning/criterion.py): the best value of a logged metric inside a
+"""A regime's criterion (sam_lightning/settings/criterion.py): the best value of a logged metric inside a
 window of epochs, against one bound; checked at the end of the runs it applies to."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import compose_config
 
-from sam_lightning.config import ConfigError
-from sam_lightning.criterion import Criterion
+from sam_lightning.settings.config import ConfigError
+from sam_lightning.settings.criterion import Criterion
 from train import train
 
 FITS = {"metric": "train_eval/error", "at_most": 0.01, "by_fraction": 0.75}

@@ -12,8 +12,8 @@ import yaml
 from conftest import ROOT, TINY, compose_config
 from wandb_log import run_contents
 
-from sam_lightning.naming import NAME_LIMIT, auto_tags, group_name, multirun_name, single_run_name
-from sam_lightning.sweep.cli import main as sweep_main
+from sam_lightning.reporting.cli import main as sweep_main
+from sam_lightning.run.naming import NAME_LIMIT, auto_tags, group_name, multirun_name, single_run_name
 
 
 def _tensorboard_hparams(folder):
@@ -125,7 +125,7 @@ def test_tags_name_method_data_norm_preset_and_scale_then_the_users_own():
 
 
 def test_provenance_names_the_commit_and_the_software():
-    from sam_lightning.provenance import provenance
+    from sam_lightning.run.provenance import provenance
 
     found = provenance()
     assert {"git_commit", "git_dirty", "python", "torch", "lightning", "hydra", "cpu", "gpu"} <= set(found)
@@ -136,7 +136,7 @@ def test_provenance_names_the_commit_and_the_software():
 
 
 def test_wandb_sync_uploads_every_offline_run_of_a_sweep(tmp_path, monkeypatch, capsys):
-    import sam_lightning.sweep.wandb_io as wandb_io
+    import sam_lightning.reporting.wandb_io as wandb_io
 
     for job in ("0_seed=0", "1_seed=1"):
         (tmp_path / job / "wandb" / "offline-run-20261205_100000-abc").mkdir(parents=True)
@@ -159,10 +159,10 @@ def test_wandb_sync_uploads_every_offline_run_of_a_sweep(tmp_path, monkeypatch, 
 def test_test_fraction_keeps_a_fixed_subset_of_the_test_set_for_every_source():
     import torch
 
-    from sam_lightning.config import ConfigError
     from sam_lightning.data.sources import ImageArrays
     from sam_lightning.data.spec import DataSpec
     from sam_lightning.data.splits import make_splits
+    from sam_lightning.settings.config import ConfigError
 
     n = 200
     arrays = ImageArrays(
@@ -193,14 +193,14 @@ def test_test_fraction_keeps_a_fixed_subset_of_the_test_set_for_every_source():
 
 
 def test_the_fingerprint_holds_the_test_fraction_but_not_at_its_default():
-    from sam_lightning.fingerprint import fingerprint
+    from sam_lightning.settings.fingerprint import fingerprint
 
     assert "data.test_fraction" not in fingerprint({"data": {"name": "cifar10", "test_fraction": 1.0}})
     assert fingerprint({"data": {"name": "cifar10", "test_fraction": 0.1}})["data.test_fraction"] == 0.1
 
 
 def test_the_log_interval_is_at_most_an_epoch():
-    from sam_lightning.callbacks.log_interval import batches_per_epoch
+    from sam_lightning.training.callbacks.log_interval import batches_per_epoch
 
     assert batches_per_epoch(256, 128, 1, 1.0) == 2 and batches_per_epoch(1024, 128, 2, None) == 4
     assert batches_per_epoch(1024, 128, 1, 3) == 3 and batches_per_epoch(1024, 128, 1, 0.5) == 4

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sam_lightning.config import ConfigError
 from sam_lightning.data import DataSpec, load_source, random_crop_flip
 from sam_lightning.data.sources import make_synthetic
+from sam_lightning.settings.config import ConfigError
 
 
 def test_synthetic_is_deterministic_in_the_seed_and_balanced():

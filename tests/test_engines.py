@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from helpers import batches, fit, system
 from torch import nn
 
-from sam_lightning.config import ModelSpec
-from sam_lightning.step import sam_gradients
+from sam_lightning.core.step import sam_gradients
+from sam_lightning.settings.config import ModelSpec
 from sam_lightning.variants import ASAM, GSAM, NSAM, SAM, RandomPerturbation
 
 TOL = dict(atol=1e-10, rtol=0)
@@ -152,7 +152,7 @@ def test_chunks_meet_their_own_perturbation():
 
 
 def test_auto_engine_falls_back_to_the_loop_for_a_single_chunk_and_foreign_buffers(caplog):
-    from sam_lightning.step import choose_engine
+    from sam_lightning.core.step import choose_engine
 
     model = conv_net("group")
     assert choose_engine(SAM(m=4), model, 4, 4) == "vmap"

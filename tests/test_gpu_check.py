@@ -144,7 +144,7 @@ def test_a_gpu_run_records_its_peak_memory_in_results_json(tmp_path, monkeypatch
 
     import torch
 
-    from sam_lightning.results import ResultsWriter
+    from sam_lightning.run.results import ResultsWriter
 
     reset = []
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset.append)

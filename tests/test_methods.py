@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_noise_figures_add_up, fixed_batch, mlp
 
-from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
+from sam_lightning.core.step import global_norm, sam_gradients
 from sam_lightning.data import DataSpec
 from sam_lightning.data.label_noise import flip_labels, noise_fit, subset_indices
 from sam_lightning.entry import instantiate_method
-from sam_lightning.step import global_norm, sam_gradients
+from sam_lightning.settings.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.variants import ASAM, NSAM, SAM, RandomPerturbation
 from train import train
 
@@ -268,7 +268,7 @@ def test_nsam_with_random_ascent_batch_trains(tiny_cfg):
 
 @pytest.mark.slow
 def test_init_from_loads_weights_only_and_refuses_another_architecture(tmp_path, tiny_cfg):
-    from sam_lightning.run_spec import build_run
+    from sam_lightning.training.run_spec import build_run
     from train import make_model
 
     source = train(tiny_cfg(f"paths.output_dir={tmp_path / 'a'}"))
@@ -284,7 +284,7 @@ def test_init_from_loads_weights_only_and_refuses_another_architecture(tmp_path,
 
 
 def test_nsam_system_takes_the_previous_batch_and_the_first_step_its_own():
-    from sam_lightning.module import SAMClassifier
+    from sam_lightning.training.module import SAMClassifier
 
     module = SAMClassifier(ModelSpec("preact_resnet18", width=2), NSAM(), OptimSpec(), num_classes=3, max_epochs=1)
     batches = [(torch.full((4, 1), float(i)), torch.full((4,), i)) for i in range(3)]

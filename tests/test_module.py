@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import LR, batches, fit, reference_update, system
 
-from sam_lightning.config import ConfigError, ModelSpec, OptimSpec
+from sam_lightning.settings.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.variants import ERM, SAM
 
 
@@ -115,7 +115,7 @@ def test_grad_clip_clips_the_final_descent_gradient():
 
 def test_erm_is_a_method_whose_hparams_are_those_of_old_checkpoints():
     from sam_lightning.entry import instantiate_method
-    from sam_lightning.module import method_hparams
+    from sam_lightning.training.module import method_hparams
 
     saved = method_hparams(ERM())
     assert saved == {"_target_": "sam_lightning.variants.erm.ERM", "name": "erm", "rho": 0.0}  # as checkpoints hold
@@ -162,7 +162,7 @@ class EveryOtherEpochSAM(SAM):
 def test_the_system_and_the_switch_ask_the_method_what_it_does():
     from pytorch_lightning.callbacks import Callback
 
-    from sam_lightning.callbacks.switch import MethodSwitch
+    from sam_lightning.training.callbacks.switch import MethodSwitch
 
     class Record(Callback):
         seen: list = []

@@ -12,13 +12,13 @@ import pytest
 from conftest import CONF, compose_config
 from omegaconf import OmegaConf
 
-from sam_lightning import plots
 from sam_lightning.analysis.sharpness import expand_checkpoints, summary_table
-from sam_lightning.config import ConfigError
 from sam_lightning.entry import instantiate_method
-from sam_lightning.stats import format_mean_ci, mean_ci
-from sam_lightning.sweep.cli import summarize
-from sam_lightning.sweep.collect import KEY
+from sam_lightning.reporting import plots
+from sam_lightning.reporting.cli import summarize
+from sam_lightning.reporting.collect import KEY
+from sam_lightning.reporting.stats import format_mean_ci, mean_ci
+from sam_lightning.settings.config import ConfigError
 from train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -94,7 +94,7 @@ def test_resume_from_the_command_line_continues_the_run_in_its_own_folder(tmp_pa
 
 
 def test_resume_refuses_another_experiment_and_init_from_with_ckpt_path(tmp_path, tiny_cfg):
-    from sam_lightning.config import ConfigError
+    from sam_lightning.settings.config import ConfigError
 
     train(tiny_cfg(f"paths.output_dir={tmp_path / 'sam'}", "trainer.max_epochs=2", *stop_after(0)))
     last = tmp_path / "sam/checkpoints/last.ckpt"
@@ -119,7 +119,7 @@ def test_resume_refuses_another_experiment_and_init_from_with_ckpt_path(tmp_path
 
 def test_trainer_arguments_at_lightnings_defaults_leave_the_fingerprint_as_before():
     # Checkpoints written before conf/train/trainer listed every argument still resume.
-    from sam_lightning.fingerprint import fingerprint, first_difference
+    from sam_lightning.settings.fingerprint import fingerprint, first_difference
 
     before = {"seed": 0, "trainer": {"max_epochs": 2, "precision": "32-true", "devices": 1}}
     now = {"seed": 0, "trainer": {**before["trainer"], "accumulate_grad_batches": 1, "gradient_clip_val": None}}

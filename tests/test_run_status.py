@@ -11,9 +11,9 @@ import pytest
 from conftest import TINY
 from helpers import check_one_line, run_entry
 
-from sam_lightning.jsonio import atomic_write_json
-from sam_lightning.module import SAMClassifier
-from sam_lightning.sweep.collect import collect
+from sam_lightning.reporting.collect import collect
+from sam_lightning.run.jsonio import atomic_write_json
+from sam_lightning.training.module import SAMClassifier
 from train import train
 
 
@@ -133,7 +133,7 @@ def test_results_config_is_resolved_in_every_status(tmp_path, capfd, monkeypatch
 def test_a_config_that_cannot_be_resolved_is_recorded_as_composed_and_says_why(tmp_path, monkeypatch):
     from conftest import compose_config
 
-    from sam_lightning.results import write_failure
+    from sam_lightning.run.results import write_failure
 
     monkeypatch.delenv("NO_SUCH_VARIABLE", raising=False)
     cfg = compose_config([*TINY, f"paths.output_dir={tmp_path}", "+where=${oc.env:NO_SUCH_VARIABLE}"])

@@ -1,5 +1,5 @@
 """The SAM update against a hand-written reference (tests/helpers.py: `reference_update`, which does
-not use sam_lightning.step) on tiny models with fixed data."""
+not use sam_lightning.core.step) on tiny models with fixed data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from helpers import LR, fixed_batch, mlp, reference_update
 
-from sam_lightning.step import (
+from sam_lightning.core.step import (
     erm_gradients,
     frozen_bn_running_stats,
     sam_gradients,

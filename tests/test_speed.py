@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from conftest import CONF, TINY, compose_config
 from helpers import fixed_batch, mlp
 
-from sam_lightning import speed
-from sam_lightning.fingerprint import first_difference
-from sam_lightning.run_spec import build_run
-from sam_lightning.step import choose_engine, step_gradients
+from sam_lightning.core.step import choose_engine, step_gradients
+from sam_lightning.settings import speed
+from sam_lightning.settings.fingerprint import first_difference
+from sam_lightning.training.run_spec import build_run
 from sam_lightning.variants import ERM, SAM
 from train import train
 

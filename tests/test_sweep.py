@@ -27,12 +27,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from sam_lightning.naming import group_keys, method_label, sweep_name
-from sam_lightning.stats import bootstrap_ci, format_mean_ci
-from sam_lightning.sweep.cli import main as sweep_main
-from sam_lightning.sweep.collect import KEY
-from sam_lightning.sweep.table import aggregate
-from sam_lightning.sweep.wandb_io import run_from_api
+from sam_lightning.reporting.cli import main as sweep_main
+from sam_lightning.reporting.collect import KEY
+from sam_lightning.reporting.stats import bootstrap_ci, format_mean_ci
+from sam_lightning.reporting.table import aggregate
+from sam_lightning.reporting.wandb_io import run_from_api
+from sam_lightning.run.naming import group_keys, method_label, sweep_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -513,7 +513,7 @@ def test_wandb_names_follow_the_sweep():
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from sam_lightning.naming import wandb_names
+    from sam_lightning.run.naming import wandb_names
 
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "train"), version_base="1.3"):
         cfg = compose(
@@ -583,7 +583,7 @@ def _figure_of(monkeypatch, draw):
     """The matplotlib figure a sweep plot saves (drawn on an Agg canvas to measure its labels)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    import sam_lightning.plots as plots
+    import sam_lightning.reporting.plots as plots
 
     saved = []
     monkeypatch.setattr(plots, "_save", lambda fig, path, dpi=110: saved.append(fig) or path)
@@ -618,8 +618,8 @@ def _optuna_trials(n: int = 14) -> pd.DataFrame:
 
 
 def test_optuna_trials_have_a_trial_column_and_a_readable_plot_against_rho(tmp_path, monkeypatch):
-    from sam_lightning.plots import sweep_vs_rho
-    from sam_lightning.sweep.table import display_frame
+    from sam_lightning.reporting.plots import sweep_vs_rho
+    from sam_lightning.reporting.table import display_frame
 
     summary, info = aggregate(_optuna_trials())
     table = display_frame(summary, info)
@@ -636,7 +636,7 @@ def test_optuna_trials_have_a_trial_column_and_a_readable_plot_against_rho(tmp_p
 
 
 def test_by_row_plot_draws_the_seed_dots_above_the_whiskers(tmp_path, monkeypatch):
-    from sam_lightning.plots import sweep_points
+    from sam_lightning.reporting.plots import sweep_points
 
     runs = pd.DataFrame(
         [
@@ -661,8 +661,8 @@ def test_by_row_plot_draws_the_seed_dots_above_the_whiskers(tmp_path, monkeypatc
 
 def test_curves_have_one_panel_per_method_and_a_line_per_setting(tmp_path, monkeypatch):
     # A sigma grid of random perturbations is one panel with a line per sigma, not a panel per sigma.
-    from sam_lightning import plots
-    from sam_lightning.plots import sweep_curves
+    from sam_lightning.reporting import plots
+    from sam_lightning.reporting.plots import sweep_curves
 
     rows = [
         ("erm", {}),

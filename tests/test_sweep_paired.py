@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from sam_lightning.stats import bootstrap_ci
-from sam_lightning.sweep.cli import main as sweep_main
+from sam_lightning.reporting.cli import main as sweep_main
+from sam_lightning.reporting.stats import bootstrap_ci
 
 TARGET = {"erm": "sam_lightning.variants.ERM", "sam": "sam_lightning.variants.SAM"}
 

@@ -9,8 +9,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from sam_lightning.sweep import progress
-from sam_lightning.sweep.progress import MultirunProgress, planned_jobs
+from sam_lightning.run import multirun_progress as progress
+from sam_lightning.run.multirun_progress import MultirunProgress, planned_jobs
 
 BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sam_lightning.sweep.cli import main as sweep_main
-from sam_lightning.sweep.duplicates import find_duplicate, sweep_jobs
+from sam_lightning.reporting.cli import main as sweep_main
+from sam_lightning.run.duplicates import find_duplicate, sweep_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = {"erm": "sam_lightning.variants.ERM", "sam": "sam_lightning.variants.SAM"}

@@ -15,8 +15,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sam_lightning.config import ConfigError
-from sam_lightning.step import erm_gradients, sam_gradients
+from sam_lightning.core.step import erm_gradients, sam_gradients
+from sam_lightning.settings.config import ConfigError
 from sam_lightning.theory import relu_1d
 from sam_lightning.theory.diag_net import (
     DiagonalLinearNet,
@@ -549,7 +549,7 @@ def _theory_job(folder: Path, overrides: list[str], status: str, test: float | N
 
 
 def test_rho_grid_table_by_method_and_rho_counts_diverged_runs(tmp_path, capsys):
-    from sam_lightning.sweep.cli import main as sweep_main
+    from sam_lightning.reporting.cli import main as sweep_main
 
     jobs = [
         ("sam_m1", 0.05, 0, 0.002),

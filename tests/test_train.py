@@ -161,7 +161,7 @@ def test_wandb_run_records_the_command_its_files_and_its_preset(tmp_path):
 
 @pytest.mark.slow
 def test_wandb_run_names_keep_the_preset_and_its_overrides():
-    from sam_lightning.naming import single_run_name
+    from sam_lightning.run.naming import single_run_name
 
     def name(*overrides):
         from conftest import compose_config
@@ -219,7 +219,7 @@ def test_cli_smoke_preset_learns(tmp_path):
 
 
 def test_training_failure_is_recorded_not_lost(tiny_cfg, monkeypatch):
-    from sam_lightning.module import SAMClassifier
+    from sam_lightning.training.module import SAMClassifier
 
     def explode(self, batch, batch_idx):
         raise FloatingPointError("loss is nan")
@@ -236,7 +236,7 @@ def test_training_failure_is_recorded_not_lost(tiny_cfg, monkeypatch):
 def test_console_counts_epochs_from_one_as_the_plots():
     from types import SimpleNamespace
 
-    from sam_lightning.callbacks.progress import RichTestProgressBar
+    from sam_lightning.training.callbacks.progress import RichTestProgressBar
     from train import summary_line
 
     bar = RichTestProgressBar()

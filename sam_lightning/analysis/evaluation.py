@@ -15,10 +15,10 @@ from omegaconf import ListConfig
 from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 
-from sam_lightning.config import ConfigError
 from sam_lightning.data.augment import normalize
 from sam_lightning.data.spec import DataSpec
 from sam_lightning.data.splits import Splits, load_splits
+from sam_lightning.settings.config import ConfigError
 
 
 def as_list(value, key: str, kind: type) -> list:

@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from sam_lightning import plots
 from sam_lightning.analysis.evaluation import (
     DataCache,
     Points,
@@ -36,11 +35,12 @@ from sam_lightning.analysis.evaluation import (
     resolve_device,
     select_points,
 )
-from sam_lightning.checkpoints import data_spec_for, load_checkpoint, require_same_architecture
-from sam_lightning.config import ConfigError
 from sam_lightning.entry import hydra_main, run_command
-from sam_lightning.jsonio import atomic_write_json
-from sam_lightning.strict import check_settings
+from sam_lightning.reporting import plots
+from sam_lightning.run.checkpoints import data_spec_for, load_checkpoint, require_same_architecture
+from sam_lightning.run.jsonio import atomic_write_json
+from sam_lightning.settings.config import ConfigError
+from sam_lightning.settings.strict import check_settings
 
 log = logging.getLogger(__name__)
 

@@ -36,20 +36,20 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from sam_lightning import plots
 from sam_lightning.analysis.evaluation import (
     DataCache,
     as_list,
     resolve_device,
     select_points,
 )
-from sam_lightning.checkpoints import data_spec_for, load_checkpoint
-from sam_lightning.config import ConfigError
+from sam_lightning.core.step import frozen_bn_running_stats
 from sam_lightning.entry import hydra_main, run_command
-from sam_lightning.jsonio import atomic_write_json
-from sam_lightning.stats import format_mean_ci, interval_note, mean_ci
-from sam_lightning.step import frozen_bn_running_stats
-from sam_lightning.strict import check_settings
+from sam_lightning.reporting import plots
+from sam_lightning.reporting.stats import format_mean_ci, interval_note, mean_ci
+from sam_lightning.run.checkpoints import data_spec_for, load_checkpoint
+from sam_lightning.run.jsonio import atomic_write_json
+from sam_lightning.settings.config import ConfigError
+from sam_lightning.settings.strict import check_settings
 from sam_lightning.variants import projected_ascent
 from sam_lightning.variants.base import tree_norm
 

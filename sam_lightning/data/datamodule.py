@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from sam_lightning.callbacks.preemption import ResumableEpoch
+from sam_lightning.data.resumable_epoch import ResumableEpoch
 from sam_lightning.data.augment import normalize, random_crop_flip
 from sam_lightning.data.device_loader import DeviceBatches
 from sam_lightning.data.sources import download_cifar

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from sam_lightning.callbacks.preemption import ResumableEpoch
+from sam_lightning.data.resumable_epoch import ResumableEpoch
 
 
 class DeviceBatches(ResumableEpoch):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sam_lightning.config import ConfigError
+from sam_lightning.settings.config import ConfigError
 
 
 def flip_labels(labels: Tensor, fraction: float, num_classes: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sam_lightning.config import ConfigError
+from sam_lightning.settings.config import ConfigError
 from sam_lightning.data.spec import CIFAR, DataSpec
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sam_lightning.config import ConfigError, from_mapping, is_number, require_int
+from sam_lightning.settings.config import ConfigError, from_mapping, is_number, require_int
 
 SOURCES = ("cifar10", "cifar100", "imagefolder", "synthetic")
 CIFAR = ("cifar10", "cifar100")

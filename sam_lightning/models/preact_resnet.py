@@ -9,7 +9,7 @@ channels (64 is the paper's ResNet). `norm="group"` uses GroupNorm with `gn_grou
 layer (default: `paper_gn_groups(width)`, the paper's code's width // 2); each layer's channel count
 (width, 2 width, 4 width, 8 width) must be divisible by it.
 
-The settings are checked by `sam_lightning.config.ModelSpec`, which every caller with user input
+The settings are checked by `sam_lightning.settings.config.ModelSpec`, which every caller with user input
 goes through; here they are taken as given.
 
 `init="paper"` (the default) initializes as the paper's code does: convolutions Kaiming-normal

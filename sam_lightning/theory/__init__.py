@@ -5,6 +5,6 @@
     python theory.py experiment=relu_1d                    # the Fig. 7 ReLU functions
 
 The methods are the training runs' (`sam_lightning.variants.ERM`, `SAM`), and every gradient goes
-through `sam_lightning.step` (the step code of the deep networks), except with `step_code=vectorized`:
+through `sam_lightning.core.step` (the step code of the deep networks), except with `step_code=vectorized`:
 closed-form gradients of all chunks (or runs) at once, tested to give the same iterates. See docs/theory.md.
 """

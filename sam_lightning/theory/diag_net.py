@@ -36,8 +36,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad
 
-from sam_lightning.config import ConfigError
-from sam_lightning.step import sam_gradients, step_gradients
+from sam_lightning.core.step import sam_gradients, step_gradients
+from sam_lightning.settings.config import ConfigError
 from sam_lightning.theory.progress import progress
 from sam_lightning.theory.spec import DiagProblem, DiagTraining, check_vectorizable, display_name
 from sam_lightning.theory.vectorized import diag_msam_gradients

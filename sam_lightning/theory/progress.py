@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterator
 
-from sam_lightning.sweep.progress import clock
+from sam_lightning.run.multirun_progress import clock
 
 log = logging.getLogger("sam_lightning.theory")
 

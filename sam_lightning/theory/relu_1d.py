@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sam_lightning.config import ConfigError
-from sam_lightning.stats import mean_ci
-from sam_lightning.step import step_gradients
+from sam_lightning.core.step import step_gradients
+from sam_lightning.reporting.stats import mean_ci
+from sam_lightning.settings.config import ConfigError
 from sam_lightning.theory.progress import progress
 from sam_lightning.theory.spec import check_vectorizable
 from sam_lightning.variants import ERM, Method
@@ -263,7 +263,7 @@ def run_relu_1d(method: Method, settings: ReluSettings, seed: int, out_dir: str 
     summary = {name: method_summary(rows) for name, rows in runs.items()}
     figure = None
     if settings.plot:
-        from sam_lightning.plots import relu_functions
+        from sam_lightning.reporting.plots import relu_functions
 
         figure = str(relu_functions(nets, training_data(), Path(out_dir) / "relu_1d.png", summary))
     sam = summary["SAM"]

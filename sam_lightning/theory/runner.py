@@ -1,11 +1,11 @@
 """One theory job from a composed Hydra config: validate, run, print, write `results.json`.
 
 `theory.py` calls `run_job(cfg)`; tests call it on configs made with Hydra's compose API.
-`results.json` has the training runs' shape (`sam_lightning.results`), so `sweep.py` and the
+`results.json` has the training runs' shape (`sam_lightning.run.results`), so `sweep.py` and the
 end-of-multirun table read both alike: written atomically, with `status` (finished, diverged,
 failed), `reason`, the final metrics (`final_train_loss`, `final_test_loss`, ...), `global_step`,
 `wall_time_s`, `config` and a `history` of `step`, `train/loss`, `test/loss` rows. A failed job's
-file is written by `sam_lightning.results.write_failure`, as for training runs.
+file is written by `sam_lightning.run.results.write_failure`, as for training runs.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sam_lightning.config import ConfigError, from_mapping
-from sam_lightning.jsonio import RESULTS_FILE, atomic_write_json
-from sam_lightning.stats import format_mean_ci
+from sam_lightning.reporting.stats import format_mean_ci
+from sam_lightning.run.jsonio import RESULTS_FILE, atomic_write_json
+from sam_lightning.settings.config import ConfigError, from_mapping
 from sam_lightning.theory.diag_net import run_diag_net
 from sam_lightning.theory.spec import PROBLEMS, DiagProblem, DiagTraining, display_name, theory_method
 from sam_lightning.theory.units import in_project_units

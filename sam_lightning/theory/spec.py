@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sam_lightning.config import ConfigError
+from sam_lightning.settings.config import ConfigError
 from sam_lightning.variants import ERM, SAM, Method
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import re
 
-from sam_lightning.config import ConfigError
+from sam_lightning.settings.config import ConfigError
 from sam_lightning.theory.spec import rho_from_paper_code
 
 _PER_D = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*/\s*d\s*$")

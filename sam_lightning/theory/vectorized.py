@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sam_lightning.step import chunk_slices
+from sam_lightning.core.step import chunk_slices
 
 
 def _chunk_gradients(w: Tensor, Xc: Tensor, yc: Tensor) -> tuple[Tensor, Tensor]:

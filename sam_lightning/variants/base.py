@@ -1,7 +1,7 @@
 """What every method shares, ERM included, and the two hooks both m-SAM engines call.
 
 Every method of conf/train/method/ is one frozen dataclass, a `Method`. The training system
-(`sam_lightning.module`), its switch callback, the step engine (`sam_lightning.step.step_gradients`)
+(`sam_lightning.training.module`), its switch callback, the step engine (`sam_lightning.core.step.step_gradients`)
 and the theory runners ask it the same questions and never look at its class:
 
     ascends                                          whether it has an ascent step at all (ERM: no)
@@ -10,7 +10,7 @@ and the theory runners ask it the same questions and never look at its class:
     ascent_batch_for(x, y, memory, random_batch)     the batch the ascent gradient is taken on (None: x, y)
 
 A `Variant` is a method with an ascent step: m-SAM and its relatives. Per chunk c of m examples the
-engines (`sam_lightning.step`) call
+engines (`sam_lightning.core.step`) call
 
     e_c = variant.perturbation(w, grad_fn, rho)      how the perturbation is formed
     d_c = variant.descent(g_c, h_c)                  how the descent gradient is formed
@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from sam_lightning.config import ConfigError
+from sam_lightning.settings.config import ConfigError
 
 Params = dict[str, Tensor]
 GradFn = Callable[[Params | None], Params]  # e -> gradient of the ascent objective at w + e

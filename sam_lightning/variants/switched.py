@@ -1,6 +1,6 @@
 """ERM -> SAM and SAM -> ERM (paper Figs. 8, 9, 15): SAM for part of the epochs, ERM for the rest.
 
-The `MethodSwitch` callback (sam_lightning/callbacks/switch.py) fixes the epoch
+The `MethodSwitch` callback (sam_lightning/training/callbacks/switch.py) fixes the epoch
 round(switch_at * max_epochs) at the start of training, keeps it in checkpoints, and asks
 `perturbs_at` at the start of every epoch.
 """
