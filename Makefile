@@ -33,8 +33,9 @@ demo: $(STAMP)  ## ERM vs SAM on a small synthetic problem, 2 seeds each, ending
 	@echo "The same comparison on CIFAR-10 (ResNet-18, 200 epochs, 3 seeds, one GPU per job):"
 	@echo "  $(PY) train.py -m method=erm,sam seed=0,1,2 trainer=gpu"
 
-lint: $(STAMP)  ## ruff check and ruff format --check
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+# The import contracts: [tool.importlinter] in pyproject.toml (docs/architecture.md, "Layers and import contracts").
+lint: $(STAMP)  ## ruff check, ruff format --check, then the import contracts (lint-imports)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(VENV)/bin/lint-imports --no-logo
 
 format: $(STAMP)  ## ruff format: rewrites the files in place
 	$(PY) -m ruff format .
@@ -60,5 +61,5 @@ OUT ?=
 gpu-check: $(STAMP)  ## the GPU path end to end (OUT=<folder> for report.json)
 	$(PY) bench/gpu_check.py $(if $(OUT),out=$(OUT))
 
-clean:  ## remove outputs/, multirun/ and pytest's cache
-	rm -rf outputs multirun .pytest_cache
+clean:  ## remove outputs/, multirun/, pytest's and lint-imports' caches
+	rm -rf outputs multirun .pytest_cache .import_linter_cache

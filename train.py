@@ -22,7 +22,6 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins.io import CheckpointIO
@@ -43,6 +42,7 @@ from sam_lightning.run.run_dir import (
     write_hydra_files,
 )
 from sam_lightning.settings.config import ConfigError
+from sam_lightning.settings.hydra_job import task_overrides
 from sam_lightning.settings.threads import cpu_name
 from sam_lightning.training.callbacks.checked_io import CheckedCheckpointIO
 from sam_lightning.training.callbacks.divergence import DivergenceGuard
@@ -226,7 +226,7 @@ def summary_line(payload: dict) -> str:
 @hydra.main(version_base="1.3", config_path="conf/train", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point. Returns what Hydra sweepers that optimize (Optuna) minimize: `objective`."""
-    if skip_if_duplicate(cfg):  # ERM at a second rho of a multirun grid: its job at the first rho is the same run
+    if skip_if_duplicate(cfg):  # a method that ignores rho (ERM) at a second rho: the same run as at the first
         return float("inf")
     if is_multirun() and (earlier := earlier_job(cfg.paths.output_dir)) is not None:
         what, found = earlier  # the same sweep again, in its own folder: each job goes on where it ended
@@ -256,7 +256,7 @@ def main(cfg: DictConfig) -> float:
             pass
 
     try:
-        given = [str(o) for o in HydraConfig.get().overrides.task]
+        given = task_overrides() or []
         out = run_command(lambda c: train(c, given), cfg, record_failure=record)
     except KeyboardInterrupt:  # Ctrl-C before Lightning took over (during the data load); Lightning handles it later
         record("KeyboardInterrupt: stopped before training started", status="interrupted")

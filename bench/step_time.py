@@ -81,7 +81,7 @@ def gradient_step(method, model, params):
         reg = lambda ws: l2_penalty(ws, L2)  # noqa: E731
         if isinstance(method, ERM):
             return erm_gradients(model, params, F.cross_entropy, x, y, regularizer=reg)
-        return sam_gradients(model, params, F.cross_entropy, x, y, method, regularizer=reg)
+        return sam_gradients(model, params, F.cross_entropy, x, y, method, rho=method.rho, regularizer=reg)
 
     return run
 

@@ -15,14 +15,11 @@ FAILED, BAD_INPUT = 1, 2
 
 
 def is_multirun() -> bool:
-    """True inside a Hydra multirun job (`-m`), where a failure must not stop the other jobs."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    """True inside a Hydra multirun job (`-m`), where a failure must not stop the other jobs
+    (`sam_lightning.settings.hydra_job.is_multirun`; False when called as a library)."""
+    from sam_lightning.settings.hydra_job import is_multirun as running_multirun
 
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:  # no Hydra context: called as a library
-        return False
+    return running_multirun()
 
 
 def fail(message: str, code: int = FAILED) -> None:
@@ -167,8 +164,8 @@ def run_command(job, cfg, required: str = "", record_failure=None):
 
 
 def instantiate_method(node):
-    """The SAM variant a `method` config names by its `_target_` (conf/train/method/), with bad keys
-    and values reported in one line (ConfigError)."""
+    """The method (ERM or a SAM variant) a `method` config names by its `_target_` (conf/train/method/),
+    with bad keys and values reported in one line (ConfigError)."""
     from hydra.utils import get_class
     from omegaconf import OmegaConf
 

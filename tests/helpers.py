@@ -18,7 +18,7 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
 # -- the reference step -------------------------------------------------------------------------------
-# It does not use sam_lightning.core.step: it evaluates the loss of a copy of the model at explicit weight
+# It does not use sam_lightning.core: it evaluates the loss of a copy of the model at explicit weight
 # vectors (torch.func.functional_call), forms every chunk's perturbation from the formula, and applies
 # the first SGD-with-momentum step by hand: w1 = w0 - lr * mean_c grad L_c(w0 + e_c).
 LR = 0.1

@@ -144,7 +144,7 @@ def test_one_ascent_step_of_size_rho_is_the_sam_perturbation_of_the_training_ste
 
     # The training step's m-SAM (m=4) perturbs each chunk the same way: same losses at w and w + e_c.
     trained = copy.deepcopy(model).train()
-    step = sam_gradients(trained, list(trained.parameters()), F.cross_entropy, x, y, SAM(rho=rho, m=4))
+    step = sam_gradients(trained, list(trained.parameters()), F.cross_entropy, x, y, SAM(rho=rho, m=4), rho=rho)
     assert chunked["loss"] == pytest.approx(step.loss.item(), rel=1e-6)
     assert chunked["perturbed_loss"] == pytest.approx(step.perturbed_loss.item(), rel=1e-6)
     assert chunked["max_delta_norm"] == pytest.approx(step.perturbation_norm.item(), rel=1e-5)
@@ -237,6 +237,18 @@ def test_recomputed_bn_statistics_are_the_data_statistics():
     torch.testing.assert_close(bn[0].running_mean, x.mean(dim=(0, 2, 3)))
     torch.testing.assert_close(bn[0].running_var, x.transpose(0, 1).flatten(1).var(dim=1))
     assert not bn.training
+
+
+def test_recomputed_bn_statistics_weigh_every_image_the_same_whatever_the_batch_size():
+    # 16 images in batches of at most 12: two batches of 8, not 12 + 4 (update_bn weighs batches equally).
+    arrays = make_synthetic(n_train=16, n_test=8, num_classes=3, seed=0)
+    points = select_points(arrays, "train", None, 0, torch.device("cpu"), key="train")
+    assert [len(y) for _, y in points.batches(12, even=True)] == [8, 8]
+    assert [len(y) for _, y in points.batches(12)] == [12, 4]
+    bn = nn.Sequential(nn.BatchNorm2d(3))
+    recompute_bn_stats(bn, points, batch_size=12)
+    x = normalize(points.x, arrays.mean, arrays.std)
+    torch.testing.assert_close(bn[0].running_mean, x.mean(dim=(0, 2, 3)))
 
 
 # -- both commands on train.py checkpoints -------------------------------------------------------

@@ -535,7 +535,7 @@ def test_m_must_divide_the_batch(where, tmp_path, capfd, monkeypatch):
 
         model, (x, y) = mlp(), fixed_batch(16)
         with pytest.raises(ValueError, match=names):
-            sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, SAM(m=5))
+            sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, SAM(m=5), rho=0.1)
         return
     prefix = TINY if entry == "train" else []
     got = run_entry(entry, [*prefix, *args, f"hydra.run.dir={tmp_path / 'run'}"], monkeypatch)

@@ -148,3 +148,68 @@ def test_local_settings_compose_when_present_and_are_optional(tmp_path, monkeypa
     assert composed("data.root=/elsewhere").data.root == "/elsewhere"  # the command line still wins
     example = composed("local=example")
     assert example.data.root == "/datasets/cifar" and example.cpu_threads == 8
+
+
+def _method_parent(name: str) -> str | None:
+    """The method YAML that conf/train/method/<name>.yaml starts from (its defaults list), if any."""
+    own = OmegaConf.load(CONF / "method" / f"{name}.yaml")
+    parents = [d for d in (own.get("defaults") or []) if d != "_self_"]
+    return str(parents[0]) if parents else None
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_default_has_one_home(method):
+    """A method's default lives in its dataclass (code builds methods without a config: SAM(m=4)) or
+    in the YAML (the only place a config run reads it), not in both with two values. The YAML lists
+    every setting of its class (Hydra accepts method.<key>=... only for a key it has); the YAML that
+    introduces a class (its `_target_` is not its parent's) states each dataclass default as it is;
+    a preset that starts from another YAML of the same class states only what it changes."""
+    import dataclasses
+
+    from hydra.utils import get_class
+
+    node = compose_config([f"method={method}"]).method
+    values = OmegaConf.to_container(node, resolve=True)
+    cls = get_class(values["_target_"])
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert set(values) - {"_target_"} == set(fields), f"{method}.yaml must list exactly {cls.__name__}'s settings"
+    parent = _method_parent(method)
+    before = OmegaConf.to_container(compose_config([f"method={parent}"]).method) if parent else {}
+    if before.get("_target_") != values["_target_"]:  # introduces the class: no default stated twice apart
+        for name, f in fields.items():
+            if f.default is not dataclasses.MISSING:
+                assert values[name] == f.default and type(values[name]) is type(f.default), (
+                    f"{method}.yaml: {name}={values[name]!r} contradicts {cls.__name__}'s default {f.default!r}"
+                )
+    else:  # a preset of its parent's class: only its choices
+        own = OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml"))
+        same = [k for k, v in own.items() if k != "defaults" and before.get(k) == v]
+        assert not same, f"{method}.yaml restates what {parent}.yaml sets: {same}"
+
+
+def test_job_folders_leave_out_exactly_the_bookkeeping_keys():
+    # Hydra names multirun job folders by their overrides minus exclude_keys (exact keys, no
+    # prefixes): those must be what sam_lightning/settings/fingerprint.py calls bookkeeping.
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sam_lightning.settings.fingerprint import BOOKKEEPING, is_bookkeeping
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        excluded = compose(config_name="train", return_hydra_config=True).hydra.job.config.override_dirname.exclude_keys
+    assert [k for k in excluded if not is_bookkeeping(k)] == []
+    assert [k for k in BOOKKEEPING if k not in excluded] == []
+
+
+def test_checkpoint_callbacks_write_where_the_run_folder_layout_says():
+    # The layout's one home is sam_lightning/run/run_dir.py; the callback YAMLs must agree with it.
+    from sam_lightning.run.run_dir import CHECKPOINT_DIR, LAST_CHECKPOINT
+
+    callbacks = OmegaConf.to_container(
+        compose_config(["callbacks=[default,early_stopping,lr_monitor]"]).callbacks, resolve=False
+    )
+    saving = {k: v for k, v in callbacks.items() if v and str(v["_target_"]).endswith(".ModelCheckpoint")}
+    assert len(saving) == 3
+    assert {v["dirpath"] for v in saving.values()} == {"${paths.output_dir}/" + CHECKPOINT_DIR}
+    assert saving["last_checkpoint"]["filename"] + ".ckpt" == LAST_CHECKPOINT

@@ -14,6 +14,9 @@ from helpers import assert_noise_figures_add_up, computed
 from omegaconf import OmegaConf
 
 from sam_lightning.data import DataSpec, ImageDataModule, load_source
+from sam_lightning.data.registry import SOURCES, Source
+from sam_lightning.data.sources import make_synthetic, num_classes_of, train_images_of
+from sam_lightning.settings.config import ConfigError
 from train import train
 
 
@@ -25,6 +28,51 @@ def datamodule_for(cfg) -> ImageDataModule:
     dm = ImageDataModule(data_spec(cfg))
     dm.setup("fit")
     return dm
+
+
+class TinySource(Source):
+    """A source that only this test registers: 40 training and 20 test images of 4 classes."""
+
+    needs_root = False
+
+    def __init__(self) -> None:
+        self.prepared = 0
+
+    def prepare(self, data: DataSpec) -> None:
+        self.prepared += 1
+
+    def load(self, data: DataSpec):
+        return make_synthetic(40, 20, 4, seed=data.seed)
+
+    def num_classes(self, data: DataSpec) -> int:
+        return 4
+
+    def train_images(self, data: DataSpec) -> int:
+        return 40
+
+
+def test_a_source_added_to_the_registry_is_read_through_the_normal_path(monkeypatch):
+    # Adding a source is its entry in the registry (and a conf/train/data/<name>.yaml to pick it
+    # with data=<name>): the settings' checks, the counts and the datamodule need no other edit.
+    tiny = TinySource()
+    monkeypatch.setitem(SOURCES, "tiny", tiny)
+    data = DataSpec.from_mapping({"name": "tiny", "batch_size": 8, "val_fraction": 0.25, "label_noise": 0.5})
+    assert (num_classes_of(data), train_images_of(data), data.check_sizes(train_images_of(data))) == (4, 40, 30)
+    dm = ImageDataModule(data)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert tiny.prepared == 1
+    assert dm.splits.sizes() == {"train": 30, "val": 10, "test": 20, "num_classes": 4, "noisy_train": 15}
+    assert torch.equal(dm.splits.mean, make_synthetic(40, 20, 4, seed=0).mean)  # data.standardize: its statistics
+    images, labels, _ = next(iter(dm.train_dataloader()))
+    assert images.shape == (8, 3, 32, 32) and set(labels.tolist()) <= set(range(4))
+    # The settings read the entry: a name it lacks is refused with the registered names, and
+    # data.root is required where the source says so.
+    with pytest.raises(ConfigError, match=r"^data.name='tinier': must be one of .*, synthetic, tiny \(data=\.\.\.\)$"):
+        DataSpec.from_mapping({"name": "tinier"})
+    monkeypatch.setattr(tiny, "needs_root", True)
+    with pytest.raises(ConfigError, match=r"^data.root is required for data=tiny: data.root=PATH$"):
+        DataSpec.from_mapping({"name": "tiny"})
 
 
 def test_subset_validation_split_and_flipped_labels_are_what_the_batches_carry(data_source):

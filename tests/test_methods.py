@@ -33,7 +33,7 @@ def grads_of(model, x, y, at=None):
 
 def step_grads(model, x, y, **kwargs):
     net = copy.deepcopy(model)
-    sam_gradients(net, list(net.parameters()), F.cross_entropy, x, y, **kwargs)
+    sam_gradients(net, list(net.parameters()), F.cross_entropy, x, y, rho=kwargs["variant"].rho, **kwargs)
     return [p.grad for p in net.parameters()], net
 
 
@@ -75,13 +75,19 @@ def test_multi_step_ascent_matches_projected_steps_by_hand_and_stays_in_the_ball
         e = [ei * min(1.0, rho / float(norm)) for ei in e]
     out_net = copy.deepcopy(model)
     out = sam_gradients(
-        out_net, list(out_net.parameters()), F.cross_entropy, x, y, SAM(rho=rho, ascent_steps=3, ascent_step_mult=0.7)
+        out_net,
+        list(out_net.parameters()),
+        F.cross_entropy,
+        x,
+        y,
+        SAM(rho=rho, ascent_steps=3, ascent_step_mult=0.7),
+        rho=rho,
     )
     assert_grads_close([p.grad for p in out_net.parameters()], grads_of(model, x, y, at=e))
     assert float(out.perturbation_norm) <= rho + 1e-9
     big = copy.deepcopy(model)  # large steps must be projected back onto the ball
     out = sam_gradients(
-        big, list(big.parameters()), F.cross_entropy, x, y, SAM(rho=rho, ascent_steps=5, ascent_step_mult=3.0)
+        big, list(big.parameters()), F.cross_entropy, x, y, SAM(rho=rho, ascent_steps=5, ascent_step_mult=3.0), rho=rho
     )
     assert float(out.perturbation_norm) == pytest.approx(rho, abs=1e-9)
 
@@ -107,7 +113,13 @@ def test_random_perturbation_has_norm_rho_and_restores_weights(m):
     before = [p.detach().clone() for p in model.parameters()]
     torch.manual_seed(5)
     out = sam_gradients(
-        model, list(model.parameters()), F.cross_entropy, x, y, RandomPerturbation(rho=0.25, m=m, noise="sphere")
+        model,
+        list(model.parameters()),
+        F.cross_entropy,
+        x,
+        y,
+        RandomPerturbation(rho=0.25, m=m, noise="sphere"),
+        rho=0.25,
     )
     assert float(out.perturbation_norm) == pytest.approx(0.25, rel=1e-9)
     assert float(out.grad_norm) == 0.0  # no ascent gradient was computed
@@ -225,7 +237,10 @@ def test_label_noise_run_records_noise_figures(tiny_cfg):
     "values,match",
     [
         ({"_target_": "sam_lightning.variants.SAM", "ascent_steps": 0}, "method.ascent_steps"),
-        ({"_target_": "sam_lightning.variants.SwitchedSAM", "switch_at": 1.5}, "method.switch_at"),
+        (
+            {"_target_": "sam_lightning.variants.SwitchedSAM", "order": "erm_to_sam", "switch_at": 1.5},
+            "method.switch_at",
+        ),
         ({"_target_": "sam_lightning.variants.SAM", "name": "foo"}, "unknown key.*method.name"),
         ({"_target_": "sam_lightning.variants.NSAM", "ascent_batch": "next"}, "method.ascent_batch"),
         ({"_target_": "sam_lightning.variants.ERM", "m": 4}, "unknown key.*method.m"),

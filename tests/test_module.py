@@ -177,3 +177,21 @@ def test_the_system_and_the_switch_ask_the_method_what_it_does():
     assert module.method_memory == {"calls": 4}  # asked once per perturbing step: 2 epochs x 2 batches
     with pytest.raises(ConfigError, match="needs the MethodSwitch callback"):
         fit(system(EveryOtherEpochSAM(rho=0.1)), loader)
+
+
+def test_the_sam_gap_is_the_second_passes_loss_minus_the_first_over_the_epoch():
+    # train/sam_gap = L(w + e) - L(w), averaged over the epoch's steps, from the step's own outputs
+    # (no extra pass); ERM, which never perturbs, does not log it.
+    from sam_lightning.core.step import StepOutput
+
+    _, _, loader = batches(n_batches=3)
+    module = system(SAM(rho=0.05))
+    seen: list[StepOutput] = []
+    gradients = module._gradients
+    module._gradients = lambda *a, **k: seen.append(gradients(*a, **k)) or seen[-1]
+    trainer = fit(module, loader)
+    gaps = [float(o.perturbed_loss - o.loss) for o in seen]
+    assert len(gaps) == 3 and all(g > 0 for g in gaps)  # a worst-case step raises the loss
+    assert float(trainer.callback_metrics["train/sam_gap"]) == pytest.approx(sum(gaps) / 3, rel=1e-6)
+    erm = fit(system(ERM()), loader)
+    assert "train/sam_gap" not in erm.callback_metrics and "train/loss" in erm.callback_metrics

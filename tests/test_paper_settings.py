@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import CONF, ROOT, compose_config
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 TABLE = yaml.safe_load((ROOT / "docs" / "paper_settings.yaml").read_text())
@@ -38,9 +40,13 @@ KEYS = {
 }
 
 
+@functools.cache
 def sweep_params(preset: str) -> dict[str, list]:
-    """The preset's own grid: hydra.sweeper.params as lists of YAML values."""
-    node = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml")
+    """The preset's grid as `-m experiment=<preset>` sweeps it (its own and its defaults', e.g. the
+    rho grid of stage 1): hydra.sweeper.params as lists of YAML values."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        node = compose(config_name="train", overrides=[f"experiment={preset}"], return_hydra_config=True)
     params = OmegaConf.select(node, "hydra.sweeper.params") or {}
     return {k: [yaml.safe_load(v) for v in str(value).split(",")] for k, value in params.items()}
 

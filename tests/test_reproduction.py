@@ -201,3 +201,30 @@ def test_regime_b_jobs_are_regime_a_jobs_so_both_share_one_erm():
             for p in ("laptop_small_m", "laptop_sam_vs_erm")
         )
         assert b == a and b["model"]["norm"] == "batch", method
+
+
+@pytest.mark.parametrize(
+    ("preset", "job", "from_grid"),
+    [
+        ("laptop_switch", ["method=erm_to_sam", "method.m=4", "method.rho=0.0125", "method.switch_at=0.9"], True),
+        ("laptop_switch", ["method=sam_to_erm", "method.m=4", "method.rho=0.0125", "method.switch_at=0.5"], True),
+        ("laptop_multistep", ["method=sam", "method.m=4", "method.ascent_steps=10", "method.rho=0.025"], True),
+        ("laptop_rho_schedule", ["method=sam", "method.rho_schedule=lr", "method.rho=0.05"], True),
+        ("laptop_widths", ["method=sam", "model.width=8", "method.rho=0.05"], True),
+        ("laptop_batch_sizes", ["method=sam", "data.batch_size=128", "method.rho=0.05"], True),
+        ("laptop_switch", ["method=erm_to_sam", "method.m=null", "method.rho=0.2", "method.switch_at=0.9"], False),
+        ("laptop_const_rho", ["method=sam_const", "method.rho=0.03"], True),
+    ],
+)
+def test_figure_presets_on_regime_a_compose_regime_a_jobs(preset, job, from_grid):
+    # Each figure preset on regime A only sweeps: a job of it (its grid's values as the job's
+    # overrides) is regime A's job with the same overrides, so it pairs with regime A's ERM of the seed
+    # (the committed switch and constant-rho runs ran as regime A jobs).
+    grid = sweep_params(preset)
+    for override in job if from_grid else []:  # else: a job the preset's comment gives, off its grid
+        key, _, value = override.partition("=")
+        if key in grid:
+            assert value in map(str, grid[key]), (preset, override)
+    own = OmegaConf.to_container(compose_config([f"experiment={preset}", *job, "seed=1"]))
+    regime_a = OmegaConf.to_container(compose_config(["experiment=laptop_sam_vs_erm", *job, "seed=1"]))
+    assert own == regime_a

@@ -1,5 +1,5 @@
 """The SAM update against a hand-written reference (tests/helpers.py: `reference_update`, which does
-not use sam_lightning.core.step) on tiny models with fixed data."""
+not use sam_lightning.core) on tiny models with fixed data."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ import torch
 import torch.nn.functional as F
 from helpers import LR, fixed_batch, mlp, reference_update
 
-from sam_lightning.core.step import (
-    erm_gradients,
-    frozen_bn_running_stats,
-    sam_gradients,
-)
+from sam_lightning.core.batchnorm import frozen_bn_running_stats
+from sam_lightning.core.step import erm_gradients, sam_gradients
 from sam_lightning.variants import SAM
 
 
@@ -23,7 +20,7 @@ def library_update(model, x, y, *, rho, m, normalize, l2):
     params = list(net.parameters())
     opt = torch.optim.SGD(params, lr=LR, momentum=0.9)
     reg = (lambda ws: 0.5 * l2 * sum((p**2).sum() for p in ws)) if l2 else None
-    sam_gradients(net, params, F.cross_entropy, x, y, SAM(rho=rho, m=m, normalize=normalize), regularizer=reg)
+    sam_gradients(net, params, F.cross_entropy, x, y, SAM(rho=rho, m=m, normalize=normalize), rho=rho, regularizer=reg)
     opt.step()
     return dict(net.named_parameters())
 
@@ -58,7 +55,7 @@ def test_rho_zero_equals_erm_exactly():
     model = mlp(norm=True)
     x, y = fixed_batch()
     a, b = copy.deepcopy(model), copy.deepcopy(model)
-    sam_gradients(a, list(a.parameters()), F.cross_entropy, x, y, SAM(rho=0.0))
+    sam_gradients(a, list(a.parameters()), F.cross_entropy, x, y, SAM(rho=0.0), rho=0.0)
     erm_gradients(b, list(b.parameters()), F.cross_entropy, x, y)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa.grad, pb.grad)
@@ -68,7 +65,7 @@ def test_weights_restored_bit_for_bit():
     model = mlp(norm=True)
     x, y = fixed_batch()
     before = [p.detach().clone() for p in model.parameters()]
-    sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, SAM(rho=0.7, m=4))
+    sam_gradients(model, list(model.parameters()), F.cross_entropy, x, y, SAM(rho=0.7, m=4), rho=0.7)
     for p, b in zip(model.parameters(), before):
         assert torch.equal(p, b)
 
@@ -81,7 +78,7 @@ def test_each_chunk_uses_its_own_batchnorm_statistics():
 
     def grads(order):
         net = copy.deepcopy(model)
-        sam_gradients(net, list(net.parameters()), F.cross_entropy, x[order], y[order], SAM(rho=0.5, m=4))
+        sam_gradients(net, list(net.parameters()), F.cross_entropy, x[order], y[order], SAM(rho=0.5, m=4), rho=0.5)
         return torch.cat([p.grad.flatten() for p in net.parameters()])
 
     base = grads(torch.arange(16))
@@ -106,6 +103,7 @@ def test_bn_running_stats_switch(ascent_updates):
         x,
         y,
         SAM(rho=0.5, m=8, bn_ascent_updates_stats=ascent_updates, engine="loop"),
+        rho=0.5,
     )
     got = dict(net.named_buffers())
     assert int(got["1.num_batches_tracked"]) == (4 if ascent_updates else 2)  # 2 chunks x passes

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from conftest import CONF, TINY, compose_config
 from helpers import fixed_batch, mlp
 
-from sam_lightning.core.step import choose_engine, step_gradients
+from sam_lightning.core.engine import choose_engine
+from sam_lightning.core.step import step_gradients
 from sam_lightning.settings import speed
 from sam_lightning.settings.fingerprint import first_difference
 from sam_lightning.training.run_spec import build_run
@@ -132,7 +133,7 @@ def _gradients(model, method):
     for p in params:
         p.grad = None
     x, y = fixed_batch(16)
-    step_gradients(model, params, F.cross_entropy, x, y, method)
+    step_gradients(model, params, F.cross_entropy, x, y, method, rho=method.rho)
     return [p.grad.clone() for p in params] + [b.clone() for b in model.buffers()]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from sam_lightning.reporting.cli import main as sweep_main
 from sam_lightning.run.duplicates import find_duplicate, sweep_jobs
@@ -252,6 +253,35 @@ def test_find_duplicate_names_the_erm_job_at_the_grids_first_rho():
     d = find_duplicate(preset, ["method.rho=0.1", "seed=2", "+sweep=rho_grid", "method=erm"], "erm", 16)
     assert d is not None and d.job_num == 4 and d.overrides[0] == "method.rho=0.025"
     assert sweep_jobs(["method.rho=0.1,0.2", "method.rho=0.3,0.4"]) == [["method.rho=0.3"], ["method.rho=0.4"]]
+
+
+def test_random_perturbations_in_a_rho_grid_skip_their_repeated_jobs_as_erm_does():
+    # Gaussian noise (random's default) draws with sigma alone: its jobs at a second rho repeat the
+    # first rho's, as ERM's do; noise=sphere draws at radius rho, and SAM uses rho: they all train.
+    from sam_lightning.run.multirun_progress import skipped_jobs
+
+    sweep = ["method=erm,random,sam", "method.rho=0.05,0.1", "seed=0"]
+    jobs = sweep_jobs(sweep)
+    random = {"_target_": "sam_lightning.variants.RandomPerturbation", "rho": 0.1, "noise": "gaussian", "sigma": 0.01}
+    sam = {"_target_": "sam_lightning.variants.SAM", "rho": 0.1}
+    d = find_duplicate(sweep, jobs[3], random, 3)
+    assert jobs[3] == ["method=random", "method.rho=0.1", "seed=0"] and d is not None
+    assert (d.job_num, d.overrides) == (2, ("method=random", "method.rho=0.05", "seed=0"))
+    assert find_duplicate(sweep, jobs[3], {**random, "noise": "sphere"}, 3) is None
+    assert find_duplicate(sweep, jobs[5], sam, 5) is None
+    assert find_duplicate(sweep, jobs[3], "random", 3) is not None  # the method's name alone: its class's defaults
+    # The progress line's ETA counts the same jobs out (each job's method read from its overrides).
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+                "overrides": {"task": sweep},
+            }
+        }
+    )
+    assert skipped_jobs(config) == {1, 3}
+    sphere = OmegaConf.create({"hydra": {**config.hydra, "overrides": {"task": [*sweep, "method.noise=sphere"]}}})
+    assert skipped_jobs(sphere) == {1}
 
 
 def test_the_optimized_value_is_the_validation_error_when_there_is_one():

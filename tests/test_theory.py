@@ -115,6 +115,7 @@ def test_perturbations_and_gradient_follow_eq8(m):
         data.X,
         data.y,
         SAM(rho=rho, m=m, normalize=False, project=False, engine="loop"),
+        rho=rho,
     )
     grads = [example_gradient(w, x, y) for x, y in zip(data.X, data.y)]
     if m == 1:  # w^i_{t+1/2} = w + rho grad l_i(w)

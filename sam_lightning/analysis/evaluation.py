@@ -6,6 +6,7 @@ mean and std; there is no augmentation in any analysis.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -73,10 +74,16 @@ class Points:
     def __len__(self) -> int:
         return len(self.y)
 
-    def batches(self, size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """Consecutive normalized batches of `size` (the last one may be smaller)."""
-        for i in range(0, len(self.y), size):
-            yield normalize(self.x[i : i + size], self.mean, self.std), self.y[i : i + size]
+    def batches(self, size: int, even: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """Consecutive normalized batches of `size` (the last one may be smaller); `even`: as few
+        batches as `size` allows, of sizes that differ by at most one image."""
+        if even:
+            parts = torch.arange(len(self.y)).tensor_split(max(1, math.ceil(len(self.y) / size)))
+            bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts if len(p)]
+        else:
+            bounds = [(i, i + size) for i in range(0, len(self.y), size)]
+        for i, j in bounds:
+            yield normalize(self.x[i:j], self.mean, self.std), self.y[i:j]
 
 
 def select_points(
@@ -112,6 +119,9 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 def recompute_bn_stats(model: nn.Module, points: Points, batch_size: int) -> None:
     """Replace BatchNorm running statistics by their average over `points` (as SWA does); eval mode after."""
+    # update_bn averages the batches' statistics with equal weights (momentum=None): batches of equal
+    # size weigh every image the same, where a last batch of a few images would weigh as much as a full one
+    # (1,026 images in batches of 512: two images made a third of the statistics).
     with torch.no_grad():  # update_bn itself would record a graph of every batch
-        update_bn((x for x, _ in points.batches(batch_size)), model)
+        update_bn((x for x, _ in points.batches(batch_size, even=True)), model)
     model.eval()

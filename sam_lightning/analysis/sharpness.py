@@ -42,7 +42,8 @@ from sam_lightning.analysis.evaluation import (
     resolve_device,
     select_points,
 )
-from sam_lightning.core.step import frozen_bn_running_stats
+from sam_lightning.core.batchnorm import frozen_bn_running_stats
+from sam_lightning.core.method import tree_norm
 from sam_lightning.entry import hydra_main, run_command
 from sam_lightning.reporting import plots
 from sam_lightning.reporting.stats import format_mean_ci, interval_note, mean_ci
@@ -51,7 +52,6 @@ from sam_lightning.run.jsonio import atomic_write_json
 from sam_lightning.settings.config import ConfigError
 from sam_lightning.settings.strict import check_settings
 from sam_lightning.variants import projected_ascent
-from sam_lightning.variants.base import tree_norm
 
 log = logging.getLogger(__name__)
 

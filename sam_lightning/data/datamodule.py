@@ -15,11 +15,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from sam_lightning.data.resumable_epoch import ResumableEpoch
 from sam_lightning.data.augment import normalize, random_crop_flip
 from sam_lightning.data.device_loader import DeviceBatches
-from sam_lightning.data.sources import download_cifar
-from sam_lightning.data.spec import CIFAR, DataSpec, require_full_batches
+from sam_lightning.data.registry import source_of
+from sam_lightning.data.resumable_epoch import ResumableEpoch
+from sam_lightning.data.spec import DataSpec, require_full_batches
 from sam_lightning.data.splits import Splits, load_splits
 
 log = logging.getLogger("train")
@@ -46,7 +46,9 @@ class ImageDataModule(pl.LightningDataModule):
     on_device: auto (the training set lives on the device for single-GPU runs: DeviceBatches), true
     or false (the DataLoader)."""
 
-    def __init__(self, data: DataSpec, eval_batch_size: int = 512, num_workers: int = 0, on_device: bool | str = "auto") -> None:
+    def __init__(
+        self, data: DataSpec, eval_batch_size: int = 512, num_workers: int = 0, on_device: bool | str = "auto"
+    ) -> None:
         super().__init__()
         self.data = data
         self.on_device = on_device
@@ -56,9 +58,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.splits: Splits | None = None
 
     def prepare_data(self) -> None:
-        """Download CIFAR when data.download is set (state made here is not seen by other processes)."""
-        if self.data.name in CIFAR and self.data.download:
-            download_cifar(self.data.name, self.data.root)
+        """The source's preparation: CIFAR downloads when data.download is set (state made here is
+        not seen by other processes)."""
+        source_of(self.data).prepare(self.data)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:  # fit, then test or validate: the same splits
@@ -66,10 +68,20 @@ class ImageDataModule(pl.LightningDataModule):
         self.splits = load_splits(self.data)
         sizes = self.splits.sizes()
         noisy = f", {sizes['noisy_train']} flipped labels" if "noisy_train" in sizes else ""
-        log.info("data %s: %d train / %d validation / %d test examples, %d classes%s", self.data.name, sizes["train"], sizes["val"], sizes["test"], sizes["num_classes"], noisy)
+        log.info(
+            "data %s: %d train / %d validation / %d test examples, %d classes%s",
+            self.data.name,
+            sizes["train"],
+            sizes["val"],
+            sizes["test"],
+            sizes["num_classes"],
+            noisy,
+        )
         # With the real device count (build_run checked the counted images before anything started,
         # with the device count the settings give: "auto" devices are only known here).
-        require_full_batches(sizes["train"], self.batch_size, self.trainer.world_size if self.trainer is not None else 1)
+        require_full_batches(
+            sizes["train"], self.batch_size, self.trainer.world_size if self.trainer is not None else 1
+        )
 
     @property
     def eval_sets(self) -> tuple[str, ...]:
@@ -92,12 +104,25 @@ class ImageDataModule(pl.LightningDataModule):
         if device is not None:
             loader = DeviceBatches((s.train_x, s.train_y, s.train_true_y), self.batch_size, device)
         else:
-            loader = ResumableDataLoader(TensorDataset(s.train_x, s.train_y, s.train_true_y), batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+            loader = ResumableDataLoader(
+                TensorDataset(s.train_x, s.train_y, s.train_true_y),
+                batch_size=self.batch_size,
+                shuffle=True,
+                drop_last=True,
+                num_workers=self.num_workers,
+                pin_memory=torch.cuda.is_available(),
+            )
         loader.trainer = self.trainer
         return loader
 
     def _eval_loader(self, x, y) -> DataLoader:
-        return DataLoader(TensorDataset(x, y), batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            TensorDataset(x, y),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         """Evaluated every trainer.check_val_every_n_epoch epochs, in the order of `eval_sets`."""

@@ -3,7 +3,9 @@
 Every source returns the same thing, `ImageArrays`: uint8 (N, 3, 32, 32) tensors and int64 labels,
 kept in memory (CIFAR is 180 MB as uint8), so training never decodes an image twice. Data that
 cannot be read (a missing folder, an empty class, an undecodable file) is a `ConfigError` whose
-one line names the path and the fix.
+one line names the path and the fix. Which sources exist, and which of these functions each one
+calls, is `sam_lightning.data.registry`: `load_source`, `num_classes_of` and `train_images_of` ask
+the source that `data.name` names there.
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sam_lightning.data.registry import SOURCES, Cifar, source_of
+from sam_lightning.data.spec import DataSpec
 from sam_lightning.settings.config import ConfigError
-from sam_lightning.data.spec import CIFAR, DataSpec
 
 log = logging.getLogger(__name__)
 
-CIFAR_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
+# The CIFAR sources' per-channel training-set statistics (mean, std), by name.
+CIFAR_STATS = {name: (s.mean, s.std) for name, s in SOURCES.items() if isinstance(s, Cifar)}
 
 
 @dataclass
@@ -48,15 +49,15 @@ def channel_stats(x_uint8: Tensor) -> tuple[Tensor, Tensor]:
     return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 
 
-def _cifar_class(name: str):
+def _cifar_class(source: Cifar):
     from torchvision import datasets
 
-    return {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    return getattr(datasets, source.dataset)
 
 
-def download_cifar(name: str, root: str) -> None:
-    """Fetch CIFAR into `root` unless it is already there (torchvision checks the files' md5)."""
-    load_cifar(name, root, download=True)
+def download_cifar(source: Cifar, data: DataSpec) -> None:
+    """Fetch CIFAR into data.root unless it is already there (torchvision checks the files' md5)."""
+    _read_cifar(source, data.name, data.root, download=True)
 
 
 def _cifar_missing(name: str, root: str, download: bool) -> ConfigError:
@@ -66,8 +67,12 @@ def _cifar_missing(name: str, root: str, download: bool) -> ConfigError:
     )
 
 
-def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
-    cls = _cifar_class(name)
+def load_cifar(source: Cifar, data: DataSpec) -> ImageArrays:
+    return _read_cifar(source, data.name, data.root, data.download)
+
+
+def _read_cifar(source: Cifar, name: str, root: str, download: bool) -> ImageArrays:
+    cls = _cifar_class(source)
     splits = {}
     for train in (True, False):
         try:
@@ -82,8 +87,8 @@ def load_cifar(name: str, root: str, download: bool) -> ImageArrays:
             torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
             torch.tensor(ds.targets, dtype=torch.long),
         )
-    mean, std = (torch.tensor(s) for s in CIFAR_STATS[name])
-    return ImageArrays(*splits[True], *splits[False], num_classes=100 if name == "cifar100" else 10, mean=mean, std=std)
+    mean, std = torch.tensor(source.mean), torch.tensor(source.std)
+    return ImageArrays(*splits[True], *splits[False], num_classes=source.classes, mean=mean, std=std)
 
 
 # What torchvision.io.decode_image reads. Other files in a class folder (README.txt, .DS_Store,
@@ -253,14 +258,9 @@ def make_synthetic(n_train: int, n_test: int, num_classes: int, seed: int, noise
 
 
 def load_source(data: DataSpec) -> ImageArrays:
-    """Dispatch on `data.name`; the arrays' mean and std are the input normalization the run uses
-    (0 and 1 without data.standardize)."""
-    if data.name in CIFAR:
-        arrays = load_cifar(data.name, data.root, data.download)
-    elif data.name == "imagefolder":
-        arrays = load_imagefolder(data.root, data.cache_dir)
-    else:
-        arrays = make_synthetic(data.n_train, data.n_test, data.num_classes, data.seed, noise=data.noise)
+    """The images of the source `data.name` names; the arrays' mean and std are the input
+    normalization the run uses (0 and 1 without data.standardize)."""
+    arrays = source_of(data).load(data)
     if not data.standardize:
         arrays.mean, arrays.std = torch.zeros(3), torch.ones(3)
     return arrays
@@ -269,36 +269,31 @@ def load_source(data: DataSpec) -> ImageArrays:
 def num_classes_of(data: DataSpec) -> int:
     """The number of classes without loading any image (the model is built before Lightning's data
     hooks run). A missing data folder is an error here already, before anything else starts."""
-    if data.name in CIFAR:
-        if not data.download and not (Path(data.root).expanduser() / _cifar_class(data.name).base_folder).is_dir():
-            raise _cifar_missing(data.name, data.root, data.download)
-        return 100 if data.name == "cifar100" else 10
-    if data.name == "synthetic":
-        return data.num_classes
-    train = Path(data.root).expanduser() / "train"
-    if not train.is_dir() or not (classes := _class_folders(train)):
-        raise ConfigError(
-            f"no class folders under {train.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)"
-        )
-    return len(classes)
-
-
-# What torchvision's CIFAR download brings (its md5 sums pin the files): 50,000 training images.
-CIFAR_TRAIN_IMAGES = 50_000
+    return source_of(data).num_classes(data)
 
 
 def train_images_of(data: DataSpec) -> int:
     """The source's training images, counted without decoding any, so that the settings that depend
     on their number (the validation split, label noise, full batches) are checked before the run
     starts: synthetic: n_train; an ImageFolder tree: its image files, listed (a tree that cannot be
-    used is an error here already); CIFAR: the labels of its training files, unpickled as
-    torchvision does (a second or two for the real ones), or torchvision's 50,000 when the files
-    are still to be downloaded."""
-    if data.name == "synthetic":
-        return data.n_train
-    if data.name == "imagefolder":
-        return len(_imagefolder_files(Path(data.root).expanduser())[1])
-    cls = _cifar_class(data.name)
+    used is an error here already); CIFAR: the labels of its training files (`cifar_train_images`)."""
+    return source_of(data).train_images(data)
+
+
+def require_cifar(source: Cifar, data: DataSpec) -> None:
+    """Without data.download, CIFAR's folder must be under data.root already."""
+    if not data.download and not (Path(data.root).expanduser() / _cifar_class(source).base_folder).is_dir():
+        raise _cifar_missing(data.name, data.root, data.download)
+
+
+# What torchvision's CIFAR download brings (its md5 sums pin the files): 50,000 training images.
+CIFAR_TRAIN_IMAGES = 50_000
+
+
+def cifar_train_images(source: Cifar, data: DataSpec) -> int:
+    """The labels of CIFAR's training files, unpickled as torchvision does (a second or two for the
+    real ones), or torchvision's 50,000 when the files are still to be downloaded."""
+    cls = _cifar_class(source)
     folder = Path(data.root).expanduser() / cls.base_folder
     try:
         count = 0
@@ -311,3 +306,18 @@ def train_images_of(data: DataSpec) -> int:
         if data.download:  # missing or damaged: prepare_data downloads torchvision's files
             return CIFAR_TRAIN_IMAGES
         raise _cifar_missing(data.name, data.root, data.download) from err
+
+
+def imagefolder_num_classes(root: str) -> int:
+    """The class folders of an ImageFolder tree's train/, counted without listing any image."""
+    train = Path(root).expanduser() / "train"
+    if not train.is_dir() or not (classes := _class_folders(train)):
+        raise ConfigError(
+            f"no class folders under {train.resolve()}: set data.root to an ImageFolder tree (train/<class>/*, test/<class>/*)"
+        )
+    return len(classes)
+
+
+def imagefolder_train_images(root: str) -> int:
+    """An ImageFolder tree's training image files, listed (a tree that cannot be used is an error)."""
+    return len(_imagefolder_files(Path(root).expanduser())[1])

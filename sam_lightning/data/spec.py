@@ -12,10 +12,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sam_lightning.data.registry import SOURCES
 from sam_lightning.settings.config import ConfigError, from_mapping, is_number, require_int
-
-SOURCES = ("cifar10", "cifar100", "imagefolder", "synthetic")
-CIFAR = ("cifar10", "cifar100")
 
 
 def subset_images(n: int, train_fraction: float) -> int:
@@ -54,7 +52,8 @@ def require_full_batches(n_train: int, batch_size: int, world: int) -> None:
 class DataSpec:
     """One data set and how a run uses it (README, "Data options").
 
-    name: cifar10 | cifar100 | imagefolder | synthetic; root: where the files are (not synthetic);
+    name: a source of `sam_lightning.data.registry.SOURCES` (cifar10 | cifar100 | imagefolder |
+    synthetic); root: where the files are (required unless the source generates its images);
     download: fetch CIFAR into root; cache_dir: the decoded ImageFolder tensors' cache (null: none).
     batch_size: per device; augment: random crop (crop_padding) and flip; standardize: per-channel
     mean/std (false: raw [0, 1] pixels, the paper's code; a config without the key is an older
@@ -89,9 +88,10 @@ class DataSpec:
     default_arch: str | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in SOURCES:
+        if not isinstance(self.name, str) or self.name not in SOURCES:
             raise ConfigError(f"data.name={self.name!r}: must be one of {', '.join(SOURCES)} (data=...)")
-        if self.name != "synthetic" and self.root in (None, "", "???"):
+        source = SOURCES[self.name]
+        if source.needs_root and self.root in (None, "", "???"):
             raise ConfigError(f"data.root is required for data={self.name}: data.root=PATH")
         require_int("data.batch_size", self.batch_size, 1)
         require_int("data.crop_padding", self.crop_padding, 0)
@@ -104,14 +104,7 @@ class DataSpec:
             raise ConfigError(f"data.test_fraction={self.test_fraction!r}: must be in (0, 1] (1: the whole test set)")
         if not 0 <= self.label_noise < 1:
             raise ConfigError(f"data.label_noise={self.label_noise}: must be in [0, 1)")
-        if self.name == "synthetic":
-            require_int("data.n_train", self.n_train, 1)
-            require_int("data.n_test", self.n_test, 1)
-            require_int("data.num_classes", self.num_classes, 2)
-            if not is_number(self.noise) or self.noise < 0:
-                raise ConfigError(
-                    f"data.noise={self.noise!r}: must be a number >= 0 (the per-pixel noise of the synthetic images)"
-                )
+        source.check(self)  # the source's own keys (synthetic: n_train, n_test, num_classes, noise)
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> DataSpec:

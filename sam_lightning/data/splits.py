@@ -40,7 +40,12 @@ class Splits:
     std: Tensor
 
     def sizes(self) -> dict:
-        sizes = {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y), "num_classes": self.num_classes}
+        sizes = {
+            "train": len(self.train_y),
+            "val": len(self.val_y),
+            "test": len(self.test_y),
+            "num_classes": self.num_classes,
+        }
         if len(self.noisy_indices):
             sizes["noisy_train"] = len(self.noisy_indices)
         return sizes
@@ -48,7 +53,11 @@ class Splits:
     def noisy_labels(self) -> dict:
         """Which training examples carry a flipped label, and which label (positions in the training part)."""
         idx = self.noisy_indices
-        return {"indices": idx.tolist(), "noisy_labels": self.train_y[idx].tolist(), "true_labels": self.train_true_y[idx].tolist()}
+        return {
+            "indices": idx.tolist(),
+            "noisy_labels": self.train_y[idx].tolist(),
+            "true_labels": self.train_true_y[idx].tolist(),
+        }
 
 
 def validation_indices(n: int, fraction: float, seed: int) -> Tensor:
@@ -58,7 +67,13 @@ def validation_indices(n: int, fraction: float, seed: int) -> Tensor:
 
 
 def make_splits(
-    arrays: ImageArrays, *, train_fraction: float, val_fraction: float, label_noise: float, seed: int, test_fraction: float = 1.0
+    arrays: ImageArrays,
+    *,
+    train_fraction: float,
+    val_fraction: float,
+    label_noise: float,
+    seed: int,
+    test_fraction: float = 1.0,
 ) -> Splits:
     keep = subset_indices(len(arrays.train_y), train_fraction, seed)
     x, y = arrays.train_x[keep], arrays.train_y[keep]
@@ -70,15 +85,27 @@ def make_splits(
     val_y, _ = flip_labels(y[held_out], label_noise, arrays.num_classes, seed + 3)
     tested = subset_indices(len(arrays.test_y), test_fraction, seed + 4)  # all, in order, at 1
     return Splits(
-        train_x=train_x, train_y=train_y, train_true_y=train_true_y, noisy_indices=noisy,
-        val_x=x[held_out], val_y=val_y, test_x=arrays.test_x[tested], test_y=arrays.test_y[tested],
-        num_classes=arrays.num_classes, mean=arrays.mean, std=arrays.std,
+        train_x=train_x,
+        train_y=train_y,
+        train_true_y=train_true_y,
+        noisy_indices=noisy,
+        val_x=x[held_out],
+        val_y=val_y,
+        test_x=arrays.test_x[tested],
+        test_y=arrays.test_y[tested],
+        num_classes=arrays.num_classes,
+        mean=arrays.mean,
+        std=arrays.std,
     )
 
 
 def load_splits(data: DataSpec) -> Splits:
     """The splits of a run's data, from its source."""
     return make_splits(
-        load_source(data), train_fraction=data.train_fraction, val_fraction=data.val_fraction,
-        label_noise=data.label_noise, seed=data.seed, test_fraction=data.test_fraction,
+        load_source(data),
+        train_fraction=data.train_fraction,
+        val_fraction=data.val_fraction,
+        label_noise=data.label_noise,
+        seed=data.seed,
+        test_fraction=data.test_fraction,
     )

@@ -8,6 +8,7 @@
     python sweep.py <dir> --paired seed --baseline erm   # and each row minus ERM at the same seed
     python sweep.py <dir> --export docs/results/<name>   # copy the finished jobs' results.json only
     python sweep.py <dir> --wandb-sync           # upload every offline W&B run below the folder(s)
+    python sweep.py <stage-1 dir> --next         # the rho protocol's stage 2: a command per method
 
 Exit status: 0 with a table, 1 when no job finished, 2 for bad input.
 """
@@ -89,6 +90,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="upload every offline W&B run below the folders (wandb sync on each job's wandb/offline-run-*); no table",
     )
+    p.add_argument(
+        "--next",
+        action="store_true",
+        help="print the second stage of the rho protocol: for each method, its command at the rho "
+        "the folder's runs chose (validation split), over the remaining seeds; no table",
+    )
+    p.add_argument(
+        "--seeds",
+        metavar="S,S,...",
+        help="with --next: the stage-2 seeds (default: conf/train/sweep/seeds.yaml's, minus stage 1's)",
+    )
     args = p.parse_args(argv)
     if args.wandb and args.dirs:
         p.error("give either multirun folders or --wandb, not both")
@@ -104,6 +116,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--wandb-sync uploads the runs of multirun folders: give folders, without --wandb or --export")
     if args.export and args.where:
         p.error("--export copies every job that ended: --where chooses table rows, not what to export")
+    if args.next and (args.wandb or args.export or args.wandb_sync or args.paired):
+        p.error("--next reads stage-1 folders: give folders, without --wandb, --export, --wandb-sync or --paired")
+    if args.seeds is not None and not args.next:
+        p.error("--seeds goes with --next")
+    if args.seeds is not None and not re.fullmatch(r"\d+(,\d+)*", args.seeds):
+        p.error(f"--seeds: comma-separated seeds, e.g. 1,2, got {args.seeds!r}")
     if args.metric not in ("auto", *table.METRICS) and not args.metric.startswith(("final_", "best_")):
         p.error(f"--metric: auto, {', '.join(table.METRICS)} or a final_*/best_* key, got {args.metric!r}")
     return args
@@ -200,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
             sources.append(f"where {' and '.join(args.where)}")
         if args.paired:
             pairing.check(runs, args.paired, args.baseline)
+        if args.next:
+            from sam_lightning.reporting.next_stage import next_commands
+
+            seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+            print("\n".join(next_commands(runs, args.dirs, args.metric, seeds)))
+            return 0
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return BAD_INPUT

@@ -4,7 +4,7 @@ A job folder is one that holds results.json or Hydra's .hydra/ (a job that start
 results.json). Every job becomes one row of a pandas DataFrame: its name, status and reason, its
 seed, its final metrics (every `final_*` / `best_*` number of results.json, and
 `test_error_at_best_val`) and one `key:<override>` column per command-line override that can
-define a group (none for `method.rho` of a method that ignores it: ERM). The overrides come from
+define a group (none for `method.rho` of a method without an ascent step: ERM). The overrides come from
 the job's .hydra/overrides.yaml, else from the `overrides` list results.json records (so a folder of
 bare results.json files, as committed under docs/results/, makes the same table), else from the
 config (`pseudo_overrides`: a run without either). A job whose status is not
@@ -21,15 +21,16 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from sam_lightning.run.duplicates import RHO_INERT
+from sam_lightning.run.duplicates import RHO as RHO_KEY
 from sam_lightning.run.jsonio import RESULTS_FILE
-from sam_lightning.run.naming import group_keys, method_label
-from sam_lightning.run.results import current_keys
+from sam_lightning.run.naming import ascends, group_keys, method_label
+from sam_lightning.run.results import AT_BEST_VAL, current_keys
 from sam_lightning.settings.config import ConfigError
 
 KEY = "key:"  # prefix of the group columns: key:method, key:method.rho, ...
+RHO = KEY + RHO_KEY  # the rho column
 # Besides every final_*/best_* number: the test error at the epoch of lowest validation error.
-EXTRA_METRICS = ("test_error_at_best_val",)
+EXTRA_METRICS = (AT_BEST_VAL,)
 
 
 def find_job_dirs(root: Path) -> list[Path]:
@@ -57,7 +58,7 @@ def pseudo_overrides(config: dict) -> list[str]:
     method, data, model = config.get("method", {}), config.get("data", {}), config.get("model", {})
     pairs = [
         ("method", method_label(method)),
-        ("method.rho", method.get("rho")),
+        (RHO_KEY, method.get("rho")),
         ("data", data.get("name")),
         ("model", model.get("arch")),
     ]
@@ -113,10 +114,12 @@ def record(name: str, payload: dict, overrides: list[str] | None, fill: tuple[st
     if overrides is None:
         overrides = recorded_overrides(payload)
     keys = group_keys(pseudo_overrides(config) if overrides is None else overrides, config)
-    # ERM at every rho of a grid is one run: one group, never a best rho. A job without its config
-    # (unreadable, never started) is known by its `method=` override.
-    if (row["method_label"] if config.get("method") else keys.get("method")) in RHO_INERT:
-        keys.pop("method.rho", None)
+    # A method without an ascent step (ERM) has no rho: its runs at every rho of a grid are one group,
+    # never a best rho. (Random perturbations keep the rho they were given: with gaussian noise it
+    # changes nothing, and a grid skips their repeated jobs, `Method.uses_rho`.) A job without its
+    # config (unreadable, never started) is known by its `method=` override.
+    if not ascends(config.get("method") or {"name": keys.get("method")}):
+        keys.pop(RHO_KEY, None)
     row.update({KEY + k: v for k, v in keys.items()})
     for key in fill:
         if row.get(KEY + key) is None and (value := config_value(config, key)) is not None:
@@ -124,14 +127,25 @@ def record(name: str, payload: dict, overrides: list[str] | None, fill: tuple[st
     return row
 
 
+def hydra_overrides(job: Path) -> list[str] | None:
+    """The job's command-line overrides as Hydra saved them (.hydra/overrides.yaml), or None."""
+    path = job / ".hydra" / "overrides.yaml"
+    return [str(o) for o in (yaml.safe_load(path.read_text()) or [])] if path.is_file() else None
+
+
+def job_overrides(job: Path) -> list[str] | None:
+    """The job's overrides as its command line gave them: Hydra's file, else results.json's record."""
+    overrides = hydra_overrides(job)
+    if overrides is None and (job / RESULTS_FILE).is_file():
+        overrides = recorded_overrides(json.loads((job / RESULTS_FILE).read_text()))
+    return overrides
+
+
 def read_job(job: Path, name: str, fill: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:
     """(row, history) of one job folder."""
     path = job / RESULTS_FILE
-    overrides_file = job / ".hydra" / "overrides.yaml"
     try:
-        overrides = (
-            [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])] if overrides_file.is_file() else None
-        )
+        overrides = hydra_overrides(job)
     except (OSError, yaml.YAMLError) as err:
         return {"job": name, "status": "unreadable", "reason": f".hydra/overrides.yaml: {_clip(err)}"}, []
     if not path.is_file():

@@ -24,7 +24,18 @@ from matplotlib.colors import LogNorm, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
+from sam_lightning.reporting.collect import KEY, RHO
 from sam_lightning.reporting.stats import bootstrap_ci, format_mean_ci, interval_name
+from sam_lightning.run.results import (
+    TEST_ERROR,
+    TEST_LOSS,
+    TRAIN_CLEAN_ERROR,
+    TRAIN_ERROR,
+    TRAIN_LOSS,
+    TRAIN_NOISY_FIT,
+    is_error,
+)
+from sam_lightning.variants import ERM
 
 COLORS = (
     "tab:blue",
@@ -37,13 +48,11 @@ COLORS = (
     "tab:cyan",
     "tab:olive",
 )
-REFERENCE = "erm"  # the baseline every other method is read against
+REFERENCE = ERM.name  # the baseline every other method is read against
 REFERENCE_COLOR = "0.25"  # dark grey: no method's colour
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-KEY = "key:"  # the group columns of a sweep summary (sam_lightning.reporting.collect.KEY)
-RHO = KEY + "method.rho"
-CURVE_NAMES = {"train/noisy_fit": "flipped labels fitted", "train/clean_error": "train error, clean labels"}
+CURVE_NAMES = {TRAIN_NOISY_FIT: "flipped labels fitted", TRAIN_CLEAN_ERROR: "train error, clean labels"}
 CURVE_RESAMPLES = 1000  # one interval per logged point and line: seaborn's count keeps this quick
 
 
@@ -108,7 +117,7 @@ def _log_if_wide(ax, values) -> None:
 def _what(metric: str) -> tuple[str, float]:
     """('test error (%)', 100) or ('test loss', 1) for a results.json metric name."""
     name = metric.removeprefix("final_").replace("_", " ")
-    return (f"{name} (%)", 100.0) if metric.endswith("error") else (name, 1.0)
+    return (f"{name} (%)", 100.0) if is_error(metric) else (name, 1.0)
 
 
 def _family_label(row: pd.Series, columns: list[str], drop: str = "") -> str:
@@ -331,11 +340,10 @@ def sweep_curves(
     styles and markers), a column per metric, ERM as a dashed grey reference in every row (and no
     row of its own); when every method has a single row, one panel per metric with a line per method.
     Each metric's panels share the y-axis; legends sit to the right of the panels."""
-    test_key = "test/error" if info["metric"].endswith("error") else "test/loss"
-    train_key = test_key.replace("test/", "train/")
+    test_key, train_key = (TEST_ERROR, TRAIN_ERROR) if is_error(info["metric"]) else (TEST_LOSS, TRAIN_LOSS)
     _, scale = _what(info["metric"])
     # label-noise runs also log how they fit the flipped and the clean labels (paper Fig. 12)
-    extra_keys = ("train/noisy_fit", "train/clean_error") if scale == 100 else ()
+    extra_keys = (TRAIN_NOISY_FIT, TRAIN_CLEAN_ERROR) if scale == 100 else ()
     seeds = {r.job: r.seed if pd.notna(r.seed) else r.job for r in runs.itertuples()}
     jobs = [j for js in summary["jobs"] for j in js]
     keys = [

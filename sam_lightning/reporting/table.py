@@ -12,7 +12,7 @@ Runs with a validation split (data.val_fraction > 0: results.json holds final_va
 are chosen on it: the table shows the validation metric beside the test metric and the best rho is
 the lowest mean validation error, the test set only reported. Only when no run has a split does the
 test metric choose. The table says which in one line. Jobs with status `skipped` (ERM at a second
-rho of a grid: the same run as at the first, see sweep.duplicates) are left out and counted below.
+rho of a grid: the same run as at the first, see sam_lightning.run.duplicates) are left out and counted below.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from sam_lightning.reporting.collect import KEY
+from sam_lightning.reporting.collect import KEY, RHO
 from sam_lightning.reporting.stats import bootstrap_ci, format_mean_ci, interval_name, interval_note
+from sam_lightning.run.results import AT_BEST_VAL, is_error
 
-RHO = KEY + "method.rho"
 METRICS = {"final": "final_test_error", "best": "best_test_error", "loss": "final_test_loss"}
 # The validation metric that chooses rho for a test metric, when the runs have a validation split.
 VAL_OF = {
@@ -35,7 +35,6 @@ VAL_OF = {
     "final_test_loss": "final_val_loss",
     "best_test_error": "best_val_error",
 }
-AT_BEST_VAL = "test_error_at_best_val"  # test error at the epoch of lowest validation error
 SKIPPED = "skipped"
 # The training errors, each named for what it measures: train/error is a running average over the
 # epoch's augmented batches in training mode (BatchNorm on batch statistics), at w or, for nsam and
@@ -73,11 +72,6 @@ def resolve_metrics(runs: pd.DataFrame, metric: str) -> tuple[str, str | None]:
     if val is None or val not in finished or finished[val].isna().all():
         return test, None
     return (AT_BEST_VAL if metric == "best" else test), val
-
-
-def is_error(metric: str) -> bool:
-    """An error rate (shown in percent), not a loss: final_test_error, test_error_at_best_val, ..."""
-    return metric.endswith("error") or metric == AT_BEST_VAL
 
 
 def _train_metric(metric: str) -> str:

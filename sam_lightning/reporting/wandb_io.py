@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from sam_lightning.reporting.collect import record
+from sam_lightning.run.results import TEST_ERROR
 from sam_lightning.settings.config import ConfigError
 from sam_lightning.settings.wandb_mode import resolve_mode
 
@@ -69,9 +70,9 @@ def run_from_api(api_run) -> tuple[dict, list[dict]] | None:
     row = record(api_run.name, payload, list(overrides) if overrides else None)
     history = (
         [
-            {"epoch": int(h["epoch"]), "test/error": float(h["test/error"])}
-            for h in api_run.scan_history(keys=["epoch", "test/error"])
-            if h.get("test/error") is not None
+            {"epoch": int(h["epoch"]), TEST_ERROR: float(h[TEST_ERROR])}
+            for h in api_run.scan_history(keys=["epoch", TEST_ERROR])
+            if h.get(TEST_ERROR) is not None
         ]
         if status == "finished"
         else []

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from sam_lightning.data.spec import DataSpec
 from sam_lightning.models import build_model
 from sam_lightning.run.jsonio import RESULTS_FILE
+from sam_lightning.run.run_dir import CHECKPOINT_DIR, HYDRA_DIR
 from sam_lightning.settings.config import ConfigError, ModelSpec
 from sam_lightning.settings.fingerprint import first_difference
 
@@ -52,12 +53,14 @@ class SavedCheckpoint:
     @property
     def run_dir(self) -> Path | None:
         """train.py writes `<run dir>/checkpoints/*.ckpt`; None for a file kept anywhere else."""
-        return self.path.parent.parent if self.path.parent.name == "checkpoints" else None
+        return self.path.parent.parent if self.path.parent.name == CHECKPOINT_DIR else None
 
     def default_label(self) -> str:
+        from sam_lightning.run.naming import uses_rho
+
         m = self.method
         what = m.get("name", "?")
-        if what != "erm":
+        if uses_rho(m):  # its rho and chunk size: what tells its checkpoints from another run's
             what += f" rho={m.get('rho')} m={m.get('m') or 'B'}"
         where = f"{self.run_dir.name}/{self.path.stem}" if self.run_dir else self.path.stem
         return f"{what} ({where})"
@@ -227,7 +230,7 @@ def run_config(ckpt: SavedCheckpoint) -> dict | None:
             config = None
         if isinstance(config, dict):
             return config
-    hydra_config = run_dir / ".hydra" / "config.yaml"
+    hydra_config = run_dir / HYDRA_DIR / "config.yaml"
     if hydra_config.is_file():
         return OmegaConf.to_container(OmegaConf.load(hydra_config), resolve=True)
     return None

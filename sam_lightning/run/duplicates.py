@@ -1,8 +1,10 @@
-"""ERM in a rho grid: the jobs of a multirun that repeat an earlier job exactly.
+"""A method that ignores rho in a rho grid (ERM): the jobs of a multirun that repeat an earlier job exactly.
 
 `python train.py -m method=erm,sam method.rho=0.05,0.1 seed=0,1` is a cartesian product, so ERM
 gets one job per rho; rho has no effect on ERM, so its jobs at the second and later rho values
 would compute what its job at the grid's first rho computes (same seed, same everything else).
+Which methods ignore rho, their classes say (`Method.uses_rho`): ERM, and random perturbations with
+their default gaussian noise (only noise=sphere draws at radius rho).
 Such a job writes results.json with status `skipped` and a reason that names the job it repeats,
 prints one line and trains nothing; sweep tables leave it out (and count it under the table).
 
@@ -18,12 +20,11 @@ same folder, or another sweeper (Optuna writes none), never skips a job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-RHO = "method.rho"
-RHO_INERT = frozenset({"erm"})  # method labels (sam_lightning.run.naming.method_label) that ignore rho
+RHO = "method.rho"  # the override key of the perturbation radius
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +60,24 @@ def _rho_position(job: Sequence[str]) -> int | None:
 
 
 def find_duplicate(
-    sweep_overrides: Sequence[str], job_overrides: Sequence[str], method: str, job_num: int | None = None
+    sweep_overrides: Sequence[str], job_overrides: Sequence[str], method: Mapping | str, job_num: int | None = None
 ) -> Duplicate | None:
     """The earlier job that this one repeats, or None.
 
     sweep_overrides: the whole sweep's overrides (`hydra.sweeper.params` as `key=value`, then
     `hydra.overrides.task` of multirun.yaml), e.g. ["method=erm,sam", "method.rho=0.05,0.1", "seed=0,1"];
     job_overrides: this job's `hydra.overrides.task`, e.g. ["method=erm", "method.rho=0.1", "seed=0"];
-    method: this job's method label (`naming.method_label`: erm, sam, sam_m128, ...);
+    method: this job's method config (its `_target_` or `name`, and its settings), or a method's
+    name alone (erm, sam, random, ...);
     job_num: this job's `hydra.job.num`; when given, the job must be that job of the sweep.
 
-    A job is a duplicate when its method ignores rho (ERM), rho is swept, and its rho is not the
-    grid's first value: it repeats the job with the first value and everything else equal.
+    A job is a duplicate when its method ignores rho (`Method.uses_rho` of its class: ERM), rho is
+    swept, and its rho is not the grid's first value: it repeats the job with the first value and
+    everything else equal.
     """
-    if method not in RHO_INERT:
+    from sam_lightning.run.naming import uses_rho
+
+    if uses_rho(method if isinstance(method, Mapping) else {"name": method}):
         return None
     jobs = sweep_jobs(sweep_overrides)
     job = [str(o) for o in job_overrides]
@@ -93,13 +98,10 @@ def find_duplicate(
 
 def _multirun_job():
     """(sweep dir, job num, job overrides) in a multirun of Hydra's basic sweeper, else None."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from sam_lightning.settings.hydra_job import is_multirun, job
 
-    if not HydraConfig.initialized():
-        return None
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN or not str(hc.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+    hc = job()
+    if not is_multirun(hc) or not str(hc.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
         return None
     return Path(hc.sweep.dir), int(hc.job.num), [str(o) for o in hc.overrides.task]
 
@@ -109,8 +111,6 @@ def duplicate_of_this_job(cfg) -> Duplicate | None:
     Anything unreadable (no multirun.yaml, an override the parser cannot enumerate) is None: the job
     trains."""
     from omegaconf import OmegaConf
-
-    from sam_lightning.run.naming import method_label
 
     try:
         job = _multirun_job()
@@ -122,8 +122,7 @@ def duplicate_of_this_job(cfg) -> Duplicate | None:
             return None
         params = OmegaConf.select(sweep, "hydra.sweeper.params") or {}
         sweep_overrides = [f"{k}={v}" for k, v in params.items()] + [str(o) for o in sweep.hydra.overrides.task]
-        method = method_label(OmegaConf.to_container(cfg.method, resolve=True))
-        return find_duplicate(sweep_overrides, overrides, method, num)
+        return find_duplicate(sweep_overrides, overrides, OmegaConf.to_container(cfg.method, resolve=True), num)
     except Exception as err:  # noqa: BLE001 - a job that cannot tell trains, as it would without this check
         log.debug("duplicate check skipped: %s", err)
         return None
@@ -138,8 +137,10 @@ def skip_if_duplicate(cfg) -> bool:
     from omegaconf import OmegaConf
 
     from sam_lightning.run.results import ResultsWriter
+    from sam_lightning.variants.lookup import method_class
 
-    reason = f"duplicate of {duplicate.describe()}: method.rho has no effect on ERM"
+    method = method_class(OmegaConf.to_container(cfg.method, resolve=True))
+    reason = f"duplicate of {duplicate.describe()}: {RHO} has no effect on {method.__name__}"
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001 - the record keeps the config as written

@@ -4,7 +4,7 @@
 
 with the overrides the sweep varies. ETA: the mean duration of the jobs trained so far times the
 jobs left to train (this one included); none before the first job has trained. Jobs that will be
-skipped as duplicates (ERM at a second rho of a grid: `sweep.duplicates`) count in neither: they
+skipped as duplicates (a method that ignores rho, ERM, at a second rho of a grid: `sam_lightning.run.duplicates`) count in neither: they
 take no time, so they would pull the mean down and inflate the work left. Configured in conf/train/train.yaml and conf/theory/theory.yaml
 under `hydra.callbacks`. The count N is that of Hydra's basic sweeper (the grid of
 `hydra.sweeper.params` and the command line) or an Optuna study's `n_trials`; another sweeper's
@@ -41,10 +41,11 @@ def planned_jobs(config: DictConfig) -> tuple[int | None, set[str] | None]:
 
 def skipped_jobs(config: DictConfig) -> set[int]:
     """The numbers of the jobs of Hydra's basic sweeper's grid that will be skipped as duplicates
-    (`sweep.duplicates.find_duplicate`, told each job's method by its `method=` override); empty
-    for another sweeper or a grid the parser cannot enumerate."""
+    (`duplicates.find_duplicate`, told each job's method by its `method=` override, read as a
+    method's name, with the job's own `method.<key>=` values); empty for another sweeper or a grid
+    the parser cannot enumerate. (The job itself decides from its composed config.)"""
     from sam_lightning.run.duplicates import find_duplicate, sweep_jobs
-    from sam_lightning.run.naming import split_override
+    from sam_lightning.run.naming import canonical_value, split_override
 
     if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith(".BasicSweeper"):
         return set()
@@ -56,8 +57,14 @@ def skipped_jobs(config: DictConfig) -> set[int]:
         return set()
     skipped = set()
     for num, job in enumerate(jobs):
-        methods = [value for key, value in map(split_override, job) if key == "method"]
-        if methods and find_duplicate(overrides, job, methods[-1], num) is not None:
+        pairs = list(map(split_override, job))
+        methods = [value for key, value in pairs if key == "method"]
+        settings = {
+            k.removeprefix("method."): canonical_value(v)
+            for k, v in pairs
+            if k.count(".") == 1 and k.startswith("method.")
+        }
+        if methods and find_duplicate(overrides, job, {**settings, "name": methods[-1]}, num) is not None:
             skipped.add(num)
     return skipped
 
@@ -83,9 +90,9 @@ class MultirunProgress(Callback):
         self.skipped = skipped_jobs(config)
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
-        from hydra.types import RunMode
+        from sam_lightning.settings.hydra_job import is_multirun
 
-        if config.hydra.mode != RunMode.MULTIRUN:
+        if not is_multirun(config.hydra):
             return
         now = time.time()
         self.job_started = now

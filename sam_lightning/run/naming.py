@@ -12,8 +12,10 @@ In a multirun every job is its own W&B run:
 A single run is named <method label>-<data>-<model>-s<seed> and the overrides that set it apart
 (sam_m128-cifar10-preact_resnet18-s0,laptop_fig1,rho=0.2: the preset by its name; `single_run_name`;
 logger.wandb.name=NAME sets it).
-No name, group or grouping key holds a machine path: data.root, data.cache_dir, paths.* are
-bookkeeping, and any other override whose value is a path is left out of names. Every run's config
+No name, group or grouping key holds bookkeeping (`is_bookkeeping` in sam_lightning/settings/fingerprint.py:
+data.root, paths.*, logger.*, ... ; the definition resume and job folders read too) or a key set to
+the value that computes what leaving it out does (`at_default`: trainer.devices=1), and any other
+override whose value is a machine path is left out of names. Every run's config
 holds hydra.overrides and hydra.command (the command line that runs the job again); a multirun job's
 config also carries hydra.group_key (the overrides minus the seed and bookkeeping keys), so that
 "Group by hydra.group_key" in the W&B table averages over seeds as sweep.py does. `group_keys` is
@@ -29,27 +31,11 @@ from pathlib import Path, PurePath
 import yaml
 from omegaconf import OmegaConf
 
+from sam_lightning.run.duplicates import RHO
+from sam_lightning.settings import hydra_job
+from sam_lightning.settings.fingerprint import at_default, is_bookkeeping
+
 SEED_KEYS = frozenset({"seed"})
-# Bookkeeping: where and how a run is logged or placed, never what it computes.
-NEUTRAL_KEYS = frozenset(
-    {
-        "ckpt_path",
-        "num_workers",
-        "eval_batch_size",
-        "channels_last",
-        "compile",  # how the steps are computed (compiled or eager), not what
-        "trainer.devices",
-        "trainer.enable_progress_bar",
-        "trainer.enable_model_summary",
-        "trainer.log_every_n_steps",
-        "tags",
-        # where the data live on this machine, not which data: never in a name or a grouping key
-        "data.root",
-        "data.cache_dir",
-        "data.download",
-    }
-)
-NEUTRAL_PREFIXES = ("logger", "paths", "hydra", "sweep", "hparams_search")
 
 
 def split_override(override: str) -> tuple[str, str]:
@@ -70,7 +56,8 @@ def canonical_value(value: str):
 
 
 def is_neutral(key: str) -> bool:
-    return key in NEUTRAL_KEYS or key.split(".")[0].split("/")[0] in NEUTRAL_PREFIXES or key in SEED_KEYS
+    """Bookkeeping, or the seed (runs that differ only in it are one group)."""
+    return is_bookkeeping(key) or key in SEED_KEYS
 
 
 def _in_config(config: dict, key: str) -> bool:
@@ -87,30 +74,43 @@ def _in_config(config: dict, key: str) -> bool:
 
 
 def group_keys(overrides, config: dict | None = None) -> dict:
-    """{override key: canonical value} of the overrides that can define a group: the seed and
-    bookkeeping keys left out, and keys the run's own config does not hold (a method that does
-    not take `rho` is not split by it)."""
+    """{override key: canonical value} of the overrides that can define a group: the seed,
+    bookkeeping keys and keys at the value that computes what leaving them out does left out, and
+    keys the run's own config does not hold (a method that does not take `rho` is not split by it)."""
     kept = {}
     for override in overrides:
         key, value = split_override(str(override))
-        if is_neutral(key) or (config is not None and not _in_config(config, key)):
+        value = canonical_value(value)
+        if is_neutral(key) or at_default(key, value) or (config is not None and not _in_config(config, key)):
             continue
-        kept[key] = canonical_value(value)
+        kept[key] = value
     return dict(sorted(kept.items()))
 
 
+def _settings(method) -> Mapping:
+    return OmegaConf.to_container(method, resolve=True) if OmegaConf.is_config(method) else method
+
+
 def method_label(method: Mapping) -> str:
-    """erm, sam, sam_m128, sam_const, nsam, ...: the method's name (or its class), _m<m> for m-SAM
-    chunks and _const for unnormalized steps, where the method has them."""
-    name = method.get("name") or str(method.get("_target_", "?")).rsplit(".", 1)[-1].lower()
-    if name in ("erm", "gd"):
-        return "erm"
-    label = str(name)
-    if method.get("m") is not None:
-        label += f"_m{method['m']}"
-    if method.get("normalize") is False:
-        label += "_const"
-    return label
+    """erm, sam, sam_m128, sam_const, nsam, ...: what the method's class calls a run with these
+    settings (`Method.label`, its class read from the config: sam_lightning.variants.lookup)."""
+    from sam_lightning.variants.lookup import method_label as label
+
+    return label(_settings(method))
+
+
+def ascends(method: Mapping) -> bool:
+    """Whether the method has an ascent step at all (`Method.ascends` of the config's class: ERM has none)."""
+    from sam_lightning.variants.lookup import ascends as has_ascent
+
+    return has_ascent(_settings(method))
+
+
+def uses_rho(method: Mapping) -> bool:
+    """Whether rho changes what the method computes (`Method.uses_rho` of the config's class)."""
+    from sam_lightning.variants.lookup import uses_rho as used
+
+    return used(_settings(method))
 
 
 def sweep_name(sweep_dir: str) -> str:
@@ -172,10 +172,8 @@ def multirun_name(cfg, overrides, swept) -> str:
     """A multirun job's name: only what differs between the sweep's jobs (`sam rho=0.1 s2`): the
     method first, the seed last, the rest in the order of its overrides; the single-run name when
     nothing differs."""
-    from sam_lightning.run.duplicates import RHO, RHO_INERT
-
     config = OmegaConf.to_container(cfg, resolve=False)
-    inert = {RHO} if method_label(cfg.method) in RHO_INERT else set()  # ERM at any rho is one run
+    inert = set() if uses_rho(cfg.method) else {RHO}  # ERM at any rho is one run
     shown = {}
     for override in overrides:
         key, value = split_override(str(override))
@@ -230,26 +228,10 @@ def command_line(overrides) -> str:
     return " ".join(["python", script, *(shlex.quote(str(o)) for o in overrides)])
 
 
-def _task_overrides() -> list[str]:
-    """The job's command-line overrides (hydra.overrides.task); [] outside a Hydra job."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
-    except (ImportError, ValueError):
-        return []
-
-
 def _hydra_job():
     """(sweep dir, job num, overrides, swept keys, preset) in a multirun, else None."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-    except (ImportError, ValueError):
-        return None
-    if hc.mode != RunMode.MULTIRUN:
+    hc = hydra_job.job()
+    if not hydra_job.is_multirun(hc):
         return None
     overrides = [str(o) for o in hc.overrides.task]
     return str(hc.sweep.dir), hc.job.num, overrides, swept_keys(hc, overrides), preset_of(hc.runtime.choices)
@@ -277,7 +259,7 @@ def wandb_names(cfg, group: str | None = None, job_type: str | None = None, name
     """group, job_type, name, tags and the hydra section to log for this job (see the module doc);
     the W&B logger entry's own group, job_type and name win when given."""
     job = _hydra_job()
-    overrides = job[2] if job else _task_overrides()
+    overrides = job[2] if job else (hydra_job.task_overrides() or [])
     preset = job[4] if job else _preset()
     names = {
         "group": group or (group_name(job[0], preset, job[3]) if job else f"{cfg.data.name}-{cfg.model.arch}"),
@@ -300,9 +282,5 @@ def wandb_names(cfg, group: str | None = None, job_type: str | None = None, name
 
 
 def _preset() -> str | None:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return preset_of(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else None
-    except (ImportError, ValueError):
-        return None
+    hc = hydra_job.job()
+    return None if hc is None else preset_of(hc.runtime.choices)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sam_lightning.entry import BAD_INPUT, fail
+from sam_lightning.settings.hydra_job import set_early
 
 
 def check_creatable(path: str, key: str) -> None:
@@ -27,9 +27,7 @@ def check_creatable(path: str, key: str) -> None:
 
 class WritableOutputDir(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        # Hydra sets this config as the HydraConfig right after the callbacks' on_run_start; doing
-        # it first lets the folder's ${hydra:runtime.choices...} interpolations resolve here.
-        HydraConfig.instance().set_config(config)
+        set_early(config)  # the folder's ${hydra:runtime.choices...} interpolations resolve here
         check_creatable(str(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:

@@ -12,7 +12,7 @@ rename over the old one). `status` is one of
     diverged     the training loss became NaN or infinite; `diverged_at` names the epoch and step
     interrupted  stopped by Ctrl-C (KeyboardInterrupt)
     preempted    stopped by SIGTERM or SIGUSR1 (a scheduler); checkpoints/last.ckpt holds the step it stopped at
-    skipped      an ERM job of a rho grid that repeats another job (sam_lightning.run.duplicates)
+    skipped      a job of a rho grid whose method ignores rho (ERM) and that repeats another job (sam_lightning.run.duplicates)
     failed       any other error; `reason` holds it
 """
 
@@ -29,19 +29,60 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sam_lightning.run.jsonio import RESULTS_FILE, atomic_write_json
 
-TRAIN_KEYS = (
-    "train/loss",
-    "train/error",
-    "train/objective",
-    "train/lr",
-    "train/rho",
-    "train/perturbed",
-    "train/clean_error",
-    "train/noisy_fit",
-    "time/epoch_s",  # the epoch's training time (SAMClassifier), evaluation left out
+# The metrics a training run logs, one name in logs, results.json's history, W&B and docs (their one
+# home: the training system, the callbacks, sweep tables and plots read them here). Per epoch:
+TRAIN_LOSS = "train/loss"
+TRAIN_ERROR = "train/error"
+TRAIN_OBJECTIVE = "train/objective"  # the loss plus the L2 term (optim.l2_mode=loss)
+TRAIN_LR = "train/lr"
+TRAIN_RHO = "train/rho"
+TRAIN_PERTURBED = "train/perturbed"  # 1 in an epoch whose steps perturb the weights (erm_to_sam switches)
+TRAIN_CLEAN_ERROR = "train/clean_error"  # under label noise only: the error on the intact labels
+TRAIN_NOISY_FIT = "train/noisy_fit"  # under label noise only: the share of flipped labels fitted
+TRAIN_SAM_GAP = (
+    "train/sam_gap"  # the epoch's mean of L(w + e) - L(w) over perturbed steps (paper Fig. 19's gap, for free)
 )
-EVAL_KEYS = ("test/loss", "test/error", "val/loss", "val/error", "train_eval/loss", "train_eval/error")
+EPOCH_TIME = "time/epoch_s"  # the epoch's training time (SAMClassifier), evaluation left out
+LABEL_NOISE_KEYS = (TRAIN_CLEAN_ERROR, TRAIN_NOISY_FIT)
+TRAIN_KEYS = (
+    TRAIN_LOSS,
+    TRAIN_ERROR,
+    TRAIN_OBJECTIVE,
+    TRAIN_LR,
+    TRAIN_RHO,
+    TRAIN_PERTURBED,
+    TRAIN_SAM_GAP,
+    *LABEL_NOISE_KEYS,
+    EPOCH_TIME,
+)
+
+
+def eval_key(eval_set: str, kind: str) -> str:
+    """The metric of an evaluated set (test, val, train_eval: `DataSpec.eval_sets`), kind loss or error."""
+    return f"{eval_set}/{kind}"
+
+
+TEST_LOSS, TEST_ERROR = eval_key("test", "loss"), eval_key("test", "error")
+VAL_LOSS, VAL_ERROR = eval_key("val", "loss"), eval_key("val", "error")
+TRAIN_EVAL_LOSS, TRAIN_EVAL_ERROR = eval_key("train_eval", "loss"), eval_key("train_eval", "error")
+EVAL_KEYS = (TEST_LOSS, TEST_ERROR, VAL_LOSS, VAL_ERROR, TRAIN_EVAL_LOSS, TRAIN_EVAL_ERROR)
 EPOCH_KEYS = TRAIN_KEYS + EVAL_KEYS
+# Per step (the logger's, not results.json's):
+STEP_LOSS = "step/loss"
+STEP_GRAD_NORM = "step/grad_norm"
+STEP_PERTURBATION_NORM = "step/perturbation_norm"
+STEP_LR = "step/lr"
+STEP_PERTURBED_LOSS = "step/perturbed_loss"
+# results.json's number besides final_* / best_*: the test error at the epoch of lowest validation error.
+AT_BEST_VAL = "test_error_at_best_val"
+
+
+def is_error(metric: str) -> bool:
+    """An error rate (shown in percent), not a loss: a per-epoch key or results.json number whose
+    name ends in error (test/error, final_test_error, ...), and test_error_at_best_val."""
+    return metric.endswith("error") or metric == AT_BEST_VAL
+
+
 # results.json's final_* keys are "final_" + the logged key with "/" as "_" (train/noisy_fit ->
 # final_train_noisy_fit): one name in logs, results.json, W&B and docs. Files written before that
 # rule used these names; `current_keys` reads them under today's.
@@ -77,12 +118,9 @@ def job_overrides() -> list[str] | None:
     """This Hydra job's command-line overrides (`hydra.overrides.task`, what .hydra/overrides.yaml
     holds), or None outside a Hydra job. Recorded in results.json so that the file alone says which
     group of a sweep the run belongs to (sweep.py reads it when .hydra/ is gone)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from sam_lightning.settings.hydra_job import task_overrides
 
-        return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else None
-    except Exception:  # noqa: BLE001 - no Hydra context: nothing to record
-        return None
+    return task_overrides()
 
 
 def status_of(exception: BaseException) -> str:
@@ -212,31 +250,31 @@ class ResultsWriter(pl.Callback):
             ResultsWriter.closed.add(self.path.resolve())
 
     def final_metrics(self) -> dict:
-        tested = [h for h in self.history if h.get("test/error") is not None]
-        best = min(tested, key=lambda h: h["test/error"]) if tested else None
-        validated = [h for h in self.history if h.get("val/error") is not None]
-        best_val = min(validated, key=lambda h: h["val/error"]) if validated else None
-        evaluated = [h for h in self.history if h.get("train_eval/error") is not None]  # data.eval_train
+        tested = [h for h in self.history if h.get(TEST_ERROR) is not None]
+        best = min(tested, key=lambda h: h[TEST_ERROR]) if tested else None
+        validated = [h for h in self.history if h.get(VAL_ERROR) is not None]
+        best_val = min(validated, key=lambda h: h[VAL_ERROR]) if validated else None
+        evaluated = [h for h in self.history if h.get(TRAIN_EVAL_ERROR) is not None]  # data.eval_train
         last = self.history[-1] if self.history else {}
-        trained = [h for h in self.history if h.get("train/error") is not None]
+        trained = [h for h in self.history if h.get(TRAIN_ERROR) is not None]
         return {
-            "final_test_error": tested[-1]["test/error"] if tested else None,
-            "final_test_loss": tested[-1].get("test/loss") if tested else None,
+            "final_test_error": tested[-1][TEST_ERROR] if tested else None,
+            "final_test_loss": tested[-1].get(TEST_LOSS) if tested else None,
             "final_test_epoch": tested[-1]["epoch"] if tested else None,  # a stopped run's last evaluation
-            "best_test_error": best["test/error"] if best else None,
+            "best_test_error": best[TEST_ERROR] if best else None,
             "best_epoch": best["epoch"] if best else None,
             # Early stopping chosen on the validation split (data.val_fraction), never on test:
-            "final_val_error": validated[-1]["val/error"] if validated else None,
-            "final_val_loss": validated[-1].get("val/loss") if validated else None,
-            "best_val_error": best_val["val/error"] if best_val else None,
+            "final_val_error": validated[-1][VAL_ERROR] if validated else None,
+            "final_val_loss": validated[-1].get(VAL_LOSS) if validated else None,
+            "best_val_error": best_val[VAL_ERROR] if best_val else None,
             "best_val_epoch": best_val["epoch"] if best_val else None,
-            "test_error_at_best_val": best_val.get("test/error") if best_val else None,
-            "final_train_eval_error": evaluated[-1]["train_eval/error"] if evaluated else None,
-            "final_train_error": trained[-1]["train/error"] if trained else None,
-            "final_train_loss": trained[-1].get("train/loss") if trained else None,
-            "final_train_objective": trained[-1].get("train/objective") if trained else None,
-            "final_train_clean_error": trained[-1].get("train/clean_error") if trained else None,
-            "final_train_noisy_fit": trained[-1].get("train/noisy_fit") if trained else None,
+            AT_BEST_VAL: best_val.get(TEST_ERROR) if best_val else None,
+            "final_train_eval_error": evaluated[-1][TRAIN_EVAL_ERROR] if evaluated else None,
+            "final_train_error": trained[-1][TRAIN_ERROR] if trained else None,
+            "final_train_loss": trained[-1].get(TRAIN_LOSS) if trained else None,
+            "final_train_objective": trained[-1].get(TRAIN_OBJECTIVE) if trained else None,
+            "final_train_clean_error": trained[-1].get(TRAIN_CLEAN_ERROR) if trained else None,
+            "final_train_noisy_fit": trained[-1].get(TRAIN_NOISY_FIT) if trained else None,
             "epochs_done": len(trained),
             "global_step": last.get("step", 0),
         }

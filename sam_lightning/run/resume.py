@@ -109,30 +109,30 @@ def _value(config, key: str):
 
 def run_settings(cfg, overrides: list[str] | None = None):
     """ckpt_path=<run>/checkpoints/X.ckpt alone resumes with the settings the run was made with (its
-    saved config); this command may set anew only what `resume_may_change` allows (where data live,
-    loggers, progress, resources). Any other override (`overrides`: the command's, as Hydra parsed
+    saved config); this command may set anew only bookkeeping (`is_bookkeeping` in
+    sam_lightning/settings/fingerprint.py: where data live, loggers, progress, resources). Any other override (`overrides`: the command's, as Hydra parsed
     them) that differs from the run's value is refused before anything is written. Without the
     command's overrides (a library call, `train(cfg)`), `cfg` is returned as given and the checkpoint's
     fingerprint decides (sam_lightning/run/checkpoints.py)."""
-    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
     from sam_lightning.run.run_dir import folder_of_run
     from sam_lightning.settings.config import ConfigError
-    from sam_lightning.settings.fingerprint import resume_may_change
+    from sam_lightning.settings.fingerprint import is_bookkeeping
+    from sam_lightning.settings.hydra_job import job
 
     ckpt_path = cfg.get("ckpt_path")
     folder = folder_of_run(ckpt_path)
-    if folder is None or overrides is None or not HydraConfig.initialized():
+    hydra = job()
+    if folder is None or overrides is None or hydra is None:
         return cfg
     saved, saved_choices = saved_settings(folder)
     if saved is None:
         return cfg
-    hydra = HydraConfig.get()
     choices = OmegaConf.to_container(hydra.runtime.choices)
     given = [str(o).split("=", 1)[0].lstrip("+~") for o in overrides]
     for key in given:
-        if resume_may_change(key):
+        if is_bookkeeping(key):
             continue
         if key in choices and saved_choices is not None:
             now, before = choices[key], saved_choices.get(key)
@@ -146,8 +146,11 @@ def run_settings(cfg, overrides: list[str] | None = None):
     merged = OmegaConf.create(OmegaConf.to_container(saved, resolve=False))
     with open_dict(merged):
         for key in dict.fromkeys(["ckpt_path", "paths", *given]):
-            if resume_may_change(key) and not key.startswith("hydra"):
-                node = OmegaConf.select(cfg, key.replace("/", "."))
+            if not is_bookkeeping(key) or key.startswith("hydra"):
+                continue
+            absent = object()  # a group that sets only Hydra's keys (+sweep=...) has no node of its own
+            node = OmegaConf.select(cfg, key.replace("/", "."), default=absent)
+            if node is not absent:
                 value = OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node
                 OmegaConf.update(merged, key.replace("/", "."), value, merge=False, force_add=True)
     return merged

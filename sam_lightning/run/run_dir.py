@@ -224,11 +224,11 @@ def write_hydra_files(run_dir: str | os.PathLike, cfg: DictConfig) -> None:
     """.hydra/config.yaml, hydra.yaml and overrides.yaml, as Hydra writes them, once the folder is
     this run's (train.yaml sets hydra.output_subdir to null so that Hydra does not write them first).
     Nothing outside a Hydra job."""
-    from hydra.core.hydra_config import HydraConfig
+    from sam_lightning.settings.hydra_job import saved_config
 
-    if not HydraConfig.initialized():
+    hydra_cfg = saved_config()
+    if hydra_cfg is None:
         return
-    hydra_cfg = HydraConfig.instance().cfg
     out = Path(run_dir) / HYDRA_DIR
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml")
@@ -259,9 +259,9 @@ class NotIntoARun(Callback):
         self.product, self.key = product, key
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        from hydra.core.hydra_config import HydraConfig
+        from sam_lightning.settings.hydra_job import set_early
 
-        HydraConfig.instance().set_config(config)  # as WritableOutputDir: ${hydra:...} in the folder's name resolve
+        set_early(config)  # as WritableOutputDir: ${hydra:...} in the folder's name resolve
         folder = Path(str(config.hydra.run.dir))
         if folder.exists() and not folder.is_dir():
             fail(f"{self.key}={folder} is a file, not a folder: choose a folder", BAD_INPUT)

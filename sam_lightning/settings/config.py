@@ -3,8 +3,8 @@ error every user mistake raises.
 
 A mapping becomes one of these with `OptimSpec.from_mapping(values)`; bad values fail here, before
 any data is loaded, with one line that names the key. `sam_lightning.training.run_spec.build_run` makes all
-of a run's specs from its composed config; the method is a SAM variant (`sam_lightning.variants`),
-built from conf/train/method/ by its `_target_`.
+of a run's specs from its composed config; the method (ERM or a SAM variant, `sam_lightning.variants`)
+is built from conf/train/method/ by its `_target_`.
 """
 
 from __future__ import annotations

@@ -24,13 +24,10 @@ def available_cpus() -> int:
 
 def parallel_jobs() -> int:
     """Jobs run at once by this Hydra multirun's launcher (1 outside a parallel multirun)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from sam_lightning.settings.hydra_job import is_multirun, job
 
-        hydra_cfg = HydraConfig.get()
-    except (ImportError, ValueError):  # no Hydra run (tests, the compose API)
-        return 1
-    if str(hydra_cfg.mode) != "RunMode.MULTIRUN":
+    hydra_cfg = job()
+    if not is_multirun(hydra_cfg):  # also no Hydra run (tests, the compose API)
         return 1
     n_jobs = hydra_cfg.launcher.get("n_jobs", 1) if hydra_cfg.get("launcher") else 1
     return max(1, int(n_jobs)) if isinstance(n_jobs, int) and n_jobs > 0 else available_cpus()  # joblib's -1: all

@@ -36,13 +36,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad
 
+from sam_lightning.core.method import Params, tree_add
 from sam_lightning.core.step import sam_gradients, step_gradients
 from sam_lightning.settings.config import ConfigError
 from sam_lightning.theory.progress import progress
 from sam_lightning.theory.spec import DiagProblem, DiagTraining, check_vectorizable, display_name
 from sam_lightning.theory.vectorized import diag_msam_gradients
 from sam_lightning.variants import SAM, Method
-from sam_lightning.variants.base import Params, tree_add
 
 DTYPE = torch.float64  # losses fall to 1e-10 and below; float32 would round the tail away
 
@@ -150,8 +150,8 @@ def method_gradients(
         return diag_msam_gradients(model, X, y, rho=rho, m=m, normalize=normalize, ascent=ascent)
     if ascent is not None:
         variant = TrainingSetAscent(**asdict(method), ascent_gradient=training_set_gradient(model, *ascent))
-        return sam_gradients(model, params, quarter_squared_error, X, y, variant).loss
-    return step_gradients(model, params, quarter_squared_error, X, y, method).loss
+        return sam_gradients(model, params, quarter_squared_error, X, y, variant, rho=variant.rho).loss
+    return step_gradients(model, params, quarter_squared_error, X, y, method, rho=method.rho).loss
 
 
 @dataclass

@@ -152,7 +152,7 @@ def train_network(net: OneHiddenReLU, method: Method, settings: ReluSettings) ->
     done, flow_time = 0, 0.0
     for done in progress(range(1, settings.iterations + 1), f"relu_1d {method.name}"):
         optimizer.zero_grad(set_to_none=True)
-        loss = float(step_gradients(net, params, half_sum_squared_error, x, y, method).loss)
+        loss = float(step_gradients(net, params, half_sum_squared_error, x, y, method, rho=method.rho).loss)
         if not math.isfinite(loss) or loss < settings.stop_below:
             optimizer.zero_grad(set_to_none=True)  # the loss was measured at w: stop before stepping
             done -= 1

@@ -1,6 +1,6 @@
 """The training system: a LightningModule with manual optimization around a SAM-unaware backbone.
 
-All gradient math lives in `sam_lightning.core.step`; this class only wires it to Lightning: the
+All gradient math lives in `sam_lightning.core`; this class only wires it to Lightning: the
 optimizer, the LR schedule, metrics and logging. One call of `training_step` makes exactly one
 optimizer step, so `trainer.global_step` counts batches for every method.
 """
@@ -18,9 +18,29 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from sam_lightning.core.step import choose_engine, chunk_slices, step_gradients
+from sam_lightning.core.chunks import chunk_slices
+from sam_lightning.core.engine import choose_engine
+from sam_lightning.core.step import step_gradients
 from sam_lightning.data.label_noise import noise_fit
 from sam_lightning.models import build_model
+from sam_lightning.run.results import (
+    EPOCH_TIME,
+    STEP_GRAD_NORM,
+    STEP_LOSS,
+    STEP_LR,
+    STEP_PERTURBATION_NORM,
+    STEP_PERTURBED_LOSS,
+    TRAIN_CLEAN_ERROR,
+    TRAIN_ERROR,
+    TRAIN_LOSS,
+    TRAIN_LR,
+    TRAIN_NOISY_FIT,
+    TRAIN_OBJECTIVE,
+    TRAIN_PERTURBED,
+    TRAIN_RHO,
+    TRAIN_SAM_GAP,
+    eval_key,
+)
 from sam_lightning.settings.config import ConfigError, ModelSpec, OptimSpec
 from sam_lightning.variants import Method
 
@@ -65,7 +85,8 @@ class SAMClassifier(pl.LightningModule):
     model, method, optim: the typed settings (`ModelSpec`, a `sam_lightning.variants.Method`,
     `OptimSpec`); checkpoints keep them as plain data. max_epochs sets the LR schedule's length.
     What differs between methods is asked of the method: whether an epoch perturbs (told by the
-    `MethodSwitch` callback), the ascent batch, and the step itself (`sam.step_gradients`).
+    `MethodSwitch` callback), the ascent batch, the step's rho, and the step itself
+    (`sam_lightning.core.step.step_gradients`).
     """
 
     EVAL_SETS = ("test", "val", "train_eval")  # what the datamodule's evaluation loaders may be (its eval_sets)
@@ -113,6 +134,7 @@ class SAMClassifier(pl.LightningModule):
         self.automatic_optimization = False
         self.train_error = ErrorRate(num_classes, average="micro")
         self.train_loss, self.train_objective = MeanMetric(), MeanMetric()
+        self.train_sam_gap = MeanMetric()  # L(w + e) - L(w), over the steps that perturb
         # One error and loss per evaluation set, in the order of the datamodule's val_dataloader.
         self.eval_error = torch.nn.ModuleDict({k: ErrorRate(num_classes, average="micro") for k in self.EVAL_SETS})
         self.eval_loss = torch.nn.ModuleDict({k: MeanMetric() for k in self.EVAL_SETS})
@@ -144,7 +166,7 @@ class SAMClassifier(pl.LightningModule):
                 f"method {self.method.name} needs the MethodSwitch callback (sam_lightning.training.callbacks.switch) in the Trainer's callbacks"
             )
 
-    # -- the step ------------------------------------------------------------------------------
+    # -- the method's memory in checkpoints ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # e.g. n-SAM's next ascent batch: without it a resumed run's first step differs from the uninterrupted run's.
         checkpoint["method_memory"] = self.method_memory
@@ -155,7 +177,10 @@ class SAMClassifier(pl.LightningModule):
             memory = {k: checkpoint[k] for k in LEGACY_MEMORY_KEYS if checkpoint.get(k) is not None}
         self.method_memory = dict(memory)
 
-    def current_rho(self, lr: float) -> float:
+    # -- the step ------------------------------------------------------------------------------
+    def _step_rho(self, lr: float) -> float:
+        """This step's rho, as the method decides it at learning rate `lr` (its rho schedule); 0 for an
+        ERM step. Asked once per step: the step and train/rho both get this number."""
         return self.method.current_rho(lr, self.optim.lr) if self.perturbing else 0.0
 
     def _ascent_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -183,7 +208,7 @@ class SAMClassifier(pl.LightningModule):
             )
         self._engine_reported = True
 
-    def _gradients(self, x: Tensor, y: Tensor, lr: float):
+    def _gradients(self, x: Tensor, y: Tensor, rho: float):
         params = [p for p in self.backbone.parameters() if p.requires_grad]
         regularizer = None
         if self.optim.l2_mode == "loss" and self.optim.l2 > 0:
@@ -200,7 +225,7 @@ class SAMClassifier(pl.LightningModule):
             y,
             self.method,
             perturb=self.perturbing,
-            rho=self.current_rho(lr),
+            rho=rho,
             ascent_inputs=xa,
             ascent_targets=ya,
             regularizer=regularizer,
@@ -220,7 +245,7 @@ class SAMClassifier(pl.LightningModule):
         # Seconds since the epoch's start, logged at every batch and reduced by max: the epoch's value is
         # its training time up to its last batch (its evaluation, which comes after, is left out).
         elapsed = time.perf_counter() - self._epoch_started
-        self.log("time/epoch_s", elapsed, on_step=False, on_epoch=True, reduce_fx="max")
+        self.log(EPOCH_TIME, elapsed, on_step=False, on_epoch=True, reduce_fx="max")
 
     def _clock_compile(self, seconds: float) -> None:
         """compile=true: the first step compiles the backbone's training graph; the second runs it."""
@@ -238,8 +263,9 @@ class SAMClassifier(pl.LightningModule):
         x, y = self._images(batch[0]), batch[1]
         opt = self.optimizers()
         lr = opt.param_groups[0]["lr"]
+        rho = self._step_rho(lr)
         opt.zero_grad(set_to_none=True)
-        out = self._gradients(x, y, lr)
+        out = self._gradients(x, y, rho)
         if self.optim.grad_clip is not None:  # the final descent gradient, after the SAM step
             self.clip_gradients(opt, gradient_clip_val=self.optim.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
@@ -249,25 +275,28 @@ class SAMClassifier(pl.LightningModule):
         self.train_objective.update(out.objective, weight=n)
         # Metric objects are reduced over the epoch (and across devices) by Lightning itself.
         epoch = dict(on_step=False, on_epoch=True)
-        self.log("train/loss", self.train_loss, prog_bar=True, **epoch)
-        self.log("train/error", self.train_error, prog_bar=True, **epoch)
-        self.log("train/objective", self.train_objective, **epoch)
+        self.log(TRAIN_LOSS, self.train_loss, prog_bar=True, **epoch)
+        self.log(TRAIN_ERROR, self.train_error, prog_bar=True, **epoch)
+        self.log(TRAIN_OBJECTIVE, self.train_objective, **epoch)
         # Equal on every device; sync_dist only averages them once, at the epoch's end.
         self.log_dict(
-            {"train/lr": lr, "train/rho": self.current_rho(lr), "train/perturbed": float(self.perturbing)},
+            {TRAIN_LR: lr, TRAIN_RHO: rho, TRAIN_PERTURBED: float(self.perturbing)},
             sync_dist=True,
             **epoch,
         )
         if self.hparams.track_label_noise and len(batch) > 2:
             self._log_label_noise(out.logits, y, batch[2])
         steps = {
-            "step/loss": out.loss,
-            "step/grad_norm": out.grad_norm,
-            "step/perturbation_norm": out.perturbation_norm,
-            "step/lr": lr,
+            STEP_LOSS: out.loss,
+            STEP_GRAD_NORM: out.grad_norm,
+            STEP_PERTURBATION_NORM: out.perturbation_norm,
+            STEP_LR: lr,
         }
         if out.perturbed_loss is not None:
-            steps["step/perturbed_loss"] = out.perturbed_loss
+            steps[STEP_PERTURBED_LOSS] = out.perturbed_loss
+            # The second pass already computed L(w + e): the sharpness SAM sees, logged at no cost.
+            self.train_sam_gap.update(out.perturbed_loss - out.loss, weight=n)
+            self.log(TRAIN_SAM_GAP, self.train_sam_gap, **epoch)
         self.log_dict(steps, on_step=True, on_epoch=False)
         if self.compiled and len(self._compile_clock) < 2:
             self._clock_compile(time.perf_counter() - started)
@@ -281,8 +310,8 @@ class SAMClassifier(pl.LightningModule):
         n_noisy = int((~clean).sum())
         if n_noisy:
             self.train_noisy_fit.update(fitted.sum() / n_noisy, weight=n_noisy)
-        self.log("train/clean_error", self.train_clean_error, on_step=False, on_epoch=True)
-        self.log("train/noisy_fit", self.train_noisy_fit, on_step=False, on_epoch=True)
+        self.log(TRAIN_CLEAN_ERROR, self.train_clean_error, on_step=False, on_epoch=True)
+        self.log(TRAIN_NOISY_FIT, self.train_noisy_fit, on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()
@@ -297,5 +326,5 @@ class SAMClassifier(pl.LightningModule):
         loss.update(F.cross_entropy(logits, y), weight=y.shape[0])
         error.update(logits, y)
         shown = dict(on_step=False, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
-        self.log(f"{name}/loss", loss, **shown)
-        self.log(f"{name}/error", error, **shown)
+        self.log(eval_key(name, "loss"), loss, **shown)
+        self.log(eval_key(name, "error"), error, **shown)

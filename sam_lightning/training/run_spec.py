@@ -4,7 +4,7 @@
     run.model, run.optim, run.data, run.trainer, run.method, run.logging, run.seed, run.config, ...
 
 The config is converted to plain data once; every section becomes its typed spec (`ModelSpec`,
-`OptimSpec`, `DataSpec`, `TrainerSpec`, the SAM variant, `LoggingSpec`) and every value is checked in
+`OptimSpec`, `DataSpec`, `TrainerSpec`, the method (ERM or a SAM variant), `LoggingSpec`) and every value is checked in
 exactly one place: by the spec that holds it, or here when it ties two sections together (m divides
 the batch, the training images hold a full batch per device, the validation split and the label
 noise take at least one image, the monitor and the criterion name metrics the run logs, a checkpoint
@@ -31,7 +31,15 @@ from sam_lightning.data.sources import num_classes_of, train_images_of
 from sam_lightning.data.spec import DataSpec, require_full_batches
 from sam_lightning.entry import instantiate_method
 from sam_lightning.run.checkpoints import SavedCheckpoint, load_for_model, load_for_resume
-from sam_lightning.run.results import TRAIN_KEYS
+from sam_lightning.run.results import (
+    LABEL_NOISE_KEYS,
+    TEST_ERROR,
+    TRAIN_CLEAN_ERROR,
+    TRAIN_KEYS,
+    TRAIN_NOISY_FIT,
+    VAL_ERROR,
+    eval_key,
+)
 from sam_lightning.run.run_dir import check_run_dir
 from sam_lightning.settings.config import (
     ConfigError,
@@ -186,17 +194,16 @@ def logged_metrics(data: DataSpec) -> tuple[str, ...]:
     """The per-epoch metrics a run on `data` logs (results.json's history keys): the training ones
     (train/clean_error and train/noisy_fit only under label noise), then `<set>/error` and
     `<set>/loss` of each evaluated set (`DataSpec.eval_sets`)."""
-    noise_only = ("train/clean_error", "train/noisy_fit")
-    train = tuple(k for k in TRAIN_KEYS if data.label_noise > 0 or k not in noise_only)
-    return train + tuple(f"{name}/{kind}" for name in data.eval_sets for kind in ("error", "loss"))
+    train = tuple(k for k in TRAIN_KEYS if data.label_noise > 0 or k not in LABEL_NOISE_KEYS)
+    return train + tuple(eval_key(name, kind) for name in data.eval_sets for kind in ("error", "loss"))
 
 
-# The metrics only some runs log, and the setting that makes a run log them.
+# The metrics only some runs log (a key, or the prefix of an evaluated set's), and the setting that makes a run log them.
 LOGGED_WITH = {
-    "val/": "data.val_fraction > 0",
-    "train_eval/": "data.eval_train=true",
-    "train/clean_error": "data.label_noise > 0",
-    "train/noisy_fit": "data.label_noise > 0",
+    eval_key("val", ""): "data.val_fraction > 0",
+    eval_key("train_eval", ""): "data.eval_train=true",
+    TRAIN_CLEAN_ERROR: "data.label_noise > 0",
+    TRAIN_NOISY_FIT: "data.label_noise > 0",
 }
 
 
@@ -216,7 +223,7 @@ def selection_metric(monitor, data: DataSpec) -> str:
     """checkpoint.monitor: what "best" means for checkpoints and early stopping (lowest is best).
     auto: the validation error when the run holds out a validation split, else the test error."""
     if monitor == "auto":
-        return "val/error" if data.val_fraction > 0 else "test/error"
+        return VAL_ERROR if data.val_fraction > 0 else TEST_ERROR
     require_logged("checkpoint.monitor", monitor, data, choices="auto or ")
     return monitor
 
@@ -238,7 +245,7 @@ def _trainer(values: dict, data: DataSpec) -> TrainerSpec:
 
 def build_run(cfg: DictConfig) -> RunSpec:
     """The typed, checked settings of the training run `cfg` describes; raises ConfigError at the
-    first bad value. The variant's name is recorded in `cfg` too (method.name: results.json, W&B
+    first bad value. The method's name is recorded in `cfg` too (method.name: results.json, W&B
     and sweep tables name runs by it)."""
     values = OmegaConf.to_container(cfg, resolve=True)  # the one conversion; everything below reads `values`
     check_declared(values, "train")  # +seeed=1, +checkpoint.topk=2: a key no code reads
@@ -263,7 +270,9 @@ def build_run(cfg: DictConfig) -> RunSpec:
     require_int("num_workers", values.get("num_workers"), 0)
 
     method = instantiate_method(values["method"])
-    method.check_batch_size(data.batch_size)  # m divides the per-device batch: checked here only
+    # m divides the per-device batch: refused here, before any data is read (the rule itself,
+    # `core.method.divides`, is the one the step's chunking asks at every batch)
+    method.check_batch_size(data.batch_size)
     values["method"]["name"] = method.name
     OmegaConf.update(cfg, "method.name", method.name, force_add=True)
     model, optim = ModelSpec.from_mapping(values["model"]), OptimSpec.from_mapping(values["optim"])

@@ -5,8 +5,8 @@ step. To add one: subclass `Variant` (or `SAM`), override `perturbation` and/or 
 write a YAML with its `_target_` and keys (README: "Add your own SAM variant").
 """
 
+from sam_lightning.core.method import GradFn, Method, Params, Variant, method_names
 from sam_lightning.variants.asam import ASAM
-from sam_lightning.variants.base import GradFn, Method, Params, Variant, method_names
 from sam_lightning.variants.erm import ERM
 from sam_lightning.variants.gsam import GSAM
 from sam_lightning.variants.nsam import NSAM

@@ -6,16 +6,18 @@ code); biases get T = 1. Its rho lives on another scale than SAM's (0.5 for CIFA
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sam_lightning.variants.base import GradFn, Params, Variant, check, tree_norm
+from sam_lightning.core.method import GradFn, Params, Variant, check, tree_norm
 
 
 @dataclass(frozen=True, kw_only=True)
 class ASAM(Variant):
     name = "asam"
-    rho: float = 0.5
-    eta: float = 0.01
+    rho: float = (
+        field()
+    )  # on another scale than SAM's (no default of Method's); both defaults: conf/train/method/asam.yaml
+    eta: float
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sam_lightning.variants.base import Params, check, tree_dot
+from sam_lightning.core.method import Params, check, tree_dot
 from sam_lightning.variants.sam import SAM
 
 
 @dataclass(frozen=True, kw_only=True)
 class GSAM(SAM):
     name = "gsam"
-    alpha: float = 0.1
+    alpha: float  # its default: conf/train/method/gsam.yaml
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from sam_lightning.variants.base import Batch, RandomBatch, check
+from sam_lightning.core.method import Batch, RandomBatch, check
 from sam_lightning.variants.sam import SAM
 
 # The memory's key; also the checkpoint key under which runs from before the method memory kept it.

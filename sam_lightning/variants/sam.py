@@ -8,11 +8,13 @@ ascent_steps=k     k projected ascent steps of size rho * ascent_step_mult (pape
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from sam_lightning.variants.base import GradFn, Params, Variant, check, tree_add, tree_norm, tree_scale
+from sam_lightning.core.method import GradFn, Params, Variant, check, tree_add, tree_norm, tree_scale
 
 
 def projected_ascent(
@@ -54,6 +56,11 @@ class SAM(Variant):
             f"method.ascent_steps={self.ascent_steps!r}: must be an integer >= 1",
         )
         check(self.ascent_step_mult > 0, f"method.ascent_step_mult={self.ascent_step_mult!r}: must be > 0")
+
+    @classmethod
+    def label(cls, settings: Mapping[str, Any]) -> str:
+        """The name and chunks, then _const for unnormalized steps: sam_m32_const."""
+        return super().label(settings) + ("_const" if settings.get("normalize") is False else "")
 
     def perturbation(self, w: Params, grad_fn: GradFn, rho) -> Params:
         return projected_ascent(

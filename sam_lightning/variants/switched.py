@@ -7,9 +7,11 @@ round(switch_at * max_epochs) at the start of training, keeps it in checkpoints,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sam_lightning.variants.base import check
+from sam_lightning.core.method import check
 from sam_lightning.variants.sam import SAM
 
 ORDERS = ("erm_to_sam", "sam_to_erm")
@@ -17,10 +19,11 @@ ORDERS = ("erm_to_sam", "sam_to_erm")
 
 @dataclass(frozen=True, kw_only=True)
 class SwitchedSAM(SAM):
-    """order=erm_to_sam: ERM, then SAM from the switch epoch on; sam_to_erm: the reverse."""
+    """order=erm_to_sam: ERM, then SAM from the switch epoch on; sam_to_erm: the reverse. Both
+    settings have their defaults in conf/train/method/sam_to_erm.yaml and erm_to_sam.yaml only."""
 
-    order: str = "erm_to_sam"
-    switch_at: float = 0.9
+    order: str
+    switch_at: float
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -34,6 +37,10 @@ class SwitchedSAM(SAM):
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return ORDERS
+
+    @classmethod
+    def label(cls, settings: Mapping[str, Any]) -> str:
+        return super().label({**settings, "name": settings.get("name") or settings.get("order")})
 
     def switch_epoch(self, max_epochs: int) -> int:
         return round(self.switch_at * max_epochs)

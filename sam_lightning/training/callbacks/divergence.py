@@ -20,10 +20,10 @@ from collections.abc import Mapping
 import pytorch_lightning as pl
 import torch
 
-from sam_lightning.run.results import TrainingDiverged
+from sam_lightning.run.results import TEST_LOSS, TRAIN_LOSS, TRAIN_OBJECTIVE, VAL_LOSS, TrainingDiverged
 
-TRAINING_LOSSES = ("train/loss", "train/objective")  # non-finite at an epoch's end: diverged
-EVAL_LOSSES = ("test/loss", "val/loss")  # a model whose evaluation loss is not finite has diverged too
+TRAINING_LOSSES = (TRAIN_LOSS, TRAIN_OBJECTIVE)  # non-finite at an epoch's end: diverged
+EVAL_LOSSES = (TEST_LOSS, VAL_LOSS)  # a model whose evaluation loss is not finite has diverged too
 
 
 class DivergenceGuard(pl.Callback):

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from sam_lightning.run.run_dir import last_checkpoint
+
 PREEMPTED_EXIT = 143  # 128 + SIGTERM
 
 
@@ -35,7 +37,7 @@ class Preempted(Exception):
 
 class Preemption(pl.Callback):
     def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / "checkpoints" / "last.ckpt"
+        self.path = last_checkpoint(run_dir)
         self.saved: Path | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

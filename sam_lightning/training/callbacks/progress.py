@@ -1,6 +1,8 @@
-"""Lightning's progress bar, with the evaluation pass named for what it is here: the test set (the
-paper reports test error and has no validation split), and epochs counted from 1 ("Epoch 1/200"),
-as the plots and the summary line count them (results.json keeps Lightning's 0-based index)."""
+"""Lightning's progress bar, with the evaluation pass (Lightning's validation loop) named for the set it
+always evaluates first: "test", the set the paper reports (a validation split, data.val_fraction > 0,
+and data.eval_train's training images are evaluated in the same pass after it: `DataSpec.eval_sets`);
+and epochs counted from 1 ("Epoch 1/200"), as the plots and the summary line count them (results.json
+keeps Lightning's 0-based index)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What every method shares, ERM included, and the two hooks both m-SAM engines call.
 
 Every method of conf/train/method/ is one frozen dataclass, a `Method`. The training system
-(`sam_lightning.training.module`), its switch callback, the step engine (`sam_lightning.core.step.step_gradients`)
+(`sam_lightning.training.module`), its switch callback, the step (`sam_lightning.core.step.step_gradients`)
 and the theory runners ask it the same questions and never look at its class:
 
     ascends                                          whether it has an ascent step at all (ERM: no)
@@ -10,7 +10,7 @@ and the theory runners ask it the same questions and never look at its class:
     ascent_batch_for(x, y, memory, random_batch)     the batch the ascent gradient is taken on (None: x, y)
 
 A `Variant` is a method with an ascent step: m-SAM and its relatives. Per chunk c of m examples the
-engines (`sam_lightning.core.step`) call
+engines (`sam_lightning.core.engine`) call
 
     e_c = variant.perturbation(w, grad_fn, rho)      how the perturbation is formed
     d_c = variant.descent(g_c, h_c)                  how the descent gradient is formed
@@ -56,6 +56,12 @@ def tree_add(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Params:
 
 def tree_dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
     return sum((a[k] * b[k]).sum() for k in a)
+
+
+def divides(m: int | None, batch_size: int) -> bool:
+    """Whether chunks of m examples cut a batch of `batch_size` exactly (None: one chunk, always).
+    The one statement of it: `check_batch_size` and the step's chunking (`sam_lightning.core.chunks`) ask it."""
+    return m is None or (m >= 1 and batch_size % m == 0)
 
 
 def check(condition: bool, message: str) -> None:
@@ -116,6 +122,20 @@ class Method:
         """The names a run of this class can carry (results.json's method.name): its `name`."""
         name = getattr(cls, "name", None)
         return (name,) if isinstance(name, str) else ()
+
+    # -- what records, names and sweeps ask of a config (sam_lightning.variants.lookup) ---------
+    @classmethod
+    def uses_rho(cls, settings: Mapping[str, Any]) -> bool:
+        """Whether rho changes what a method of this class with these settings (a method config or
+        `describe()`) computes. False (ERM): its runs that differ only in rho are one run."""
+        return cls.ascends
+
+    @classmethod
+    def label(cls, settings: Mapping[str, Any]) -> str:
+        """How run names, tags and sweep tables call a method of this class with these settings:
+        its name (erm, sam, ...); a former name of the class reads as today's."""
+        name = settings.get("name")
+        return str(name) if name in cls.names() else next(iter(cls.names()), cls.__name__.lower())
 
 
 def method_names() -> set[str]:
@@ -182,5 +202,11 @@ class Variant(Method):
     def current_rho(self, lr: float, base_lr: float) -> float:
         return self.rho * (lr / base_lr if self.rho_schedule == "lr" else 1.0)
 
+    @classmethod
+    def label(cls, settings: Mapping[str, Any]) -> str:
+        """The name, then _m<m> for m-SAM chunks: sam_m128."""
+        m = settings.get("m")
+        return super().label(settings) + ("" if m is None else f"_m{m}")
+
     def check_batch_size(self, batch_size: int, name: str = "the per-device batch size data.batch_size") -> None:
-        check(self.m is None or batch_size % self.m == 0, f"method.m={self.m} must divide {name}={batch_size}")
+        check(divides(self.m, batch_size), f"method.m={self.m} must divide {name}={batch_size}")
