@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shlex
-from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
@@ -25,9 +24,10 @@ from omegaconf import OmegaConf
 from sam_lightning.reporting import table
 from sam_lightning.reporting.collect import KEY, RHO, iter_jobs, job_overrides
 from sam_lightning.settings.config import ConfigError
+from sam_lightning.settings.strict import CONF
 
 # The paper's seeds, one home: conf/train/sweep/seeds.yaml.
-SEEDS_FILE = Path(__file__).resolve().parents[2] / "conf" / "train" / "sweep" / "seeds.yaml"
+SEEDS_FILE = CONF / "train" / "sweep" / "seeds.yaml"
 
 
 def paper_seeds() -> list[int]:
