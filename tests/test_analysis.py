@@ -411,3 +411,26 @@ def test_sharpness_takes_the_data_options_docs_analysis_md_documents(
     out = sharpness.run(cfg)
     assert out["checkpoints"][0]["data"] == "synthetic" and len(out["results"]) == 1
     assert len(seen) == 1 and {key: getattr(seen[0], key) for key in used} == used
+
+
+def test_sharpness_over_training_plots_each_batchnorm_mode_against_the_checkpoints_epochs(monkeypatch, tmp_path):
+    # Fig. 19's picture: one run's periodic checkpoints at one rho, x the epochs done (not rho).
+    from sam_lightning.reporting import plots
+
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi=110: figures.setdefault("fig", fig) and path)
+    epochs = {"run/epoch019": 20, "run/epoch009": 10}
+    records = [
+        {"checkpoint": label, "bn": bn, "m": 64, "rho": 0.1, "ascent_steps": 10, "sharpness": s, "per_batch": [s, s]}
+        for label, bn, s in (
+            ("run/epoch019", "train", 0.2),
+            ("run/epoch009", "train", 0.1),
+            ("run/epoch019", "eval", 0.4),
+            ("run/epoch009", "eval", 0.8),
+        )
+    ]
+    plots.sharpness_over_training(records, epochs, tmp_path / "sharpness.png")
+    (ax,) = figures["fig"].axes
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+    assert lines == {"BN train": ([10, 20], [0.1, 0.2]), "BN eval": ([10, 20], [0.8, 0.4])}
+    assert ax.get_xlabel() == "epoch" and "rho 0.1" in ax.get_title()

@@ -228,3 +228,13 @@ def test_figure_presets_on_regime_a_compose_regime_a_jobs(preset, job, from_grid
     own = OmegaConf.to_container(compose_config([f"experiment={preset}", *job, "seed=1"]))
     regime_a = OmegaConf.to_container(compose_config(["experiment=laptop_sam_vs_erm", *job, "seed=1"]))
     assert own == regime_a
+
+
+def test_fig19_preset_takes_every_periodic_checkpoint_of_one_run_in_both_batchnorm_modes(tmp_path):
+    for name in ("epoch009.ckpt", "epoch019.ckpt", "last.ckpt", "best-epoch009.ckpt"):
+        (tmp_path / "checkpoints").mkdir(exist_ok=True)
+        (tmp_path / "checkpoints" / name).touch()
+    cfg = compose_config(["experiment=laptop_fig19", f"run={tmp_path}"], config_name="sharpness", tree="analysis")
+    assert (list(cfg.rho), list(cfg.m), list(cfg.bn), cfg.one_step) == ([0.1], [64], ["train", "eval"], False)
+    paths, labels = expand_checkpoints([cfg.ckpt], None)
+    assert [Path(p).name for p in paths] == ["epoch009.ckpt", "epoch019.ckpt"] and labels is None

@@ -308,3 +308,29 @@ def test_a_setting_as_baseline_pairs_each_method_with_its_own_runs_at_that_setti
         sweep_main([str(tmp_path), "--paired", "seed", "--baseline", "trainer.precision=16-mixed", "--no-plots"]) == 2
     )
     assert "no run has trainer.precision=16-mixed; its values here: 32-true, bf16-mixed" in capsys.readouterr().err
+
+
+def test_the_findings_table_pairs_a_setting_baseline_as_sweep_py_does(tmp_path, monkeypatch):
+    # Fig. 4's row: 10-step SAM against 1-step SAM runs that never overrode ascent_steps (read from
+    # their config), paired by seed; ERM runs in the same folders are neither side.
+    from sam_lightning.reporting import findings
+
+    for seed, (erm, one, ten) in enumerate([(0.44, 0.40, 0.41), (0.45, 0.42, 0.45), (0.43, 0.40, 0.42)]):
+        _job(tmp_path / "one", 2 * seed, "erm", seed, final_test_error=erm)
+        job = _job(tmp_path / "one", 2 * seed + 1, "sam", seed, final_test_error=one)
+        payload = json.loads((job / "results.json").read_text())
+        payload["config"]["method"]["ascent_steps"] = 1
+        (job / "results.json").write_text(json.dumps(payload))
+        _job(tmp_path / "ten", seed, "sam", seed, extra={"method.ascent_steps": 10}, final_test_error=ten)
+    monkeypatch.setattr(findings, "RESULTS", tmp_path)
+    row = findings.Finding(
+        "Fig. 4", "claim", "command", ("one", "ten"), {"method.ascent_steps": 10}, baseline="method.ascent_steps=1"
+    )
+    numbers = findings.paired_row(row)
+    assert (numbers["n"], numbers["below"]) == (3, 0)
+    assert (numbers["mean"], numbers["ci_low"], numbers["ci_high"]) == pytest.approx((2.0, 1.0, 3.0))
+    assert findings.verdict(numbers, "higher").startswith("separated, as the paper: +2.00 [+1.00, +3.00]")
+    assert findings.verdict(numbers, "lower").startswith("opposite")
+    assert findings.verdict(numbers, "none").startswith("separated, unlike the paper")
+    two = {**numbers, "n": 2}  # two seeds: their numbers, no verdict
+    assert findings.verdict(two, "higher") == "two seeds: +2.00 [+1.00, +3.00] points (range), 0 of 2 lower"

@@ -356,7 +356,12 @@ def run(cfg: DictConfig) -> dict:
         "summary": table.to_dict("records"),
     }
     atomic_write_json(out_dir / "sharpness.json", payload)
-    plots.sharpness(records, out_dir / "sharpness.png")
+    epochs = {lb: None if c.epoch is None else c.epoch + 1 for c, lb in zip(ckpts, labels)}  # epochs done
+    one_run = len({c.run_dir for c in ckpts}) == 1 and None not in epochs.values()
+    if len(s.rhos) == 1 and one_run and len(set(epochs.values())) == len(ckpts) > 1:
+        plots.sharpness_over_training(records, epochs, out_dir / "sharpness.png")  # one run over training
+    else:
+        plots.sharpness(records, out_dir / "sharpness.png")
     print(
         table.to_markdown(index=False),
         interval_note(table["n_checkpoints"], over="checkpoints").replace(

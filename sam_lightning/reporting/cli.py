@@ -210,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             runs, histories = collect_wandb(args.wandb, args.group)
             sources = [f"wandb:{args.wandb} group {args.group}"]
         else:
-            setting = pairing.setting_of(args.baseline) if args.paired and args.baseline else None
-            runs, histories = collect(args.dirs, fill=(setting[0],) if setting else ())
+            runs, histories = collect(args.dirs, fill=pairing.fill_keys(args.baseline if args.paired else None))
             sources = list(args.dirs)
         if args.where:
             runs = select(runs, args.where)

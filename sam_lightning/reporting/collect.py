@@ -199,13 +199,14 @@ def select(runs: pd.DataFrame, where: list[str]) -> pd.DataFrame:
         if not sep or column not in runs:
             keys = ["seed", *(c.removeprefix(KEY) for c in runs.columns if c.startswith(KEY))]
             raise ConfigError(f"--where {condition}: give KEY=VALUE, KEY one of {', '.join(keys)}")
-        runs = runs[runs[column].map(lambda v, value=value: _equal(v, value))]
+        runs = runs[runs[column].map(lambda v, value=value: equals_setting(v, value))]
     if runs.empty:
         raise ConfigError(f"no job has {' and '.join(where)}")
     return runs
 
 
-def _equal(recorded, value: str) -> bool:
+def equals_setting(recorded, value: str) -> bool:
+    """Whether a recorded key value is the command line's VALUE: numbers as numbers (0.10 is 0.1, 1 is 1.0)."""
     if pd.isna(recorded):
         return False
     try:

@@ -7,7 +7,8 @@ Each training-run row is a paired comparison, as `sweep.py <folders> --paired se
 prints it: the row's final test error minus the baseline's at the same seed, the mean with its
 interval (the seeds' range for 2-3 seeds, the 95% bootstrap CI for more) and how many seeds are
 below. The verdict reads the interval against what the paper claims: "as the paper" when it lies
-on the claimed side of zero, "opposite" when on the other, "not separated" when it holds zero.
+on the claimed side of zero, "opposite" when on the other, "not separated" when it holds zero; one or
+two seeds get no verdict, only their numbers.
 Rows of the analysis figures read the committed analysis JSON; figures without runs say why.
 tests/test_committed_results.py regenerates the table and compares it with the document.
 """
@@ -41,8 +42,8 @@ class Finding:
     command: str  # what produced the runs
     folders: tuple[str, ...] = ()  # under docs/results/
     row: dict = field(default_factory=dict)  # the compared row: {override key: value}
-    expect: str = "lower"  # the paper's side of zero for row minus baseline: lower | none (no difference)
-    baseline: str = ERM.name  # sweep.py --baseline: the method every row is paired with
+    expect: str = "lower"  # the paper's side of zero for row minus baseline: lower | higher | none (no difference)
+    baseline: str = ERM.name  # sweep.py --baseline: the method every row is paired with, or KEY=VALUE
     metric: str = "final"  # sweep.py's --metric: final, or best (test error at the best validation epoch)
     note: str = ""  # a fact the number needs beside it, or why a figure has no run
     compute: Callable[[Finding], tuple[str, str]] | None = None  # (verdict, seeds) for rows that are not paired runs
@@ -57,6 +58,9 @@ EARLY_LITTLE = (
     '"a method which is run at the beginning of training has little influence on the final performance" (Sec. 4.3)'
 )
 END_SWITCH = '"the test error clearly improves when switching from ERM to SAM" for the last 10% (Sec. 4.3)'
+RHO_DECAY = (
+    '"the ascent step size should not be decreased as drastically as the descent step size" (Sec. 5.1, App. E.6)'
+)
 NOISE = '"SAM noticeably improves generalization over ERM" with 60% label noise (Sec. 5.2)'
 
 RUN_A = "`train.py -m experiment=laptop_sam_vs_erm data=imagefolder data.root=<tree>`"
@@ -115,7 +119,11 @@ FINDINGS = (
         "Fig. 4",
         '"using multiple steps in SAM does not improve generalization" (Sec. 4.1)',
         "`train.py -m experiment=laptop_multistep ...` (paper scale: `experiment=fig4`)",
-        note="not run: a 10-step run costs about 5.5x an ERM run (about 40 min on one core here), 12 runs in stage 1",
+        ("laptop_sam_vs_erm_precision/fp32", "laptop_multistep"),
+        {"method": "sam", "method.ascent_steps": 10, "method.rho": 0.025},
+        expect="none",
+        baseline="method.ascent_steps=1",
+        note="SAM (m = 64, rho 0.025) with 10 ascent steps vs the same with 1 step",
     ),
     Finding(
         "Fig. 8",
@@ -211,13 +219,18 @@ FINDINGS = (
         "Fig. 17",
         '"using SAM with large batch sizes without using a smaller m leads to suboptimal generalization" (Sec. 3)',
         "`train.py -m experiment=laptop_batch_sizes ...` (paper scale: `experiment=fig17`)",
-        note="not run",
+        ("laptop_batch_sizes",),
+        {"method": "sam"},  # every run of the folder is at batch 128
+        expect="none",
+        note="SAM (m = the batch, 128, rho 0.025) vs ERM, both at batch 128 (batch 64: the first Fig. 1 row)",
     ),
     Finding(
         "Fig. 18",
         '"test error improvements of SAM over ERM for different model width factors" (App. E.3)',
         "`train.py -m experiment=laptop_widths ...` (paper scale: `experiment=fig18`)",
-        note="not run",
+        ("laptop_widths",),
+        {"method": "sam"},  # every run of the folder is at width 8
+        note="SAM (rho 0.025) vs ERM, both at width 8 (width 16: the first Fig. 1 row)",
     ),
     Finding(
         "Fig. 19",
@@ -225,6 +238,15 @@ FINDINGS = (
         "`python -m sam_lightning.analysis.sharpness bn='[train,eval]' ...`",
         ("laptop_sam_vs_erm_analysis/sharpness",),
         compute=lambda f: batchnorm_modes(f),
+    ),
+    Finding(
+        "Fig. 19",
+        '"the maximum loss ... is substantially different depending on whether we use training-time vs. test-time" BatchNorm (App. E.4)',
+        "`train.py experiment=laptop_sam_vs_erm ... method=sam method.rho=0.1 seed=3 checkpoint.every_n_epochs=10`, then "
+        "`python -m sam_lightning.analysis.sharpness experiment=laptop_fig19 run=<its folder>`",
+        ("laptop_fig19_analysis/sharpness", "laptop_fig19"),
+        note="SAM (rho 0.1, the paper's) over training",
+        compute=lambda f: batchnorm_modes_over_training(f),
     ),
     Finding(
         "Fig. 20",
@@ -236,15 +258,31 @@ FINDINGS = (
     ),
     Finding(
         "Fig. 21",
-        '"the ascent step size should not be decreased as drastically as the descent step size" (Sec. 5.1, App. E.6)',
+        RHO_DECAY,
         "`train.py -m experiment=laptop_rho_schedule ...` (paper scale: `experiment=fig21`)",
-        note="not run",
+        ("laptop_sam_vs_erm_precision/fp32", "laptop_rho_schedule"),
+        {"method": "sam", "method.rho_schedule": "lr", "method.rho": 0.025},
+        expect="higher",
+        baseline="method.rho_schedule=constant",
+        note="SAM (rho 0.025) with rho decayed as the learning rate vs constant rho",
+    ),
+    Finding(
+        "Fig. 21",
+        RHO_DECAY,
+        "`train.py -m experiment=laptop_rho_schedule ...` (paper scale: `experiment=fig21`)",
+        ("laptop_fig19", "laptop_rho_schedule"),
+        {"method": "sam", "method.rho_schedule": "lr", "method.rho": 0.1},
+        expect="higher",
+        baseline="method.rho_schedule=constant",
+        note="SAM (rho 0.1) with rho decayed as the learning rate vs constant rho (the Fig. 19 run)",
     ),
     Finding(
         "Fig. 22",
         '"we confirm the same findings for SAM with constant rho" under label noise (Sec. 5.2, App. E.7)',
         "`train.py -m experiment=laptop_noise_const_rho ...` (paper scale: `experiment=fig12`)",
-        note="not run",
+        ("laptop_label_noise", "laptop_noise_const_rho"),
+        {"method": "sam_const", "method.rho": 0.1},
+        note="constant-rho SAM (rho 0.1, the better of 0.03 and 0.1 on validation) vs ERM, 60% flipped labels",
     ),
 )
 
@@ -264,7 +302,7 @@ def paired_row(finding: Finding) -> dict | None:
     folders = [RESULTS / f for f in finding.folders]
     if not finding.row or not all(f.is_dir() for f in folders):
         return None
-    runs, _ = collect(folders)
+    runs, _ = collect(folders, fill=paired.fill_keys(finding.baseline))
     _, info = table.aggregate(runs, finding.metric)
     frame, _ = paired.paired(runs, info, "seed", finding.baseline)
     hit = _match(frame, finding.row)
@@ -370,7 +408,31 @@ def batchnorm_modes(finding: Finding) -> tuple[str, str]:
         for label in ("ERM", "SAM")
     ]
     n = len(data[("ERM", "train", top)])
-    return f"as the paper, at the end of training only: at rho {top}, {'; '.join(parts)}", f"{n} + {n}"
+    return f"as the paper, at the end of training: at rho {top}, {'; '.join(parts)}", f"{n} + {n}"
+
+
+def batchnorm_modes_over_training(finding: Finding) -> tuple[str, str]:
+    """Fig. 19 over training: m-sharpness of one run's periodic checkpoints, eval-mode over train-mode
+    BatchNorm at each, and at how many checkpoints the two differ by more than 1.5x either way."""
+    payload = json.loads((RESULTS / finding.folders[0] / "sharpness.json").read_text())
+    epoch = {c["label"]: c["epoch"] + 1 for c in payload["checkpoints"]}  # epochs done at the checkpoint
+    values: dict[int, dict[str, float]] = {}
+    for r in payload["results"]:
+        values.setdefault(epoch[r["checkpoint"]], {})[r["bn"]] = r["sharpness"]
+    epochs = sorted(values)
+    ratios = [values[e]["eval"] / values[e]["train"] for e in epochs]
+    apart = [e for e, r in zip(epochs, ratios) if abs(math.log(r)) > math.log(1.5)]
+    word = "as the paper" if len(apart) == len(epochs) else f"as the paper at {len(apart)} of {len(epochs)} checkpoints"
+    (rho,) = {r["rho"] for r in payload["results"]}
+    (m,) = {r["m"] for r in payload["results"]}
+    text = (
+        f"{finding.note}; {word}: at rho {rho}, m = {m}, the eval-mode sharpness is {_range(ratios)}x the "
+        f"train-mode one over {len(epochs)} checkpoints (epochs {epochs[0]}-{epochs[-1]}; train mode "
+        f"{_range([values[e]['train'] for e in epochs])}, eval mode {_range([values[e]['eval'] for e in epochs])}); "
+        f"more than 1.5x apart at epochs {', '.join(map(str, apart)) or 'none'}, "
+        f"{ratios[-1]:.2f}x at the last"
+    )
+    return text, "1"
 
 
 def same_basin(finding: Finding) -> tuple[str, str]:
@@ -395,13 +457,15 @@ def verdict(numbers: dict | None, expect: str) -> str:
     n, mean, low, high = numbers["n"], numbers["mean"], numbers["ci_low"], numbers["ci_high"]
     if n < 2 or math.isnan(low):
         return f"one seed: {mean:+.2f} points"
+    if n == 2:  # two seeds' range is too weak a test to call anything separated
+        return f"two seeds: {mean:+.2f} [{low:+.2f}, {high:+.2f}] points (range), {numbers['below']} of 2 lower"
     what = f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] points ({interval_name([n])}), {numbers['below']} of {n} lower"
     if low <= 0 <= high:
         word = "not separated, as the paper" if expect == "none" else "not separated"
-    elif (high < 0) == (expect == "lower"):
+    elif (expect == "lower" and high < 0) or (expect == "higher" and low > 0):
         word = "separated, as the paper"
     else:
-        word = "opposite" if expect == "lower" else "separated, unlike the paper"
+        word = "separated, unlike the paper" if expect == "none" else "opposite"
     return f"{word}: {what}"
 
 

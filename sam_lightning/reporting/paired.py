@@ -23,7 +23,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from sam_lightning.reporting.collect import KEY
+from sam_lightning.reporting.collect import KEY, equals_setting
 from sam_lightning.reporting.stats import bootstrap_ci, format_mean_ci, interval_name, interval_note
 from sam_lightning.reporting.table import RHO, _cell, _sortable, _what, is_error
 from sam_lightning.settings.config import ConfigError
@@ -44,12 +44,21 @@ def setting_of(baseline: str) -> tuple[str, str] | None:
     return (key.strip(), value.strip()) if sep else None
 
 
+def fill_keys(baseline: str | None) -> tuple[str, ...]:
+    """The key `collect(fill=...)` must read from each run's config for this baseline: a `KEY=VALUE`
+    baseline's KEY (a run at the default never overrides it), else none."""
+    setting = setting_of(baseline) if baseline else None
+    return (setting[0],) if setting else ()
+
+
 def is_baseline(runs: pd.DataFrame, baseline: str) -> pd.Series:
     """Runs of the baseline: its method's label (erm, sam, sam_m128, ...) or `method=` override, or
     with `KEY=VALUE` the runs whose KEY (override, else config: `collect(fill=...)`) is VALUE."""
     if (setting := setting_of(baseline)) is not None:
         col = KEY + setting[0]
-        return runs[col].astype(str) == setting[1] if col in runs else pd.Series(False, index=runs.index)
+        if col not in runs:
+            return pd.Series(False, index=runs.index)
+        return runs[col].map(lambda v: equals_setting(v, setting[1])).astype(bool)
     hit = runs["method_label"].astype(str) == baseline if "method_label" in runs else pd.Series(False, index=runs.index)
     if KEY + "method" in runs:
         hit |= runs[KEY + "method"].astype(str) == baseline

@@ -529,6 +529,40 @@ def sharpness(records: Sequence[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def sharpness_over_training(records: Sequence[dict], epochs: dict[str, int], path: str | Path) -> Path:
+    """m-sharpness at one rho against the epoch of each checkpoint of one run (Fig. 19 style): one line
+    per BatchNorm mode (train: batch statistics, solid; eval: running statistics, dashed), the
+    per-batch range as a band; one panel per m. `epochs`: {checkpoint label: epochs done}."""
+    ms = sorted({r["m"] for r in records})
+    (rho,) = {r["rho"] for r in records}
+    fig = Figure(figsize=(4.6 * len(ms) + 1.6, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(ms), squeeze=False)[0]
+    for ax, m in zip(axes, ms):
+        for k, bn in enumerate(dict.fromkeys(r["bn"] for r in records)):
+            points = sorted((epochs[r["checkpoint"]], r) for r in records if r["m"] == m and r["bn"] == bn)
+            x = [e for e, _ in points]
+            style = dict(color=color(k), linestyle="-" if bn == "train" else "--", marker=MARKERS[k], markersize=5)
+            ax.plot(x, [r["sharpness"] for _, r in points], label=f"BN {bn}", **style)
+            low = [min(r["per_batch"]) for _, r in points]
+            high = [max(r["per_batch"]) for _, r in points]
+            ax.fill_between(x, low, high, color=color(k), alpha=0.12, lw=0)
+        steps = records[0]["ascent_steps"]
+        ax.set(
+            title=f"{m}-sharpness at rho {rho} ({steps} ascent steps)",
+            xlabel="epoch",
+            ylabel="loss increase L(w + e) - L(w)",
+        )
+        ax.grid(alpha=0.3)
+    fig.legend(
+        *axes[-1].get_legend_handles_labels(),
+        loc="outside right upper",
+        fontsize="small",
+        title="line: mean over batches\nband: per-batch range",
+        title_fontsize="small",
+    )
+    return _save(fig, path)
+
+
 def interpolation(
     points: Sequence[dict], path: str | Path, label_a: str, label_b: str, title: str = "", endpoints: dict | None = None
 ) -> Path:
