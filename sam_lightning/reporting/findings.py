@@ -271,7 +271,7 @@ FINDINGS = (
         RHO_DECAY,
         "`train.py -m experiment=laptop_rho_schedule ...` (paper scale: `experiment=fig21`)",
         ("laptop_fig19", "laptop_rho_schedule"),
-        {"method": "sam", "method.rho_schedule": "lr", "method.rho": 0.1},
+        {"method.rho_schedule": "lr", "method.rho": 0.1},  # every run of these folders is SAM
         expect="higher",
         baseline="method.rho_schedule=constant",
         note="SAM (rho 0.1) with rho decayed as the learning rate vs constant rho (the Fig. 19 run)",
