@@ -53,7 +53,7 @@ def test_every_committed_results_folder_sweeps_paired(preset, tmp_path, capsys):
 
 def test_the_findings_table_is_what_the_committed_results_give():
     # The table at the top of docs/reproduction.md: every number regenerated from docs/results/.
-    from sam_lightning.reporting.findings import FINDINGS, document_block, findings_table
+    from sam_lightning.reporting.findings import FINDINGS, document_block, findings_table, paired_row
 
     assert document_block(DOC.read_text()) == findings_table()
     figures = {f.figure for f in FINDINGS}
@@ -61,6 +61,10 @@ def test_the_findings_table_is_what_the_committed_results_give():
         assert fig in figures, fig
     missing = [d for f in FINDINGS for d in f.folders if not (RESULTS / d).is_dir()]
     assert not missing, f"findings name folders that docs/results/ lacks: {missing}"
+    # A row whose keys match no paired row (a key constant over its folders is no column) would read
+    # "not run" beside committed runs.
+    unmatched = [(f.figure, f.row) for f in FINDINGS if f.row and f.compute is None and paired_row(f) is None]
+    assert not unmatched, f"findings rows that match no paired row of their folders: {unmatched}"
 
 
 DOC = ROOT / "docs" / "reproduction.md"

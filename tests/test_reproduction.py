@@ -238,3 +238,13 @@ def test_fig19_preset_takes_every_periodic_checkpoint_of_one_run_in_both_batchno
     assert (list(cfg.rho), list(cfg.m), list(cfg.bn), cfg.one_step) == ([0.1], [64], ["train", "eval"], False)
     paths, labels = expand_checkpoints([cfg.ckpt], None)
     assert [Path(p).name for p in paths] == ["epoch009.ckpt", "epoch019.ckpt"] and labels is None
+
+
+def test_fig19_preset_runs_as_documented_and_a_run_without_checkpoints_is_one_line(tmp_path, capfd, monkeypatch):
+    from helpers import run_entry
+
+    code = run_entry(
+        "sharpness", ["experiment=laptop_fig19", f"run={tmp_path}", f"out_dir={tmp_path / 'out'}"], monkeypatch
+    )
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "matches no file" in err[0], err

@@ -63,11 +63,12 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # Each command's primary config, and the sections of its own settings that are checked where they
 # are read (the training data's spec, theory's data and train by their dataclasses; sharpness's
-# `sweep`: the folder its laptop_fig2 preset reads the checkpoints from) besides its groups' nodes.
+# `sweep` and `run`: the folders its laptop_fig2 and laptop_fig19 presets read the checkpoints from)
+# besides its groups' nodes.
 PRIMARY: dict[str, tuple[str, tuple[str, ...]]] = {
     "train": ("train/train.yaml", ("criterion",)),
     "evaluate": ("analysis/evaluate.yaml", ()),
-    "sharpness": ("analysis/sharpness.yaml", ("sweep",)),
+    "sharpness": ("analysis/sharpness.yaml", ("sweep", "run")),
     "interpolation": ("analysis/interpolation.yaml", ()),
     "theory": ("theory/theory.yaml", ("data", "train", "relu")),
 }
