@@ -702,3 +702,39 @@ def test_curves_have_one_panel_per_method_and_a_line_per_setting(tmp_path, monke
         "sigma=0.02 (1 seed)",
     ]
     assert "95% CI" not in fig.get_suptitle()  # one seed: no band, none named
+
+
+def test_switch_plot_puts_the_switch_point_on_x_a_line_per_direction_and_erm_across(tmp_path, monkeypatch):
+    # Paper Fig. 8: each switching method a line over its switch points; ERM, never switched, a dashed
+    # line across; with more unswitched rows than MAX_ACROSS (a regime's grid) only ERM is drawn.
+    from sam_lightning.reporting import plots
+    from sam_lightning.reporting.plots import sweep_vs_switch
+
+    rows = [("erm", {}, 0.45)]
+    rows += [("erm_to_sam", {"method.switch_at": p}, 0.40 + 0.05 * p) for p in (0.25, 0.5, 0.75)]
+    rows += [("sam_to_erm", {"method.switch_at": p}, 0.42 - 0.02 * p) for p in (0.25, 0.75)]
+    rows += [("sam", {"method.rho": r}, 0.41) for r in (0.01, 0.02, 0.05, 0.1)]
+    runs = pd.DataFrame(
+        [
+            {"job": f"j{i}_{seed}", "status": "finished", "seed": seed, "final_train_error": 0.0}
+            | {"final_test_error": error + 0.01 * seed, KEY + "method": method}
+            | {KEY + k: v for k, v in keys.items()}
+            for i, (method, keys, error) in enumerate(rows)
+            for seed in (0, 1)
+        ]
+    )
+    summary, info = aggregate(runs)
+    fig = _figure_of(monkeypatch, lambda: sweep_vs_switch(summary, info, tmp_path / "vs_switch.png"))
+    ax = fig.axes[0]
+    lines = {t.get_text().split(" (")[0]: t for t in ax.get_legend().get_texts()}
+    assert set(lines) == {"erm", "erm_to_sam", "sam_to_erm"}
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["25", "50", "75"]
+    drawn = {tuple(np.round(line.get_xdata(), 6)) for line in ax.lines if len(line.get_xdata()) > 1}
+    assert (25.0, 50.0, 75.0) in drawn and (25.0, 75.0) in drawn
+    erm = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert len(erm) == 1 and erm[0].get_ydata()[0] == pytest.approx(45.5)
+    monkeypatch.setattr(plots, "MAX_ACROSS", 4)  # few enough unswitched rows: each drawn across
+    fig = _figure_of(monkeypatch, lambda: sweep_vs_switch(summary, info, tmp_path / "vs_switch.png"))
+    assert len([line for line in fig.axes[0].lines if line.get_linestyle() == "--"]) == 5
+    without = runs[runs[KEY + "method"].isin(["erm", "sam"])]
+    assert sweep_vs_switch(*aggregate(without), tmp_path / "none.png") is None

@@ -334,3 +334,26 @@ def test_the_findings_table_pairs_a_setting_baseline_as_sweep_py_does(tmp_path, 
     assert findings.verdict(numbers, "none").startswith("separated, unlike the paper")
     two = {**numbers, "n": 2}  # two seeds: their numbers, no verdict
     assert findings.verdict(two, "higher") == "two seeds: +2.00 [+1.00, +3.00] points (range), 0 of 2 lower"
+
+
+def test_the_findings_switch_row_pairs_each_switch_point_with_erm(tmp_path, monkeypatch):
+    # Fig. 8's rows: one paired interval per switch point the folders hold, each against ERM of the same
+    # seed; runs of another m at the same points are neither side.
+    from sam_lightning.reporting import findings
+
+    for seed, erm in enumerate([0.44, 0.45, 0.43]):
+        _job(tmp_path / "erm", seed, "erm", seed, final_test_error=erm)
+        for k, (point, shift) in enumerate([(0.25, -0.02), (0.75, 0.01)]):
+            switched = {"method.m": 4, "method.switch_at": point}
+            _job(tmp_path / "switch", 10 * seed + k, "sam", seed, extra=switched, final_test_error=erm + shift)
+            other_m = {"method.m": 16, "method.switch_at": point}
+            _job(tmp_path / "switch", 10 * seed + k + 5, "sam", seed, extra=other_m, final_test_error=0.9)
+    _job(tmp_path / "switch", 99, "sam", 0, extra={"method.m": 4, "method.switch_at": 0.5}, final_test_error=0.40)
+    monkeypatch.setattr(findings, "RESULTS", tmp_path)
+    row = findings.Finding("Fig. 8", "claim", "command", ("erm", "switch"), {"method": "sam", "method.m": 4}, note="n")
+    text, seeds = findings.over_switch_points(row)
+    assert text == (
+        "n; at 25%: separated, as the paper: -2.00 [-2.00, -2.00] points (range), 3 of 3 lower; "
+        "at 50%: one seed: -4.00 points; at 75%: opposite: +1.00 [+1.00, +1.00] points (range), 0 of 3 lower"
+    )
+    assert seeds == "3, 1, 3"

@@ -164,11 +164,18 @@ def summarize(
         if info["metric"] == table.AT_BEST_VAL:  # the plots tell errors from losses by a name ending in "error"
             plot_info = {**info, "metric": PLOT_AT_BEST_VAL}
             plot_runs = runs.rename(columns={table.AT_BEST_VAL: PLOT_AT_BEST_VAL})
-        by_rho = plotting.sweep_vs_rho(summary, plot_info, out / f"{name}_vs_rho.png")
-        by_row = None if by_rho else plotting.sweep_points(summary, plot_info, plot_runs, out / f"{name}_by_row.png")
+        # One summary plot: against the switch point (Fig. 8), else against rho, else one point per row.
+        by_switch = plotting.sweep_vs_switch(summary, plot_info, out / f"{name}_vs_switch.png")
+        by_rho = None if by_switch else plotting.sweep_vs_rho(summary, plot_info, out / f"{name}_vs_rho.png")
+        by_row = (
+            None
+            if by_switch or by_rho
+            else plotting.sweep_points(summary, plot_info, plot_runs, out / f"{name}_by_row.png")
+        )
         images = [
             p
             for p in (
+                by_switch,
                 by_rho,
                 by_row,
                 plotting.sweep_curves(summary, plot_info, plot_runs, histories, out / f"{name}_curves.png"),

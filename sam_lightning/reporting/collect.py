@@ -29,6 +29,8 @@ from sam_lightning.settings.config import ConfigError
 
 KEY = "key:"  # prefix of the group columns: key:method, key:method.rho, ...
 RHO = KEY + RHO_KEY  # the rho column
+SWITCH_KEY = "method.switch_at"  # the share of the epochs trained before a method switch
+SWITCH_AT = KEY + SWITCH_KEY  # its column
 # Besides every final_*/best_* number: the test error at the epoch of lowest validation error.
 EXTRA_METRICS = (AT_BEST_VAL,)
 

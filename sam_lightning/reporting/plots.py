@@ -8,7 +8,7 @@ interval as bars or bands, named for what it is (`stats.interval_name`: the rang
 bootstrap CI for more) and the number of seeds in the legend; legends outside the data; panels that
 compare methods share their y-axis.
 
-sweep_vs_rho, sweep_points, sweep_curves: the summary of a multirun (sweep.py and the end-of-multirun table),
+sweep_vs_rho, sweep_vs_switch, sweep_points, sweep_curves: the summary of a multirun (sweep.py and the end-of-multirun table),
     training runs (test error over epochs) and theory runs (test loss over steps) alike.
 sharpness, interpolation: the analysis commands. relu_functions: the theory's 1-D ReLU figure.
 """
@@ -24,7 +24,7 @@ from matplotlib.colors import LogNorm, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-from sam_lightning.reporting.collect import KEY, RHO
+from sam_lightning.reporting.collect import KEY, RHO, SWITCH_AT
 from sam_lightning.reporting.stats import bootstrap_ci, format_mean_ci, interval_name
 from sam_lightning.run.results import (
     TEST_ERROR,
@@ -197,18 +197,7 @@ def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | 
         label = f"{label} ({_seeds(members)})"
         positive = pd.to_numeric(members[RHO], errors="coerce") > 0
         for _, row in members[~positive].iterrows():  # no rho (ERM) or rho = 0: a baseline across the axis
-            reference = _method_of(row) == REFERENCE
-            ax.axhline(
-                scale * row["mean"],
-                ls="--",
-                lw=1.4,
-                color=REFERENCE_COLOR if reference else col,
-                label=label if pd.isna(row[RHO]) else f"{label}, rho=0",
-                zorder=1,
-            )
-            if np.isfinite(row["ci_low"]):
-                band = REFERENCE_COLOR if reference else col
-                ax.axhspan(scale * row["ci_low"], scale * row["ci_high"], color=band, alpha=0.12, lw=0, zorder=0)
+            _across(ax, row, label if pd.isna(row[RHO]) else f"{label}, rho=0", col, scale)
         members = members[positive]
         if members.empty:
             continue
@@ -234,6 +223,71 @@ def sweep_vs_rho(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | 
     interval = interval_name(summary["n_seeds"])
     bars = f", bars: {interval} over seeds" if interval else ""
     ax.set_title(f"{what.capitalize()} against rho: mean over seeds{bars}{star}", fontsize=9)
+    return _save(fig, path)
+
+
+def _across(ax, row: pd.Series, label: str, col, scale: float) -> None:
+    """A row without the plot's x (ERM against rho, a method never switched against the switch
+    point): a dashed line across the axes at its mean, its interval a band; ERM in the reference grey."""
+    col = REFERENCE_COLOR if _method_of(row) == REFERENCE else col
+    ax.axhline(scale * row["mean"], ls="--", lw=1.4, color=col, label=label, zorder=1)
+    if np.isfinite(row["ci_low"]):
+        ax.axhspan(scale * row["ci_low"], scale * row["ci_high"], color=col, alpha=0.12, lw=0, zorder=0)
+
+
+MAX_ACROSS = 3  # unswitched rows drawn across a switch plot besides ERM: a whole regime's grid would bury it
+
+
+def sweep_vs_switch(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | None:
+    """The metric against the switch point (paper Fig. 8): the share of epochs trained before a
+    method switch (method.switch_at), one line per switching method and setting, mean over seeds
+    with its interval; the unswitched rows (ERM, and the methods run throughout when there are at
+    most MAX_ACROSS of them) as dashed lines across. None unless some setting ran at two switch points."""
+    if SWITCH_AT not in info["groups"]:
+        return None
+    switched = summary[summary[SWITCH_AT].notna()]
+    family = [c for c in info["groups"] if c != SWITCH_AT]
+    families = [
+        (_family_label(members.iloc[0], family, drop="method."), members.sort_values(SWITCH_AT))
+        for _, members in switched.groupby(family, dropna=False, sort=False)
+    ]
+    if not any(len(members) > 1 for _, members in families):
+        return None
+    what, scale = _what(info["metric"])
+    fig = Figure(figsize=(7.6, 4.2), layout="constrained")
+    ax = fig.subplots()
+    across = summary[summary[SWITCH_AT].isna()]
+    if len(across) > MAX_ACROSS + 1:
+        across = across[across.apply(_method_of, axis=1) == REFERENCE]
+    colors = method_colors([*map(_method_of, across.to_dict("records")), *(m[0] for m in families)])
+    for i, (_, row) in enumerate(across.iterrows()):
+        label = f"{_family_label(row, family, drop='method.')} ({_seeds(across.loc[[_]])})"
+        _across(ax, row, label, colors.get(_method_of(row), color(i)), scale)
+    for j, (label, members) in enumerate(families):
+        x = 100 * members[SWITCH_AT].astype(float).to_numpy()
+        err = np.nan_to_num(
+            scale * np.abs(np.vstack([members["mean"] - members["ci_low"], members["ci_high"] - members["mean"]]))
+        )
+        ax.errorbar(
+            x,
+            scale * members["mean"].to_numpy(),
+            yerr=err,
+            marker=MARKERS[j % len(MARKERS)],
+            ms=5,
+            capsize=3,
+            color=colors.get(label, color(j)),
+            label=f"{label} ({_seeds(members)})",
+        )
+    points = sorted({100 * float(v) for v in switched[SWITCH_AT]})
+    ax.set_xticks(points, [f"{p:g}" for p in points])
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("epochs before the switch (%)")
+    ax.set_ylabel(what)
+    ax.grid(alpha=0.3)
+    _outside_legend(ax)
+    interval = interval_name(summary["n_seeds"])
+    bars = f", bars: {interval} over seeds" if interval else ""
+    ax.set_title(f"{what.capitalize()} against the switch point: mean over seeds{bars}", fontsize=9)
     return _save(fig, path)
 
 
