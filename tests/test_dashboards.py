@@ -4,6 +4,7 @@ metrics, the provenance of a run, and uploading an offline sweep."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -257,6 +258,9 @@ def test_ctrl_c_says_where_the_run_is_and_how_to_resume_it(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        # Ctrl-C's default action, as at a console: a suite started in the background (`make test &`)
+        # hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     console = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in console, console[-3000:]

@@ -51,7 +51,7 @@ class Finding:
 
 REGIME_A = ("laptop_sam_vs_erm",)
 REGIME_A_5 = ("laptop_sam_vs_erm", "laptop_sam_vs_erm_precision/fp32")
-SWITCH = ("laptop_sam_vs_erm", "laptop_sam_vs_erm_precision/fp32", "laptop_switch")
+SWITCH = ("laptop_sam_vs_erm_precision/fp32", "laptop_switch")  # ERM of seeds 0-2 rerun in laptop_switch
 # The paper's words, quoted where several rows test them.
 LOW_M = '"the only method that substantially improves generalization is low-m SAM (i.e., 128-SAM)" (Sec. 3)'
 EARLY_LITTLE = (
