@@ -139,8 +139,9 @@ def _seeds(members: pd.DataFrame) -> str:
     return f"{lo} seed{'s' * (hi > 1)}" if lo == hi else f"{lo}-{hi} seeds"
 
 
-def _families(summary: pd.DataFrame, groups: list[str]) -> list[tuple[str, pd.DataFrame]]:
-    family = [c for c in groups if c != RHO]
+def _families(summary: pd.DataFrame, groups: list[str], x: str = RHO) -> list[tuple[str, pd.DataFrame]]:
+    """The rows grouped by every group column but the plot's x (rho, or the switch point), labelled."""
+    family = [c for c in groups if c != x]
     if not family:
         return [("all runs", summary)]
     return [
@@ -241,44 +242,35 @@ MAX_ACROSS = 3  # unswitched rows drawn across a switch plot besides ERM: a whol
 def sweep_vs_switch(summary: pd.DataFrame, info: dict, path: str | Path) -> Path | None:
     """The metric against the switch point (paper Fig. 8): the share of epochs trained before a
     method switch (method.switch_at), one line per switching method and setting, mean over seeds
-    with its interval; the unswitched rows (ERM, and the methods run throughout when there are at
-    most MAX_ACROSS of them) as dashed lines across. None unless some setting ran at two switch points."""
+    with its interval, in the colours and markers of sweep_vs_rho's families; the unswitched rows
+    (ERM, and the methods run throughout when there are at most MAX_ACROSS of them) as dashed lines
+    across. None unless some setting ran at two switch points."""
     if SWITCH_AT not in info["groups"]:
         return None
-    switched = summary[summary[SWITCH_AT].notna()]
-    family = [c for c in info["groups"] if c != SWITCH_AT]
-    families = [
-        (_family_label(members.iloc[0], family, drop="method."), members.sort_values(SWITCH_AT))
-        for _, members in switched.groupby(family, dropna=False, sort=False)
-    ]
-    if not any(len(members) > 1 for _, members in families):
+    unswitched = summary[SWITCH_AT].isna()
+    if unswitched.sum() > MAX_ACROSS + 1:
+        summary = summary[~unswitched | (summary.apply(_method_of, axis=1) == REFERENCE)]
+    families = _families(summary, info["groups"], x=SWITCH_AT)
+    if not any(members[SWITCH_AT].notna().sum() > 1 for _, members in families):
         return None
     what, scale = _what(info["metric"])
     fig = Figure(figsize=(7.6, 4.2), layout="constrained")
     ax = fig.subplots()
-    across = summary[summary[SWITCH_AT].isna()]
-    if len(across) > MAX_ACROSS + 1:
-        across = across[across.apply(_method_of, axis=1) == REFERENCE]
-    colors = method_colors([*map(_method_of, across.to_dict("records")), *(m[0] for m in families)])
-    for i, (_, row) in enumerate(across.iterrows()):
-        label = f"{_family_label(row, family, drop='method.')} ({_seeds(across.loc[[_]])})"
-        _across(ax, row, label, colors.get(_method_of(row), color(i)), scale)
-    for j, (label, members) in enumerate(families):
-        x = 100 * members[SWITCH_AT].astype(float).to_numpy()
+    for (label, members), (col, marker) in zip(families, _family_looks(families)):
+        label = f"{label} ({_seeds(members)})"
+        for _, row in members[members[SWITCH_AT].isna()].iterrows():
+            _across(ax, row, label, col, scale)
+        members = members[members[SWITCH_AT].notna()].sort_values(SWITCH_AT)
+        if members.empty:
+            continue
         err = np.nan_to_num(
             scale * np.abs(np.vstack([members["mean"] - members["ci_low"], members["ci_high"] - members["mean"]]))
         )
+        x = 100 * members[SWITCH_AT].astype(float).to_numpy()
         ax.errorbar(
-            x,
-            scale * members["mean"].to_numpy(),
-            yerr=err,
-            marker=MARKERS[j % len(MARKERS)],
-            ms=5,
-            capsize=3,
-            color=colors.get(label, color(j)),
-            label=f"{label} ({_seeds(members)})",
+            x, scale * members["mean"].to_numpy(), yerr=err, marker=marker, ms=5, capsize=3, color=col, label=label
         )
-    points = sorted({100 * float(v) for v in switched[SWITCH_AT]})
+    points = sorted({100 * float(v) for v in summary[SWITCH_AT].dropna()})
     ax.set_xticks(points, [f"{p:g}" for p in points])
     ax.set_xlim(0, 100)
     ax.set_xlabel("epochs before the switch (%)")
