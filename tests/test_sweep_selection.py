@@ -219,6 +219,24 @@ def test_erm_in_a_rho_grid_is_one_row_never_best_and_skipped_jobs_are_counted(tm
     assert [k for k, r in rows.items() if r["best_rho"] == "1"] == [("sam", "0.1")]
     assert sum(1 for ln in text.splitlines() if ln.startswith("erm")) == 1
     assert "1 job(s) skipped" in text and "excluded" not in text and erm["excluded"] == ""
+    assert "  method=erm: seed 0 (2 runs, identical)" in text.splitlines()
+
+
+def test_a_seed_run_twice_is_named_under_the_table_with_how_far_its_runs_end_apart(tmp_path, capsys):
+    # Two code versions of one ERM seed: averaged into one seed as before, and now said so with the gap.
+    sweep = tmp_path / "two_versions"
+    _job(sweep, 0, "erm", 0.0, 0, **_split(0.40, None))
+    _job(sweep, 1, "erm", 0.0, 0, **_split(0.4143, None))
+    _job(sweep, 2, "erm", 0.0, 1, **_split(0.45, None))
+    _job(sweep, 3, "sam", 0.1, 0, **_split(0.38, None))
+    _job(sweep, 4, "sam", 0.1, 1, **_split(0.44, None))
+    assert sweep_main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    note = lines.index("seeds run more than once (their runs averaged, counted as one seed; the folders hold both):")
+    assert lines[note + 1 :][:2] == ["  method=erm: seed 0 (2 runs, 1.43 points apart)", ""]
+    rows = _summary(tmp_path / "out")
+    assert rows[("erm", "")]["repeated_seeds"] == "0 (2 runs, 1.43 points apart)"
+    assert rows[("sam", "0.1")]["repeated_seeds"] == ""
 
 
 def test_find_duplicate_names_the_erm_job_at_the_grids_first_rho():

@@ -46,6 +46,7 @@ COLUMN_NAMES = {
     "final_train_error": "train error % (augmented, during the epoch)",
     TRAIN_EVAL: "train error % (eval mode)",
 }
+REPEAT_NOTE = "seeds run more than once (their runs averaged, counted as one seed; the folders hold both):"
 BEST_NOTE = (
     "best rho: * the lowest mean among rows that differ only in rho, with an interval below all the "
     "others'; (*) the lowest mean, intervals overlapping."
@@ -126,11 +127,16 @@ def aggregate(runs: pd.DataFrame, metric: str = "auto") -> tuple[pd.DataFrame, d
     by = groups or ["_all"]
     finished["_all"] = 0
     finished["_seed"] = finished["seed"].astype(object).where(finished["seed"].notna(), finished["job"])
-    per_seed = finished.groupby([*by, "_seed"], dropna=False, sort=False)[numbers].mean().reset_index()
+    by_seed = finished.groupby([*by, "_seed"], dropna=False, sort=False)
+    per_seed = by_seed[numbers].mean()
+    per_seed["_runs"] = by_seed.size()
+    per_seed["_spread"] = by_seed[metric].max() - by_seed[metric].min()
+    per_seed = per_seed.reset_index()
     grouped = per_seed.groupby(by, dropna=False, sort=False)
     summary = grouped.agg(
         n_seeds=("_seed", "size"),
         seeds=("_seed", lambda s: " ".join(map(str, s))),
+        repeated_seeds=("_seed", lambda s: _repeats(per_seed.loc[s.index], metric)),
         mean=(metric, "mean"),
         train_mean=(train, "mean"),
     )
@@ -153,6 +159,18 @@ def aggregate(runs: pd.DataFrame, metric: str = "auto") -> tuple[pd.DataFrame, d
     if order:
         summary = summary.sort_values(order, na_position="first", kind="stable", key=_sortable).reset_index(drop=True)
     return summary, info
+
+
+def _repeats(seeds: pd.DataFrame, metric: str) -> str:
+    """The seeds of one row run more than once, with how far their runs end apart in the reported
+    metric: `0 (2 runs, 1.43 points apart)`. Such runs are averaged into one seed; when they differ (e.g. two code versions), the row
+    hides it, so the report names them."""
+    apart = (lambda d: f"{100 * d:.2f} points apart") if is_error(metric) else (lambda d: f"{d:.3g} apart")
+    return ", ".join(
+        f"{r['_seed']} ({r['_runs']} runs, {apart(r['_spread']) if r['_spread'] else 'identical'})"
+        for _, r in seeds.sort_values("_seed", key=_sortable, kind="stable").iterrows()
+        if r["_runs"] > 1
+    )
 
 
 def _sortable(col: pd.Series) -> pd.Series:
@@ -218,6 +236,12 @@ def trial_number(jobs) -> int | None:
         return None
     match = re.search(r"(?:^|/)trial_(\d+)$", str(jobs[0]))
     return int(match.group(1)) if match else None
+
+
+def _row_label(row, groups: list[str]) -> str:
+    """`method=erm rho=0.05`: a summary row by its group keys (`all runs` when nothing varies)."""
+    cells = [f"{k[len(KEY) :]}={_cell(row[k])}" for k in groups]
+    return " ".join(c for c in cells if not c.endswith("=-")) or "all runs"
 
 
 def display_frame(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
@@ -294,6 +318,13 @@ def report(
         ]
         if summary["best"].any():
             parts += [""] * markdown + [chosen_line(info)]
+        if summary["repeated_seeds"].astype(bool).any():
+            parts += ["", REPEAT_NOTE]
+            parts += [
+                f"{'- ' if markdown else '  '}{_row_label(r, info['groups'])}: seed {r['repeated_seeds']}"
+                for _, r in summary.iterrows()
+                if r["repeated_seeds"]
+            ]
     bad = problems(runs)
     if len(bad):
         parts += ["", f"excluded ({len(bad)} job(s) failed or unfinished):"]
