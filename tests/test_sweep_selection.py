@@ -344,6 +344,10 @@ def test_where_keeps_the_matching_jobs_so_one_seed_can_choose_rho(tmp_path, caps
     with open(out / "summary.csv", newline="") as f:
         (row,) = csv.DictReader(f)
     assert row["seeds"] == "2" and float(row["mean"]) == pytest.approx(0.254)
+    # A list of values, as a Hydra sweep writes it: any of them.
+    capsys.readouterr()
+    assert sweep_main([str(sweep), "--where", "seed=0,2", "--out", str(out), "--no-plots"]) == 0
+    assert {r["seeds"] for r in _summary(out).values()} == {"0 2"}
 
 
 @pytest.mark.parametrize(

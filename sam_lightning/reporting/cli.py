@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         help="only the jobs with KEY=VALUE (seed or any override key; repeatable), e.g. --where seed=0: "
-        "the first stage of a rho choice, each rho's validation error on one seed",
+        "the first stage of a rho choice, each rho's validation error on one seed; --where seed=0,1: any of them",
     )
     p.add_argument(
         "--export",

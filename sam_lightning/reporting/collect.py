@@ -194,14 +194,16 @@ def collect(roots: list[str | os.PathLike], fill: tuple[str, ...] = ()) -> tuple
 
 def select(runs: pd.DataFrame, where: list[str]) -> pd.DataFrame:
     """The rows whose KEY equals VALUE for every `KEY=VALUE` of `where` (KEY: seed or any override key;
-    numbers compare as numbers, so 0.10 selects 0.1). A job without the key (ERM in a rho grid) is left out."""
+    numbers compare as numbers, so 0.10 selects 0.1). VALUE may list values as a Hydra sweep does,
+    `seed=0,1`: any of them. A job without the key (ERM in a rho grid) is left out."""
     for condition in where:
         key, sep, value = condition.partition("=")
         column = key if key == "seed" else KEY + key
         if not sep or column not in runs:
             keys = ["seed", *(c.removeprefix(KEY) for c in runs.columns if c.startswith(KEY))]
             raise ConfigError(f"--where {condition}: give KEY=VALUE, KEY one of {', '.join(keys)}")
-        runs = runs[runs[column].map(lambda v, value=value: equals_setting(v, value))]
+        values = value.split(",")
+        runs = runs[runs[column].map(lambda v, values=values: any(equals_setting(v, x) for x in values))]
     if runs.empty:
         raise ConfigError(f"no job has {' and '.join(where)}")
     return runs
