@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from sam_lightning.reporting import paired, table
-from sam_lightning.reporting.collect import KEY, SWITCH_KEY, collect
+from sam_lightning.reporting.collect import KEY, RHO, SWITCH_KEY, collect
 from sam_lightning.reporting.stats import interval_name
+from sam_lightning.run.duplicates import RHO as RHO_KEY
 from sam_lightning.run.results import TRAIN_EVAL_ERROR
 from sam_lightning.variants.erm import ERM
 
@@ -186,11 +187,11 @@ FINDINGS = (
         "Fig. 11",
         '"both ERM and SAM converge to zero training error and the gradient normalization is not crucial" (Sec. 5.2)',
         "`train.py -m experiment=laptop_const_rho ...`",
-        ("laptop_sam_vs_erm", "laptop_const_rho"),
-        {"method": "sam_const", "method.rho": 0.03},
+        ("laptop_switch", "laptop_const_rho"),  # laptop_switch: ERM of seed 0 by the same code
+        {"method": "sam_const"},
         expect="none",
-        note="constant-rho SAM (rho 0.03, stage 1's first run)",
-        compute=lambda f: converges(f),
+        note="constant-rho SAM, stage 1 (seed 0, the preset's rho grid)",
+        compute=lambda f: converges_over_rho(f),
     ),
     Finding(
         "Fig. 12",
@@ -318,17 +319,37 @@ def paired_row(finding: Finding) -> dict | None:
     return {k: (100 * float(r[k]) if k in ("mean", "ci_low", "ci_high") else int(r[k])) for k in paired.COLUMNS[2:7]}
 
 
+def _each_value(finding: Finding, key: str) -> list[tuple[float, Finding]]:
+    """(value, the finding narrowed to it) for each value of `key` the row's finished runs hold, in order."""
+    runs, _ = collect([RESULTS / f for f in finding.folders])
+    hit = _match(runs[runs["status"] == "finished"], finding.row)
+    values = sorted(pd.to_numeric(hit[KEY + key]).dropna().unique()) if KEY + key in hit else []
+    return [(float(v), replace(finding, row={**finding.row, key: float(v)})) for v in values]
+
+
 def over_switch_points(finding: Finding) -> tuple[str, str]:
     """Fig. 8: the row's switched runs paired with the baseline at each switch point the folders hold
     (method.switch_at, the share of epochs before the switch), one paired interval per point."""
-    runs, _ = collect([RESULTS / f for f in finding.folders])
-    points = sorted(pd.to_numeric(_match(runs, finding.row)[KEY + SWITCH_KEY]).dropna().unique())
     parts, seeds = [], []
-    for point in points:
-        numbers = paired_row(replace(finding, row={**finding.row, SWITCH_KEY: float(point)}))
+    for point, at_point in _each_value(finding, SWITCH_KEY):
+        numbers = paired_row(at_point)
         parts.append(f"at {100 * point:.0f}%: {verdict(numbers, finding.expect)}")
         seeds.append(str(numbers["n"]) if numbers else "-")
     return f"{finding.note}; " + "; ".join(parts), ", ".join(seeds)
+
+
+def converges_over_rho(finding: Finding) -> tuple[str, str]:
+    """Fig. 11's stage 1: `converges` at each rho the folders hold, and the rho the validation split chose."""
+    parts, seeds = [], []
+    for rho, at_rho in _each_value(finding, RHO_KEY):
+        text, n = converges(replace(at_rho, note=f"rho {rho:g}"))
+        parts.append(text)
+        seeds.append(n)
+    runs, _ = collect([RESULTS / f for f in finding.folders])
+    summary, info = table.aggregate(_match(runs, finding.row), finding.metric)
+    best = summary.loc[summary["best"], RHO] if "best" in summary and RHO in summary else []
+    chosen = f"; {info['chosen_on']} chooses rho {float(best.iloc[0]):g}" if len(best) else ""
+    return f"{finding.note}{chosen}; " + "; ".join(parts), ", ".join(seeds)
 
 
 def converges(finding: Finding) -> tuple[str, str]:
