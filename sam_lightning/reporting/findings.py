@@ -216,7 +216,7 @@ FINDINGS = (
         "`train.py -m experiment=laptop_small_m ...`",
         REGIME_A,
         {"method": "sam_m16", "method.rho": 0.025},
-        note="16-SAM vs ERM, BatchNorm (GroupNorm does not fit at width 16)",
+        note="16-SAM vs ERM, BatchNorm (GroupNorm fits at neither width 16 nor 32)",
     ),
     Finding(
         "Fig. 17",
