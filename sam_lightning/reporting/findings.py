@@ -348,8 +348,9 @@ def converges_over_rho(finding: Finding) -> tuple[str, str]:
     runs, _ = collect([RESULTS / f for f in finding.folders])
     summary, info = table.aggregate(_match(runs, finding.row), finding.metric)
     best = summary.loc[summary["best"], RHO] if "best" in summary and RHO in summary else []
-    chosen = f"; {info['chosen_on']} chooses rho {float(best.iloc[0]):g}" if len(best) else ""
-    return f"{finding.note}{chosen}; " + "; ".join(parts), ", ".join(seeds)
+    split = "the validation split" if info.get("val_metric") else "the test set"
+    chosen = f"; {split} chooses rho {float(best.iloc[0]):g}" if len(best) else ""
+    return f"{finding.note}{chosen}. " + ". ".join(parts), ", ".join(seeds)
 
 
 def converges(finding: Finding) -> tuple[str, str]:
@@ -363,7 +364,7 @@ def converges(finding: Finding) -> tuple[str, str]:
     numbers = paired_row(finding)
     word = "as the paper" if reached and all(r.startswith("epoch") for r in reached) else "not in every run"
     return (
-        f"{finding.note}; {word}: 0.0% training error (true labels, eval mode) first at {', '.join(reached)}; "
+        f"{finding.note}: {word}, 0.0% training error (true labels, eval mode) first at {', '.join(reached)}; "
         f"test error vs ERM: {verdict(numbers, finding.expect)}",
         str(len(reached)),
     )
