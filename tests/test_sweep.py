@@ -736,5 +736,14 @@ def test_switch_plot_puts_the_switch_point_on_x_a_line_per_direction_and_erm_acr
     monkeypatch.setattr(plots, "MAX_ACROSS", 4)  # few enough unswitched rows: each drawn across
     fig = _figure_of(monkeypatch, lambda: sweep_vs_switch(summary, info, tmp_path / "vs_switch.png"))
     assert len([line for line in fig.axes[0].lines if line.get_linestyle() == "--"]) == 5
+    # The title stays inside the figure although the legend's long labels narrow the axes.
+    long = runs.copy()
+    long.loc[long[KEY + "method"].str.contains("_to_"), [KEY + "method.m", KEY + "method.rho"]] = [4, 0.0125]
+    fig = _figure_of(monkeypatch, lambda: sweep_vs_switch(*aggregate(long), tmp_path / "vs_switch.png"))
+    fig.canvas.draw()
+    title = fig._suptitle if fig.get_suptitle() else fig.axes[0].title
+    extent = title.get_window_extent()
+    assert title.get_text().startswith("Test error (%) against the switch point")
+    assert extent.x0 >= 0 and extent.x1 <= fig.bbox.width
     without = runs[runs[KEY + "method"].isin(["erm", "sam"])]
     assert sweep_vs_switch(*aggregate(without), tmp_path / "none.png") is None
