@@ -25,7 +25,7 @@ import pandas as pd
 
 from sam_lightning.reporting.collect import KEY, equals_setting
 from sam_lightning.reporting.stats import bootstrap_ci, format_mean_ci, interval_name, interval_note
-from sam_lightning.reporting.table import RHO, _cell, _sortable, _what, is_error
+from sam_lightning.reporting.table import RHO, _cell, _sortable, _what, is_error, row_name
 from sam_lightning.settings.config import ConfigError
 
 # Overrides that name the method (naming.method_label reads them): the baseline differs in them by definition.
@@ -98,11 +98,6 @@ def _unit_order(units) -> list:
     return sorted(units, key=str)
 
 
-def _row_name(keys: dict, groups: list[str]) -> str:
-    named = [f"{g[len(KEY) :]}={_cell(keys[g])}" for g in groups if not pd.isna(keys[g])]
-    return " ".join(named) or "all runs"
-
-
 def paired(runs: pd.DataFrame, info: dict, on: str, baseline: str) -> tuple[pd.DataFrame, dict]:
     """One row per non-baseline table row: keys, the matched baseline row, {unit: difference},
     number of pairs, mean, ci_low, ci_high, number below the baseline, units without a pair, note."""
@@ -157,12 +152,12 @@ def paired(runs: pd.DataFrame, info: dict, on: str, baseline: str) -> tuple[pd.D
             entry["note"] = (
                 f"no {baseline} row with the same {', '.join(g[len(KEY) :] for g in match_keys) or 'keys'}"
                 if not found
-                else f"{len(found)} {baseline} rows match ({'; '.join(_row_name(b['keys'], match_keys) for b in found)})"
+                else f"{len(found)} {baseline} rows match ({'; '.join(row_name(b['keys'], match_keys) for b in found)})"
             )
             out.append(entry)
             continue
         base = found[0]
-        entry["baseline_row"] = _row_name(base["keys"], groups)
+        entry["baseline_row"] = row_name(base["keys"], groups)
         mine, theirs = row["values"], base["values"]
         common = [u for u in _unit_order(set(mine.index) | set(theirs.index)) if u in mine.index and u in theirs.index]
         diffs = {u: round(float(mine[u] - theirs[u]), 12) for u in common}  # 0.41 - 0.40 is 0.01, not 0.0099999...
@@ -218,7 +213,7 @@ def notes(frame: pd.DataFrame, pinfo: dict) -> list[str]:
         interval_note(frame["n"] if len(frame) else [], over=f"{on}s").replace("of the mean", "of the mean difference"),
     ]
     for _, r in frame.iterrows():
-        name = _row_name({g: r[g] for g in pinfo["groups"]}, pinfo["groups"])
+        name = row_name({g: r[g] for g in pinfo["groups"]}, pinfo["groups"])
         if r["note"]:
             lines.append(f"{name}: not paired: {r['note']}.")
         elif r["unpaired"]:

@@ -238,10 +238,11 @@ def trial_number(jobs) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _row_label(row, groups: list[str]) -> str:
-    """`method=erm rho=0.05`: a summary row by its group keys (`all runs` when nothing varies)."""
-    cells = [f"{k[len(KEY) :]}={_cell(row[k])}" for k in groups]
-    return " ".join(c for c in cells if not c.endswith("=-")) or "all runs"
+def row_name(keys, groups: list[str]) -> str:
+    """`method=sam method.rho=0.05`: a row by its group keys (a summary row or {key: value}), the keys
+    it lacks left out; `all runs` when nothing varies."""
+    named = [f"{g[len(KEY) :]}={_cell(keys[g])}" for g in groups if not pd.isna(keys[g])]
+    return " ".join(named) or "all runs"
 
 
 def display_frame(summary: pd.DataFrame, info: dict) -> pd.DataFrame:
@@ -321,7 +322,7 @@ def report(
         if summary["repeated_seeds"].astype(bool).any():
             parts += ["", REPEAT_NOTE]
             parts += [
-                f"{'- ' if markdown else '  '}{_row_label(r, info['groups'])}: seed {r['repeated_seeds']}"
+                f"{'- ' if markdown else '  '}{row_name(r, info['groups'])}: seed {r['repeated_seeds']}"
                 for _, r in summary.iterrows()
                 if r["repeated_seeds"]
             ]
