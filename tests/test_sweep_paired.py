@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -357,3 +358,37 @@ def test_the_findings_switch_row_pairs_each_switch_point_with_erm(tmp_path, monk
         "at 50%: one seed: -4.00 points; at 75%: opposite: +1.00 [+1.00, +1.00] points (range), 0 of 3 lower"
     )
     assert seeds == "3, 1, 3"
+
+
+def test_the_findings_rows_over_a_shared_setting_pair_each_value_with_erm_at_that_value(tmp_path, monkeypatch):
+    # Fig. 17's row: SAM at each batch size against ERM at the same batch size. With one batch size in
+    # the folder the paired table has no batch-size column (it varies nowhere), and the row still pairs.
+    from sam_lightning.reporting import findings
+
+    def batch(size, shift):
+        for seed, erm in enumerate([0.44, 0.45, 0.43]):
+            _job(
+                tmp_path / "runs", 10 * size + seed, "erm", seed, extra={"data.batch_size": size}, final_test_error=erm
+            )
+            sam = {"data.batch_size": size}
+            _job(tmp_path / "runs", 10 * size + seed + 5, "sam", seed, extra=sam, final_test_error=erm + shift)
+
+    monkeypatch.setattr(findings, "RESULTS", tmp_path)
+    row = findings.Finding("Fig. 17", "claim", "command", ("runs",), {"method": "sam"}, expect="none", note="n")
+
+    def over_batch():
+        return findings.over_values(row, "data.batch_size", lambda b: f"at batch {b:g}")
+
+    batch(128, -0.01)
+    text, seeds = over_batch()
+    assert text == "n; at batch 128: separated, unlike the paper: -1.00 [-1.00, -1.00] points (range), 3 of 3 lower"
+    assert seeds == "3"
+    # A value no run has is not run, although the table has no column to tell it from batch 128 by.
+    assert findings.paired_row(replace(row, row={"method": "sam", "data.batch_size": 512})) is None
+    batch(256, 0.02)
+    text, seeds = over_batch()
+    assert text == (
+        "n; at batch 128: separated, unlike the paper: -1.00 [-1.00, -1.00] points (range), 3 of 3 lower; "
+        "at batch 256: separated, unlike the paper: +2.00 [+2.00, +2.00] points (range), 0 of 3 lower"
+    )
+    assert seeds == "3, 3"

@@ -225,17 +225,19 @@ FINDINGS = (
         '"using SAM with large batch sizes without using a smaller m leads to suboptimal generalization" (Sec. 3)',
         "`train.py -m experiment=laptop_batch_sizes ...` (paper scale: `experiment=fig17`)",
         ("laptop_batch_sizes",),
-        {"method": "sam"},  # every run of the folder is at batch 128
+        {"method": "sam"},
         expect="none",
-        note="SAM (m = the batch, 128, rho 0.025) vs ERM, both at batch 128 (batch 64: the first Fig. 1 row)",
+        note="SAM (m = the batch, rho 0.025) vs ERM at the same batch size (batch 64: the first Fig. 1 row)",
+        compute=lambda f: over_values(f, "data.batch_size", lambda batch: f"at batch {batch:g}"),
     ),
     Finding(
         "Fig. 18",
         '"test error improvements of SAM over ERM for different model width factors" (App. E.3)',
         "`train.py -m experiment=laptop_widths ...` (paper scale: `experiment=fig18`)",
         ("laptop_widths",),
-        {"method": "sam"},  # every run of the folder is at width 8
-        note="SAM (rho 0.025) vs ERM, both at width 8 (width 16: the first Fig. 1 row)",
+        {"method": "sam"},
+        note="SAM (rho 0.025) vs ERM at the same width (width 16: the first Fig. 1 row)",
+        compute=lambda f: over_values(f, "model.width", lambda width: f"at width {width:g}"),
     ),
     Finding(
         "Fig. 19",
@@ -292,13 +294,15 @@ FINDINGS = (
 )
 
 
-def _match(frame, row: dict):
+def _match(frame, row: dict, unset_passes: bool = False):
+    """The frame's rows with each of `row`'s values (`unset_passes`: or without the key, as ERM has no rho)."""
     hit = frame
     for key, value in row.items():
         col = KEY + key
         if col not in hit:
-            return hit.iloc[0:0]
-        hit = hit[hit[col].map(lambda v, value=value: table._same(v, value) or str(v) == str(value))]
+            return hit if unset_passes else hit.iloc[0:0]
+        same = hit[col].map(lambda v, value=value: table._same(v, value) or str(v) == str(value))
+        hit = hit[same | hit[col].isna()] if unset_passes else hit[same]
     return hit
 
 
@@ -308,9 +312,15 @@ def paired_row(finding: Finding) -> dict | None:
     if not finding.row or not all(f.is_dir() for f in folders):
         return None
     runs, _ = collect(folders, fill=paired.fill_keys(finding.baseline))
+    # The row's settings that both sides may share (a batch size, a width) narrow the runs before they
+    # are paired: the paired table names only the keys that vary, so a setting every remaining run has
+    # is no column of it. The keys that name the method, or the baseline's own setting, differ by design.
+    setting = paired.setting_of(finding.baseline)
+    shared = {k: v for k, v in finding.row.items() if k not in paired.LABEL_KEYS and (not setting or k != setting[0])}
+    runs = _match(runs, shared, unset_passes=True)
     _, info = table.aggregate(runs, finding.metric)
     frame, _ = paired.paired(runs, info, "seed", finding.baseline)
-    hit = _match(frame, finding.row)
+    hit = _match(frame, {k: v for k, v in finding.row.items() if k not in shared or KEY + k in frame})
     if hit.empty:
         return None
     if len(hit) > 1:  # the row must name one comparison; the first of several would be a silent pick
@@ -329,15 +339,19 @@ def _each_value(finding: Finding, key: str) -> list[tuple[float, Finding]]:
     return [(float(v), replace(finding, row={**finding.row, key: float(v)})) for v in values]
 
 
-def over_switch_points(finding: Finding) -> tuple[str, str]:
-    """Fig. 8: the row's switched runs paired with the baseline at each switch point the folders hold
-    (method.switch_at, the share of epochs before the switch), one paired interval per point."""
+def over_values(finding: Finding, key: str, label: Callable[[float], str]) -> tuple[str, str]:
+    """The row's runs paired with the baseline at each value of `key` the folders hold (Fig. 8: the share
+    of epochs before the switch; Fig. 17: the batch size), one paired interval per value."""
     parts, seeds = [], []
-    for point, at_point in _each_value(finding, SWITCH_KEY):
-        numbers = paired_row(at_point)
-        parts.append(f"at {100 * point:.0f}%: {verdict(numbers, finding.expect)}")
+    for value, at_value in _each_value(finding, key):
+        numbers = paired_row(at_value)
+        parts.append(f"{label(value)}: {verdict(numbers, finding.expect)}")
         seeds.append(str(numbers["n"]) if numbers else "-")
     return f"{finding.note}; " + "; ".join(parts), ", ".join(seeds)
+
+
+def over_switch_points(finding: Finding) -> tuple[str, str]:
+    return over_values(finding, SWITCH_KEY, lambda point: f"at {100 * point:.0f}%")
 
 
 def converges_over_rho(finding: Finding) -> tuple[str, str]:
