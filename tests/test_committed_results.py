@@ -92,11 +92,17 @@ def _documents_sweep_blocks() -> list[tuple[list[str], list[str], list[str]]]:
     ...]" first) or its tables alone ("method ..." first), whose folder, --metric, --where and --baseline
     (erm unless named) are the last ones the text names before it."""
     text = DOC.read_text()
-    blocks, preset, options, pos, baseline = [], None, [], 0, "erm"
+    blocks, preset, options, pos, baseline, command = [], None, [], 0, "erm", None
     for m in re.finditer(r"```[a-z]*\n(.*?)```", text, flags=re.S):
         before = text[pos : m.start()]
         pos = m.end()
         body = m.group(1).rstrip("\n").splitlines()
+        if body and body[0].startswith("python sweep.py "):  # the command whose output the next block shows
+            words = " ".join(body).replace("\\", " ").split()
+            command = [w.removeprefix("docs/results/") for w in words if w.startswith("docs/results/")]
+            if "--baseline" in words:
+                baseline = words[words.index("--baseline") + 1]
+            continue
         named = re.findall(r"sweep\.py docs/results/([\w/]+)([^`\n]*)", before)
         flags = re.findall(r"--metric (\w+)", before)
         baselines = re.findall(r"--baseline (\S+?)`", before)
@@ -109,12 +115,13 @@ def _documents_sweep_blocks() -> list[tuple[list[str], list[str], list[str]]]:
             options = ["--metric", flags[-1]]
         if body and body[0].startswith("sweep: docs/results/"):
             folders, _, where = body[0].removeprefix("sweep: ").partition(", where ")
-            preset = [f.removeprefix("docs/results/") for f in folders.split(", ")]
+            # The folders the command above names, so an output block left behind by its command fails.
+            preset = command or [f.removeprefix("docs/results/") for f in folders.split(", ")]
             options = [arg for cond in where.split(" and ") if cond for arg in ("--where", cond)]
             blocks.append((preset, [*options, "--baseline", baseline], body))
         elif body and body[0].startswith("method ") and preset:
             blocks.append(([preset] if isinstance(preset, str) else preset, [*options, "--baseline", baseline], body))
-        baseline = "erm"  # a block's baseline is named in the text just before it
+        baseline, command = "erm", None  # a block's baseline and command come just before it
     return blocks
 
 

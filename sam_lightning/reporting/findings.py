@@ -187,12 +187,12 @@ FINDINGS = (
         "Fig. 11",
         '"both ERM and SAM converge to zero training error and the gradient normalization is not crucial" (Sec. 5.2)',
         "`train.py -m experiment=laptop_const_rho ...`",
-        ("laptop_switch", "laptop_const_rho"),  # laptop_switch: ERM of seed 0 by the same code
+        SWITCH + ("laptop_const_rho",),  # ERM by the same code: seeds 0-2 in laptop_switch, 3-4 in fp32
         {"method": "sam_const"},
         # "the SAM model has significantly better generalization" and "normalization is not crucial for
         # SAM" (Sec. 5.2): constant-rho SAM, too, ends below ERM.
         expect="lower",
-        note="constant-rho SAM, the preset's two stages (its rho grid on seed 0, then the chosen rho on seeds 1-2)",
+        note="constant-rho SAM, the preset's two stages (its rho grid on seed 0, then the chosen rho on seeds 1-4)",
         compute=lambda f: converges_over_rho(f),
     ),
     Finding(
