@@ -100,6 +100,7 @@ def _documents_sweep_blocks() -> list[tuple[list[str], list[str], list[str]]]:
         if body and body[0].startswith("python sweep.py "):  # the command whose output the next block shows
             words = " ".join(body).replace("\\", " ").split()
             command = [w.removeprefix("docs/results/") for w in words if w.startswith("docs/results/")]
+            command_where = [a for k, w in enumerate(words[:-1]) if w == "--where" for a in (w, words[k + 1])]
             if "--baseline" in words:
                 baseline = words[words.index("--baseline") + 1]
             continue
@@ -118,6 +119,7 @@ def _documents_sweep_blocks() -> list[tuple[list[str], list[str], list[str]]]:
             # The folders the command above names, so an output block left behind by its command fails.
             preset = command or [f.removeprefix("docs/results/") for f in folders.split(", ")]
             options = [arg for cond in where.split(" and ") if cond for arg in ("--where", cond)]
+            options = command_where if command else options
             blocks.append((preset, [*options, "--baseline", baseline], body))
         elif body and body[0].startswith("method ") and preset:
             blocks.append(([preset] if isinstance(preset, str) else preset, [*options, "--baseline", baseline], body))

@@ -196,6 +196,15 @@ FINDINGS = (
         compute=lambda f: converges_over_rho(f),
     ),
     Finding(
+        "Fig. 11",
+        '"both ERM and SAM converge to zero training error and the gradient normalization is not crucial" (Sec. 5.2)',
+        "`train.py -m experiment=laptop_const_rho ...` (`method=sam method.rho=0.025`)",
+        SWITCH + ("laptop_const_rho",),
+        {"method": "sam", "method.rho": 0.025},
+        note="normalized SAM (regime A's rho 0.025) by the same code as the constant-rho runs, vs ERM",
+        compute=lambda f: converges(f),
+    ),
+    Finding(
         "Fig. 12",
         NOISE,
         "`train.py -m experiment=laptop_label_noise ...`",
