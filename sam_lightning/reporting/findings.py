@@ -309,7 +309,9 @@ def _match(frame, row: dict, unset_passes: bool = False):
     for key, value in row.items():
         col = KEY + key
         if col not in hit:
-            return hit if unset_passes else hit.iloc[0:0]
+            if unset_passes:  # no run sets the key: every run is "without" it; the next keys still apply
+                continue
+            return hit.iloc[0:0]
         same = hit[col].map(lambda v, value=value: table._same(v, value) or str(v) == str(value))
         hit = hit[same | hit[col].isna()] if unset_passes else hit[same]
     return hit
