@@ -392,3 +392,21 @@ def test_the_findings_rows_over_a_shared_setting_pair_each_value_with_erm_at_tha
         "at batch 256: separated, unlike the paper: +2.00 [+2.00, +2.00] points (range), 0 of 3 lower"
     )
     assert seeds == "3, 3"
+
+
+def test_a_findings_row_narrows_on_every_shared_setting_even_after_one_no_run_sets(tmp_path, monkeypatch):
+    # A row naming a setting no run sets (model.width) before one all runs share (batch 128): the unset
+    # key passes and the next still applies, so batch 512, which no run has, is not run.
+    from sam_lightning.reporting import findings
+
+    for seed, erm in enumerate([0.44, 0.45, 0.43]):
+        _job(tmp_path / "runs", seed, "erm", seed, extra={"data.batch_size": 128}, final_test_error=erm)
+        _job(tmp_path / "runs", seed + 5, "sam", seed, extra={"data.batch_size": 128}, final_test_error=erm - 0.01)
+    monkeypatch.setattr(findings, "RESULTS", tmp_path)
+
+    def numbers(size):
+        row = {"method": "sam", "model.width": 16, "data.batch_size": size}
+        return findings.paired_row(findings.Finding("Fig. 17", "claim", "command", ("runs",), row))
+
+    assert numbers(128)["mean"] == pytest.approx(-1.0)
+    assert numbers(512) is None
