@@ -410,3 +410,25 @@ def test_a_findings_row_narrows_on_every_shared_setting_even_after_one_no_run_se
 
     assert numbers(128)["mean"] == pytest.approx(-1.0)
     assert numbers(512) is None
+
+
+def test_a_findings_row_over_a_shared_setting_says_where_erm_meets_its_criterion(tmp_path, monkeypatch):
+    # Fig. 18's row: a width at which ERM does not fit its training data tests no claim of the paper,
+    # so each width says on how many seeds ERM's runs met the regime's criterion (results.json
+    # `criterion`); a width whose runs checked none says nothing of it. SAM's runs do not count.
+    from sam_lightning.reporting import findings
+
+    for seed, (erm, met) in enumerate([(0.44, True), (0.45, False), (0.43, True)]):
+        check = {"metric": "train_eval/error", "rule": "<= 0.01", "value": 0.02 - 0.01 * met, "epoch": 110, "met": met}
+        _job(tmp_path / "runs", seed, "erm", seed, extra={"model.width": 8}, final_test_error=erm, criterion=check)
+        miss = {**check, "met": False}
+        _job(tmp_path / "runs", seed + 5, "sam", seed, extra={"model.width": 8}, final_test_error=erm, criterion=miss)
+        _job(tmp_path / "runs", seed + 10, "erm", seed, extra={"model.width": 32}, final_test_error=erm)
+        _job(tmp_path / "runs", seed + 15, "sam", seed, extra={"model.width": 32}, final_test_error=erm - 0.01)
+    monkeypatch.setattr(findings, "RESULTS", tmp_path)
+    row = findings.Finding("Fig. 18", "claim", "command", ("runs",), {"method": "sam"}, note="n")
+    text, _ = findings.over_values(row, "model.width", lambda w: f"at width {w:g}", fits=True)
+    at_8, at_32 = text.split("; at width ")[1:]
+    assert at_8.endswith("(ERM meets the criterion on 2 of 3 seeds)")
+    assert "criterion" not in at_32
+    assert "criterion" not in findings.over_values(row, "model.width", lambda w: f"at width {w:g}")[0]

@@ -3,7 +3,7 @@
 A job folder is one that holds results.json or Hydra's .hydra/ (a job that started but never wrote
 results.json). Every job becomes one row of a pandas DataFrame: its name, status and reason, its
 seed, its final metrics (every `final_*` / `best_*` number of results.json, and
-`test_error_at_best_val`) and one `key:<override>` column per command-line override that can
+`test_error_at_best_val`), whether it met its regime's criterion (`criterion_met`, where checked) and one `key:<override>` column per command-line override that can
 define a group (none for `method.rho` of a method without an ascent step: ERM). The overrides come from
 the job's .hydra/overrides.yaml, else from the `overrides` list results.json records (so a folder of
 bare results.json files, as committed under docs/results/, makes the same table), else from the
@@ -31,6 +31,7 @@ KEY = "key:"  # prefix of the group columns: key:method, key:method.rho, ...
 RHO = KEY + RHO_KEY  # the rho column
 SWITCH_KEY = "method.switch_at"  # the share of the epochs trained before a method switch
 SWITCH_AT = KEY + SWITCH_KEY  # its column
+CRITERION_MET = "criterion_met"  # whether the run met its regime's criterion (results.json `criterion`), if checked
 # Besides every final_*/best_* number: the test error at the epoch of lowest validation error.
 EXTRA_METRICS = (AT_BEST_VAL,)
 
@@ -104,6 +105,9 @@ def record(name: str, payload: dict, overrides: list[str] | None, fill: tuple[st
         "seed": config.get("seed"),
         "method_label": method_label(config.get("method") or {}),
     }
+    criterion = payload.get("criterion")
+    if isinstance(criterion, dict) and isinstance(criterion.get("met"), bool):
+        row[CRITERION_MET] = criterion["met"]
     row.update(
         {
             k: float(v)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sam_lightning.reporting import next_stage, paired, table
-from sam_lightning.reporting.collect import KEY, RHO, SWITCH_KEY, collect
+from sam_lightning.reporting.collect import CRITERION_MET, KEY, RHO, SWITCH_KEY, collect
 from sam_lightning.reporting.stats import interval_name
 from sam_lightning.run.duplicates import RHO as RHO_KEY
 from sam_lightning.run.results import TRAIN_EVAL_ERROR
@@ -237,7 +237,7 @@ FINDINGS = (
         {"method": "sam"},
         expect="none",
         note="SAM (m = the batch, rho 0.025) vs ERM at the same batch size (batch 64: the first Fig. 1 row)",
-        compute=lambda f: over_values(f, "data.batch_size", lambda batch: f"at batch {batch:g}"),
+        compute=lambda f: over_values(f, "data.batch_size", lambda batch: f"at batch {batch:g}", fits=True),
     ),
     Finding(
         "Fig. 18",
@@ -246,7 +246,7 @@ FINDINGS = (
         ("laptop_widths",),
         {"method": "sam"},
         note="SAM (rho 0.025) vs ERM at the same width (width 16: the first Fig. 1 row)",
-        compute=lambda f: over_values(f, "model.width", lambda width: f"at width {width:g}"),
+        compute=lambda f: over_values(f, "model.width", lambda width: f"at width {width:g}", fits=True),
     ),
     Finding(
         "Fig. 19",
@@ -317,8 +317,9 @@ def _match(frame, row: dict, unset_passes: bool = False):
     return hit
 
 
-def paired_row(finding: Finding) -> dict | None:
-    """The finding's paired numbers (points of test error): mean, low, high, n, below; None without runs."""
+def _narrowed_runs(finding: Finding) -> tuple[pd.DataFrame, dict] | None:
+    """(the runs of the finding's folders narrowed to its shared settings, those settings); None
+    without a row or with a folder missing."""
     folders = [RESULTS / f for f in finding.folders]
     if not finding.row or not all(f.is_dir() for f in folders):
         return None
@@ -328,7 +329,28 @@ def paired_row(finding: Finding) -> dict | None:
     # is no column of it. The keys that name the method, or the baseline's own setting, differ by design.
     setting = paired.setting_of(finding.baseline)
     shared = {k: v for k, v in finding.row.items() if k not in paired.LABEL_KEYS and (not setting or k != setting[0])}
-    runs = _match(runs, shared, unset_passes=True)
+    return _match(runs, shared, unset_passes=True), shared
+
+
+def baseline_fits(finding: Finding) -> str | None:
+    """How many of the baseline's finished runs (at the row's shared settings) met their regime's
+    criterion, e.g. "ERM meets the criterion on 2 of 5 seeds"; None where none was checked."""
+    if (narrowed := _narrowed_runs(finding)) is None:
+        return None
+    runs, _ = narrowed
+    base = runs[(runs["status"] == "finished") & paired.is_baseline(runs, finding.baseline)]
+    met = base[CRITERION_MET].dropna() if CRITERION_MET in base else pd.Series(dtype=bool)
+    if met.empty:
+        return None
+    who = "ERM" if finding.baseline == ERM.name else finding.baseline
+    return f"{who} meets the criterion on {int(met.astype(bool).sum())} of {len(met)} seeds"
+
+
+def paired_row(finding: Finding) -> dict | None:
+    """The finding's paired numbers (points of test error): mean, low, high, n, below; None without runs."""
+    if (narrowed := _narrowed_runs(finding)) is None:
+        return None
+    runs, shared = narrowed
     _, info = table.aggregate(runs, finding.metric)
     frame, _ = paired.paired(runs, info, "seed", finding.baseline)
     hit = _match(frame, {k: v for k, v in finding.row.items() if k not in shared or KEY + k in frame})
@@ -350,13 +372,16 @@ def _each_value(finding: Finding, key: str) -> list[tuple[float, Finding]]:
     return [(float(v), replace(finding, row={**finding.row, key: float(v)})) for v in values]
 
 
-def over_values(finding: Finding, key: str, label: Callable[[float], str]) -> tuple[str, str]:
+def over_values(finding: Finding, key: str, label: Callable[[float], str], fits: bool = False) -> tuple[str, str]:
     """The row's runs paired with the baseline at each value of `key` the folders hold (Fig. 8: the share
-    of epochs before the switch; Fig. 17: the batch size), one paired interval per value."""
+    of epochs before the switch; Fig. 17: the batch size), one paired interval per value. `fits`: where
+    the baseline itself changes with the value (a batch size, a width), also whether its runs met the
+    regime's criterion there, since a value at which ERM does not fit tests no claim of the paper."""
     parts, seeds = [], []
     for value, at_value in _each_value(finding, key):
         numbers = paired_row(at_value)
-        parts.append(f"{label(value)}: {verdict(numbers, finding.expect)}")
+        fit = baseline_fits(at_value) if fits else None
+        parts.append(f"{label(value)}: {verdict(numbers, finding.expect)}" + (f" ({fit})" if fit else ""))
         seeds.append(str(numbers["n"]) if numbers else "-")
     return f"{finding.note}; " + "; ".join(parts), ", ".join(seeds)
 
