@@ -276,7 +276,7 @@ FINDINGS = (
         "Fig. 21",
         RHO_DECAY,
         "`train.py -m experiment=laptop_rho_schedule ...` (paper scale: `experiment=fig21`)",
-        ("laptop_sam_vs_erm_precision/fp32", "laptop_rho_schedule"),
+        ("laptop_sam_vs_erm_precision/fp32", "laptop_const_rho", "laptop_rho_schedule"),
         {"method": "sam", "method.rho_schedule": "lr", "method.rho": 0.025},
         expect="higher",
         baseline="method.rho_schedule=constant",
