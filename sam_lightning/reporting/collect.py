@@ -4,8 +4,9 @@ A job folder is one that holds results.json or Hydra's .hydra/ (a job that start
 results.json). Every job becomes one row of a pandas DataFrame: its name, status and reason, its
 seed, its final metrics (every `final_*` / `best_*` number of results.json, and
 `test_error_at_best_val`), whether it met its regime's criterion (`criterion_met`, where
-checked) and one `key:<override>` column per command-line override that can define a group (none for `method.rho` of a method without an ascent step: ERM). The overrides come from
-the job's .hydra/overrides.yaml, else from the `overrides` list results.json records (so a folder of
+checked) and one `key:<override>` column per command-line override that can define a group
+(none for `method.rho` of a method without an ascent step: ERM). The overrides come from the
+job's .hydra/overrides.yaml, else from the `overrides` list results.json records (so a folder of
 bare results.json files, as committed under docs/results/, makes the same table), else from the
 config (`pseudo_overrides`: a run without either). A job whose status is not
 `finished` (failed, diverged, interrupted, running, missing, unreadable, skipped) keeps its row,
